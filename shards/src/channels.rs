@@ -1,0 +1,331 @@
+//! One shard's channel index: which of *this shard's* sockets are members of
+//! which channel, and which hold subscriptions (exact or prefix, with an
+//! optional filter). Never touches another shard's sockets; the shard asks
+//! peers through the mailbox instead.
+//!
+//! Delivery here is the innermost hot loop: for each recipient it clones a
+//! refcounted, already-encoded frame into the recipient's outbox. The only
+//! per-recipient work beyond that is the `echo:false` user check and, for a
+//! subscription, its filter and the `subscriptionId` suffix of its frame.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use proto::engineio::Outgoing;
+
+use crate::ids::SocketKey;
+use crate::outbox::Outbox;
+
+/// A socket as the channel index sees it.
+pub struct Member {
+    pub key: SocketKey,
+    pub socket_id: Arc<str>,
+    pub user_id: Arc<str>,
+    /// The token's `info` claim as raw JSON; `None` shows as `null`.
+    pub info: Option<Arc<str>>,
+    pub outbox: Rc<Outbox>,
+}
+
+/// A member as reported to a `members` query (Send: crosses shards).
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub socket_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub info: Option<Arc<str>>,
+    pub joined_at: u64,
+}
+
+/// Decides whether a publication matches a subscription's filter.
+pub trait SubFilter {
+    /// `data` is the publication's parsed `data` (JSON `null` when absent).
+    fn matches(&self, event: &str, data: &serde_json::Value) -> bool;
+}
+
+/// What a subscription listens to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Exact(Arc<str>),
+    Prefix(Arc<str>),
+}
+
+impl Topic {
+    pub fn matches(&self, channel: &str) -> bool {
+        match self {
+            Topic::Exact(c) => &**c == channel,
+            Topic::Prefix(p) => channel.starts_with(&**p),
+        }
+    }
+}
+
+/// One subscription held by a local socket.
+pub struct Subscription {
+    pub id: Arc<str>,
+    pub member: Rc<Member>,
+    pub topic: Topic,
+    pub filter: Option<Rc<dyn SubFilter>>,
+    /// `,"subscriptionId":"<id>"}]`, the tail that replaces the frame's `}]`.
+    suffix: Bytes,
+}
+
+/// An encoded event on its way to a channel's recipients (Send + Sync; one
+/// per publish, shared by every shard it is sent to).
+pub struct Publication {
+    pub channel: Arc<str>,
+    pub event: Arc<str>,
+    /// The Engine.IO text packet, ending with the RealtimeEvent's `}]`.
+    pub text: Bytes,
+    pub attachments: Vec<Bytes>,
+    /// Parsed `data`, for subscription filters.
+    pub data: serde_json::Value,
+    /// `echo:false`: skip every socket of this user.
+    pub skip_user: Option<Arc<str>>,
+    /// Presence events go to members only, never to subscriptions.
+    pub members_only: bool,
+}
+
+#[derive(Default)]
+struct ChannelMembers {
+    list: Vec<(Rc<Member>, u64)>,
+    pos: HashMap<u64, usize>,
+}
+
+/// The channel and subscription index of one shard.
+#[derive(Default)]
+pub struct Channels {
+    channels: HashMap<Arc<str>, ChannelMembers>,
+    exact_subs: HashMap<Arc<str>, Vec<Subscription>>,
+    prefix_subs: Vec<Subscription>,
+}
+
+/// Whether a change made the shard gain or lose interest in a topic key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterestChange {
+    None,
+    Gained(Topic),
+    Lost(Topic),
+}
+
+impl Channels {
+    /// Adds a member; `None` when it already was one (no second presence).
+    pub fn join(&mut self, channel: &Arc<str>, m: &Rc<Member>, now_ms: u64) -> Option<InterestChange> {
+        let had_interest = self.interest_in(channel);
+        let ch = self.channels.entry(channel.clone()).or_default();
+        if ch.pos.contains_key(&m.key.seq) {
+            return None;
+        }
+        ch.pos.insert(m.key.seq, ch.list.len());
+        ch.list.push((m.clone(), now_ms));
+        Some(if had_interest {
+            InterestChange::None
+        } else {
+            InterestChange::Gained(Topic::Exact(channel.clone()))
+        })
+    }
+
+    /// Removes a member; `None` when it was not one.
+    pub fn leave(&mut self, channel: &str, key: SocketKey) -> Option<InterestChange> {
+        let ch = self.channels.get_mut(channel)?;
+        let i = ch.pos.remove(&key.seq)?;
+        ch.list.swap_remove(i);
+        if let Some((moved, _)) = ch.list.get(i) {
+            ch.pos.insert(moved.key.seq, i);
+        }
+        if ch.list.is_empty() {
+            let (name, _) = self.channels.remove_entry(channel)?;
+            if !self.interest_in(&name) {
+                return Some(InterestChange::Lost(Topic::Exact(name)));
+            }
+        }
+        Some(InterestChange::None)
+    }
+
+    pub fn member_count(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, |c| c.list.len())
+    }
+
+    pub fn members(&self, channel: &str) -> Vec<MemberView> {
+        self.channels.get(channel).map_or_else(Vec::new, |c| {
+            c.list
+                .iter()
+                .map(|(m, at)| MemberView {
+                    socket_id: m.socket_id.clone(),
+                    user_id: m.user_id.clone(),
+                    info: m.info.clone(),
+                    joined_at: *at,
+                })
+                .collect()
+        })
+    }
+
+    /// Every channel with local members, and how many.
+    pub fn channel_counts(&self) -> Vec<(Arc<str>, usize)> {
+        self.channels.iter().map(|(k, v)| (k.clone(), v.list.len())).collect()
+    }
+
+    pub fn subscribe(
+        &mut self,
+        id: Arc<str>,
+        member: Rc<Member>,
+        topic: Topic,
+        filter: Option<Rc<dyn SubFilter>>,
+    ) -> InterestChange {
+        let mut suffix = BytesMut::with_capacity(id.len() + 22);
+        suffix.extend_from_slice(b",\"subscriptionId\":");
+        suffix.extend_from_slice(serde_json::to_string(&*id).unwrap_or_default().as_bytes());
+        suffix.extend_from_slice(b"}]");
+        let sub = Subscription { id, member, topic: topic.clone(), filter, suffix: suffix.freeze() };
+        match &topic {
+            Topic::Exact(c) => {
+                let had = self.interest_in(c);
+                self.exact_subs.entry(c.clone()).or_default().push(sub);
+                if had {
+                    InterestChange::None
+                } else {
+                    InterestChange::Gained(topic)
+                }
+            }
+            Topic::Prefix(p) => {
+                let had = self.prefix_subs.iter().any(|s| s.topic == topic);
+                let _ = p;
+                self.prefix_subs.push(sub);
+                if had {
+                    InterestChange::None
+                } else {
+                    InterestChange::Gained(topic)
+                }
+            }
+        }
+    }
+
+    /// Removes subscription `id` of socket `key`; `None` if it holds no such one.
+    pub fn unsubscribe(&mut self, key: SocketKey, id: &str, topic: &Topic) -> Option<InterestChange> {
+        let is_it = |s: &Subscription| s.member.key == key && &*s.id == id;
+        match topic {
+            Topic::Exact(c) => {
+                let list = self.exact_subs.get_mut(&**c)?;
+                let i = list.iter().position(is_it)?;
+                list.swap_remove(i);
+                if list.is_empty() {
+                    self.exact_subs.remove(&**c);
+                    if !self.interest_in(c) {
+                        return Some(InterestChange::Lost(topic.clone()));
+                    }
+                }
+            }
+            Topic::Prefix(_) => {
+                let i = self.prefix_subs.iter().position(is_it)?;
+                self.prefix_subs.swap_remove(i);
+                if !self.prefix_subs.iter().any(|s| &s.topic == topic) {
+                    return Some(InterestChange::Lost(topic.clone()));
+                }
+            }
+        }
+        Some(InterestChange::None)
+    }
+
+    fn interest_in(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel) || self.exact_subs.contains_key(channel)
+    }
+
+    /// Delivers a publication to this shard's recipients; returns how many
+    /// deliveries were queued.
+    pub fn deliver(&self, p: &Publication) -> usize {
+        let mut n = 0;
+        let skip = |m: &Member| p.skip_user.as_deref().is_some_and(|u| *u == *m.user_id);
+        if let Some(ch) = self.channels.get(&*p.channel) {
+            for (m, _) in &ch.list {
+                if !skip(m) && m.outbox.push_all(Outgoing::Text(p.text.clone()), &p.attachments) {
+                    n += 1;
+                }
+            }
+        }
+        if p.members_only {
+            return n;
+        }
+        let exact = self.exact_subs.get(&*p.channel).into_iter().flatten();
+        let prefixed = self.prefix_subs.iter().filter(|s| s.topic.matches(&p.channel));
+        for s in exact.chain(prefixed) {
+            if skip(&s.member) || !s.filter.as_ref().is_none_or(|f| f.matches(&p.event, &p.data)) {
+                continue;
+            }
+            if s.member.outbox.push_all(Outgoing::Text(patch(&p.text, &s.suffix)), &p.attachments) {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// The frame with its closing `}]` replaced by a subscription's suffix.
+fn patch(text: &Bytes, suffix: &Bytes) -> Bytes {
+    let body = &text[..text.len().saturating_sub(2)];
+    let mut b = BytesMut::with_capacity(body.len() + suffix.len());
+    b.extend_from_slice(body);
+    b.extend_from_slice(suffix);
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(seq: u64, user: &str) -> Rc<Member> {
+        Rc::new(Member {
+            key: SocketKey { shard: 0, seq },
+            socket_id: format!("i-0-{seq:x}").into(),
+            user_id: user.into(),
+            info: None,
+            outbox: Rc::new(Outbox::new(100)),
+        })
+    }
+
+    fn publication(channel: &str, skip: Option<&str>) -> Publication {
+        Publication {
+            channel: channel.into(),
+            event: "m".into(),
+            text: Bytes::from_static(b"42[\"event\",{\"x\":1}]"),
+            attachments: vec![],
+            data: serde_json::Value::Null,
+            skip_user: skip.map(Into::into),
+            members_only: false,
+        }
+    }
+
+    #[test]
+    fn join_twice_and_leave() {
+        let mut c = Channels::default();
+        let a = member(1, "u");
+        let ch: Arc<str> = "c".into();
+        assert_eq!(c.join(&ch, &a, 1), Some(InterestChange::Gained(Topic::Exact(ch.clone()))));
+        assert_eq!(c.join(&ch, &a, 2), None);
+        let b = member(2, "v");
+        assert_eq!(c.join(&ch, &b, 3), Some(InterestChange::None));
+        assert_eq!(c.member_count("c"), 2);
+        assert_eq!(c.leave("c", a.key), Some(InterestChange::None));
+        assert_eq!(c.leave("c", a.key), None);
+        assert_eq!(c.members("c")[0].socket_id, b.socket_id);
+        assert_eq!(c.leave("c", b.key), Some(InterestChange::Lost(Topic::Exact(ch))));
+    }
+
+    #[test]
+    fn deliver_skips_user_and_patches_subscriptions() {
+        let mut c = Channels::default();
+        let a = member(1, "u");
+        let b = member(2, "v");
+        let ch: Arc<str> = "chat:1".into();
+        c.join(&ch, &a, 0);
+        c.join(&ch, &b, 0);
+        c.subscribe("s1".into(), b.clone(), Topic::Prefix("chat:".into()), None);
+        assert_eq!(c.deliver(&publication("chat:1", Some("u"))), 2);
+        assert!(a.outbox.is_empty());
+        let mut got = Vec::new();
+        b.outbox.drain_into(&mut got, 10);
+        assert_eq!(got[0], Outgoing::Text(Bytes::from_static(b"42[\"event\",{\"x\":1}]")));
+        assert_eq!(
+            got[1],
+            Outgoing::Text(Bytes::from_static(b"42[\"event\",{\"x\":1,\"subscriptionId\":\"s1\"}]"))
+        );
+    }
+}

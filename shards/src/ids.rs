@@ -1,0 +1,79 @@
+//! Identifiers that say where a thing lives.
+//!
+//! A [`SocketKey`] names a socket on this instance: the shard that owns it for
+//! its whole life and a per-shard sequence number. Its wire form (the Socket.IO
+//! socket id clients see) also carries the instance id, so any shard of any
+//! instance can route a direct message without a lookup.
+
+use std::fmt;
+
+/// Index of a shard (one pinned executor) inside this instance.
+pub type ShardId = usize;
+
+/// A socket owned by shard `shard` on this instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketKey {
+    pub shard: ShardId,
+    pub seq: u64,
+}
+
+impl SocketKey {
+    /// The public socket id: `<instance>-<shard hex>-<seq hex>`.
+    pub fn wire(&self, instance: &str) -> String {
+        format!("{instance}-{:x}-{:x}", self.shard, self.seq)
+    }
+
+    /// Parses a public socket id; returns the instance part and the key.
+    /// Anything malformed gives `None` (a direct to it is `not_found`).
+    pub fn parse(wire: &str) -> Option<(&str, SocketKey)> {
+        let mut parts = wire.rsplitn(3, '-');
+        let seq = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let shard = usize::from_str_radix(parts.next()?, 16).ok()?;
+        let instance = parts.next()?;
+        if instance.is_empty() || shard > 1024 {
+            return None;
+        }
+        Some((instance, SocketKey { shard, seq }))
+    }
+}
+
+impl fmt::Display for SocketKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.shard, self.seq)
+    }
+}
+
+/// The shard that owns an Engine.IO session id. Session ids start with the
+/// owner shard as two hex digits, so a polling request or a websocket upgrade
+/// that the kernel hands to another shard can be routed to the owner.
+pub fn session_owner(sid: &str) -> Option<ShardId> {
+    let head = sid.get(..2)?;
+    usize::from_str_radix(head, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trip() {
+        let k = SocketKey { shard: 3, seq: 0x1234 };
+        let w = k.wire("inst-a1");
+        assert_eq!(w, "inst-a1-3-1234");
+        assert_eq!(SocketKey::parse(&w), Some(("inst-a1", k)));
+    }
+
+    #[test]
+    fn garbage_is_none() {
+        for s in ["", "-", "a-b", "x-1-zz", "-1-2", "chat:room1", "a-99999-1"] {
+            assert_eq!(SocketKey::parse(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn session_owner_reads_prefix() {
+        assert_eq!(session_owner("0aXYZ"), Some(10));
+        assert_eq!(session_owner("z"), None);
+        assert_eq!(session_owner("é1"), None);
+    }
+}

@@ -1,0 +1,343 @@
+//! `Shard`: everything one core owns — its sockets, their channel membership
+//! and subscriptions, and its replica of which peers want which topics.
+//!
+//! A `Shard` is `!Send` by construction (Rc/RefCell): only its own executor
+//! touches it. Other shards reach it through [`crate::mailbox`].
+//!
+//! The publish path: [`Shard::publish`] delivers to local recipients, then
+//! sends the same `Arc<Publication>` to each peer whose interest replica says
+//! it has members or matching subscriptions; the peer's receive loop calls
+//! [`Channels::deliver`]. Order per publisher per channel holds because a
+//! publisher lives on one shard and each peer link is FIFO.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use proto::engineio::Outgoing;
+
+use crate::channels::{Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic};
+use crate::ids::{ShardId, SocketKey};
+use crate::mailbox::{Mailbox, Request, Response, ShardMsg};
+
+type AdoptFn = Box<dyn Fn(OwnedFd, Vec<u8>)>;
+
+/// Which shards (bit per shard) want a topic.
+#[derive(Default)]
+struct Interest {
+    exact: HashMap<Arc<str>, u64>,
+    prefix: HashMap<Arc<str>, u64>,
+}
+
+impl Interest {
+    fn set(&mut self, shard: ShardId, topic: &Topic, on: bool) {
+        let (map, key) = match topic {
+            Topic::Exact(k) => (&mut self.exact, k),
+            Topic::Prefix(k) => (&mut self.prefix, k),
+        };
+        let bit = 1u64 << (shard % 64);
+        if on {
+            *map.entry(key.clone()).or_default() |= bit;
+        } else if let Some(m) = map.get_mut(key) {
+            *m &= !bit;
+            if *m == 0 {
+                map.remove(key);
+            }
+        }
+    }
+
+    fn shards_for(&self, channel: &str) -> u64 {
+        let mut mask = self.exact.get(channel).copied().unwrap_or(0);
+        for (p, m) in &self.prefix {
+            if channel.starts_with(&**p) {
+                mask |= m;
+            }
+        }
+        mask
+    }
+}
+
+/// One core's state.
+pub struct Shard {
+    id: ShardId,
+    nr_shards: usize,
+    instance: Arc<str>,
+    channels: RefCell<Channels>,
+    interest: RefCell<Interest>,
+    sockets: RefCell<HashMap<u64, Rc<Member>>>,
+    mailbox: Rc<Mailbox>,
+    next_seq: Cell<u64>,
+    last_id: Cell<(u64, u64)>,
+    adopt: RefCell<Option<AdoptFn>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Shard {
+    pub(crate) fn new(id: ShardId, nr_shards: usize, instance: Arc<str>, mailbox: Mailbox) -> Self {
+        Shard {
+            id,
+            nr_shards,
+            instance,
+            channels: RefCell::default(),
+            interest: RefCell::default(),
+            sockets: RefCell::default(),
+            mailbox: Rc::new(mailbox),
+            next_seq: Cell::new(1),
+            last_id: Cell::new((0, 0)),
+            adopt: RefCell::new(None),
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn nr_shards(&self) -> usize {
+        self.nr_shards
+    }
+
+    pub fn instance(&self) -> &Arc<str> {
+        &self.instance
+    }
+
+    /// A fresh key for a socket this shard will own.
+    pub fn next_key(&self) -> SocketKey {
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        SocketKey { shard: self.id, seq }
+    }
+
+    /// A cluster-unique id that sorts after every earlier id from this shard:
+    /// `<ms, 12 hex><counter, 8 hex>-<shard>-<instance>`, with the clock held
+    /// monotonic per shard.
+    pub fn next_event_id(&self) -> String {
+        let (last_ts, counter) = self.last_id.get();
+        let ts = now_ms().max(last_ts);
+        let counter = if ts == last_ts { counter + 1 } else { 0 };
+        self.last_id.set((ts, counter));
+        format!("{ts:012x}{counter:08x}-{:x}-{}", self.id, self.instance)
+    }
+
+    /// Registers a connected socket (it can now receive direct messages).
+    pub fn register(&self, m: Rc<Member>) {
+        self.sockets.borrow_mut().insert(m.key.seq, m);
+    }
+
+    /// Removes a socket everywhere: its subscriptions and memberships are
+    /// dropped by the caller first (it knows them), this forgets the socket.
+    pub fn unregister(&self, key: SocketKey) {
+        self.sockets.borrow_mut().remove(&key.seq);
+    }
+
+    pub fn local_connections(&self) -> usize {
+        self.sockets.borrow().len()
+    }
+
+    /// Installs what a shard does with a connection handed over by a peer.
+    pub fn on_adopt(&self, f: impl Fn(OwnedFd, Vec<u8>) + 'static) {
+        *self.adopt.borrow_mut() = Some(Box::new(f));
+    }
+
+    /// Hands a client connection to the shard that owns its session.
+    pub async fn hand_off(&self, to: ShardId, fd: OwnedFd, buffered: Vec<u8>) -> bool {
+        self.mailbox.send_to(to, ShardMsg::Adopt { fd, buffered }).await.is_ok()
+    }
+
+    /// Joins `m` to `channel`; `false` when it already was a member.
+    pub async fn join(&self, channel: &Arc<str>, m: &Rc<Member>) -> bool {
+        let change = self.channels.borrow_mut().join(channel, m, now_ms());
+        match change {
+            None => false,
+            Some(c) => {
+                self.announce(c).await;
+                true
+            }
+        }
+    }
+
+    /// Removes `key` from `channel`; `false` when it was not a member.
+    pub async fn leave(&self, channel: &str, key: SocketKey) -> bool {
+        let change = self.channels.borrow_mut().leave(channel, key);
+        match change {
+            None => false,
+            Some(c) => {
+                self.announce(c).await;
+                true
+            }
+        }
+    }
+
+    pub async fn subscribe(
+        &self,
+        id: Arc<str>,
+        m: Rc<Member>,
+        topic: Topic,
+        filter: Option<Rc<dyn SubFilter>>,
+    ) {
+        let c = self.channels.borrow_mut().subscribe(id, m, topic, filter);
+        self.announce(c).await;
+    }
+
+    pub async fn unsubscribe(&self, key: SocketKey, id: &str, topic: &Topic) -> bool {
+        let c = self.channels.borrow_mut().unsubscribe(key, id, topic);
+        match c {
+            None => false,
+            Some(c) => {
+                self.announce(c).await;
+                true
+            }
+        }
+    }
+
+    async fn announce(&self, change: InterestChange) {
+        let (topic, on) = match change {
+            InterestChange::None => return,
+            InterestChange::Gained(t) => (t, true),
+            InterestChange::Lost(t) => (t, false),
+        };
+        self.interest.borrow_mut().set(self.id, &topic, on);
+        for peer in self.peers() {
+            let msg = ShardMsg::Interest { from: self.id, topic: topic.clone(), on };
+            let _ = self.mailbox.send_to(peer, msg).await;
+        }
+    }
+
+    fn peers(&self) -> impl Iterator<Item = ShardId> + '_ {
+        (0..self.nr_shards).filter(move |&s| s != self.id)
+    }
+
+    /// Delivers on this shard and forwards to every interested peer.
+    /// Returns the number of deliveries queued on this shard.
+    pub async fn publish(&self, p: Publication) -> usize {
+        let mask = self.interest.borrow().shards_for(&p.channel);
+        let n = if mask & (1 << self.id) != 0 { self.channels.borrow().deliver(&p) } else { 0 };
+        let remote = mask & !(1 << self.id);
+        if remote != 0 {
+            let p = Arc::new(p);
+            for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
+                let _ = self.mailbox.send_to(peer, ShardMsg::Deliver(p.clone())).await;
+            }
+        }
+        n
+    }
+
+    /// Delivers an encoded packet (plus attachments) to one socket of this
+    /// instance; `false` when no such socket is connected.
+    pub async fn direct(&self, to: SocketKey, text: Bytes, attachments: Vec<Bytes>) -> bool {
+        if to.shard == self.id {
+            return self.direct_local(to.seq, text, &attachments);
+        }
+        if to.shard >= self.nr_shards {
+            return false;
+        }
+        let req = Request::Direct { seq: to.seq, text, attachments };
+        matches!(self.mailbox.ask(self.id, to.shard, req).await, Some(Response::Delivered(true)))
+    }
+
+    fn direct_local(&self, seq: u64, text: Bytes, attachments: &[Bytes]) -> bool {
+        let m = self.sockets.borrow().get(&seq).cloned();
+        m.is_some_and(|m| m.outbox.push_all(Outgoing::Text(text), attachments))
+    }
+
+    /// Members of `channel` on every shard of this instance.
+    pub async fn members(&self, channel: &Arc<str>) -> Vec<MemberView> {
+        let mut all = self.channels.borrow().members(channel);
+        for peer in self.peers() {
+            if let Some(Response::Members(v)) =
+                self.mailbox.ask(self.id, peer, Request::Members(channel.clone())).await
+            {
+                all.extend(v);
+            }
+        }
+        all
+    }
+
+    /// Member count of `channel` on every shard of this instance.
+    pub async fn member_count(&self, channel: &Arc<str>) -> usize {
+        let mut n = self.channels.borrow().member_count(channel);
+        for peer in self.peers() {
+            if let Some(Response::Count(c)) =
+                self.mailbox.ask(self.id, peer, Request::Count(channel.clone())).await
+            {
+                n += c;
+            }
+        }
+        n
+    }
+
+    /// Active channels with member counts, summed over this instance's shards.
+    pub async fn channel_counts(&self) -> Vec<(Arc<str>, usize)> {
+        let mut sum: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut add = |v: Vec<(Arc<str>, usize)>| {
+            for (k, n) in v {
+                *sum.entry(k).or_default() += n;
+            }
+        };
+        add(self.channels.borrow().channel_counts());
+        for peer in self.peers() {
+            if let Some(Response::Channels(v)) = self.mailbox.ask(self.id, peer, Request::Channels).await {
+                add(v);
+            }
+        }
+        sum.into_iter().collect()
+    }
+
+    /// Connected sockets per shard of this instance, indexed by shard id.
+    pub async fn connections_per_shard(&self) -> Vec<usize> {
+        let mut v = vec![0; self.nr_shards];
+        v[self.id] = self.local_connections();
+        for peer in self.peers() {
+            if let Some(Response::Connections(n)) =
+                self.mailbox.ask(self.id, peer, Request::Connections).await
+            {
+                v[peer] = n;
+            }
+        }
+        v
+    }
+
+    /// Handles one message from a peer. Never awaits a send: answers go out
+    /// from a spawned task.
+    pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Deliver(p) => {
+                self.channels.borrow().deliver(&p);
+            }
+            ShardMsg::Interest { from, topic, on } => self.interest.borrow_mut().set(from, &topic, on),
+            ShardMsg::Response { qid, resp } => self.mailbox.complete(qid, resp),
+            ShardMsg::Request { from, qid, req } => {
+                let resp = self.answer(req);
+                let mailbox = self.mailbox.clone();
+                glommio::spawn_local(async move {
+                    let _ = mailbox.send_to(from, ShardMsg::Response { qid, resp }).await;
+                })
+                .detach();
+            }
+            ShardMsg::Adopt { fd, buffered } => {
+                if let Some(f) = &*self.adopt.borrow() {
+                    f(fd, buffered);
+                }
+            }
+        }
+    }
+
+    fn answer(&self, req: Request) -> Response {
+        match req {
+            Request::Count(c) => Response::Count(self.channels.borrow().member_count(&c)),
+            Request::Members(c) => Response::Members(self.channels.borrow().members(&c)),
+            Request::Direct { seq, text, attachments } => {
+                Response::Delivered(self.direct_local(seq, text, &attachments))
+            }
+            Request::Channels => Response::Channels(self.channels.borrow().channel_counts()),
+            Request::Connections => Response::Connections(self.local_connections()),
+        }
+    }
+}
