@@ -1,0 +1,61 @@
+// §1 namespaces: any namespace but `/` is refused; the Engine.IO session stays usable.
+import { describe, it, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, Manager, mint, ack, uniq, waitFor, closeAll, ONCE } from './fixture.mjs';
+
+describe(`namespaces [${ONCE.name}]`, () => {
+  let srv;
+  const managers = [];
+  before(async () => { srv = await startServer({ shards: ONCE.shards }); });
+  afterEach(() => { for (const m of managers.splice(0)) { for (const s of m.nsps ? Object.values(m.nsps) : []) s.close(); m.engine?.close(); } closeAll(srv); });
+  after(async () => { await srv?.stop(); });
+
+  for (const transports of [undefined, ['websocket']]) {
+    const tname = transports ? 'websocket' : 'default';
+    it(`an unknown namespace gets CONNECT_ERROR "Invalid namespace"; / works on the same manager (${tname})`, async () => {
+      const opts = { reconnection: false, ...(transports ? { transports } : {}) };
+      const manager = new Manager(srv.url, opts);
+      managers.push(manager);
+      const main = manager.socket('/', { auth: { token: mint() } });
+      main.connect();
+      await waitFor(main, 'connect');
+      const admin = manager.socket('/admin', { auth: { token: mint() } });
+      let adminConnected = false;
+      admin.on('connect', () => { adminConnected = true; });
+      admin.connect();
+      const err = await waitFor(admin, 'connect_error');
+      assert.equal(err.message, 'Invalid namespace');
+      assert.equal(adminConnected, false);
+      // the main namespace keeps working on the same Engine.IO session
+      assert.ok(main.connected);
+      const ch = uniq();
+      assert.deepEqual(await ack(main, 'join', ch), { ok: true, channel: ch, members: 1 });
+      const got = waitFor(main, 'event');
+      await ack(main, 'publish', { channel: ch, event: 'still', data: 'here' });
+      assert.equal((await got).data, 'here');
+      // a second, later `/` socket on the same manager is not possible (one per nsp), but another
+      // unknown namespace is refused the same way
+      const other = manager.socket('/other/ns', { auth: { token: mint() } });
+      other.connect();
+      assert.equal((await waitFor(other, 'connect_error')).message, 'Invalid namespace');
+      assert.ok(main.connected);
+      assert.equal(manager.engine.id.length > 0, true);
+    });
+
+    it(`the unknown namespace first, then / on the same manager (${tname})`, async () => {
+      const opts = { reconnection: false, ...(transports ? { transports } : {}) };
+      const manager = new Manager(srv.url, opts);
+      managers.push(manager);
+      const bad = manager.socket('/nope', { auth: { token: mint() } });
+      bad.connect();
+      assert.equal((await waitFor(bad, 'connect_error')).message, 'Invalid namespace');
+      const engineId = manager.engine.id;
+      const main = manager.socket('/', { auth: { token: mint() } });
+      main.connect();
+      await waitFor(main, 'connect');
+      assert.equal(manager.engine.id, engineId, 'same Engine.IO session');
+      const ch = uniq();
+      assert.equal((await ack(main, 'join', ch)).ok, true);
+    });
+  }
+});
