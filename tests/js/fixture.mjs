@@ -97,7 +97,7 @@ export function mint(claims = {}, { secret = SECRET, algorithm = 'HS256', key, h
   const now = Math.floor(Date.now() / 1000);
   const payload = { sub: uniqUser(), exp: now + 3600, ...claims };
   for (const k of Object.keys(payload)) if (payload[k] === undefined) delete payload[k];
-  return jwt.sign(payload, key ?? secret, { algorithm, header, noTimestamp: true });
+  return jwt.sign(payload, key ?? secret, { algorithm, noTimestamp: true, ...(header ? { header } : {}) });
 }
 
 /** A token with alg "none" (unsigned). */
@@ -153,10 +153,10 @@ export function ack(socket, event, ...args) {
   return socket.timeout(ARRIVE_MS).emitWithAck(event, ...args);
 }
 
-/** Record every payload of an event on a socket into an array. */
+/** Record the first argument of every emission of an event on a socket into an array. */
 export function record(socket, event) {
   const arr = [];
-  socket.on(event, (...a) => arr.push(a.length === 1 ? a[0] : a));
+  socket.on(event, (a0) => arr.push(a0));
   return arr;
 }
 
@@ -171,11 +171,10 @@ export async function until(fn, msg = 'condition', timeout = ARRIVE_MS) {
   }
 }
 
-/** Wait for one event (optionally matching pred) on an emitter; rejects after timeout. */
+/** Wait for one event (optionally matching pred on its first argument); resolves with that argument. */
 export function waitFor(emitter, event, pred = () => true, timeout = ARRIVE_MS) {
   return new Promise((resolve, reject) => {
-    const handler = (...a) => {
-      const v = a.length === 1 ? a[0] : a;
+    const handler = (v) => {
       if (!pred(v)) return;
       clearTimeout(t);
       emitter.off(event, handler);

@@ -1,7 +1,8 @@
 // §1 namespaces: any namespace but `/` is refused; the Engine.IO session stays usable.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, Manager, mint, ack, uniq, waitFor, closeAll, ONCE } from './fixture.mjs';
+import WebSocket from 'ws';
+import { startServer, Manager, mint, ack, uniq, waitFor, until, closeAll, ONCE } from './fixture.mjs';
 
 describe(`namespaces [${ONCE.name}]`, () => {
   let srv;
@@ -42,20 +43,28 @@ describe(`namespaces [${ONCE.name}]`, () => {
       assert.equal(manager.engine.id.length > 0, true);
     });
 
-    it(`the unknown namespace first, then / on the same manager (${tname})`, async () => {
-      const opts = { reconnection: false, ...(transports ? { transports } : {}) };
-      const manager = new Manager(srv.url, opts);
-      managers.push(manager);
-      const bad = manager.socket('/nope', { auth: { token: mint() } });
-      bad.connect();
-      assert.equal((await waitFor(bad, 'connect_error')).message, 'Invalid namespace');
-      const engineId = manager.engine.id;
-      const main = manager.socket('/', { auth: { token: mint() } });
-      main.connect();
-      await waitFor(main, 'connect');
-      assert.equal(manager.engine.id, engineId, 'same Engine.IO session');
-      const ch = uniq();
-      assert.equal((await ack(main, 'join', ch)).ok, true);
-    });
   }
+
+  it('on one raw Engine.IO session: CONNECT to /nope is refused, then CONNECT to / succeeds', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/socket.io/?EIO=4&transport=websocket`);
+    const inbox = [];
+    ws.on('message', (m) => { const t = m.toString(); if (t === '2') ws.send('3'); else inbox.push(t); });
+    await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
+    try {
+      await until(() => inbox.some((m) => m.startsWith('0{')), 'the Engine.IO OPEN');
+      ws.send(`40/nope,${JSON.stringify({ token: mint() })}`);
+      const refusal = await until(() => inbox.find((m) => m.startsWith('44')), 'CONNECT_ERROR');
+      assert.ok(refusal.startsWith('44/nope,'), refusal);
+      assert.deepEqual(JSON.parse(refusal.slice('44/nope,'.length)), { message: 'Invalid namespace' });
+      ws.send(`40${JSON.stringify({ token: mint() })}`);
+      const ok = await until(() => inbox.find((m) => m.startsWith('40')), 'CONNECT to /');
+      assert.equal(typeof JSON.parse(ok.slice(2)).sid, 'string');
+      const ch = uniq();
+      ws.send(`421${JSON.stringify(['join', ch])}`);
+      const a = await until(() => inbox.find((m) => m.startsWith('431[')), 'the join ack');
+      assert.deepEqual(JSON.parse(a.slice(3)), [{ ok: true, channel: ch, members: 1 }]);
+    } finally {
+      ws.close();
+    }
+  });
 });
