@@ -1,0 +1,282 @@
+//! Command line: `serve`, `token`, `protocol-suite`. Clap lives only here;
+//! every flag has an environment variable and documents its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::{AuthConfig, Verifier};
+use crate::config::{Config, Mode};
+
+#[derive(Parser, Debug)]
+#[command(name = "socket-gateway", version, about = "Thread-per-core Socket.IO realtime gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Mint a token signed with the configured HS secret.
+    Token(TokenArgs),
+    /// Run the Socket.IO layer with the official protocol test suites'
+    /// handlers (no auth, echo) instead of the gateway.
+    ProtocolSuite(SuiteArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Alg {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    ES256,
+}
+
+impl From<Alg> for jsonwebtoken::Algorithm {
+    fn from(a: Alg) -> Self {
+        match a {
+            Alg::HS256 => jsonwebtoken::Algorithm::HS256,
+            Alg::HS384 => jsonwebtoken::Algorithm::HS384,
+            Alg::HS512 => jsonwebtoken::Algorithm::HS512,
+            Alg::RS256 => jsonwebtoken::Algorithm::RS256,
+            Alg::ES256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct JwtArgs {
+    /// Shared secret for HS256/384/512. Without any JWT option, a secret is
+    /// generated for this run and ready tokens are printed.
+    #[arg(long, env = "SOCKET_GATEWAY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Algorithm every token must use (fixed; others are refused).
+    #[arg(long, env = "SOCKET_GATEWAY_JWT_ALGORITHM", value_enum, default_value = "HS256", ignore_case = true)]
+    pub jwt_algorithm: Alg,
+    /// PEM public key file for RS256/ES256.
+    #[arg(long, env = "SOCKET_GATEWAY_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "SOCKET_GATEWAY_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "SOCKET_GATEWAY_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock leeway in seconds for `exp`/`nbf`.
+    #[arg(long, env = "SOCKET_GATEWAY_JWT_LEEWAY", default_value_t = 5)]
+    pub jwt_leeway: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Address to listen on (every shard binds it with SO_REUSEPORT).
+    #[arg(long, env = "SOCKET_GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+    /// Number of shards (pinned executors); default: one per available CPU.
+    #[arg(long, env = "SOCKET_GATEWAY_SHARDS")]
+    pub shards: Option<usize>,
+    /// CPUs to pin shards to, e.g. `0,2,4` (default: 0..shards).
+    #[arg(long, env = "SOCKET_GATEWAY_CPUS", value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+    /// Do not pin shards to CPUs.
+    #[arg(long, env = "SOCKET_GATEWAY_NO_PIN")]
+    pub no_pin: bool,
+    /// Server PING interval in milliseconds.
+    #[arg(long, env = "SOCKET_GATEWAY_PING_INTERVAL", default_value_t = 25_000)]
+    pub ping_interval: u64,
+    /// Milliseconds to wait for the client's PONG before closing.
+    #[arg(long, env = "SOCKET_GATEWAY_PING_TIMEOUT", default_value_t = 20_000)]
+    pub ping_timeout: u64,
+    /// Largest Engine.IO packet / polling body accepted, in bytes.
+    #[arg(long, env = "SOCKET_GATEWAY_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub max_payload: usize,
+    /// Packets queued per socket before it is disconnected as a slow consumer.
+    #[arg(long, env = "SOCKET_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
+    pub send_queue: usize,
+    /// Engine.IO sessions allowed on this instance; beyond it new handshakes get 503.
+    #[arg(long, env = "SOCKET_GATEWAY_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    pub max_connections: usize,
+    /// Allowed CORS origins (comma separated, `*` for any). Default: none.
+    #[arg(long, env = "SOCKET_GATEWAY_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, env = "SOCKET_GATEWAY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// This instance's id in socket ids and the cluster (default: random).
+    #[arg(long, env = "SOCKET_GATEWAY_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Socket.IO path.
+    #[arg(long, env = "SOCKET_GATEWAY_PATH", default_value = "/socket.io/")]
+    pub path: String,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SuiteArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Socket.IO path.
+    #[arg(long, default_value = "/socket.io/")]
+    pub path: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Add `"role":"admin"` (REST API and admin page).
+    #[arg(long)]
+    pub admin: bool,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    /// `info` claim, as JSON.
+    #[arg(long)]
+    pub info: Option<String>,
+    /// `channels` claim: allowed channel patterns, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+/// Tokens printed at start when no JWT option was given.
+pub struct DevTokens {
+    pub user: String,
+    pub admin: String,
+}
+
+fn normalize_path(p: &str) -> String {
+    let t = p.trim_matches('/');
+    if t.is_empty() {
+        "/".into()
+    } else {
+        format!("/{t}/")
+    }
+}
+
+fn random_instance_id() -> String {
+    use rand::Rng;
+    let n: u32 = rand::thread_rng().gen();
+    format!("{n:08x}")
+}
+
+fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, String> {
+    let shards = rt
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 64);
+    if rt.ping_interval == 0 || rt.ping_timeout == 0 {
+        return Err("--ping-interval and --ping-timeout must be positive".into());
+    }
+    let instance_id = rt.instance_id.clone().unwrap_or_else(random_instance_id);
+    if instance_id.is_empty() || !instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err("--instance-id must be non-empty ASCII letters, digits or '_'".into());
+    }
+    Ok(Config {
+        mode,
+        listen: rt.listen,
+        path: normalize_path(path),
+        shards,
+        cpus: rt.cpus.clone(),
+        pin: !rt.no_pin,
+        verifier: None,
+        ping_interval: Duration::from_millis(rt.ping_interval),
+        ping_timeout: Duration::from_millis(rt.ping_timeout),
+        max_payload: rt.max_payload.max(64),
+        send_queue: rt.send_queue.max(1),
+        max_connections: rt.max_connections,
+        cors_origins: rt.cors_origin.clone(),
+        instance_id: instance_id.into(),
+        open_sessions: AtomicUsize::new(0),
+    })
+}
+
+fn jwt_configured(j: &JwtArgs) -> bool {
+    j.jwt_secret.is_some() || j.jwt_public_key.is_some()
+}
+
+fn auth_config(j: &JwtArgs, generated: Option<&str>) -> Result<AuthConfig, String> {
+    let public_key_pem = match &j.jwt_public_key {
+        Some(p) => Some(std::fs::read(p).map_err(|e| format!("--jwt-public-key {}: {e}", p.display()))?),
+        None => None,
+    };
+    Ok(AuthConfig {
+        algorithm: j.jwt_algorithm.into(),
+        secret: j.jwt_secret.as_deref().or(generated).map(|s| s.as_bytes().to_vec()),
+        public_key_pem,
+        issuer: j.jwt_issuer.clone(),
+        audience: j.jwt_audience.clone(),
+        leeway_secs: j.jwt_leeway,
+    })
+}
+
+/// Builds the gateway's configuration; with no JWT option, also a generated
+/// secret's ready tokens.
+pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String> {
+    let mut cfg = base_config(&a.runtime, Mode::Gateway, &a.path)?;
+    let generated = (!jwt_configured(&a.jwt)).then(crate::auth::generate_secret);
+    let mut jwt = a.jwt.clone();
+    if generated.is_some() {
+        jwt.jwt_algorithm = Alg::HS256;
+    }
+    let auth = auth_config(&jwt, generated.as_deref())?;
+    cfg.verifier = Some(Verifier::new(&auth)?);
+    let dev = match generated {
+        Some(secret) => {
+            let alg = jsonwebtoken::Algorithm::HS256;
+            let ttl = 24 * 3600;
+            Some(DevTokens {
+                user: crate::auth::mint(alg, secret.as_bytes(), "user1", false, ttl, None, None)?,
+                admin: crate::auth::mint(alg, secret.as_bytes(), "admin", true, ttl, None, None)?,
+            })
+        }
+        None => None,
+    };
+    Ok((cfg, dev))
+}
+
+pub fn suite_config(a: &SuiteArgs) -> Result<Config, String> {
+    base_config(&a.runtime, Mode::ProtocolSuite, &a.path)
+}
+
+/// `socket-gateway token`: prints a token signed with `--jwt-secret`.
+pub fn mint_token(a: &TokenArgs) -> Result<String, String> {
+    let secret = a.jwt.jwt_secret.as_deref().ok_or("token needs --jwt-secret (or SOCKET_GATEWAY_JWT_SECRET)")?;
+    let info = match &a.info {
+        Some(s) => Some(serde_json::from_str(s).map_err(|e| format!("--info is not JSON: {e}"))?),
+        None => None,
+    };
+    let alg: jsonwebtoken::Algorithm = a.jwt.jwt_algorithm.into();
+    if !matches!(a.jwt.jwt_algorithm, Alg::HS256 | Alg::HS384 | Alg::HS512) {
+        return Err("token can only mint HS256/HS384/HS512 tokens".into());
+    }
+    crate::auth::mint(alg, secret.as_bytes(), &a.sub, a.admin, a.ttl, info, a.channels.clone())
+}
+
+/// The log filter of whichever command runs.
+pub fn log_level(c: &Command) -> &str {
+    match c {
+        Command::Serve(a) => &a.runtime.log_level,
+        Command::ProtocolSuite(a) => &a.runtime.log_level,
+        Command::Token(_) => "warn",
+    }
+}
+
+pub type Shared = Arc<Config>;

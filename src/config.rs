@@ -1,0 +1,52 @@
+//! The validated configuration every part of the server reads. Built once
+//! from the CLI (`cli.rs`); immutable and shared (`Arc`) across shards.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Verifier;
+
+/// Which Socket.IO application the server runs on top of the protocol layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The gateway of the contract: JWT auth, channels, presence.
+    Gateway,
+    /// The handlers the official socket.io-protocol / engine.io-protocol
+    /// test suites expect: no auth, echo.
+    ProtocolSuite,
+}
+
+pub struct Config {
+    pub mode: Mode,
+    pub listen: SocketAddr,
+    /// Socket.IO path, always with a leading and trailing slash.
+    pub path: String,
+    pub shards: usize,
+    pub cpus: Option<Vec<usize>>,
+    pub pin: bool,
+    pub verifier: Option<Verifier>,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub max_payload: usize,
+    pub send_queue: usize,
+    pub max_connections: usize,
+    pub cors_origins: Vec<String>,
+    pub instance_id: Arc<str>,
+    /// Engine.IO sessions open on this instance, across shards (for
+    /// `--max-connections`, checked before any upgrade).
+    pub open_sessions: AtomicUsize,
+}
+
+impl Config {
+    /// The `Access-Control-Allow-Origin` value for a request's `Origin`.
+    pub fn cors_allow(&self, origin: Option<&str>) -> Option<String> {
+        let origin = origin?;
+        if self.cors_origins.iter().any(|o| o == "*" || o == origin) {
+            Some(origin.to_string())
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Encodes what the server sends: RealtimeEvent and presence frames, member
+//! lists. A frame is built once per publish as a complete Engine.IO text
+//! packet and then shared by every recipient.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+use serde_json::Value;
+use shards::{Member, MemberView};
+
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&json_str(s));
+}
+
+/// A RealtimeEvent about to be encoded (contract §4).
+pub struct Event<'a> {
+    pub id: &'a str,
+    /// `None` for a direct message.
+    pub channel: Option<&'a str>,
+    /// The target socket of a direct message.
+    pub to: Option<&'a str>,
+    pub event: &'a str,
+    pub data: &'a Value,
+    /// `None` for a REST broadcast.
+    pub from: Option<&'a Member>,
+    pub ts: u64,
+    /// Binary attachments relayed with `data` (its placeholders refer to them).
+    pub attachments: usize,
+}
+
+/// `42["event",{...}]` (or `45<n>-[...]` with attachments). The frame ends
+/// with `}]` so a subscription delivery can append its `subscriptionId`.
+pub fn realtime_event(e: &Event<'_>) -> Bytes {
+    let mut out = String::with_capacity(160 + e.event.len() + e.id.len());
+    if e.attachments > 0 {
+        let _ = write!(out, "45{}-", e.attachments);
+    } else {
+        out.push_str("42");
+    }
+    out.push_str("[\"event\",{\"id\":");
+    push_json_str(&mut out, e.id);
+    out.push_str(",\"channel\":");
+    match e.channel {
+        Some(c) => push_json_str(&mut out, c),
+        None => out.push_str("null"),
+    }
+    if let Some(to) = e.to {
+        out.push_str(",\"to\":");
+        push_json_str(&mut out, to);
+    }
+    out.push_str(",\"event\":");
+    push_json_str(&mut out, e.event);
+    out.push_str(",\"data\":");
+    out.push_str(&e.data.to_string());
+    out.push_str(",\"from\":");
+    match e.from {
+        Some(m) => {
+            out.push_str("{\"socketId\":");
+            push_json_str(&mut out, &m.socket_id);
+            out.push_str(",\"userId\":");
+            push_json_str(&mut out, &m.user_id);
+            out.push('}');
+        }
+        None => out.push_str("null"),
+    }
+    let _ = write!(out, ",\"ts\":{}}}]", e.ts);
+    Bytes::from(out)
+}
+
+fn member_json(out: &mut String, socket_id: &str, user_id: &str, info: Option<&str>) {
+    out.push_str("{\"socketId\":");
+    push_json_str(out, socket_id);
+    out.push_str(",\"userId\":");
+    push_json_str(out, user_id);
+    out.push_str(",\"info\":");
+    out.push_str(info.unwrap_or("null"));
+}
+
+/// `42["presence",{"channel","type","member","ts"}]`.
+pub fn presence(channel: &str, kind: &str, m: &Member, ts: u64) -> Bytes {
+    let mut out = String::with_capacity(160);
+    out.push_str("42[\"presence\",{\"channel\":");
+    push_json_str(&mut out, channel);
+    let _ = write!(out, ",\"type\":\"{kind}\",\"member\":");
+    member_json(&mut out, &m.socket_id, &m.user_id, m.info.as_deref());
+    let _ = write!(out, "}},\"ts\":{ts}}}]");
+    Bytes::from(out)
+}
+
+/// A JSON list of MEMBER objects.
+pub fn members(list: &[MemberView]) -> String {
+    let mut out = String::with_capacity(2 + list.len() * 96);
+    out.push('[');
+    for (i, m) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        member_json(&mut out, &m.socket_id, &m.user_id, m.info.as_deref());
+        let _ = write!(out, ",\"joinedAt\":{}}}", m.joined_at);
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shards::{Outbox, SocketKey};
+    use std::rc::Rc;
+
+    fn member() -> Member {
+        Member {
+            key: SocketKey { shard: 0, seq: 1 },
+            socket_id: "i-0-1".into(),
+            user_id: "user\"1".into(),
+            info: Some("{\"a\":1}".into()),
+            outbox: Rc::new(Outbox::new(1)),
+        }
+    }
+
+    #[test]
+    fn realtime_event_is_valid_json() {
+        let m = member();
+        let data = serde_json::json!({"text": "hi"});
+        let e = Event {
+            id: "1",
+            channel: Some("chat:room1"),
+            to: None,
+            event: "message",
+            data: &data,
+            from: Some(&m),
+            ts: 5,
+            attachments: 0,
+        };
+        let b = realtime_event(&e);
+        let s = std::str::from_utf8(&b).unwrap();
+        assert!(s.starts_with("42") && s.ends_with("}]"));
+        let v: Value = serde_json::from_str(&s[2..]).unwrap();
+        assert_eq!(v[0], "event");
+        assert_eq!(v[1]["from"]["userId"], "user\"1");
+        assert_eq!(v[1]["data"]["text"], "hi");
+        assert_eq!(v[1]["ts"], 5);
+    }
+
+    #[test]
+    fn presence_is_valid_json() {
+        let b = presence("c", "join", &member(), 7);
+        let v: Value = serde_json::from_str(&std::str::from_utf8(&b).unwrap()[2..]).unwrap();
+        assert_eq!(v[1]["member"]["info"]["a"], 1);
+        assert_eq!(v[1]["type"], "join");
+    }
+}

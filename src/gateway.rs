@@ -1,0 +1,325 @@
+//! The gateway application on top of the Socket.IO layer: contract §2–§4.
+//! Authenticates a CONNECT, then turns each client event (join, leave,
+//! publish, direct, subscribe, unsubscribe, members, refresh) into shard
+//! operations and answers with an ack or an `error` event.
+//!
+//! A publish is encoded here exactly once (`frame.rs`), then handed to the
+//! shard, which shares those bytes with every recipient.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto::socketio::PacketType as Sio;
+use serde_json::Value;
+use shards::{now_ms, Member, Publication, SocketKey, SubFilter, Topic};
+
+use crate::auth::{pick_token, Claims, Refusal};
+use crate::frame;
+use crate::rules::{self, ErrorCode, Fail, Filter};
+use crate::session::Session;
+
+/// One authenticated socket on namespace `/`.
+pub struct GwSocket {
+    pub member: Rc<Member>,
+    claims: RefCell<Claims>,
+    channels: RefCell<Vec<Arc<str>>>,
+    subs: RefCell<HashMap<Arc<str>, Topic>>,
+    next_sub: Cell<u64>,
+    leeway: u64,
+}
+
+impl GwSocket {
+    pub fn expired(&self, now_secs: u64) -> bool {
+        self.claims.borrow().exp.saturating_add(self.leeway) < now_secs
+    }
+}
+
+impl SubFilter for Filter {
+    fn matches(&self, event: &str, data: &Value) -> bool {
+        Filter::matches(self, event, data)
+    }
+}
+
+/// Checks the CONNECT's token (auth payload, then the handshake's Bearer
+/// header, then its `token` query) and registers the socket on this shard.
+pub fn connect(s: &Rc<Session>, auth: Option<&Value>) -> Result<Rc<GwSocket>, Refusal> {
+    let verifier = s.ctx.cfg.verifier.as_ref().ok_or(Refusal::MissingToken)?;
+    let hs = &s.handshake;
+    let token = pick_token(auth, hs.bearer.as_deref(), hs.query_token.as_deref()).ok_or(Refusal::MissingToken)?;
+    let claims = verifier.verify(token)?;
+    let shard = &s.ctx.shard;
+    let key = shard.next_key();
+    let member = Rc::new(Member {
+        key,
+        socket_id: key.wire(shard.instance()).into(),
+        user_id: claims.sub.as_str().into(),
+        info: claims.info.as_ref().map(|i| i.to_string().into()),
+        outbox: s.outbox.clone(),
+    });
+    shard.register(member.clone());
+    Ok(Rc::new(GwSocket {
+        member,
+        claims: RefCell::new(claims),
+        channels: RefCell::default(),
+        subs: RefCell::default(),
+        next_sub: Cell::new(1),
+        leeway: verifier.leeway_secs(),
+    }))
+}
+
+/// Leaves every channel (presence `leave` to the remaining members), drops
+/// every subscription and forgets the socket.
+pub async fn disconnect(s: &Rc<Session>, g: &Rc<GwSocket>) {
+    let shard = &s.ctx.shard;
+    shard.unregister(g.member.key);
+    let channels = std::mem::take(&mut *g.channels.borrow_mut());
+    for ch in channels {
+        if shard.leave(&ch, g.member.key).await {
+            presence(s, g, &ch, "leave").await;
+        }
+    }
+    let subs = std::mem::take(&mut *g.subs.borrow_mut());
+    for (id, topic) in subs {
+        shard.unsubscribe(g.member.key, &id, &topic).await;
+    }
+}
+
+/// One client event: parse `[name, arg]`, run it, answer.
+pub async fn on_event(s: &Rc<Session>, g: &Rc<GwSocket>, ack: Option<u64>, data: Option<&str>, att: Vec<Bytes>) {
+    s.ctx.metrics.event_in();
+    let result = match parse_args(data) {
+        Ok((name, arg)) => run(s, g, &name, arg, att).await,
+        Err(f) => Err(f),
+    };
+    let body = match result {
+        Ok(_) if ack.is_none() => return,
+        Ok(ok) => ok,
+        Err(f) => {
+            let err = f.to_json();
+            if ack.is_none() {
+                let text = format!("[\"error\",{err}]");
+                s.send_sio(Sio::Event, "/", None, Some(&text));
+                return;
+            }
+            format!("{{\"ok\":false,\"error\":{err}}}")
+        }
+    };
+    s.send_sio(Sio::Ack, "/", ack, Some(&format!("[{body}]")));
+}
+
+fn parse_args(data: Option<&str>) -> Result<(String, Option<Value>), Fail> {
+    let bad = || Fail::new(ErrorCode::BadRequest, "an event is a JSON array [name, argument]");
+    let v: Value = serde_json::from_str(data.ok_or_else(bad)?).map_err(|_| bad())?;
+    let Value::Array(mut args) = v else { return Err(bad()) };
+    if args.is_empty() {
+        return Err(bad());
+    }
+    let arg = (args.len() > 1).then(|| args.swap_remove(1));
+    match args.swap_remove(0) {
+        Value::String(name) => Ok((name, arg)),
+        _ => Err(bad()),
+    }
+}
+
+fn bad(msg: &str) -> Fail {
+    Fail::new(ErrorCode::BadRequest, msg)
+}
+
+fn str_field<'a>(arg: &'a Value, key: &str) -> Result<&'a str, Fail> {
+    arg.get(key).and_then(Value::as_str).ok_or_else(|| bad(&format!("\"{key}\" must be a string")))
+}
+
+/// Runs one event; `Ok` is the success ack's JSON.
+async fn run(s: &Rc<Session>, g: &Rc<GwSocket>, name: &str, arg: Option<Value>, att: Vec<Bytes>) -> Result<String, Fail> {
+    match name {
+        "join" => join(s, g, arg.as_ref()).await,
+        "leave" => leave(s, g, arg.as_ref()).await,
+        "publish" => publish(s, g, object(arg)?, att).await,
+        "direct" => direct(s, g, object(arg)?, att).await,
+        "subscribe" => subscribe(s, g, object(arg)?).await,
+        "unsubscribe" => unsubscribe(s, g, object(arg)?).await,
+        "members" => members(s, g, arg.as_ref()).await,
+        "refresh" => refresh(s, g, object(arg)?),
+        _ => Err(bad(&format!("unknown event \"{}\"", name.chars().take(100).collect::<String>()))),
+    }
+}
+
+fn object(arg: Option<Value>) -> Result<Value, Fail> {
+    match arg {
+        Some(v @ Value::Object(_)) => Ok(v),
+        _ => Err(bad("the argument must be an object")),
+    }
+}
+
+fn check_grant(g: &GwSocket, channel: &str) -> Result<(), Fail> {
+    match &g.claims.borrow().channels {
+        Some(grant) if !grant.allows_channel(channel) => {
+            Err(Fail::new(ErrorCode::Forbidden, format!("token does not allow channel {channel:?}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn join(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
+    let name = rules::channel_arg(arg)?;
+    check_grant(g, &name)?;
+    let shard = &s.ctx.shard;
+    let ch: Arc<str> = name.into();
+    if shard.join(&ch, &g.member).await {
+        g.channels.borrow_mut().push(ch.clone());
+        presence(s, g, &ch, "join").await;
+    }
+    let n = shard.member_count(&ch).await;
+    Ok(format!("{{\"ok\":true,\"channel\":{},\"members\":{n}}}", frame::json_str(&ch)))
+}
+
+async fn leave(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
+    let name = rules::channel_arg(arg)?;
+    let shard = &s.ctx.shard;
+    if shard.leave(&name, g.member.key).await {
+        g.channels.borrow_mut().retain(|c| **c != *name);
+        presence(s, g, &name, "leave").await;
+    }
+    Ok(format!("{{\"ok\":true,\"channel\":{}}}", frame::json_str(&name)))
+}
+
+async fn presence(s: &Rc<Session>, g: &GwSocket, channel: &str, kind: &str) {
+    let text = frame::presence(channel, kind, &g.member, now_ms());
+    let p = Publication {
+        channel: channel.into(),
+        event: "presence".into(),
+        text,
+        attachments: Vec::new(),
+        data: Value::Null,
+        skip_user: None,
+        members_only: true,
+    };
+    s.ctx.shard.publish(p).await;
+}
+
+async fn publish(s: &Rc<Session>, g: &Rc<GwSocket>, mut arg: Value, att: Vec<Bytes>) -> Result<String, Fail> {
+    let channel = channel_field(&arg)?;
+    let event = str_field(&arg, "event")?.to_string();
+    rules::validate_event_name(&event)?;
+    let echo = match arg.get("echo") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("\"echo\" must be a boolean")),
+    };
+    check_grant(g, &channel)?;
+    let data = arg.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+    let shard = &s.ctx.shard;
+    let id = shard.next_event_id();
+    let ev = frame::Event {
+        id: &id,
+        channel: Some(&channel),
+        to: None,
+        event: &event,
+        data: &data,
+        from: Some(&g.member),
+        ts: now_ms(),
+        attachments: att.len(),
+    };
+    let p = Publication {
+        channel: channel.as_str().into(),
+        event: event.as_str().into(),
+        text: frame::realtime_event(&ev),
+        attachments: att,
+        data,
+        skip_user: (!echo).then(|| g.member.user_id.clone()),
+        members_only: false,
+    };
+    let n = shard.publish(p).await;
+    s.ctx.metrics.delivered(n);
+    Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}"))
+}
+
+fn channel_field(arg: &Value) -> Result<String, Fail> {
+    let name = str_field(arg, "channel")?;
+    rules::validate_channel(name)?;
+    Ok(name.to_string())
+}
+
+async fn direct(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value, att: Vec<Bytes>) -> Result<String, Fail> {
+    let to = str_field(&arg, "to")?;
+    let event = str_field(&arg, "event")?;
+    rules::validate_event_name(event)?;
+    let not_found = || Fail::new(ErrorCode::NotFound, "no such socket is connected");
+    let shard = &s.ctx.shard;
+    let key: SocketKey = match SocketKey::parse(to) {
+        Some((instance, key)) if instance == &**shard.instance() => key,
+        _ => return Err(not_found()),
+    };
+    let null = Value::Null;
+    let id = shard.next_event_id();
+    let ev = frame::Event {
+        id: &id,
+        channel: None,
+        to: Some(to),
+        event,
+        data: arg.get("data").unwrap_or(&null),
+        from: Some(&g.member),
+        ts: now_ms(),
+        attachments: att.len(),
+    };
+    if !shard.direct(key, frame::realtime_event(&ev), att).await {
+        return Err(not_found());
+    }
+    Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}"))
+}
+
+async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
+    let topic_str = str_field(&arg, "topic")?;
+    let topic = match rules::Topic::parse(topic_str)? {
+        rules::Topic::Exact(c) => Topic::Exact(c.into()),
+        rules::Topic::Prefix(p) => Topic::Prefix(p.into()),
+    };
+    if let Some(grant) = &g.claims.borrow().channels {
+        if !grant.allows_topic(topic_str) {
+            return Err(Fail::new(ErrorCode::Forbidden, format!("token does not allow topic {topic_str:?}")));
+        }
+    }
+    let filter: Option<Rc<dyn SubFilter>> = match arg.get("filter") {
+        None | Some(Value::Null) => None,
+        Some(f) => Some(Rc::new(Filter::parse(f)?)),
+    };
+    let n = g.next_sub.get();
+    g.next_sub.set(n + 1);
+    let id: Arc<str> = format!("{}.{n}", g.member.socket_id).into();
+    g.subs.borrow_mut().insert(id.clone(), topic.clone());
+    s.ctx.shard.subscribe(id.clone(), g.member.clone(), topic, filter).await;
+    Ok(format!("{{\"ok\":true,\"subscriptionId\":{}}}", frame::json_str(&id)))
+}
+
+async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
+    let id = str_field(&arg, "subscriptionId")?;
+    let topic = g.subs.borrow_mut().remove(id);
+    let Some(topic) = topic else {
+        return Err(Fail::new(ErrorCode::UnknownSubscription, "this socket holds no such subscription"));
+    };
+    s.ctx.shard.unsubscribe(g.member.key, id, &topic).await;
+    Ok("{\"ok\":true}".into())
+}
+
+async fn members(s: &Rc<Session>, _g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
+    let name: Arc<str> = rules::channel_arg(arg)?.into();
+    let list = s.ctx.shard.members(&name).await;
+    Ok(format!("{{\"ok\":true,\"channel\":{},\"members\":{}}}", frame::json_str(&name), frame::members(&list)))
+}
+
+fn refresh(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
+    let token = str_field(&arg, "token")?;
+    let verifier = s.ctx.cfg.verifier.as_ref().ok_or_else(|| Fail::new(ErrorCode::Internal, "no verifier"))?;
+    let claims = verifier
+        .verify(token)
+        .map_err(|r| Fail::new(ErrorCode::Unauthorized, format!("token refused: {}", r.as_str())))?;
+    if claims.sub != g.claims.borrow().sub {
+        return Err(Fail::new(ErrorCode::Forbidden, "a refreshed token must keep the same sub"));
+    }
+    let exp = claims.exp;
+    *g.claims.borrow_mut() = claims;
+    Ok(format!("{{\"ok\":true,\"exp\":{exp}}}"))
+}

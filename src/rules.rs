@@ -1,0 +1,447 @@
+//! Validation rules of the client-facing API (contract §3 and §8), as pure functions.
+//!
+//! This module owns: the error codes and their wire form (`{"code","message"}`), the channel,
+//! topic and event-name rules, the parsing of the channel argument of `join`/`leave`/`members`,
+//! subscription topics (exact name or prefix pattern ending in `*`) and subscription filters
+//! (`{"event": E | [E...], "where": {"dot.path": VALUE}}`). Nothing here panics on client input.
+
+use serde_json::{Map, Value};
+
+/// Longest channel name (and subscription topic), in bytes.
+pub const MAX_CHANNEL_BYTES: usize = 200;
+/// Longest event name, in bytes.
+pub const MAX_EVENT_BYTES: usize = 100;
+/// Socket.IO's reserved event names, refused in publish, direct and broadcast.
+pub const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// The error codes of contract §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidChannel,
+    Forbidden,
+    NotFound,
+    UnknownSubscription,
+    TooLarge,
+    RateLimited,
+    Unauthorized,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::UnknownSubscription => "unknown_subscription",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A failed request: the `{"code","message"}` of an ack or `error` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
+        Fail {
+            code,
+            message: msg.into(),
+        }
+    }
+
+    /// `{"code": C, "message": M}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({ "code": self.code.as_str(), "message": self.message })
+    }
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> Fail {
+    Fail::new(ErrorCode::BadRequest, msg)
+}
+
+/// A channel name is 1..=200 bytes of UTF-8 with no Unicode control character (`Cc`).
+pub fn validate_channel(name: &str) -> Result<(), Fail> {
+    if name.is_empty() {
+        return Err(Fail::new(
+            ErrorCode::InvalidChannel,
+            "channel name is empty",
+        ));
+    }
+    if name.len() > MAX_CHANNEL_BYTES {
+        return Err(Fail::new(
+            ErrorCode::InvalidChannel,
+            format!("channel name is longer than {MAX_CHANNEL_BYTES} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Fail::new(
+            ErrorCode::InvalidChannel,
+            "channel name contains a control character",
+        ));
+    }
+    Ok(())
+}
+
+/// A subscription topic is a channel name or a prefix pattern ending in `*`. The whole topic,
+/// star included, follows the channel-name rules; `*` alone is allowed and matches every channel.
+pub fn validate_topic(topic: &str) -> Result<(), Fail> {
+    validate_channel(topic)
+}
+
+/// An event name is 1..=100 bytes and not one of Socket.IO's reserved names.
+pub fn validate_event_name(name: &str) -> Result<(), Fail> {
+    if name.is_empty() {
+        return Err(bad_request("event name is empty"));
+    }
+    if name.len() > MAX_EVENT_BYTES {
+        return Err(bad_request(format!(
+            "event name is longer than {MAX_EVENT_BYTES} bytes"
+        )));
+    }
+    if RESERVED_EVENTS.contains(&name) {
+        return Err(bad_request(format!("event name \"{name}\" is reserved")));
+    }
+    Ok(())
+}
+
+/// The channel argument of `join`, `leave` and `members`: a string C or `{"channel": C}`.
+/// A missing argument or field, or a wrong JSON type, is `bad_request`; a string breaking the
+/// name rules is `invalid_channel`.
+pub fn channel_arg(arg: Option<&Value>) -> Result<String, Fail> {
+    let name = match arg {
+        Some(Value::String(s)) => s,
+        Some(Value::Object(map)) => match map.get("channel") {
+            Some(Value::String(s)) => s,
+            None | Some(Value::Null) => return Err(bad_request("missing field \"channel\"")),
+            Some(_) => return Err(bad_request("\"channel\" must be a string")),
+        },
+        None | Some(Value::Null) => return Err(bad_request("missing channel argument")),
+        Some(_) => {
+            return Err(bad_request(
+                "argument must be a channel name or {\"channel\": name}",
+            ))
+        }
+    };
+    validate_channel(name)?;
+    Ok(name.clone())
+}
+
+/// A subscription topic: one channel, or every channel starting with a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topic {
+    Exact(String),
+    /// The prefix, without its trailing `*` (empty for `*`).
+    Prefix(String),
+}
+
+impl Topic {
+    /// Validates and splits a topic; a trailing `*` makes it a prefix pattern.
+    pub fn parse(topic: &str) -> Result<Topic, Fail> {
+        validate_topic(topic)?;
+        Ok(match topic.strip_suffix('*') {
+            Some(prefix) => Topic::Prefix(prefix.to_owned()),
+            None => Topic::Exact(topic.to_owned()),
+        })
+    }
+
+    pub fn matches(&self, channel: &str) -> bool {
+        match self {
+            Topic::Exact(name) => name == channel,
+            Topic::Prefix(prefix) => channel.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// A subscription filter. `events: None` matches every event name; every condition must hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub events: Option<Vec<String>>,
+    /// (path segments, expected value).
+    pub conditions: Vec<(Vec<String>, Value)>,
+}
+
+impl Filter {
+    /// Parses `{"event": E | [E...], "where": {"dot.path": VALUE, ...}}`. Both keys are
+    /// optional; anything else (another key, a non-object filter — `null` included —, an empty
+    /// event list, an empty path segment) is `bad_request`.
+    pub fn parse(v: &Value) -> Result<Filter, Fail> {
+        let map = v
+            .as_object()
+            .ok_or_else(|| bad_request("filter must be an object"))?;
+        if let Some(key) = map.keys().find(|k| *k != "event" && *k != "where") {
+            return Err(bad_request(format!("unknown filter key \"{key}\"")));
+        }
+        let events = match map.get("event") {
+            None => None,
+            Some(Value::String(e)) => Some(vec![filter_event(e)?]),
+            Some(Value::Array(list)) if !list.is_empty() => Some(
+                list.iter()
+                    .map(|e| match e {
+                        Value::String(e) => filter_event(e),
+                        _ => Err(bad_request("filter \"event\" list must hold strings")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => {
+                return Err(bad_request(
+                    "filter \"event\" must be a string or a non-empty list of strings",
+                ))
+            }
+        };
+        let conditions = match map.get("where") {
+            None => Vec::new(),
+            Some(Value::Object(conds)) => parse_conditions(conds)?,
+            Some(_) => return Err(bad_request("filter \"where\" must be an object")),
+        };
+        Ok(Filter { events, conditions })
+    }
+
+    /// True when matching needs the event's data (the filter has `where` conditions).
+    pub fn needs_data(&self) -> bool {
+        !self.conditions.is_empty()
+    }
+
+    /// True when the event name is accepted and every condition holds in `data`.
+    pub fn matches(&self, event: &str, data: &Value) -> bool {
+        if let Some(events) = &self.events {
+            if !events.iter().any(|e| e == event) {
+                return false;
+            }
+        }
+        self.conditions.iter().all(|(path, expected)| {
+            lookup(data, path).is_some_and(|found| json_eq(found, expected))
+        })
+    }
+}
+
+fn filter_event(e: &str) -> Result<String, Fail> {
+    if e.is_empty() || e.len() > MAX_EVENT_BYTES {
+        return Err(bad_request(format!(
+            "filter event names are 1 to {MAX_EVENT_BYTES} bytes"
+        )));
+    }
+    Ok(e.to_owned())
+}
+
+fn parse_conditions(conds: &Map<String, Value>) -> Result<Vec<(Vec<String>, Value)>, Fail> {
+    conds
+        .iter()
+        .map(|(path, value)| {
+            let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+            if segments.iter().any(String::is_empty) {
+                return Err(bad_request(format!("bad filter path \"{path}\"")));
+            }
+            Ok((segments, value.clone()))
+        })
+        .collect()
+}
+
+/// Walks `path` into `data`: object keys, and decimal indices into arrays.
+fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(data, |cur, seg| match cur {
+        Value::Object(map) => map.get(seg),
+        Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                x == y
+            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                x == y
+            } else {
+                x.as_f64() == y.as_f64()
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use ErrorCode::{BadRequest, InvalidChannel};
+
+    fn code<T: std::fmt::Debug>(r: Result<T, Fail>) -> ErrorCode {
+        r.unwrap_err().code
+    }
+
+    /// JSON values separated by `|`.
+    fn values(list: &str) -> Vec<Value> {
+        list.split('|')
+            .map(|v| serde_json::from_str(v).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn error_codes_and_fail_json() {
+        use ErrorCode::*;
+        let all = [
+            BadRequest,
+            InvalidChannel,
+            Forbidden,
+            NotFound,
+            UnknownSubscription,
+            TooLarge,
+            RateLimited,
+            Unauthorized,
+            Internal,
+        ];
+        let names = "bad_request invalid_channel forbidden not_found unknown_subscription \
+                     too_large rate_limited unauthorized internal";
+        assert!(all.iter().map(|c| c.as_str()).eq(names.split_whitespace()));
+        let f = Fail::new(NotFound, "nope");
+        assert_eq!(f.to_json(), json!({"code": "not_found", "message": "nope"}));
+        assert_eq!(f.to_string(), "not_found: nope");
+    }
+
+    #[test]
+    fn channel_names() {
+        for ok in ["chat:room1", "é", "a b", &"a".repeat(200), &"é".repeat(100)] {
+            assert!(validate_channel(ok).is_ok(), "{ok:?}");
+        }
+        let (long, long_utf8) = ("a".repeat(201), format!("{}a", "é".repeat(100)));
+        for bad in [
+            "", &long, &long_utf8, "\u{7}", "a\nb", "x\u{0}", "\u{7f}", "a\u{85}",
+        ] {
+            assert_eq!(code(validate_channel(bad)), InvalidChannel, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn topics() {
+        assert_eq!(Topic::parse("chat:a"), Ok(Topic::Exact("chat:a".into())));
+        assert_eq!(Topic::parse("chat:*"), Ok(Topic::Prefix("chat:".into())));
+        assert_eq!(Topic::parse("*"), Ok(Topic::Prefix(String::new())));
+        assert_eq!(code(Topic::parse("")), InvalidChannel);
+        assert_eq!(code(Topic::parse("a\u{7}*")), InvalidChannel);
+        assert_eq!(code(validate_topic(&"a".repeat(201))), InvalidChannel);
+        assert!(validate_topic(&format!("{}*", "a".repeat(199))).is_ok());
+        let p = Topic::parse("chat:*").unwrap();
+        assert!(p.matches("chat:") && p.matches("chat:room1"));
+        assert!(!p.matches("chat") && !p.matches("news:1"));
+        assert!(Topic::parse("*").unwrap().matches("anything"));
+        let e = Topic::parse("chat:a").unwrap();
+        assert!(e.matches("chat:a") && !e.matches("chat:ab"));
+    }
+
+    #[test]
+    fn event_names() {
+        assert!(validate_event_name("message").is_ok());
+        assert!(validate_event_name("Connect").is_ok());
+        assert!(validate_event_name(&"e".repeat(100)).is_ok());
+        assert_eq!(code(validate_event_name("")), BadRequest);
+        assert_eq!(code(validate_event_name(&"e".repeat(101))), BadRequest);
+        for r in RESERVED_EVENTS {
+            assert_eq!(code(validate_event_name(r)), BadRequest, "{r}");
+        }
+    }
+
+    #[test]
+    fn channel_arguments() {
+        assert_eq!(channel_arg(Some(&json!("a"))), Ok("a".to_string()));
+        let obj = json!({"channel": "b", "x": 1});
+        assert_eq!(channel_arg(Some(&obj)), Ok("b".into()));
+        assert_eq!(code(channel_arg(None)), BadRequest);
+        let bad = r#"42|null|true|["a"]|{}|{"channel":42}|{"channel":null}|{"chan":"a"}"#;
+        for v in values(bad) {
+            assert_eq!(code(channel_arg(Some(&v))), BadRequest, "{v}");
+        }
+        let long = json!("a".repeat(201));
+        for v in [json!(""), long, json!("\u{7}"), json!({"channel": ""})] {
+            assert_eq!(code(channel_arg(Some(&v))), InvalidChannel, "{v}");
+        }
+    }
+
+    #[test]
+    fn filter_parsing() {
+        let f = Filter::parse(&json!({})).unwrap();
+        assert_eq!((f.events, f.conditions.len()), (None, 0));
+        assert!(!Filter::parse(&json!({"where": {}})).unwrap().needs_data());
+        let f = Filter::parse(&json!({"event": "m"})).unwrap();
+        assert_eq!(f.events, Some(vec!["m".to_string()]));
+        let f = Filter::parse(&json!({"event": ["a", "b"], "where": {"x.y": 1}})).unwrap();
+        assert_eq!(f.events, Some(vec!["a".into(), "b".into()]));
+        assert_eq!(f.conditions, vec![(vec!["x".into(), "y".into()], json!(1))]);
+        assert!(f.needs_data());
+        let bad = r#"null|"m"|[]|{"other":1}|{"event":1}|{"event":[]}|{"event":[1]}|{"event":""}
+            |{"where":[]}|{"where":"x"}|{"where":{"a..b":1}}|{"where":{"":1}}|{"where":{"a.":1}}"#;
+        for v in values(bad) {
+            assert_eq!(code(Filter::parse(&v)), BadRequest, "{v}");
+        }
+    }
+
+    #[test]
+    fn filter_matching() {
+        let data = json!({"user": {"id": 7, "tags": ["a", {"k": true}]}, "n": 1.0, "s": "x"});
+        let m = |f: &str, ev: &str| {
+            let f = serde_json::from_str(f).unwrap();
+            Filter::parse(&f).unwrap().matches(ev, &data)
+        };
+        assert!(m("{}", "any"));
+        assert!(m(r#"{"event":"m"}"#, "m") && !m(r#"{"event":"m"}"#, "n"));
+        assert!(m(r#"{"event":["a","m"]}"#, "m"));
+        assert!(m(r#"{"where":{"user.id":7}}"#, "e"));
+        assert!(m(r#"{"where":{"user.id":7.0}}"#, "e"));
+        assert!(m(r#"{"where":{"n":1}}"#, "e"));
+        assert!(!m(r#"{"where":{"user.id":"7"}}"#, "e"));
+        assert!(m(
+            r#"{"where":{"user.tags.0":"a","user.tags.1.k":true}}"#,
+            "e"
+        ));
+        assert!(!m(r#"{"where":{"user.tags.2":"a"}}"#, "e"));
+        assert!(!m(r#"{"where":{"user.tags.x":"a"}}"#, "e"));
+        assert!(!m(r#"{"where":{"s.len":1}}"#, "e"));
+        assert!(!m(r#"{"where":{"missing":null}}"#, "e"));
+        assert!(m(
+            r#"{"where":{"user":{"tags":["a",{"k":true}],"id":7}}}"#,
+            "e"
+        ));
+        assert!(!m(r#"{"where":{"user":{"tags":["a",{"k":true}]}}}"#, "e"));
+        assert!(m(r#"{"event":"e","where":{"s":"x","user.id":7}}"#, "e"));
+        assert!(!m(r#"{"event":"e","where":{"s":"x","user.id":8}}"#, "e"));
+        assert!(!m(r#"{"event":"f","where":{"s":"x"}}"#, "e"));
+        // Non-object data never satisfies a condition.
+        let f = Filter::parse(&json!({"where": {"a": 1}})).unwrap();
+        assert!(!f.matches("e", &json!(null)) && !f.matches("e", &json!([1])));
+        assert!(!json_eq(&json!(-1), &json!(u64::MAX)));
+        assert!(json_eq(&json!(u64::MAX), &json!(u64::MAX)));
+    }
+}

@@ -1,0 +1,45 @@
+//! Starts a configured server: reserve the port, start the shards (each binds
+//! it with SO_REUSEPORT), report the address once every shard listens.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use shards::{RuntimeConfig, ShardHandle};
+
+use crate::config::Config;
+use crate::server::{bind_reuseport, run_shard};
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handles: Vec<ShardHandle>,
+}
+
+/// Starts the shards and returns once all of them listen.
+pub fn start(cfg: Config) -> std::io::Result<Running> {
+    // Bound but not listening: reserves the port (resolving port 0) without
+    // joining the SO_REUSEPORT group that receives connections.
+    let probe = bind_reuseport(cfg.listen, false)?;
+    let addr = probe.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("not an inet address"))?;
+    let cfg = Arc::new(cfg);
+    let rt = RuntimeConfig {
+        shards: cfg.shards,
+        cpus: cfg.cpus.clone(),
+        pin: cfg.pin,
+        io_memory: 1 << 20,
+        mailbox_capacity: 1024,
+        instance: cfg.instance_id.clone(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shard_cfg = cfg.clone();
+    let handles = shards::start(rt, move |shard| {
+        let cfg = shard_cfg.clone();
+        let tx = tx.clone();
+        async move { run_shard(shard, cfg, addr, tx).await }
+    })?;
+    for _ in 0..cfg.shards {
+        rx.recv().map_err(|_| std::io::Error::other("a shard failed to start"))??;
+    }
+    drop(probe);
+    Ok(Running { addr, handles })
+}

@@ -1,0 +1,307 @@
+//! One Engine.IO session and the Socket.IO sockets multiplexed on it.
+//!
+//! A session lives on the shard that created it, for its whole life; its
+//! transports (`transport/`) feed it decoded packets and drain its outbox.
+//! It owns the Engine.IO state (ping deadlines, the polling→websocket
+//! upgrade, binary attachments in flight) and dispatches Socket.IO packets to
+//! the application: the gateway (`gateway.rs`) or the protocol suites' echo
+//! handlers (`echo.rs`). Never blocks: every await is on this shard.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use proto::engineio::{self, Outgoing, PacketType as Eio};
+use proto::socketio::{self, BinaryAssembly, PacketType as Sio};
+use shards::{CloseReason, Outbox};
+
+use crate::config::Mode;
+use crate::gateway::{self, GwSocket};
+use crate::server::ShardCtx;
+
+/// What the handshake request carried, for authentication at CONNECT.
+#[derive(Debug, Default, Clone)]
+pub struct Handshake {
+    pub bearer: Option<String>,
+    pub query_token: Option<String>,
+}
+
+/// A Socket.IO socket connected on one namespace of a session.
+pub enum NsSocket {
+    Gateway(Rc<GwSocket>),
+    Echo(String),
+}
+
+pub struct Session {
+    pub sid: Rc<str>,
+    pub ctx: Rc<ShardCtx>,
+    pub outbox: Rc<Outbox>,
+    pub handshake: Handshake,
+    /// Packets flow over a websocket (from the start or after the upgrade).
+    pub websocket: Cell<bool>,
+    /// A websocket probe succeeded; waiting for the client's UPGRADE.
+    pub upgrading: Cell<bool>,
+    /// A polling GET is waiting on this session.
+    pub polling_busy: Cell<bool>,
+    pub next_ping: Cell<Instant>,
+    pub pong_deadline: Cell<Option<Instant>>,
+    binary: RefCell<Option<BinaryAssembly>>,
+    sockets: RefCell<Vec<(String, NsSocket)>>,
+    ended: Cell<bool>,
+}
+
+/// A packet the client sent that breaks the protocol: the session closes.
+#[derive(Debug)]
+pub struct ProtocolViolation(pub &'static str);
+
+impl Session {
+    pub fn new(ctx: Rc<ShardCtx>, sid: Rc<str>, handshake: Handshake, websocket: bool) -> Rc<Self> {
+        let cfg = &ctx.cfg;
+        cfg.open_sessions.fetch_add(1, Ordering::Relaxed);
+        Rc::new(Session {
+            sid,
+            outbox: Rc::new(Outbox::new(cfg.send_queue)),
+            handshake,
+            websocket: Cell::new(websocket),
+            upgrading: Cell::new(false),
+            polling_busy: Cell::new(false),
+            next_ping: Cell::new(Instant::now() + cfg.ping_interval),
+            pong_deadline: Cell::new(None),
+            binary: RefCell::new(None),
+            sockets: RefCell::new(Vec::new()),
+            ended: Cell::new(false),
+            ctx,
+        })
+    }
+
+    /// The OPEN packet's JSON.
+    pub fn open_packet(&self) -> String {
+        let cfg = &self.ctx.cfg;
+        let upgrades = if self.websocket.get() { "[]" } else { "[\"websocket\"]" };
+        engineio::encode_text(
+            Eio::Open,
+            &format!(
+                "{{\"sid\":\"{}\",\"upgrades\":{upgrades},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+                self.sid,
+                cfg.ping_interval.as_millis(),
+                cfg.ping_timeout.as_millis(),
+                cfg.max_payload
+            ),
+        )
+    }
+
+    pub fn send_text(&self, s: String) -> bool {
+        self.outbox.push(Outgoing::Text(Bytes::from(s)))
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.get()
+    }
+
+    /// A text packet from either transport.
+    pub async fn on_text(self: &Rc<Self>, text: &str) -> Result<(), ProtocolViolation> {
+        match engineio::decode_text(text).map_err(|_| ProtocolViolation("bad engine.io packet"))? {
+            engineio::Packet::Text(t, data) => self.on_packet(t, data).await,
+            engineio::Packet::Binary(_) => Err(ProtocolViolation("unexpected engine.io packet")),
+        }
+    }
+
+    /// One decoded Engine.IO packet from either transport.
+    pub async fn on_packet(self: &Rc<Self>, t: Eio, data: &str) -> Result<(), ProtocolViolation> {
+        if self.binary.borrow().is_some() {
+            return Err(ProtocolViolation("text packet while binary attachments are pending"));
+        }
+        match t {
+            Eio::Pong => {
+                self.pong_deadline.set(None);
+                Ok(())
+            }
+            Eio::Message => self.on_message(data).await,
+            Eio::Close => {
+                self.terminate(CloseReason::ClientClosed);
+                Ok(())
+            }
+            Eio::Noop | Eio::Ping | Eio::Upgrade => Ok(()),
+            Eio::Open => Err(ProtocolViolation("OPEN from a client")),
+        }
+    }
+
+    /// A binary message from either transport: an attachment of the pending
+    /// binary event, or a protocol violation.
+    pub async fn on_binary(self: &Rc<Self>, data: Bytes) -> Result<(), ProtocolViolation> {
+        let complete = {
+            let mut pending = self.binary.borrow_mut();
+            let Some(asm) = pending.as_mut() else {
+                return Err(ProtocolViolation("unexpected binary message"));
+            };
+            if asm.push(data) {
+                pending.take()
+            } else {
+                None
+            }
+        };
+        if let Some(asm) = complete {
+            let (kind, id) = (asm.kind(), asm.id());
+            let nsp = asm.nsp().to_string();
+            let data = asm.data().map(str::to_string);
+            let attachments = asm.into_attachments();
+            self.dispatch(kind, &nsp, id, data.as_deref(), attachments).await;
+        }
+        Ok(())
+    }
+
+    async fn on_message(self: &Rc<Self>, text: &str) -> Result<(), ProtocolViolation> {
+        let p = socketio::decode(text).map_err(|_| ProtocolViolation("bad socket.io packet"))?;
+        if p.kind.is_binary() && p.attachments > 0 {
+            *self.binary.borrow_mut() = Some(BinaryAssembly::new(&p));
+            return Ok(());
+        }
+        if p.kind == Sio::ConnectError {
+            return Err(ProtocolViolation("CONNECT_ERROR from a client"));
+        }
+        self.dispatch(p.kind, p.nsp, p.id, p.data, Vec::new()).await;
+        Ok(())
+    }
+
+    fn socket(&self, nsp: &str) -> Option<NsSocketRef> {
+        self.sockets.borrow().iter().find(|(n, _)| n == nsp).map(|(_, s)| match s {
+            NsSocket::Gateway(g) => NsSocketRef::Gateway(g.clone()),
+            NsSocket::Echo(_) => NsSocketRef::Echo,
+        })
+    }
+
+    async fn dispatch(self: &Rc<Self>, kind: Sio, nsp: &str, id: Option<u64>, data: Option<&str>, att: Vec<Bytes>) {
+        match kind {
+            Sio::Connect => self.on_connect(nsp, data).await,
+            Sio::Disconnect => self.disconnect_nsp(nsp).await,
+            Sio::Event | Sio::BinaryEvent => match self.socket(nsp) {
+                Some(NsSocketRef::Gateway(g)) => gateway::on_event(self, &g, id, data, att).await,
+                Some(NsSocketRef::Echo) => crate::echo::on_event(self, nsp, id, data, att),
+                None => {}
+            },
+            Sio::Ack | Sio::BinaryAck | Sio::ConnectError => {}
+        }
+    }
+
+    async fn on_connect(self: &Rc<Self>, nsp: &str, data: Option<&str>) {
+        if self.socket(nsp).is_some() {
+            return;
+        }
+        let auth: Option<serde_json::Value> = data.and_then(|d| serde_json::from_str(d).ok());
+        let mode = self.ctx.cfg.mode;
+        let socket = match mode {
+            Mode::Gateway if nsp == "/" => match gateway::connect(self, auth.as_ref()) {
+                Ok(g) => NsSocket::Gateway(g),
+                Err(reason) => {
+                    self.ctx.metrics.auth_refused(reason);
+                    let body = format!(
+                        "{{\"message\":\"unauthorized\",\"data\":{{\"reason\":\"{}\"}}}}",
+                        reason.as_str()
+                    );
+                    self.send_sio(Sio::ConnectError, nsp, None, Some(&body));
+                    return;
+                }
+            },
+            Mode::ProtocolSuite if nsp == "/" || nsp == "/custom" => {
+                NsSocket::Echo(crate::echo::socket_id(self))
+            }
+            _ => {
+                self.send_sio(Sio::ConnectError, nsp, None, Some("{\"message\":\"Invalid namespace\"}"));
+                return;
+            }
+        };
+        let sid = match &socket {
+            NsSocket::Gateway(g) => g.member.socket_id.to_string(),
+            NsSocket::Echo(id) => id.clone(),
+        };
+        self.sockets.borrow_mut().push((nsp.to_string(), socket));
+        self.send_sio(Sio::Connect, nsp, None, Some(&format!("{{\"sid\":\"{sid}\"}}")));
+        if mode == Mode::ProtocolSuite {
+            crate::echo::on_connect(self, nsp, auth.as_ref());
+        }
+    }
+
+    /// Queues a Socket.IO packet.
+    pub fn send_sio(&self, kind: Sio, nsp: &str, id: Option<u64>, data: Option<&str>) -> bool {
+        let mut s = String::with_capacity(8 + data.map_or(0, str::len));
+        socketio::encode(kind, nsp, 0, id, data, &mut s);
+        self.send_text(s)
+    }
+
+    async fn disconnect_nsp(self: &Rc<Self>, nsp: &str) {
+        let removed = {
+            let mut socks = self.sockets.borrow_mut();
+            socks.iter().position(|(n, _)| n == nsp).map(|i| socks.remove(i).1)
+        };
+        if let Some(NsSocket::Gateway(g)) = removed {
+            gateway::disconnect(self, &g).await;
+        }
+    }
+
+    /// Ends the session: the transport closes after flushing what is queued
+    /// (unless the reason dropped the queue), and every socket leaves its
+    /// channels (presence `leave` to the remaining members).
+    pub fn terminate(self: &Rc<Self>, reason: CloseReason) {
+        if self.ended.replace(true) {
+            return;
+        }
+        tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
+        self.ctx.metrics.session_closed(reason);
+        self.ctx.sessions.borrow_mut().remove(&self.sid);
+        self.ctx.cfg.open_sessions.fetch_sub(1, Ordering::Relaxed);
+        self.outbox.close(reason);
+        let sockets = std::mem::take(&mut *self.sockets.borrow_mut());
+        if sockets.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        shards::rt::spawn_local(async move {
+            for (_, s) in sockets {
+                if let NsSocket::Gateway(g) = s {
+                    gateway::disconnect(&this, &g).await;
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Disconnects every Socket.IO socket (a DISCONNECT packet each), then
+    /// ends the session once the transport has flushed them.
+    pub fn disconnect_all(self: &Rc<Self>, reason: CloseReason) {
+        let nsps: Vec<String> = self.sockets.borrow().iter().map(|(n, _)| n.clone()).collect();
+        for nsp in nsps {
+            self.send_sio(Sio::Disconnect, &nsp, None, None);
+        }
+        self.terminate(reason);
+    }
+
+    /// Periodic check from the shard's sweeper: PING when due, close when a
+    /// PONG is overdue or the token has expired.
+    pub fn tick(self: &Rc<Self>, now: Instant, now_secs: u64) {
+        if let Some(deadline) = self.pong_deadline.get() {
+            if now >= deadline {
+                self.terminate(CloseReason::PingTimeout);
+                return;
+            }
+        } else if now >= self.next_ping.get() {
+            let cfg = &self.ctx.cfg;
+            self.next_ping.set(now + cfg.ping_interval);
+            self.pong_deadline.set(Some(now + cfg.ping_timeout));
+            self.outbox.push(Outgoing::Text(Bytes::from_static(b"2")));
+        }
+        let expired = self.sockets.borrow().iter().any(|(_, s)| match s {
+            NsSocket::Gateway(g) => g.expired(now_secs),
+            NsSocket::Echo(_) => false,
+        });
+        if expired {
+            self.disconnect_all(CloseReason::TokenExpired);
+        }
+    }
+}
+
+enum NsSocketRef {
+    Gateway(Rc<GwSocket>),
+    Echo,
+}

@@ -1,0 +1,94 @@
+//! The HTTP long-polling transport: a GET waits for the session's outbox and
+//! returns everything queued as one payload; a POST carries packets in.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_lite::AsyncReadExt;
+use proto::engineio::{self, PayloadRecord};
+use shards::rt::TcpStream;
+use shards::CloseReason;
+
+use crate::http::{self, Request};
+use crate::server::reply;
+use crate::session::Session;
+
+/// Records accepted in one POST body.
+const MAX_RECORDS: usize = 4096;
+
+fn text_response(s: &Session, req: &Request, status: u16, body: &[u8]) -> Vec<u8> {
+    let cors = s.ctx.cfg.cors_allow(req.origin.as_deref());
+    http::response(status, "text/plain; charset=UTF-8", body, cors.as_deref(), req.keep_alive, &[])
+}
+
+fn bad(s: &Session, req: &Request, status: u16, code: u8, msg: &str) -> Vec<u8> {
+    let cors = s.ctx.cfg.cors_allow(req.origin.as_deref());
+    let body = format!("{{\"code\":{code},\"message\":\"{msg}\"}}");
+    http::response(status, "application/json", body.as_bytes(), cors.as_deref(), false, &[])
+}
+
+pub async fn get(s: Rc<Session>, stream: TcpStream, buf: Vec<u8>, req: Request) -> Option<(TcpStream, Vec<u8>)> {
+    if s.websocket.get() {
+        return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
+    }
+    if s.polling_busy.replace(true) {
+        // Two GETs at once break the protocol: end the session.
+        s.terminate(CloseReason::TransportError);
+        return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
+    }
+    s.outbox.ready().await;
+    s.polling_busy.set(false);
+    let mut packets = Vec::new();
+    s.outbox.drain_into(&mut packets, usize::MAX);
+    let mut body = Vec::new();
+    if packets.is_empty() {
+        // Closed (or upgraded) with nothing queued.
+        body.extend_from_slice(if s.websocket.get() { b"6" } else { b"1" });
+    } else {
+        engineio::encode_payload(packets.iter(), &mut body);
+    }
+    if s.outbox.closed().is_some() && s.outbox.is_empty() && !s.websocket.get() {
+        s.terminate(CloseReason::ClientClosed);
+    }
+    let resp = text_response(&s, &req, 200, &body);
+    reply(stream, buf, req.head_len, req.keep_alive, resp).await
+}
+
+pub async fn post(s: Rc<Session>, mut stream: TcpStream, mut buf: Vec<u8>, req: Request) -> Option<(TcpStream, Vec<u8>)> {
+    let max = s.ctx.cfg.max_payload;
+    let Some(len) = req.content_length.filter(|_| !req.chunked) else {
+        return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
+    };
+    if len > max {
+        s.terminate(CloseReason::TransportError);
+        return reply(stream, buf, 0, false, bad(&s, &req, 413, 3, "Payload too large")).await;
+    }
+    let end = req.head_len + len;
+    let mut chunk = [0u8; 4096];
+    while buf.len() < end {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let records = match engineio::decode_payload(&buf[req.head_len..end], MAX_RECORDS) {
+        Ok(r) => r,
+        Err(_) => {
+            s.terminate(CloseReason::TransportError);
+            return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
+        }
+    };
+    for r in records {
+        let result = match r {
+            PayloadRecord::Text(t, data) => s.on_packet(t, data).await,
+            PayloadRecord::Binary(b) => s.on_binary(Bytes::from(b)).await,
+        };
+        if let Err(v) = result {
+            tracing::debug!(sid = %s.sid, "closing: {}", v.0);
+            s.terminate(CloseReason::TransportError);
+            return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
+        }
+    }
+    let resp = text_response(&s, &req, 200, b"ok");
+    reply(stream, buf, end, req.keep_alive, resp).await
+}

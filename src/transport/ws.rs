@@ -1,0 +1,159 @@
+//! The websocket transport: one task per connection that both reads client
+//! frames and drains the session's outbox, so an idle socket costs one task,
+//! one small read buffer and no write buffer.
+//!
+//! Writes are batched: everything queued is fed to tungstenite, then flushed
+//! once — one `send` per batch, not per message.
+
+use std::rc::Rc;
+use std::task::Poll;
+
+use async_tungstenite::WebSocketStream;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use proto::engineio::Outgoing;
+use shards::rt::TcpStream;
+use shards::CloseReason;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes};
+
+use crate::http::Request;
+use crate::session::Session;
+use futures_lite::AsyncWriteExt;
+
+/// Packets moved from the outbox per batch.
+const BATCH: usize = 256;
+
+fn ws_config(max_payload: usize) -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    // tungstenite's default is a 128 KiB read buffer per connection; 4 KiB
+    // keeps an idle socket small and still reads a typical frame at once.
+    c.read_buffer_size = 4096;
+    // Frames accumulate until a flush (one write per batch); the buffer only
+    // grows while a batch is being written.
+    c.write_buffer_size = 64 * 1024;
+    c.max_write_buffer_size = 4 * 1024 * 1024;
+    c.max_message_size = Some(max_payload);
+    c.max_frame_size = Some(max_payload);
+    c
+}
+
+/// Answers the upgrade and runs the connection. `probe`: the session is
+/// polling and this websocket must pass the probe/upgrade dance first.
+pub async fn upgrade(session: Rc<Session>, mut stream: TcpStream, buf: Vec<u8>, req: Request, probe: bool) {
+    let key = req.ws_key.as_deref().unwrap_or_default();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        if !probe {
+            session.terminate(CloseReason::TransportError);
+        }
+        return;
+    }
+    let _ = stream.set_read_timeout(None);
+    let rest = buf.get(req.head_len..).unwrap_or_default().to_vec();
+    let cfg = ws_config(session.ctx.cfg.max_payload);
+    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(cfg)).await;
+    run(session, ws, probe).await;
+}
+
+enum Ev {
+    In(Option<Result<Message, tungstenite::Error>>),
+    Out,
+}
+
+async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probing: bool) {
+    let mut batch: Vec<Outgoing> = Vec::new();
+    loop {
+        let ev = std::future::poll_fn(|cx| {
+            if !probing && session.outbox.poll_ready(cx).is_ready() {
+                return Poll::Ready(Ev::Out);
+            }
+            if probing && session.is_ended() {
+                return Poll::Ready(Ev::In(None));
+            }
+            ws.poll_next_unpin(cx).map(Ev::In)
+        })
+        .await;
+        match ev {
+            Ev::Out => {
+                session.outbox.drain_into(&mut batch, BATCH);
+                let mut ok = true;
+                for p in batch.drain(..) {
+                    let msg = match p {
+                        // Every queued text packet was built from a `String`.
+                        Outgoing::Text(b) => Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(b) }),
+                        Outgoing::Binary(b) => Message::Binary(b),
+                    };
+                    if ws.feed(msg).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                }
+                if !ok || ws.flush().await.is_err() {
+                    session.terminate(CloseReason::TransportError);
+                    return;
+                }
+                if session.outbox.closed().is_some() && session.outbox.is_empty() {
+                    let _ = ws.close(None).await;
+                    session.terminate(CloseReason::ClientClosed);
+                    return;
+                }
+            }
+            Ev::In(Some(Ok(msg))) if probing => match msg {
+                Message::Text(t) if t.as_str() == "2probe" => {
+                    if ws.send(Message::Text("3probe".into())).await.is_err() {
+                        return;
+                    }
+                    session.upgrading.set(true);
+                    // Lets a pending polling GET return so the client can
+                    // finish the upgrade.
+                    session.outbox.push(Outgoing::Text(Bytes::from_static(b"6")));
+                }
+                Message::Text(t) if t.as_str() == "5" && session.upgrading.get() => {
+                    session.upgrading.set(false);
+                    session.websocket.set(true);
+                    session.outbox.wake();
+                    probing = false;
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                _ => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            },
+            Ev::In(Some(Ok(msg))) => {
+                let r = match msg {
+                    Message::Text(t) => session.on_text(t.as_str()).await,
+                    Message::Binary(b) => session.on_binary(b).await,
+                    Message::Close(_) => {
+                        session.terminate(CloseReason::ClientClosed);
+                        return;
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(v) = r {
+                    tracing::debug!(sid = %session.sid, "closing: {}", v.0);
+                    let _ = ws.close(None).await;
+                    session.terminate(CloseReason::TransportError);
+                    return;
+                }
+            }
+            Ev::In(Some(Err(e))) => {
+                tracing::debug!(sid = %session.sid, "websocket error: {e}");
+                if !probing {
+                    session.terminate(CloseReason::TransportError);
+                }
+                return;
+            }
+            Ev::In(None) => {
+                if !probing {
+                    session.terminate(CloseReason::ClientClosed);
+                }
+                return;
+            }
+        }
+    }
+}
