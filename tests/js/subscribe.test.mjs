@@ -5,6 +5,13 @@ import { suite, connect, ack, uniq, uniqUser, record, until, checkEvent, isErr, 
 
 async function settle(sock) { await ack(sock, 'members', 'settle:x'); }
 
+/** JSON with sorted object keys: key order carries no meaning in JSON. */
+function canon(v) {
+  if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;
+  if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(',')}}`;
+  return JSON.stringify(v);
+}
+
 suite('subscribe', (ctx) => {
   it('an exact subscription delivers with subscriptionId, other channels not', async () => {
     const ch = uniq();
@@ -72,16 +79,16 @@ suite('subscribe', (ctx) => {
     await ack(p, 'publish', { channel: ch, event: 'end', data: 'marker' });
     await until(() => got.some((e) => e.event === 'end'), 'the marker');
     await settle(s);
-    const seen = got.filter((e) => e.event !== 'end').map((e) => `${e.subscriptionId === one ? 'one' : e.subscriptionId === list ? 'list' : e.subscriptionId === where ? 'where' : e.subscriptionId === both ? 'both' : '?'}:${e.event}:${JSON.stringify(e.data)}`).sort();
+    const seen = got.filter((e) => e.event !== 'end').map((e) => `${e.subscriptionId === one ? 'one' : e.subscriptionId === list ? 'list' : e.subscriptionId === where ? 'where' : e.subscriptionId === both ? 'both' : '?'}:${e.event}:${canon(e.data)}`).sort();
     const want = [
-      `one:message:${JSON.stringify(pubs[0][1])}`,
+      `one:message:${canon(pubs[0][1])}`,
       'list:a:null',
       'list:b:5',
-      `where:c:${JSON.stringify(pubs[3][1])}`,
-      `one:message:${JSON.stringify(pubs[6][1])}`,
-      `where:message:${JSON.stringify(pubs[6][1])}`,
-      `both:message:${JSON.stringify(pubs[6][1])}`,
-      `one:message:${JSON.stringify(pubs[7][1])}`,
+      `where:c:${canon(pubs[3][1])}`,
+      `one:message:${canon(pubs[6][1])}`,
+      `where:message:${canon(pubs[6][1])}`,
+      `both:message:${canon(pubs[6][1])}`,
+      `one:message:${canon(pubs[7][1])}`,
     ].sort();
     assert.deepEqual(seen, want);
   });
