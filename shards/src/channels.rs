@@ -109,7 +109,12 @@ pub enum InterestChange {
 
 impl Channels {
     /// Adds a member; `None` when it already was one (no second presence).
-    pub fn join(&mut self, channel: &Arc<str>, m: &Rc<Member>, now_ms: u64) -> Option<InterestChange> {
+    pub fn join(
+        &mut self,
+        channel: &Arc<str>,
+        m: &Rc<Member>,
+        now_ms: u64,
+    ) -> Option<InterestChange> {
         let had_interest = self.interest_in(channel);
         let ch = self.channels.entry(channel.clone()).or_default();
         if ch.pos.contains_key(&m.key.seq) {
@@ -161,7 +166,10 @@ impl Channels {
 
     /// Every channel with local members, and how many.
     pub fn channel_counts(&self) -> Vec<(Arc<str>, usize)> {
-        self.channels.iter().map(|(k, v)| (k.clone(), v.list.len())).collect()
+        self.channels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.list.len()))
+            .collect()
     }
 
     pub fn subscribe(
@@ -175,7 +183,13 @@ impl Channels {
         suffix.extend_from_slice(b",\"subscriptionId\":");
         suffix.extend_from_slice(serde_json::to_string(&*id).unwrap_or_default().as_bytes());
         suffix.extend_from_slice(b"}]");
-        let sub = Subscription { id, member, topic: topic.clone(), filter, suffix: suffix.freeze() };
+        let sub = Subscription {
+            id,
+            member,
+            topic: topic.clone(),
+            filter,
+            suffix: suffix.freeze(),
+        };
         match &topic {
             Topic::Exact(c) => {
                 let had = self.interest_in(c);
@@ -200,7 +214,12 @@ impl Channels {
     }
 
     /// Removes subscription `id` of socket `key`; `None` if it holds no such one.
-    pub fn unsubscribe(&mut self, key: SocketKey, id: &str, topic: &Topic) -> Option<InterestChange> {
+    pub fn unsubscribe(
+        &mut self,
+        key: SocketKey,
+        id: &str,
+        topic: &Topic,
+    ) -> Option<InterestChange> {
         let is_it = |s: &Subscription| s.member.key == key && &*s.id == id;
         match topic {
             Topic::Exact(c) => {
@@ -236,7 +255,10 @@ impl Channels {
         let skip = |m: &Member| p.skip_user.as_deref().is_some_and(|u| *u == *m.user_id);
         if let Some(ch) = self.channels.get(&*p.channel) {
             for (m, _) in &ch.list {
-                if !skip(m) && m.outbox.push_all(Outgoing::Text(p.text.clone()), &p.attachments) {
+                if !skip(m)
+                    && m.outbox
+                        .push_all(Outgoing::Text(p.text.clone()), &p.attachments)
+                {
                     n += 1;
                 }
             }
@@ -245,12 +267,23 @@ impl Channels {
             return n;
         }
         let exact = self.exact_subs.get(&*p.channel).into_iter().flatten();
-        let prefixed = self.prefix_subs.iter().filter(|s| s.topic.matches(&p.channel));
+        let prefixed = self
+            .prefix_subs
+            .iter()
+            .filter(|s| s.topic.matches(&p.channel));
         for s in exact.chain(prefixed) {
-            if skip(&s.member) || !s.filter.as_ref().is_none_or(|f| f.matches(&p.event, &p.data)) {
+            if skip(&s.member)
+                || !s
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&p.event, &p.data))
+            {
                 continue;
             }
-            if s.member.outbox.push_all(Outgoing::Text(patch(&p.text, &s.suffix)), &p.attachments) {
+            if s.member
+                .outbox
+                .push_all(Outgoing::Text(patch(&p.text, &s.suffix)), &p.attachments)
+            {
                 n += 1;
             }
         }
@@ -298,7 +331,10 @@ mod tests {
         let mut c = Channels::default();
         let a = member(1, "u");
         let ch: Arc<str> = "c".into();
-        assert_eq!(c.join(&ch, &a, 1), Some(InterestChange::Gained(Topic::Exact(ch.clone()))));
+        assert_eq!(
+            c.join(&ch, &a, 1),
+            Some(InterestChange::Gained(Topic::Exact(ch.clone())))
+        );
         assert_eq!(c.join(&ch, &a, 2), None);
         let b = member(2, "v");
         assert_eq!(c.join(&ch, &b, 3), Some(InterestChange::None));
@@ -306,7 +342,10 @@ mod tests {
         assert_eq!(c.leave("c", a.key), Some(InterestChange::None));
         assert_eq!(c.leave("c", a.key), None);
         assert_eq!(c.members("c")[0].socket_id, b.socket_id);
-        assert_eq!(c.leave("c", b.key), Some(InterestChange::Lost(Topic::Exact(ch))));
+        assert_eq!(
+            c.leave("c", b.key),
+            Some(InterestChange::Lost(Topic::Exact(ch)))
+        );
     }
 
     #[test]
@@ -322,10 +361,15 @@ mod tests {
         assert!(a.outbox.is_empty());
         let mut got = Vec::new();
         b.outbox.drain_into(&mut got, 10);
-        assert_eq!(got[0], Outgoing::Text(Bytes::from_static(b"42[\"event\",{\"x\":1}]")));
+        assert_eq!(
+            got[0],
+            Outgoing::Text(Bytes::from_static(b"42[\"event\",{\"x\":1}]"))
+        );
         assert_eq!(
             got[1],
-            Outgoing::Text(Bytes::from_static(b"42[\"event\",{\"x\":1,\"subscriptionId\":\"s1\"}]"))
+            Outgoing::Text(Bytes::from_static(
+                b"42[\"event\",{\"x\":1,\"subscriptionId\":\"s1\"}]"
+            ))
         );
     }
 }

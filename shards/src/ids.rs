@@ -57,7 +57,10 @@ mod tests {
 
     #[test]
     fn wire_round_trip() {
-        let k = SocketKey { shard: 3, seq: 0x1234 };
+        let k = SocketKey {
+            shard: 3,
+            seq: 0x1234,
+        };
         let w = k.wire("inst-a1");
         assert_eq!(w, "inst-a1-3-1234");
         assert_eq!(SocketKey::parse(&w), Some(("inst-a1", k)));

@@ -27,25 +27,47 @@ pub enum ShardMsg {
     /// Deliver to this shard's members and subscriptions of the channel.
     Deliver(Arc<Publication>),
     /// Shard `from` gained (`on`) or lost interest in a topic.
-    Interest { from: ShardId, topic: Topic, on: bool },
+    Interest {
+        from: ShardId,
+        topic: Topic,
+        on: bool,
+    },
     /// A question for the receiving shard; answer with `Response{qid}`.
-    Request { from: ShardId, qid: u64, req: Request },
-    Response { qid: u64, resp: Response },
+    Request {
+        from: ShardId,
+        qid: u64,
+        req: Request,
+    },
+    Response {
+        qid: u64,
+        resp: Response,
+    },
     /// Take over a client connection (a polling request or websocket upgrade
     /// for a session this shard owns): the fd and the bytes already read.
-    Adopt { fd: OwnedFd, buffered: Vec<u8> },
+    Adopt {
+        fd: OwnedFd,
+        buffered: Vec<u8>,
+    },
 }
 
 pub enum Request {
+    /// Shard `from` gained interest in a topic; answered once recorded, so a
+    /// join is acknowledged only after every peer will forward to it.
+    Interest(Topic),
     Count(Arc<str>),
     Members(Arc<str>),
-    Direct { seq: u64, text: Bytes, attachments: Vec<Bytes> },
+    Direct {
+        seq: u64,
+        text: Bytes,
+        attachments: Vec<Bytes>,
+    },
     Channels,
     Connections,
 }
 
 #[derive(Debug)]
 pub enum Response {
+    Done,
     Count(usize),
     Members(Vec<MemberView>),
     Delivered(bool),
@@ -68,7 +90,11 @@ pub struct Mailbox {
 
 impl Mailbox {
     pub(crate) fn new(senders: Senders<ShardMsg>) -> Self {
-        Mailbox { senders, pending: RefCell::default(), next_qid: Cell::new(1) }
+        Mailbox {
+            senders,
+            pending: RefCell::default(),
+            next_qid: Cell::new(1),
+        }
     }
 
     /// Sends, waiting while the peer's mailbox is full (backpressure on the
@@ -87,8 +113,19 @@ impl Mailbox {
     pub async fn ask(&self, me: ShardId, to: ShardId, req: Request) -> Option<Response> {
         let qid = self.next_qid.get();
         self.next_qid.set(qid + 1);
-        self.pending.borrow_mut().insert(qid, Pending { resp: None, waker: None });
-        if self.senders.send_to(to, ShardMsg::Request { from: me, qid, req }).await.is_err() {
+        self.pending.borrow_mut().insert(
+            qid,
+            Pending {
+                resp: None,
+                waker: None,
+            },
+        );
+        if self
+            .senders
+            .send_to(to, ShardMsg::Request { from: me, qid, req })
+            .await
+            .is_err()
+        {
             self.pending.borrow_mut().remove(&qid);
             return None;
         }

@@ -183,7 +183,10 @@ mod tests {
     fn attachments_go_together_or_not_at_all() {
         let o = Outbox::new(3);
         assert!(o.push(text("a")));
-        assert!(!o.push_all(text("b"), &[Bytes::from_static(b"1"), Bytes::from_static(b"2")]));
+        assert!(!o.push_all(
+            text("b"),
+            &[Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+        ));
         assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
     }
 

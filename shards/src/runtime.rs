@@ -81,6 +81,8 @@ pub struct ShardHandle(glommio::ExecutorJoinHandle<()>);
 
 impl ShardHandle {
     pub fn join(self) -> std::io::Result<()> {
-        self.0.join().map_err(|e| std::io::Error::other(e.to_string()))
+        self.0
+            .join()
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }

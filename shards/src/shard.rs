@@ -20,7 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use proto::engineio::Outgoing;
 
-use crate::channels::{Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic};
+use crate::channels::{
+    Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic,
+};
 use crate::ids::{ShardId, SocketKey};
 use crate::mailbox::{Mailbox, Request, Response, ShardMsg};
 
@@ -77,7 +79,9 @@ pub struct Shard {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Shard {
@@ -112,7 +116,10 @@ impl Shard {
     pub fn next_key(&self) -> SocketKey {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
-        SocketKey { shard: self.id, seq }
+        SocketKey {
+            shard: self.id,
+            seq,
+        }
     }
 
     /// A cluster-unique id that sorts after every earlier id from this shard:
@@ -148,7 +155,10 @@ impl Shard {
 
     /// Hands a client connection to the shard that owns its session.
     pub async fn hand_off(&self, to: ShardId, fd: OwnedFd, buffered: Vec<u8>) -> bool {
-        self.mailbox.send_to(to, ShardMsg::Adopt { fd, buffered }).await.is_ok()
+        self.mailbox
+            .send_to(to, ShardMsg::Adopt { fd, buffered })
+            .await
+            .is_ok()
     }
 
     /// Joins `m` to `channel`; `false` when it already was a member.
@@ -205,8 +215,20 @@ impl Shard {
         };
         self.interest.borrow_mut().set(self.id, &topic, on);
         for peer in self.peers() {
-            let msg = ShardMsg::Interest { from: self.id, topic: topic.clone(), on };
-            let _ = self.mailbox.send_to(peer, msg).await;
+            if on {
+                // Wait for the peer to record it: once a join is acked, every
+                // later publish anywhere on this instance reaches the member.
+                self.mailbox
+                    .ask(self.id, peer, Request::Interest(topic.clone()))
+                    .await;
+            } else {
+                let msg = ShardMsg::Interest {
+                    from: self.id,
+                    topic: topic.clone(),
+                    on,
+                };
+                let _ = self.mailbox.send_to(peer, msg).await;
+            }
         }
     }
 
@@ -218,12 +240,19 @@ impl Shard {
     /// Returns the number of deliveries queued on this shard.
     pub async fn publish(&self, p: Publication) -> usize {
         let mask = self.interest.borrow().shards_for(&p.channel);
-        let n = if mask & (1 << self.id) != 0 { self.channels.borrow().deliver(&p) } else { 0 };
+        let n = if mask & (1 << self.id) != 0 {
+            self.channels.borrow().deliver(&p)
+        } else {
+            0
+        };
         let remote = mask & !(1 << self.id);
         if remote != 0 {
             let p = Arc::new(p);
             for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
-                let _ = self.mailbox.send_to(peer, ShardMsg::Deliver(p.clone())).await;
+                let _ = self
+                    .mailbox
+                    .send_to(peer, ShardMsg::Deliver(p.clone()))
+                    .await;
             }
         }
         n
@@ -238,8 +267,15 @@ impl Shard {
         if to.shard >= self.nr_shards {
             return false;
         }
-        let req = Request::Direct { seq: to.seq, text, attachments };
-        matches!(self.mailbox.ask(self.id, to.shard, req).await, Some(Response::Delivered(true)))
+        let req = Request::Direct {
+            seq: to.seq,
+            text,
+            attachments,
+        };
+        matches!(
+            self.mailbox.ask(self.id, to.shard, req).await,
+            Some(Response::Delivered(true))
+        )
     }
 
     fn direct_local(&self, seq: u64, text: Bytes, attachments: &[Bytes]) -> bool {
@@ -251,8 +287,10 @@ impl Shard {
     pub async fn members(&self, channel: &Arc<str>) -> Vec<MemberView> {
         let mut all = self.channels.borrow().members(channel);
         for peer in self.peers() {
-            if let Some(Response::Members(v)) =
-                self.mailbox.ask(self.id, peer, Request::Members(channel.clone())).await
+            if let Some(Response::Members(v)) = self
+                .mailbox
+                .ask(self.id, peer, Request::Members(channel.clone()))
+                .await
             {
                 all.extend(v);
             }
@@ -264,8 +302,10 @@ impl Shard {
     pub async fn member_count(&self, channel: &Arc<str>) -> usize {
         let mut n = self.channels.borrow().member_count(channel);
         for peer in self.peers() {
-            if let Some(Response::Count(c)) =
-                self.mailbox.ask(self.id, peer, Request::Count(channel.clone())).await
+            if let Some(Response::Count(c)) = self
+                .mailbox
+                .ask(self.id, peer, Request::Count(channel.clone()))
+                .await
             {
                 n += c;
             }
@@ -283,7 +323,9 @@ impl Shard {
         };
         add(self.channels.borrow().channel_counts());
         for peer in self.peers() {
-            if let Some(Response::Channels(v)) = self.mailbox.ask(self.id, peer, Request::Channels).await {
+            if let Some(Response::Channels(v)) =
+                self.mailbox.ask(self.id, peer, Request::Channels).await
+            {
                 add(v);
             }
         }
@@ -311,13 +353,17 @@ impl Shard {
             ShardMsg::Deliver(p) => {
                 self.channels.borrow().deliver(&p);
             }
-            ShardMsg::Interest { from, topic, on } => self.interest.borrow_mut().set(from, &topic, on),
+            ShardMsg::Interest { from, topic, on } => {
+                self.interest.borrow_mut().set(from, &topic, on)
+            }
             ShardMsg::Response { qid, resp } => self.mailbox.complete(qid, resp),
             ShardMsg::Request { from, qid, req } => {
-                let resp = self.answer(req);
+                let resp = self.answer(from, req);
                 let mailbox = self.mailbox.clone();
                 glommio::spawn_local(async move {
-                    let _ = mailbox.send_to(from, ShardMsg::Response { qid, resp }).await;
+                    let _ = mailbox
+                        .send_to(from, ShardMsg::Response { qid, resp })
+                        .await;
                 })
                 .detach();
             }
@@ -329,13 +375,19 @@ impl Shard {
         }
     }
 
-    fn answer(&self, req: Request) -> Response {
+    fn answer(&self, from: ShardId, req: Request) -> Response {
         match req {
+            Request::Interest(topic) => {
+                self.interest.borrow_mut().set(from, &topic, true);
+                Response::Done
+            }
             Request::Count(c) => Response::Count(self.channels.borrow().member_count(&c)),
             Request::Members(c) => Response::Members(self.channels.borrow().members(&c)),
-            Request::Direct { seq, text, attachments } => {
-                Response::Delivered(self.direct_local(seq, text, &attachments))
-            }
+            Request::Direct {
+                seq,
+                text,
+                attachments,
+            } => Response::Delivered(self.direct_local(seq, text, &attachments)),
             Request::Channels => Response::Channels(self.channels.borrow().channel_counts()),
             Request::Connections => Response::Connections(self.local_connections()),
         }
