@@ -13,7 +13,11 @@ use crate::auth::{AuthConfig, Verifier};
 use crate::config::{Config, Mode};
 
 #[derive(Parser, Debug)]
-#[command(name = "socket-gateway", version, about = "Thread-per-core Socket.IO realtime gateway")]
+#[command(
+    name = "socket-gateway",
+    version,
+    about = "Thread-per-core Socket.IO realtime gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,7 +63,13 @@ pub struct JwtArgs {
     #[arg(long, env = "SOCKET_GATEWAY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Algorithm every token must use (fixed; others are refused).
-    #[arg(long, env = "SOCKET_GATEWAY_JWT_ALGORITHM", value_enum, default_value = "HS256", ignore_case = true)]
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_JWT_ALGORITHM",
+        value_enum,
+        default_value = "HS256",
+        ignore_case = true
+    )]
     pub jwt_algorithm: Alg,
     /// PEM public key file for RS256/ES256.
     #[arg(long, env = "SOCKET_GATEWAY_JWT_PUBLIC_KEY")]
@@ -102,7 +112,11 @@ pub struct RuntimeArgs {
     #[arg(long, env = "SOCKET_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
     /// Engine.IO sessions allowed on this instance; beyond it new handshakes get 503.
-    #[arg(long, env = "SOCKET_GATEWAY_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_MAX_CONNECTIONS",
+        default_value_t = 1_000_000
+    )]
     pub max_connections: usize,
     /// Allowed CORS origins (comma separated, `*` for any). Default: none.
     #[arg(long, env = "SOCKET_GATEWAY_CORS_ORIGIN", value_delimiter = ',')]
@@ -186,7 +200,11 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         return Err("--ping-interval and --ping-timeout must be positive".into());
     }
     let instance_id = rt.instance_id.clone().unwrap_or_else(random_instance_id);
-    if instance_id.is_empty() || !instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if instance_id.is_empty()
+        || !instance_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return Err("--instance-id must be non-empty ASCII letters, digits or '_'".into());
     }
     Ok(Config {
@@ -214,12 +232,18 @@ fn jwt_configured(j: &JwtArgs) -> bool {
 
 fn auth_config(j: &JwtArgs, generated: Option<&str>) -> Result<AuthConfig, String> {
     let public_key_pem = match &j.jwt_public_key {
-        Some(p) => Some(std::fs::read(p).map_err(|e| format!("--jwt-public-key {}: {e}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read(p).map_err(|e| format!("--jwt-public-key {}: {e}", p.display()))?)
+        }
         None => None,
     };
     Ok(AuthConfig {
         algorithm: j.jwt_algorithm.into(),
-        secret: j.jwt_secret.as_deref().or(generated).map(|s| s.as_bytes().to_vec()),
+        secret: j
+            .jwt_secret
+            .as_deref()
+            .or(generated)
+            .map(|s| s.as_bytes().to_vec()),
         public_key_pem,
         issuer: j.jwt_issuer.clone(),
         audience: j.jwt_audience.clone(),
@@ -258,7 +282,11 @@ pub fn suite_config(a: &SuiteArgs) -> Result<Config, String> {
 
 /// `socket-gateway token`: prints a token signed with `--jwt-secret`.
 pub fn mint_token(a: &TokenArgs) -> Result<String, String> {
-    let secret = a.jwt.jwt_secret.as_deref().ok_or("token needs --jwt-secret (or SOCKET_GATEWAY_JWT_SECRET)")?;
+    let secret = a
+        .jwt
+        .jwt_secret
+        .as_deref()
+        .ok_or("token needs --jwt-secret (or SOCKET_GATEWAY_JWT_SECRET)")?;
     let info = match &a.info {
         Some(s) => Some(serde_json::from_str(s).map_err(|e| format!("--info is not JSON: {e}"))?),
         None => None,
@@ -267,7 +295,15 @@ pub fn mint_token(a: &TokenArgs) -> Result<String, String> {
     if !matches!(a.jwt.jwt_algorithm, Alg::HS256 | Alg::HS384 | Alg::HS512) {
         return Err("token can only mint HS256/HS384/HS512 tokens".into());
     }
-    crate::auth::mint(alg, secret.as_bytes(), &a.sub, a.admin, a.ttl, info, a.channels.clone())
+    crate::auth::mint(
+        alg,
+        secret.as_bytes(),
+        &a.sub,
+        a.admin,
+        a.ttl,
+        info,
+        a.channels.clone(),
+    )
 }
 
 /// The log filter of whichever command runs.

@@ -18,11 +18,15 @@ pub fn socket_id(_s: &Session) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::thread_rng();
-    (0..20).map(|_| ALPHABET[rng.gen_range(0..64)] as char).collect()
+    (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..64)] as char)
+        .collect()
 }
 
 pub fn on_connect(s: &Rc<Session>, nsp: &str, auth: Option<&Value>) {
-    let auth = auth.cloned().unwrap_or_else(|| Value::Object(Default::default()));
+    let auth = auth
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Default::default()));
     s.send_sio(Sio::Event, nsp, None, Some(&format!("[\"auth\",{auth}]")));
 }
 
@@ -37,10 +41,26 @@ pub fn on_event(s: &Rc<Session>, nsp: &str, ack: Option<u64>, data: Option<&str>
     let (kind, id, payload) = match name.as_str() {
         Some("message") => {
             args.insert(0, Value::String("message-back".into()));
-            (if att.is_empty() { Sio::Event } else { Sio::BinaryEvent }, None, args)
+            (
+                if att.is_empty() {
+                    Sio::Event
+                } else {
+                    Sio::BinaryEvent
+                },
+                None,
+                args,
+            )
         }
         Some("message-with-ack") => match ack {
-            Some(id) => (if att.is_empty() { Sio::Ack } else { Sio::BinaryAck }, Some(id), args),
+            Some(id) => (
+                if att.is_empty() {
+                    Sio::Ack
+                } else {
+                    Sio::BinaryAck
+                },
+                Some(id),
+                args,
+            ),
             None => return,
         },
         _ => return,

@@ -48,7 +48,8 @@ impl SubFilter for Filter {
 pub fn connect(s: &Rc<Session>, auth: Option<&Value>) -> Result<Rc<GwSocket>, Refusal> {
     let verifier = s.ctx.cfg.verifier.as_ref().ok_or(Refusal::MissingToken)?;
     let hs = &s.handshake;
-    let token = pick_token(auth, hs.bearer.as_deref(), hs.query_token.as_deref()).ok_or(Refusal::MissingToken)?;
+    let token = pick_token(auth, hs.bearer.as_deref(), hs.query_token.as_deref())
+        .ok_or(Refusal::MissingToken)?;
     let claims = verifier.verify(token)?;
     let shard = &s.ctx.shard;
     let key = shard.next_key();
@@ -88,7 +89,13 @@ pub async fn disconnect(s: &Rc<Session>, g: &Rc<GwSocket>) {
 }
 
 /// One client event: parse `[name, arg]`, run it, answer.
-pub async fn on_event(s: &Rc<Session>, g: &Rc<GwSocket>, ack: Option<u64>, data: Option<&str>, att: Vec<Bytes>) {
+pub async fn on_event(
+    s: &Rc<Session>,
+    g: &Rc<GwSocket>,
+    ack: Option<u64>,
+    data: Option<&str>,
+    att: Vec<Bytes>,
+) {
     s.ctx.metrics.event_in();
     let result = match parse_args(data) {
         Ok((name, arg)) => run(s, g, &name, arg, att).await,
@@ -111,9 +118,16 @@ pub async fn on_event(s: &Rc<Session>, g: &Rc<GwSocket>, ack: Option<u64>, data:
 }
 
 fn parse_args(data: Option<&str>) -> Result<(String, Option<Value>), Fail> {
-    let bad = || Fail::new(ErrorCode::BadRequest, "an event is a JSON array [name, argument]");
+    let bad = || {
+        Fail::new(
+            ErrorCode::BadRequest,
+            "an event is a JSON array [name, argument]",
+        )
+    };
     let v: Value = serde_json::from_str(data.ok_or_else(bad)?).map_err(|_| bad())?;
-    let Value::Array(mut args) = v else { return Err(bad()) };
+    let Value::Array(mut args) = v else {
+        return Err(bad());
+    };
     if args.is_empty() {
         return Err(bad());
     }
@@ -129,11 +143,19 @@ fn bad(msg: &str) -> Fail {
 }
 
 fn str_field<'a>(arg: &'a Value, key: &str) -> Result<&'a str, Fail> {
-    arg.get(key).and_then(Value::as_str).ok_or_else(|| bad(&format!("\"{key}\" must be a string")))
+    arg.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(&format!("\"{key}\" must be a string")))
 }
 
 /// Runs one event; `Ok` is the success ack's JSON.
-async fn run(s: &Rc<Session>, g: &Rc<GwSocket>, name: &str, arg: Option<Value>, att: Vec<Bytes>) -> Result<String, Fail> {
+async fn run(
+    s: &Rc<Session>,
+    g: &Rc<GwSocket>,
+    name: &str,
+    arg: Option<Value>,
+    att: Vec<Bytes>,
+) -> Result<String, Fail> {
     match name {
         "join" => join(s, g, arg.as_ref()).await,
         "leave" => leave(s, g, arg.as_ref()).await,
@@ -143,7 +165,10 @@ async fn run(s: &Rc<Session>, g: &Rc<GwSocket>, name: &str, arg: Option<Value>, 
         "unsubscribe" => unsubscribe(s, g, object(arg)?).await,
         "members" => members(s, g, arg.as_ref()).await,
         "refresh" => refresh(s, g, object(arg)?),
-        _ => Err(bad(&format!("unknown event \"{}\"", name.chars().take(100).collect::<String>()))),
+        _ => Err(bad(&format!(
+            "unknown event \"{}\"",
+            name.chars().take(100).collect::<String>()
+        ))),
     }
 }
 
@@ -156,9 +181,10 @@ fn object(arg: Option<Value>) -> Result<Value, Fail> {
 
 fn check_grant(g: &GwSocket, channel: &str) -> Result<(), Fail> {
     match &g.claims.borrow().channels {
-        Some(grant) if !grant.allows_channel(channel) => {
-            Err(Fail::new(ErrorCode::Forbidden, format!("token does not allow channel {channel:?}")))
-        }
+        Some(grant) if !grant.allows_channel(channel) => Err(Fail::new(
+            ErrorCode::Forbidden,
+            format!("token does not allow channel {channel:?}"),
+        )),
         _ => Ok(()),
     }
 }
@@ -173,7 +199,10 @@ async fn join(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<
         presence(s, g, &ch, "join").await;
     }
     let n = shard.member_count(&ch).await;
-    Ok(format!("{{\"ok\":true,\"channel\":{},\"members\":{n}}}", frame::json_str(&ch)))
+    Ok(format!(
+        "{{\"ok\":true,\"channel\":{},\"members\":{n}}}",
+        frame::json_str(&ch)
+    ))
 }
 
 async fn leave(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
@@ -183,7 +212,10 @@ async fn leave(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result
         g.channels.borrow_mut().retain(|c| **c != *name);
         presence(s, g, &name, "leave").await;
     }
-    Ok(format!("{{\"ok\":true,\"channel\":{}}}", frame::json_str(&name)))
+    Ok(format!(
+        "{{\"ok\":true,\"channel\":{}}}",
+        frame::json_str(&name)
+    ))
 }
 
 async fn presence(s: &Rc<Session>, g: &GwSocket, channel: &str, kind: &str) {
@@ -200,7 +232,12 @@ async fn presence(s: &Rc<Session>, g: &GwSocket, channel: &str, kind: &str) {
     s.ctx.shard.publish(p).await;
 }
 
-async fn publish(s: &Rc<Session>, g: &Rc<GwSocket>, mut arg: Value, att: Vec<Bytes>) -> Result<String, Fail> {
+async fn publish(
+    s: &Rc<Session>,
+    g: &Rc<GwSocket>,
+    mut arg: Value,
+    att: Vec<Bytes>,
+) -> Result<String, Fail> {
     let channel = channel_field(&arg)?;
     let event = str_field(&arg, "event")?.to_string();
     rules::validate_event_name(&event)?;
@@ -243,7 +280,12 @@ fn channel_field(arg: &Value) -> Result<String, Fail> {
     Ok(name.to_string())
 }
 
-async fn direct(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value, att: Vec<Bytes>) -> Result<String, Fail> {
+async fn direct(
+    s: &Rc<Session>,
+    g: &Rc<GwSocket>,
+    arg: Value,
+    att: Vec<Bytes>,
+) -> Result<String, Fail> {
     let to = str_field(&arg, "to")?;
     let event = str_field(&arg, "event")?;
     rules::validate_event_name(event)?;
@@ -279,7 +321,10 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
     };
     if let Some(grant) = &g.claims.borrow().channels {
         if !grant.allows_topic(topic_str) {
-            return Err(Fail::new(ErrorCode::Forbidden, format!("token does not allow topic {topic_str:?}")));
+            return Err(Fail::new(
+                ErrorCode::Forbidden,
+                format!("token does not allow topic {topic_str:?}"),
+            ));
         }
     }
     let filter: Option<Rc<dyn SubFilter>> = match arg.get("filter") {
@@ -290,15 +335,24 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
     g.next_sub.set(n + 1);
     let id: Arc<str> = format!("{}.{n}", g.member.socket_id).into();
     g.subs.borrow_mut().insert(id.clone(), topic.clone());
-    s.ctx.shard.subscribe(id.clone(), g.member.clone(), topic, filter).await;
-    Ok(format!("{{\"ok\":true,\"subscriptionId\":{}}}", frame::json_str(&id)))
+    s.ctx
+        .shard
+        .subscribe(id.clone(), g.member.clone(), topic, filter)
+        .await;
+    Ok(format!(
+        "{{\"ok\":true,\"subscriptionId\":{}}}",
+        frame::json_str(&id)
+    ))
 }
 
 async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
     let id = str_field(&arg, "subscriptionId")?;
     let topic = g.subs.borrow_mut().remove(id);
     let Some(topic) = topic else {
-        return Err(Fail::new(ErrorCode::UnknownSubscription, "this socket holds no such subscription"));
+        return Err(Fail::new(
+            ErrorCode::UnknownSubscription,
+            "this socket holds no such subscription",
+        ));
     };
     s.ctx.shard.unsubscribe(g.member.key, id, &topic).await;
     Ok("{\"ok\":true}".into())
@@ -307,17 +361,32 @@ async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<St
 async fn members(s: &Rc<Session>, _g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
     let name: Arc<str> = rules::channel_arg(arg)?.into();
     let list = s.ctx.shard.members(&name).await;
-    Ok(format!("{{\"ok\":true,\"channel\":{},\"members\":{}}}", frame::json_str(&name), frame::members(&list)))
+    Ok(format!(
+        "{{\"ok\":true,\"channel\":{},\"members\":{}}}",
+        frame::json_str(&name),
+        frame::members(&list)
+    ))
 }
 
 fn refresh(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
     let token = str_field(&arg, "token")?;
-    let verifier = s.ctx.cfg.verifier.as_ref().ok_or_else(|| Fail::new(ErrorCode::Internal, "no verifier"))?;
-    let claims = verifier
-        .verify(token)
-        .map_err(|r| Fail::new(ErrorCode::Unauthorized, format!("token refused: {}", r.as_str())))?;
+    let verifier = s
+        .ctx
+        .cfg
+        .verifier
+        .as_ref()
+        .ok_or_else(|| Fail::new(ErrorCode::Internal, "no verifier"))?;
+    let claims = verifier.verify(token).map_err(|r| {
+        Fail::new(
+            ErrorCode::Unauthorized,
+            format!("token refused: {}", r.as_str()),
+        )
+    })?;
     if claims.sub != g.claims.borrow().sub {
-        return Err(Fail::new(ErrorCode::Forbidden, "a refreshed token must keep the same sub"));
+        return Err(Fail::new(
+            ErrorCode::Forbidden,
+            "a refreshed token must keep the same sub",
+        ));
     }
     let exp = claims.exp;
     *g.claims.borrow_mut() = claims;

@@ -80,7 +80,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
     for h in req.headers.iter() {
         let value = String::from_utf8_lossy(h.value).trim().to_string();
         match h.name.to_ascii_lowercase().as_str() {
-            "content-length" => r.content_length = Some(value.parse().map_err(|_| HeadError::Malformed)?),
+            "content-length" => {
+                r.content_length = Some(value.parse().map_err(|_| HeadError::Malformed)?)
+            }
             "transfer-encoding" => r.chunked = value.to_ascii_lowercase().contains("chunked"),
             "content-type" => r.content_type = Some(value),
             "authorization" => r.authorization = Some(value),
@@ -122,7 +124,9 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
             return None;
         }
         let v = v.replace('+', " ");
-        Some(Cow::Owned(percent_decode_str(&v).decode_utf8_lossy().into_owned()))
+        Some(Cow::Owned(
+            percent_decode_str(&v).decode_utf8_lossy().into_owned(),
+        ))
     })
 }
 
@@ -172,7 +176,11 @@ pub fn response(
     for (k, v) in extra {
         let _ = write!(out, "{k}: {v}\r\n");
     }
-    out.extend_from_slice(if keep_alive { b"Connection: keep-alive\r\n\r\n" } else { b"Connection: close\r\n\r\n" });
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
     out.extend_from_slice(body);
     out
 }
@@ -195,8 +203,16 @@ mod tests {
 
     #[test]
     fn partial_and_garbage() {
-        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost").unwrap().map(|r| r.path), None);
-        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n").unwrap_err(), HeadError::Malformed);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost")
+                .unwrap()
+                .map(|r| r.path),
+            None
+        );
+        assert_eq!(
+            parse_head(b"\x00\x01garbage\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD + 10, b'a');
         assert_eq!(parse_head(&big).unwrap_err(), HeadError::TooLarge);
@@ -204,7 +220,10 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        assert_eq!(query_param("token=a%2Eb&x=1", "token").as_deref(), Some("a.b"));
+        assert_eq!(
+            query_param("token=a%2Eb&x=1", "token").as_deref(),
+            Some("a.b")
+        );
         assert_eq!(query_param("x", "x").as_deref(), Some(""));
     }
 }

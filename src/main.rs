@@ -5,7 +5,10 @@ fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(cli::log_level(&cli.command))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(e) = run(cli) {
         eprintln!("socket-gateway: {e}");
         std::process::exit(2);
@@ -24,11 +27,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let shards = cfg.shards;
     let running = socket_gateway::run::start(cfg)?;
     if let Some(t) = dev {
-        println!("No --jwt-secret given: generated a secret for this run. Ready tokens (valid 24 h):");
+        println!(
+            "No --jwt-secret given: generated a secret for this run. Ready tokens (valid 24 h):"
+        );
         println!("  user token (sub=user1): {}", t.user);
         println!("  admin token (sub=admin): {}", t.admin);
     }
-    println!("socket-gateway listening on http://{} (shards: {shards})", running.addr);
+    println!(
+        "socket-gateway listening on http://{} (shards: {shards})",
+        running.addr
+    );
     for h in running.handles {
         h.join()?;
     }

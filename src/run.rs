@@ -20,7 +20,10 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
     // Bound but not listening: reserves the port (resolving port 0) without
     // joining the SO_REUSEPORT group that receives connections.
     let probe = bind_reuseport(cfg.listen, false)?;
-    let addr = probe.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("not an inet address"))?;
+    let addr = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an inet address"))?;
     let cfg = Arc::new(cfg);
     let rt = RuntimeConfig {
         shards: cfg.shards,
@@ -38,7 +41,8 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         async move { run_shard(shard, cfg, addr, tx).await }
     })?;
     for _ in 0..cfg.shards {
-        rx.recv().map_err(|_| std::io::Error::other("a shard failed to start"))??;
+        rx.recv()
+            .map_err(|_| std::io::Error::other("a shard failed to start"))??;
     }
     drop(probe);
     Ok(Running { addr, handles })

@@ -51,7 +51,12 @@ pub fn bind_reuseport(addr: SocketAddr, listen: bool) -> std::io::Result<socket2
 
 /// One shard's life: bind, install the adopt handler, run the sweeper and
 /// the accept loop.
-pub async fn run_shard(shard: Rc<Shard>, cfg: Arc<Config>, addr: SocketAddr, ready: std::sync::mpsc::Sender<std::io::Result<()>>) {
+pub async fn run_shard(
+    shard: Rc<Shard>,
+    cfg: Arc<Config>,
+    addr: SocketAddr,
+    ready: std::sync::mpsc::Sender<std::io::Result<()>>,
+) {
     let listener = match bind_reuseport(addr, true) {
         Ok(s) => {
             let _ = ready.send(Ok(()));
@@ -62,7 +67,12 @@ pub async fn run_shard(shard: Rc<Shard>, cfg: Arc<Config>, addr: SocketAddr, rea
             return;
         }
     };
-    let ctx = Rc::new(ShardCtx { shard: shard.clone(), cfg, sessions: RefCell::default(), metrics: Metrics::default() });
+    let ctx = Rc::new(ShardCtx {
+        shard: shard.clone(),
+        cfg,
+        sessions: RefCell::default(),
+        metrics: Metrics::default(),
+    });
     let adopt_ctx = ctx.clone();
     shard.on_adopt(move |fd: OwnedFd, buffered| {
         let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
@@ -89,7 +99,8 @@ pub async fn run_shard(shard: Rc<Shard>, cfg: Arc<Config>, addr: SocketAddr, rea
 /// shard, from one timer instead of one per session.
 async fn sweeper(ctx: Rc<ShardCtx>) {
     let cfg = &ctx.cfg;
-    let period = (cfg.ping_interval.min(cfg.ping_timeout) / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    let period = (cfg.ping_interval.min(cfg.ping_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_millis(500));
     loop {
         shards::rt::sleep(period).await;
         let now = Instant::now();
@@ -110,7 +121,16 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, mut stream: TcpStream, mut buf:
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(status) => {
-                let _ = stream.write_all(&http::response(status, "text/plain", b"bad request", None, false, &[])).await;
+                let _ = stream
+                    .write_all(&http::response(
+                        status,
+                        "text/plain",
+                        b"bad request",
+                        None,
+                        false,
+                        &[],
+                    ))
+                    .await;
                 return;
             }
         };
@@ -164,11 +184,18 @@ fn eio_error(code: u8, message: &str) -> Vec<u8> {
     format!("{{\"code\":{code},\"message\":\"{message}\"}}").into_bytes()
 }
 
-async fn route(ctx: &Rc<ShardCtx>, stream: TcpStream, buf: Vec<u8>, req: Request) -> Option<(TcpStream, Vec<u8>)> {
+async fn route(
+    ctx: &Rc<ShardCtx>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    req: Request,
+) -> Option<(TcpStream, Vec<u8>)> {
     let cfg = &ctx.cfg;
     let cors = cfg.cors_allow(req.origin.as_deref());
     let ka = req.keep_alive;
-    let json = |status: u16, body: Vec<u8>| http::response(status, "application/json", &body, cors.as_deref(), ka, &[]);
+    let json = |status: u16, body: Vec<u8>| {
+        http::response(status, "application/json", &body, cors.as_deref(), ka, &[])
+    };
     let path = req.path.as_str();
     if path == cfg.path || path == cfg.path.trim_end_matches('/') {
         return engine_io(ctx, stream, buf, req).await;
@@ -182,26 +209,55 @@ async fn route(ctx: &Rc<ShardCtx>, stream: TcpStream, buf: Vec<u8>, req: Request
         ),
     };
     let consumed = req.head_len + req.content_length.unwrap_or(0);
-    reply(stream, buf, consumed, ka && req.content_length.unwrap_or(0) == 0, resp).await
+    reply(
+        stream,
+        buf,
+        consumed,
+        ka && req.content_length.unwrap_or(0) == 0,
+        resp,
+    )
+    .await
 }
 
-async fn engine_io(ctx: &Rc<ShardCtx>, stream: TcpStream, buf: Vec<u8>, req: Request) -> Option<(TcpStream, Vec<u8>)> {
+async fn engine_io(
+    ctx: &Rc<ShardCtx>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    req: Request,
+) -> Option<(TcpStream, Vec<u8>)> {
     let cfg = &ctx.cfg;
     let cors = cfg.cors_allow(req.origin.as_deref());
     let ka = req.keep_alive;
     let err = |status: u16, code: u8, msg: &str| {
-        http::response(status, "application/json", &eio_error(code, msg), cors.as_deref(), false, &[])
+        http::response(
+            status,
+            "application/json",
+            &eio_error(code, msg),
+            cors.as_deref(),
+            false,
+            &[],
+        )
     };
     if req.method == Method::Options {
         let allow = [
             ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
-            ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+            (
+                "Access-Control-Allow-Headers",
+                "Authorization, Content-Type",
+            ),
         ];
         let resp = http::response(204, "", b"", cors.as_deref(), ka, &allow);
         return reply(stream, buf, req.head_len, ka, resp).await;
     }
     if req.query_param("EIO").as_deref() != Some("4") {
-        return reply(stream, buf, 0, false, err(400, 5, "Unsupported protocol version")).await;
+        return reply(
+            stream,
+            buf,
+            0,
+            false,
+            err(400, 5, "Unsupported protocol version"),
+        )
+        .await;
     }
     let websocket = match req.query_param("transport").as_deref() {
         Some("polling") => false,
@@ -249,7 +305,13 @@ fn new_sid(shard: &Shard) -> Rc<str> {
     s.into()
 }
 
-async fn handshake(ctx: &Rc<ShardCtx>, stream: TcpStream, buf: Vec<u8>, req: Request, websocket: bool) -> Option<(TcpStream, Vec<u8>)> {
+async fn handshake(
+    ctx: &Rc<ShardCtx>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    req: Request,
+    websocket: bool,
+) -> Option<(TcpStream, Vec<u8>)> {
     let cfg = &ctx.cfg;
     let cors = cfg.cors_allow(req.origin.as_deref());
     if cfg.open_sessions.load(Ordering::Relaxed) >= cfg.max_connections {
@@ -259,14 +321,23 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: TcpStream, buf: Vec<u8>, req: Req
     }
     if !websocket && req.method != Method::Get {
         let body = eio_error(2, "Bad handshake method");
-        return reply(stream, buf, 0, false, http::response(400, "application/json", &body, cors.as_deref(), false, &[])).await;
+        return reply(
+            stream,
+            buf,
+            0,
+            false,
+            http::response(400, "application/json", &body, cors.as_deref(), false, &[]),
+        )
+        .await;
     }
     let hs = Handshake {
         bearer: req.authorization.clone(),
         query_token: req.query_param("token").map(|t| t.into_owned()),
     };
     let session = Session::new(ctx.clone(), new_sid(&ctx.shard), hs, websocket);
-    ctx.sessions.borrow_mut().insert(session.sid.clone(), session.clone());
+    ctx.sessions
+        .borrow_mut()
+        .insert(session.sid.clone(), session.clone());
     let open = session.open_packet();
     if websocket {
         session.send_text(open);
@@ -274,6 +345,13 @@ async fn handshake(ctx: &Rc<ShardCtx>, stream: TcpStream, buf: Vec<u8>, req: Req
         return None;
     }
     let ka = req.keep_alive;
-    let resp = http::response(200, "text/plain; charset=UTF-8", open.as_bytes(), cors.as_deref(), ka, &[]);
+    let resp = http::response(
+        200,
+        "text/plain; charset=UTF-8",
+        open.as_bytes(),
+        cors.as_deref(),
+        ka,
+        &[],
+    );
     reply(stream, buf, req.head_len, ka, resp).await
 }

@@ -47,6 +47,9 @@ pub struct Session {
     pub polling_busy: Cell<bool>,
     pub next_ping: Cell<Instant>,
     pub pong_deadline: Cell<Option<Instant>>,
+    /// The websocket's fd while its task owns the stream, so a session cut
+    /// for a slow consumer can abort a write stuck on a full TCP buffer.
+    pub ws_fd: Cell<Option<std::os::fd::RawFd>>,
     binary: RefCell<Option<BinaryAssembly>>,
     sockets: RefCell<Vec<(String, NsSocket)>>,
     ended: Cell<bool>,
@@ -69,6 +72,7 @@ impl Session {
             polling_busy: Cell::new(false),
             next_ping: Cell::new(Instant::now() + cfg.ping_interval),
             pong_deadline: Cell::new(None),
+            ws_fd: Cell::new(None),
             binary: RefCell::new(None),
             sockets: RefCell::new(Vec::new()),
             ended: Cell::new(false),
@@ -79,7 +83,11 @@ impl Session {
     /// The OPEN packet's JSON.
     pub fn open_packet(&self) -> String {
         let cfg = &self.ctx.cfg;
-        let upgrades = if self.websocket.get() { "[]" } else { "[\"websocket\"]" };
+        let upgrades = if self.websocket.get() {
+            "[]"
+        } else {
+            "[\"websocket\"]"
+        };
         engineio::encode_text(
             Eio::Open,
             &format!(
@@ -111,7 +119,9 @@ impl Session {
     /// One decoded Engine.IO packet from either transport.
     pub async fn on_packet(self: &Rc<Self>, t: Eio, data: &str) -> Result<(), ProtocolViolation> {
         if self.binary.borrow().is_some() {
-            return Err(ProtocolViolation("text packet while binary attachments are pending"));
+            return Err(ProtocolViolation(
+                "text packet while binary attachments are pending",
+            ));
         }
         match t {
             Eio::Pong => {
@@ -147,7 +157,8 @@ impl Session {
             let nsp = asm.nsp().to_string();
             let data = asm.data().map(str::to_string);
             let attachments = asm.into_attachments();
-            self.dispatch(kind, &nsp, id, data.as_deref(), attachments).await;
+            self.dispatch(kind, &nsp, id, data.as_deref(), attachments)
+                .await;
         }
         Ok(())
     }
@@ -166,13 +177,24 @@ impl Session {
     }
 
     fn socket(&self, nsp: &str) -> Option<NsSocketRef> {
-        self.sockets.borrow().iter().find(|(n, _)| n == nsp).map(|(_, s)| match s {
-            NsSocket::Gateway(g) => NsSocketRef::Gateway(g.clone()),
-            NsSocket::Echo(_) => NsSocketRef::Echo,
-        })
+        self.sockets
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == nsp)
+            .map(|(_, s)| match s {
+                NsSocket::Gateway(g) => NsSocketRef::Gateway(g.clone()),
+                NsSocket::Echo(_) => NsSocketRef::Echo,
+            })
     }
 
-    async fn dispatch(self: &Rc<Self>, kind: Sio, nsp: &str, id: Option<u64>, data: Option<&str>, att: Vec<Bytes>) {
+    async fn dispatch(
+        self: &Rc<Self>,
+        kind: Sio,
+        nsp: &str,
+        id: Option<u64>,
+        data: Option<&str>,
+        att: Vec<Bytes>,
+    ) {
         match kind {
             Sio::Connect => self.on_connect(nsp, data).await,
             Sio::Disconnect => self.disconnect_nsp(nsp).await,
@@ -208,7 +230,12 @@ impl Session {
                 NsSocket::Echo(crate::echo::socket_id(self))
             }
             _ => {
-                self.send_sio(Sio::ConnectError, nsp, None, Some("{\"message\":\"Invalid namespace\"}"));
+                self.send_sio(
+                    Sio::ConnectError,
+                    nsp,
+                    None,
+                    Some("{\"message\":\"Invalid namespace\"}"),
+                );
                 return;
             }
         };
@@ -217,7 +244,12 @@ impl Session {
             NsSocket::Echo(id) => id.clone(),
         };
         self.sockets.borrow_mut().push((nsp.to_string(), socket));
-        self.send_sio(Sio::Connect, nsp, None, Some(&format!("{{\"sid\":\"{sid}\"}}")));
+        self.send_sio(
+            Sio::Connect,
+            nsp,
+            None,
+            Some(&format!("{{\"sid\":\"{sid}\"}}")),
+        );
         if mode == Mode::ProtocolSuite {
             crate::echo::on_connect(self, nsp, auth.as_ref());
         }
@@ -233,7 +265,10 @@ impl Session {
     async fn disconnect_nsp(self: &Rc<Self>, nsp: &str) {
         let removed = {
             let mut socks = self.sockets.borrow_mut();
-            socks.iter().position(|(n, _)| n == nsp).map(|i| socks.remove(i).1)
+            socks
+                .iter()
+                .position(|(n, _)| n == nsp)
+                .map(|i| socks.remove(i).1)
         };
         if let Some(NsSocket::Gateway(g)) = removed {
             gateway::disconnect(self, &g).await;
@@ -252,6 +287,12 @@ impl Session {
         self.ctx.sessions.borrow_mut().remove(&self.sid);
         self.ctx.cfg.open_sessions.fetch_sub(1, Ordering::Relaxed);
         self.outbox.close(reason);
+        if reason == CloseReason::SlowConsumer {
+            if let Some(fd) = self.ws_fd.take() {
+                // Safe: set only while the websocket task owns the open fd.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            }
+        }
         let sockets = std::mem::take(&mut *self.sockets.borrow_mut());
         if sockets.is_empty() {
             return;
@@ -270,7 +311,12 @@ impl Session {
     /// Disconnects every Socket.IO socket (a DISCONNECT packet each), then
     /// ends the session once the transport has flushed them.
     pub fn disconnect_all(self: &Rc<Self>, reason: CloseReason) {
-        let nsps: Vec<String> = self.sockets.borrow().iter().map(|(n, _)| n.clone()).collect();
+        let nsps: Vec<String> = self
+            .sockets
+            .borrow()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
         for nsp in nsps {
             self.send_sio(Sio::Disconnect, &nsp, None, None);
         }
@@ -280,6 +326,12 @@ impl Session {
     /// Periodic check from the shard's sweeper: PING when due, close when a
     /// PONG is overdue or the token has expired.
     pub fn tick(self: &Rc<Self>, now: Instant, now_secs: u64) {
+        if let Some(reason @ CloseReason::SlowConsumer) = self.outbox.closed() {
+            // The outbox overflowed during a delivery; the transport may be
+            // stuck writing, so leave the channels from here.
+            self.terminate(reason);
+            return;
+        }
         if let Some(deadline) = self.pong_deadline.get() {
             if now >= deadline {
                 self.terminate(CloseReason::PingTimeout);

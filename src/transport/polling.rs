@@ -18,16 +18,35 @@ const MAX_RECORDS: usize = 4096;
 
 fn text_response(s: &Session, req: &Request, status: u16, body: &[u8]) -> Vec<u8> {
     let cors = s.ctx.cfg.cors_allow(req.origin.as_deref());
-    http::response(status, "text/plain; charset=UTF-8", body, cors.as_deref(), req.keep_alive, &[])
+    http::response(
+        status,
+        "text/plain; charset=UTF-8",
+        body,
+        cors.as_deref(),
+        req.keep_alive,
+        &[],
+    )
 }
 
 fn bad(s: &Session, req: &Request, status: u16, code: u8, msg: &str) -> Vec<u8> {
     let cors = s.ctx.cfg.cors_allow(req.origin.as_deref());
     let body = format!("{{\"code\":{code},\"message\":\"{msg}\"}}");
-    http::response(status, "application/json", body.as_bytes(), cors.as_deref(), false, &[])
+    http::response(
+        status,
+        "application/json",
+        body.as_bytes(),
+        cors.as_deref(),
+        false,
+        &[],
+    )
 }
 
-pub async fn get(s: Rc<Session>, stream: TcpStream, buf: Vec<u8>, req: Request) -> Option<(TcpStream, Vec<u8>)> {
+pub async fn get(
+    s: Rc<Session>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    req: Request,
+) -> Option<(TcpStream, Vec<u8>)> {
     if s.websocket.get() {
         return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
     }
@@ -54,14 +73,26 @@ pub async fn get(s: Rc<Session>, stream: TcpStream, buf: Vec<u8>, req: Request) 
     reply(stream, buf, req.head_len, req.keep_alive, resp).await
 }
 
-pub async fn post(s: Rc<Session>, mut stream: TcpStream, mut buf: Vec<u8>, req: Request) -> Option<(TcpStream, Vec<u8>)> {
+pub async fn post(
+    s: Rc<Session>,
+    mut stream: TcpStream,
+    mut buf: Vec<u8>,
+    req: Request,
+) -> Option<(TcpStream, Vec<u8>)> {
     let max = s.ctx.cfg.max_payload;
     let Some(len) = req.content_length.filter(|_| !req.chunked) else {
         return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
     };
     if len > max {
         s.terminate(CloseReason::TransportError);
-        return reply(stream, buf, 0, false, bad(&s, &req, 413, 3, "Payload too large")).await;
+        return reply(
+            stream,
+            buf,
+            0,
+            false,
+            bad(&s, &req, 413, 3, "Payload too large"),
+        )
+        .await;
     }
     let end = req.head_len + len;
     let mut chunk = [0u8; 4096];

@@ -5,6 +5,7 @@
 //! Writes are batched: everything queued is fed to tungstenite, then flushed
 //! once — one `send` per batch, not per message.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::Poll;
 
@@ -40,7 +41,13 @@ fn ws_config(max_payload: usize) -> WebSocketConfig {
 
 /// Answers the upgrade and runs the connection. `probe`: the session is
 /// polling and this websocket must pass the probe/upgrade dance first.
-pub async fn upgrade(session: Rc<Session>, mut stream: TcpStream, buf: Vec<u8>, req: Request, probe: bool) {
+pub async fn upgrade(
+    session: Rc<Session>,
+    mut stream: TcpStream,
+    buf: Vec<u8>,
+    req: Request,
+    probe: bool,
+) {
     let key = req.ws_key.as_deref().unwrap_or_default();
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let head = format!(
@@ -53,6 +60,8 @@ pub async fn upgrade(session: Rc<Session>, mut stream: TcpStream, buf: Vec<u8>, 
         return;
     }
     let _ = stream.set_read_timeout(None);
+    // A client that accepts nothing for a whole ping timeout is gone.
+    let _ = stream.set_write_timeout(Some(session.ctx.cfg.ping_timeout));
     let rest = buf.get(req.head_len..).unwrap_or_default().to_vec();
     let cfg = ws_config(session.ctx.cfg.max_payload);
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(cfg)).await;
@@ -64,8 +73,21 @@ enum Ev {
     Out,
 }
 
+/// Clears the session's `ws_fd` when the task that owns the stream ends.
+struct FdGuard(Rc<Session>);
+
+impl Drop for FdGuard {
+    fn drop(&mut self) {
+        self.0.ws_fd.set(None);
+    }
+}
+
 async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probing: bool) {
     let mut batch: Vec<Outgoing> = Vec::new();
+    let _guard = FdGuard(session.clone());
+    if !probing {
+        session.ws_fd.set(Some(ws.get_ref().as_raw_fd()));
+    }
     loop {
         let ev = std::future::poll_fn(|cx| {
             if !probing && session.outbox.poll_ready(cx).is_ready() {
@@ -84,7 +106,9 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                 for p in batch.drain(..) {
                     let msg = match p {
                         // Every queued text packet was built from a `String`.
-                        Outgoing::Text(b) => Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(b) }),
+                        Outgoing::Text(b) => {
+                            Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(b) })
+                        }
                         Outgoing::Binary(b) => Message::Binary(b),
                     };
                     if ws.feed(msg).await.is_err() {
@@ -110,12 +134,15 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     session.upgrading.set(true);
                     // Lets a pending polling GET return so the client can
                     // finish the upgrade.
-                    session.outbox.push(Outgoing::Text(Bytes::from_static(b"6")));
+                    session
+                        .outbox
+                        .push(Outgoing::Text(Bytes::from_static(b"6")));
                 }
                 Message::Text(t) if t.as_str() == "5" && session.upgrading.get() => {
                     session.upgrading.set(false);
                     session.websocket.set(true);
                     session.outbox.wake();
+                    session.ws_fd.set(Some(ws.get_ref().as_raw_fd()));
                     probing = false;
                 }
                 Message::Ping(_) | Message::Pong(_) => {}
