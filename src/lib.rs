@@ -21,6 +21,7 @@ pub mod frame;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod rest;
 pub mod rules;
 pub mod run;
 pub mod server;
