@@ -200,6 +200,9 @@ async fn route(
     if path == cfg.path || path == cfg.path.trim_end_matches('/') {
         return engine_io(ctx, stream, buf, req).await;
     }
+    if path.starts_with("/api/") || path == "/socket" || path.starts_with("/socket/") || path == "/metrics" {
+        return crate::rest::serve(ctx, stream, buf, req).await;
+    }
     let resp = match (path, &req.method) {
         ("/healthz", Method::Get) => json(200, b"{\"status\":\"ok\"}".to_vec()),
         ("/readyz", Method::Get) => json(200, b"{\"status\":\"ready\"}".to_vec()),
