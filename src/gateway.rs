@@ -232,6 +232,40 @@ async fn presence(s: &Rc<Session>, g: &GwSocket, channel: &str, kind: &str) {
     s.ctx.shard.publish(p).await;
 }
 
+/// A server-side broadcast (REST): a RealtimeEvent with `from: null` to the
+/// channel's members and subscriptions on every shard. Returns its id.
+pub async fn broadcast(
+    shard: &shards::Shard,
+    channel: &str,
+    event: &str,
+    data: Value,
+) -> Result<String, Fail> {
+    rules::validate_channel(channel)?;
+    rules::validate_event_name(event)?;
+    let id = shard.next_event_id();
+    let ev = frame::Event {
+        id: &id,
+        channel: Some(channel),
+        to: None,
+        event,
+        data: &data,
+        from: None,
+        ts: now_ms(),
+        attachments: 0,
+    };
+    let p = Publication {
+        channel: channel.into(),
+        event: event.into(),
+        text: frame::realtime_event(&ev),
+        attachments: Vec::new(),
+        data,
+        skip_user: None,
+        members_only: false,
+    };
+    shard.publish(p).await;
+    Ok(id)
+}
+
 async fn publish(
     s: &Rc<Session>,
     g: &Rc<GwSocket>,

@@ -9,7 +9,12 @@ use shards::rt::TcpStream;
 use crate::http::{self, Request};
 use crate::server::{reply, ShardCtx};
 
-pub async fn serve(ctx: &Rc<ShardCtx>, stream: TcpStream, buf: Vec<u8>, req: Request) -> Option<(TcpStream, Vec<u8>)> {
+pub async fn serve(
+    ctx: &Rc<ShardCtx>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    req: Request,
+) -> Option<(TcpStream, Vec<u8>)> {
     let cors = ctx.cfg.cors_allow(req.origin.as_deref());
     let body = b"{\"error\":{\"code\":\"not_found\",\"message\":\"no such route\"}}";
     let resp = http::response(404, "application/json", body, cors.as_deref(), false, &[]);

@@ -200,7 +200,11 @@ async fn route(
     if path == cfg.path || path == cfg.path.trim_end_matches('/') {
         return engine_io(ctx, stream, buf, req).await;
     }
-    if path.starts_with("/api/") || path == "/socket" || path.starts_with("/socket/") || path == "/metrics" {
+    if path.starts_with("/api/")
+        || path == "/socket"
+        || path.starts_with("/socket/")
+        || path == "/metrics"
+    {
         return crate::rest::serve(ctx, stream, buf, req).await;
     }
     let resp = match (path, &req.method) {
