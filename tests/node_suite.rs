@@ -5,7 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("js")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("js")
+}
+
+/// The JavaScript client package (`clients/js`), imported by `tests/js/client.test.mjs`.
+fn client_js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join("js")
 }
 
 fn ensure_node_modules(dir: &Path) {
@@ -16,10 +25,16 @@ fn ensure_node_modules(dir: &Path) {
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(dir)
         .output()
-        .expect("failed to run `npm ci` in tests/js (is npm installed? `.ci/run` installs it)");
+        .unwrap_or_else(|e| {
+            panic!(
+                "failed to run `npm ci` in {} (is npm installed? `.ci/run` installs it): {e}",
+                dir.display()
+            )
+        });
     assert!(
         out.status.success(),
-        "`npm ci` in tests/js failed:\n{}\n{}",
+        "`npm ci` in {} failed:\n{}\n{}",
+        dir.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -29,6 +44,7 @@ fn ensure_node_modules(dir: &Path) {
 fn node_socket_io_client_suite() {
     let dir = js_dir();
     ensure_node_modules(&dir);
+    ensure_node_modules(&client_js_dir());
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .expect("tests/js")
         .filter_map(|e| e.ok())
