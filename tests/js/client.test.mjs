@@ -128,6 +128,42 @@ describe('clients/js: every method', () => {
     assert.equal(a.socketId, undefined);
   });
 
+  it("runs the product description's examples as written (no awaits)", async () => {
+    const b = realtimeFor(srv.url, { token: mint({ sub: uniqUser('b') }) });
+    await b.socketClient.joinChannel('chat:room1');
+    const targetSocketId = b.socketId;
+    const published = next((h) => b.socketClient.onChannel('chat:room1', h));
+    const directed = next((h) => b.socketClient.onDirect(h));
+    const left = next((h) => b.socketClient.onPresence('chat:room1', h), (p) => p.type === 'leave');
+
+    const realtime = realtimeFor(srv.url, { token: mint({ sub: 'user123' }) });
+    const log = [];
+    realtime.on('connection', ({ state }) => {
+      log.push(`Connection state: ${state}`);
+      // 'connecting' | 'connected' | 'disconnected' | 'reconnecting'
+    });
+    realtime.on('error', (err) => {
+      log.push(`Connection error: ${err}`);
+    });
+    realtime.socketClient.joinChannel('chat:room1');
+    realtime.socketClient.publish('chat:room1', 'message', {
+      text: 'Hello everyone!',
+      sender: 'user123',
+    });
+    realtime.socketClient.directMessage(targetSocketId, 'notification', {
+      text: 'You have a new message',
+    });
+    realtime.socketClient.leaveChannel('chat:room1');
+
+    const e = await published;
+    assert.deepEqual([e.event, e.data, e.from.userId], ['message', { text: 'Hello everyone!', sender: 'user123' }, 'user123']);
+    const d = await directed;
+    assert.deepEqual([d.event, d.data, d.to], ['notification', { text: 'You have a new message' }, targetSocketId]);
+    assert.equal((await left).member.userId, 'user123');
+    assert.deepEqual(log, ['Connection state: connecting', 'Connection state: connected']);
+    await b.socketClient.leaveChannel('chat:room1');
+  });
+
   it('joinChannel, members, publish, onChannel/onEvent/on(event), presence, leaveChannel', async () => {
     const subA = uniqUser('a');
     const subB = uniqUser('b');
