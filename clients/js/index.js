@@ -114,6 +114,7 @@ export class Realtime extends Emitter {
     this._refreshMargin = refreshMarginSeconds === false ? null : Math.max(0, Number(refreshMarginSeconds)) * 1000;
     this._state = 'disconnected';
     this._closed = !autoConnect;
+    this._gaveUp = false;
     this._channels = new Set(); // channels to be in (rejoined after a reconnect)
     this._subs = new Set(); // live Subscription handles
     this._subsById = new Map(); // current server subscription id -> Subscription
@@ -199,6 +200,8 @@ export class Realtime extends Emitter {
   // internals
 
   _setState(state, extra = {}) {
+    // 'disconnected' without close(): gave up (refused, reconnection off or exhausted)
+    this._gaveUp = state === 'disconnected' && !this._closed;
     if (this._state === state) return;
     this._state = state;
     this._emit('connection', { state, ...extra });
@@ -277,14 +280,15 @@ export class Realtime extends Emitter {
     this._subsById.clear();
     for (const sub of this._subs) sub._setId(null);
     if (this._closed) { this._setState('disconnected', { reason }); return; }
-    if (this._socket.active) { this._setState('reconnecting', { reason }); return; }
-    // The server ended this socket (token expiry, slow consumer, ...): socket.io-client does not
-    // reconnect after "io server disconnect"; do it ourselves, with a fresh token from getToken.
     if (!this._reconnection) {
+      if (this._socket.active) this._socket.disconnect(); // stop for good (connect() restarts)
       this._failPending(new RealtimeError('disconnected', `disconnected: ${reason}`));
       this._setState('disconnected', { reason });
       return;
     }
+    if (this._socket.active) { this._setState('reconnecting', { reason }); return; }
+    // The server ended this socket (token expiry, slow consumer, ...): socket.io-client does not
+    // reconnect after "io server disconnect"; do it ourselves, with a fresh token from getToken.
     if (Date.now() - this._connectedAt > 10 * this._delayMax) this._serverDisconnects = 0;
     const n = this._serverDisconnects++;
     const delay = n === 0 ? 0 : Math.min(this._delayMax, this._delay * 2 ** (n - 1)) * (0.5 + Math.random());
@@ -334,8 +338,10 @@ export class Realtime extends Emitter {
 
   _scheduleRefreshAt(expMs) {
     const remaining = expMs - Date.now();
-    if (remaining <= 0) return; // too late: the server will disconnect; we reconnect with a fresh token
-    const delay = Math.max(0, remaining - Math.min(this._refreshMargin, remaining / 2));
+    // too late: the server will disconnect the socket and we reconnect with a fresh token
+    if (remaining <= 1000) return;
+    // at least 0.5 s apart, so a getToken that keeps returning a nearly expired token cannot spin
+    const delay = Math.max(500, remaining - Math.min(this._refreshMargin, remaining / 2));
     const session = this._session;
     this._refreshTimer = setTimeout(() => {
       this._refreshTimer = null;
@@ -372,6 +378,7 @@ export class Realtime extends Emitter {
   /** Emit `event` with an ack once connected; resolve with {ok:true,...}, reject RealtimeError. */
   _send(event, arg, meta = {}) {
     if (this._closed) return Promise.reject(new RealtimeError('closed', 'the realtime client is closed'));
+    if (this._gaveUp) return Promise.reject(new RealtimeError('disconnected', 'not connected (call connect() to try again)'));
     const deadline = Date.now() + this._requestTimeout;
     return new Promise((resolve, reject) => {
       let done = false;

@@ -303,6 +303,7 @@ describe('clients/js: errors carry the contract codes', () => {
     assert.equal(a.errors[0].reason, 'expired');
     const e = await rejectsWith(pending, 'unauthorized');
     assert.equal(e.reason, 'expired');
+    await rejectsWith(a.socketClient.members('chat:x'), 'disconnected');
   });
 
   it('a request with no answer in time rejects with code timeout', async () => {
@@ -370,6 +371,23 @@ describe('clients/js: reconnection across a server restart on the same port', ()
     await sleep(100);
     assert.equal(viaSub.length, 1, 'unsubscribed after the restart');
     assert.deepEqual(a.errors.filter((e) => e.code !== 'connect_error'), [], 'no errors besides failed connection attempts');
+  });
+});
+
+describe('clients/js: reconnection: false', () => {
+  it('a dropped connection ends in disconnected, pending requests reject', { timeout: 30000 }, async () => {
+    const own = await startGateway(await freePort());
+    try {
+      const a = realtimeFor(own.url, { token: mint(), reconnection: false, requestTimeout: 300 });
+      await a.ready();
+      await own.stop();
+      await waitState(a, 'disconnected');
+      assert.deepEqual(a.states, ['connecting', 'connected', 'disconnected']);
+      await rejectsWith(a.socketClient.joinChannel('chat:x'), 'disconnected');
+    } finally {
+      closeClients();
+      await own.stop();
+    }
   });
 });
 
