@@ -129,15 +129,38 @@ pub struct RuntimeArgs {
     pub instance_id: Option<String>,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Redis URL to form a cluster with other instances (`redis://[:password@]host:port[/db]`,
+    /// `rediss://` for TLS). Without it the gateway runs alone.
+    #[arg(long, env = "SOCKET_GATEWAY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and pub/sub topic, so clusters can share one Redis.
+    #[arg(long, env = "SOCKET_GATEWAY_REDIS_PREFIX", default_value = "sgw")]
+    pub redis_prefix: String,
+    /// Milliseconds between this instance's heartbeats in Redis.
+    #[arg(long, env = "SOCKET_GATEWAY_HEARTBEAT_INTERVAL", default_value_t = 2_000)]
+    pub heartbeat_interval: u64,
+    /// Milliseconds after its last heartbeat when an instance leaves every view.
+    #[arg(long, env = "SOCKET_GATEWAY_INSTANCE_EXPIRY", default_value_t = 10_000)]
+    pub instance_expiry: u64,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Socket.IO path.
     #[arg(long, env = "SOCKET_GATEWAY_PATH", default_value = "/socket.io/")]
     pub path: String,
     #[command(flatten)]
     pub jwt: JwtArgs,
+    /// Static key for the REST API and the admin page (`Authorization:
+    /// Bearer <key>`), accepted besides an admin JWT. Default: none.
+    #[arg(long, env = "SOCKET_GATEWAY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -221,7 +244,9 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         send_queue: rt.send_queue.max(1),
         max_connections: rt.max_connections,
         cors_origins: rt.cors_origin.clone(),
+        api_key: None,
         instance_id: instance_id.into(),
+        redis: None,
         open_sessions: AtomicUsize::new(0),
     })
 }
@@ -255,6 +280,20 @@ fn auth_config(j: &JwtArgs, generated: Option<&str>) -> Result<AuthConfig, Strin
 /// secret's ready tokens.
 pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String> {
     let mut cfg = base_config(&a.runtime, Mode::Gateway, &a.path)?;
+    if let Some(url) = &a.cluster.redis_url {
+        let c = &a.cluster;
+        if c.heartbeat_interval == 0 || c.instance_expiry <= c.heartbeat_interval {
+            return Err("--instance-expiry must be longer than --heartbeat-interval (and both positive)".into());
+        }
+        cfg.redis = Some(crate::cluster::LinkConfig {
+            url: url.clone(),
+            prefix: c.redis_prefix.clone(),
+            instance: cfg.instance_id.to_string(),
+            heartbeat: Duration::from_millis(c.heartbeat_interval),
+            expiry: Duration::from_millis(c.instance_expiry),
+        });
+    }
+    cfg.api_key = a.api_key.clone().filter(|k| !k.is_empty());
     let generated = (!jwt_configured(&a.jwt)).then(crate::auth::generate_secret);
     let mut jwt = a.jwt.clone();
     if generated.is_some() {

@@ -33,7 +33,12 @@ pub struct Config {
     pub send_queue: usize,
     pub max_connections: usize,
     pub cors_origins: Vec<String>,
+    /// Static key accepted as `Authorization: Bearer <key>` by the REST API
+    /// and the admin page (`--api-key`), besides an admin JWT.
+    pub api_key: Option<String>,
     pub instance_id: Arc<str>,
+    /// Cluster through Redis (`--redis-url`); `None` runs alone.
+    pub redis: Option<crate::cluster::LinkConfig>,
     /// Engine.IO sessions open on this instance, across shards (for
     /// `--max-connections`, checked before any upgrade).
     pub open_sessions: AtomicUsize,

@@ -79,12 +79,13 @@ pub async fn disconnect(s: &Rc<Session>, g: &Rc<GwSocket>) {
     let channels = std::mem::take(&mut *g.channels.borrow_mut());
     for ch in channels {
         if shard.leave(&ch, g.member.key).await {
-            presence(s, g, &ch, "leave").await;
+            left(s, g, &ch).await;
         }
     }
     let subs = std::mem::take(&mut *g.subs.borrow_mut());
     for (id, topic) in subs {
         shard.unsubscribe(g.member.key, &id, &topic).await;
+        s.ctx.metrics.unsubscribed();
     }
 }
 
@@ -196,9 +197,19 @@ async fn join(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<
     let ch: Arc<str> = name.into();
     if shard.join(&ch, &g.member).await {
         g.channels.borrow_mut().push(ch.clone());
+        if let Some(c) = &s.ctx.cluster {
+            let m = &g.member;
+            let view = shards::MemberView {
+                socket_id: m.socket_id.clone(),
+                user_id: m.user_id.clone(),
+                info: m.info.clone(),
+                joined_at: now_ms(),
+            };
+            c.join(&ch, view);
+        }
         presence(s, g, &ch, "join").await;
     }
-    let n = shard.member_count(&ch).await;
+    let n = crate::views::member_count(&s.ctx, &ch).await;
     Ok(format!(
         "{{\"ok\":true,\"channel\":{},\"members\":{n}}}",
         frame::json_str(&ch)
@@ -210,12 +221,21 @@ async fn leave(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result
     let shard = &s.ctx.shard;
     if shard.leave(&name, g.member.key).await {
         g.channels.borrow_mut().retain(|c| **c != *name);
-        presence(s, g, &name, "leave").await;
+        left(s, g, &name.as_str().into()).await;
     }
     Ok(format!(
         "{{\"ok\":true,\"channel\":{}}}",
         frame::json_str(&name)
     ))
+}
+
+/// After `g` left `channel`: out of the cluster's presence, `leave` to the
+/// remaining members.
+async fn left(s: &Rc<Session>, g: &GwSocket, channel: &Arc<str>) {
+    if let Some(c) = &s.ctx.cluster {
+        c.leave(channel, &g.member.socket_id);
+    }
+    presence(s, g, channel, "leave").await;
 }
 
 async fn presence(s: &Rc<Session>, g: &GwSocket, channel: &str, kind: &str) {
@@ -303,8 +323,7 @@ async fn publish(
         skip_user: (!echo).then(|| g.member.user_id.clone()),
         members_only: false,
     };
-    let n = shard.publish(p).await;
-    s.ctx.metrics.delivered(n);
+    shard.publish(p).await;
     Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}"))
 }
 
@@ -325,10 +344,13 @@ async fn direct(
     rules::validate_event_name(event)?;
     let not_found = || Fail::new(ErrorCode::NotFound, "no such socket is connected");
     let shard = &s.ctx.shard;
-    let key: SocketKey = match SocketKey::parse(to) {
-        Some((instance, key)) if instance == &**shard.instance() => key,
-        _ => return Err(not_found()),
+    let Some((instance, key)) = SocketKey::parse(to) else {
+        return Err(not_found());
     };
+    let local = instance == &**shard.instance();
+    if !local && s.ctx.cluster.is_none() {
+        return Err(not_found());
+    }
     let null = Value::Null;
     let id = shard.next_event_id();
     let ev = frame::Event {
@@ -341,7 +363,21 @@ async fn direct(
         ts: now_ms(),
         attachments: att.len(),
     };
-    if !shard.direct(key, frame::realtime_event(&ev), att).await {
+    let text = frame::realtime_event(&ev);
+    let delivered = match &s.ctx.cluster {
+        Some(c) if !local => {
+            let q = crate::cluster::Query::Direct {
+                instance: instance.to_string(),
+                shard: key.shard,
+                seq: key.seq,
+                text,
+                attachments: att,
+            };
+            matches!(c.ask(q).await, Some(shards::Response::Delivered(true)))
+        }
+        _ => shard.direct(key, text, att).await,
+    };
+    if !delivered {
         return Err(not_found());
     }
     Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}"))
@@ -369,6 +405,7 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
     g.next_sub.set(n + 1);
     let id: Arc<str> = format!("{}.{n}", g.member.socket_id).into();
     g.subs.borrow_mut().insert(id.clone(), topic.clone());
+    s.ctx.metrics.subscribed();
     s.ctx
         .shard
         .subscribe(id.clone(), g.member.clone(), topic, filter)
@@ -389,12 +426,13 @@ async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<St
         ));
     };
     s.ctx.shard.unsubscribe(g.member.key, id, &topic).await;
+    s.ctx.metrics.unsubscribed();
     Ok("{\"ok\":true}".into())
 }
 
 async fn members(s: &Rc<Session>, _g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
     let name: Arc<str> = rules::channel_arg(arg)?.into();
-    let list = s.ctx.shard.members(&name).await;
+    let list = crate::views::members(&s.ctx, &name).await;
     Ok(format!(
         "{{\"ok\":true,\"channel\":{},\"members\":{}}}",
         frame::json_str(&name),

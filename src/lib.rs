@@ -10,11 +10,15 @@
 //!   protocol suites' handlers on the same layer.
 //! - `auth`: JWT → claims or a refusal reason; `rules`: names, filters, error codes.
 //! - `frame`: RealtimeEvent/presence encoding, once per publish.
+//! - `rest/`: the REST API, `/metrics` and the admin page (`admin/`, built
+//!   in); `metrics`: the Prometheus families, one set of children per shard.
 //! - The per-core state and the cross-shard mailbox live in the `shards`
 //!   crate; the byte codec in `proto`.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod echo;
 pub mod frame;
@@ -27,3 +31,4 @@ pub mod run;
 pub mod server;
 pub mod session;
 pub mod transport;
+pub mod views;

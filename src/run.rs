@@ -33,12 +33,17 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         mailbox_capacity: 1024,
         instance: cfg.instance_id.clone(),
     };
+    let cluster = match &cfg.redis {
+        Some(link) => Some(Arc::new(crate::cluster::Cluster::start(link.clone(), cfg.shards)?)),
+        None => None,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let shard_cfg = cfg.clone();
     let handles = shards::start(rt, move |shard| {
         let cfg = shard_cfg.clone();
         let tx = tx.clone();
-        async move { run_shard(shard, cfg, addr, tx).await }
+        let cluster = cluster.clone();
+        async move { run_shard(shard, cfg, addr, tx, cluster).await }
     })?;
     for _ in 0..cfg.shards {
         rx.recv()

@@ -33,6 +33,8 @@ pub struct ShardCtx {
     pub cfg: Arc<Config>,
     pub sessions: RefCell<HashMap<Rc<str>, Rc<Session>>>,
     pub metrics: Metrics,
+    /// The link to other instances (with `--redis-url`).
+    pub cluster: Option<Rc<crate::cluster::ClusterLink>>,
 }
 
 /// Binds `addr` with SO_REUSEPORT (so every shard can bind it) and a deep
@@ -56,6 +58,7 @@ pub async fn run_shard(
     cfg: Arc<Config>,
     addr: SocketAddr,
     ready: std::sync::mpsc::Sender<std::io::Result<()>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 ) {
     let listener = match bind_reuseport(addr, true) {
         Ok(s) => {
@@ -71,7 +74,8 @@ pub async fn run_shard(
         shard: shard.clone(),
         cfg,
         sessions: RefCell::default(),
-        metrics: Metrics::default(),
+        metrics: Metrics::new(shard.id(), shard.instance()),
+        cluster: cluster.map(|c| c.attach(&shard)),
     });
     let adopt_ctx = ctx.clone();
     shard.on_adopt(move |fd: OwnedFd, buffered| {
@@ -209,7 +213,14 @@ async fn route(
     }
     let resp = match (path, &req.method) {
         ("/healthz", Method::Get) => json(200, b"{\"status\":\"ok\"}".to_vec()),
-        ("/readyz", Method::Get) => json(200, b"{\"status\":\"ready\"}".to_vec()),
+        ("/readyz", Method::Get) => match &ctx.cluster {
+            Some(c) if !c.is_up() => {
+                let why = c.stats.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+                let reason = crate::frame::json_str(&format!("redis unreachable: {why}"));
+                json(503, format!("{{\"status\":\"unavailable\",\"reason\":{reason}}}").into_bytes())
+            }
+            _ => json(200, b"{\"status\":\"ready\"}".to_vec()),
+        },
         _ => json(
             404,
             b"{\"error\":{\"code\":\"not_found\",\"message\":\"no such route\"}}".to_vec(),

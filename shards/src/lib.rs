@@ -32,11 +32,12 @@ pub use channels::{Member, MemberView, Publication, SubFilter, Topic};
 pub use ids::{session_owner, ShardId, SocketKey};
 pub use outbox::{CloseReason, Outbox};
 pub use runtime::{start, RuntimeConfig, ShardHandle};
-pub use shard::{now_ms, Shard};
+pub use mailbox::{Request, Response};
+pub use shard::{now_ms, Shard, Uplink};
 
 /// The runtime pieces the I/O edge uses, so glommio stays behind this crate.
 pub mod rt {
-    pub use glommio::net::{TcpListener, TcpStream};
+    pub use glommio::net::{TcpListener, TcpStream, UnixStream};
     pub use glommio::timer::{sleep, Timer};
     pub use glommio::{spawn_local, Task};
 }

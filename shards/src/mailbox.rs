@@ -68,6 +68,11 @@ pub enum Request {
 #[derive(Debug)]
 pub enum Response {
     Done,
+    /// The cluster link could not answer (Redis unreachable): fall back to
+    /// this instance's own view.
+    Unavailable,
+    /// Connected sockets per shard of each live instance.
+    Instances(Vec<(String, Vec<usize>)>),
     Count(usize),
     Members(Vec<MemberView>),
     Delivered(bool),
@@ -111,24 +116,32 @@ impl Mailbox {
 
     /// Asks shard `to` and waits for the answer.
     pub async fn ask(&self, me: ShardId, to: ShardId, req: Request) -> Option<Response> {
-        let qid = self.next_qid.get();
-        self.next_qid.set(qid + 1);
-        self.pending.borrow_mut().insert(
-            qid,
-            Pending {
-                resp: None,
-                waker: None,
-            },
-        );
-        if self
-            .senders
-            .send_to(to, ShardMsg::Request { from: me, qid, req })
-            .await
-            .is_err()
-        {
-            self.pending.borrow_mut().remove(&qid);
+        let qid = self.expect_reply();
+        let msg = ShardMsg::Request { from: me, qid, req };
+        if self.senders.send_to(to, msg).await.is_err() {
+            self.cancel_reply(qid);
             return None;
         }
+        self.wait_reply(qid).await
+    }
+
+    /// Reserves a query id whose answer will arrive through [`Self::complete`]
+    /// (from a peer shard, or from the cluster link).
+    pub fn expect_reply(&self) -> u64 {
+        let qid = self.next_qid.get();
+        self.next_qid.set(qid + 1);
+        let p = Pending { resp: None, waker: None };
+        self.pending.borrow_mut().insert(qid, p);
+        qid
+    }
+
+    /// Forgets a reserved query id whose question could not be sent.
+    pub fn cancel_reply(&self, qid: u64) {
+        self.pending.borrow_mut().remove(&qid);
+    }
+
+    /// Waits for the answer to `qid`.
+    pub async fn wait_reply(&self, qid: u64) -> Option<Response> {
         std::future::poll_fn(|cx| {
             let mut pending = self.pending.borrow_mut();
             let Some(p) = pending.get_mut(&qid) else {
@@ -144,7 +157,8 @@ impl Mailbox {
         .await
     }
 
-    pub(crate) fn complete(&self, qid: u64, resp: Response) {
+    /// Delivers the answer to `qid` and wakes its waiter.
+    pub fn complete(&self, qid: u64, resp: Response) {
         if let Some(p) = self.pending.borrow_mut().get_mut(&qid) {
             p.resp = Some(resp);
             if let Some(w) = p.waker.take() {

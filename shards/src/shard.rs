@@ -12,7 +12,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +29,16 @@ use crate::ids::{ShardId, SocketKey};
 use crate::mailbox::{Mailbox, Request, Response, ShardMsg};
 
 type AdoptFn = Box<dyn Fn(OwnedFd, Vec<u8>)>;
+
+/// Where a shard sends what must leave this instance (the cluster link).
+/// Kept as a trait so this crate knows nothing of Redis.
+pub trait Uplink {
+    /// A publication made on this instance, after its local delivery.
+    fn publish(&self, p: &Arc<Publication>);
+    /// This shard gained (`on`) or lost interest in a topic. For a gain the
+    /// future completes once other instances will forward the topic here.
+    fn interest(&self, topic: Topic, on: bool) -> Pin<Box<dyn Future<Output = ()>>>;
+}
 
 /// Which shards (bit per shard) want a topic.
 #[derive(Default)]
@@ -75,6 +87,7 @@ pub struct Shard {
     next_seq: Cell<u64>,
     last_id: Cell<(u64, u64)>,
     adopt: RefCell<Option<AdoptFn>>,
+    uplink: RefCell<Option<Rc<dyn Uplink>>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -97,6 +110,7 @@ impl Shard {
             next_seq: Cell::new(1),
             last_id: Cell::new((0, 0)),
             adopt: RefCell::new(None),
+            uplink: RefCell::new(None),
         }
     }
 
@@ -146,6 +160,26 @@ impl Shard {
 
     pub fn local_connections(&self) -> usize {
         self.sockets.borrow().len()
+    }
+
+    /// Connects this shard to the cluster link.
+    pub fn set_uplink(&self, u: Rc<dyn Uplink>) {
+        *self.uplink.borrow_mut() = Some(u);
+    }
+
+    pub fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
+    /// Delivers a publication that arrived from another instance to this
+    /// shard's recipients (never forwarded again).
+    pub fn deliver_from_cluster(&self, p: &Publication) -> usize {
+        self.channels.borrow().deliver(p)
+    }
+
+    /// Delivers a direct message that arrived from another instance.
+    pub fn direct_from_cluster(&self, seq: u64, text: Bytes, attachments: &[Bytes]) -> bool {
+        self.direct_local(seq, text, attachments)
     }
 
     /// Installs what a shard does with a connection handed over by a peer.
@@ -214,6 +248,10 @@ impl Shard {
             InterestChange::Lost(t) => (t, false),
         };
         self.interest.borrow_mut().set(self.id, &topic, on);
+        let uplink = self.uplink.borrow().clone();
+        if let Some(u) = uplink {
+            u.interest(topic.clone(), on).await;
+        }
         for peer in self.peers() {
             if on {
                 // Wait for the peer to record it: once a join is acked, every
@@ -246,13 +284,14 @@ impl Shard {
             0
         };
         let remote = mask & !(1 << self.id);
-        if remote != 0 {
+        let uplink = self.uplink.borrow().clone();
+        if remote != 0 || uplink.is_some() {
             let p = Arc::new(p);
+            if let Some(u) = uplink {
+                u.publish(&p);
+            }
             for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
-                let _ = self
-                    .mailbox
-                    .send_to(peer, ShardMsg::Deliver(p.clone()))
-                    .await;
+                let _ = self.mailbox.send_to(peer, ShardMsg::Deliver(p.clone())).await;
             }
         }
         n

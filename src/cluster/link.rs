@@ -1,0 +1,659 @@
+//! The Redis shard: one dedicated thread owns every Redis connection.
+//!
+//! It runs a current-thread tokio runtime, because the redis crate's async
+//! API needs one and async is what lets a single thread hold the pub/sub
+//! connection, pipeline publishes and run queries at once; the blocking API
+//! would need a thread per connection and a poll loop for subscription
+//! changes. Shards reach it through a bounded tokio mpsc (its `try_send`
+//! never blocks a shard and wakes this runtime); it answers each shard
+//! through a bounded crossbeam channel plus a socketpair byte that wakes the
+//! shard's glommio executor (a crossbeam receiver alone cannot).
+//!
+//! Interest: it counts, per topic, which shards want it, and SUBSCRIBEs (or
+//! PSUBSCRIBEs, for prefixes) on the first and UNSUBSCRIBEs on the last.
+//! Publishes drained from the queue go out as one pipeline per batch.
+//! Presence lives under per-instance keys refreshed by heartbeats, so a dead
+//! instance falls out of every view once its heartbeat is older than the
+//! expiry. When Redis is away it keeps its state in memory, counts what could
+//! not cross, reconnects with backoff, then re-subscribes and rewrites its
+//! presence.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use shards::{MemberView, Response, Topic};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use super::wire::Envelope;
+use super::{FromCluster, Query, ToCluster};
+
+/// Options of the cluster link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub url: String,
+    pub prefix: String,
+    pub instance: String,
+    pub heartbeat: Duration,
+    pub expiry: Duration,
+}
+
+/// Counters and state shared with the shards (metrics, `/readyz`).
+#[derive(Default)]
+pub struct ClusterStats {
+    pub up: AtomicBool,
+    pub last_error: Mutex<String>,
+    pub reconnects: AtomicU64,
+    pub publishes_sent: AtomicU64,
+    pub publishes_dropped: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub deliveries_in: AtomicU64,
+    pub commands: AtomicU64,
+}
+
+/// One shard's receiving end as the link sees it.
+pub struct ShardPort {
+    pub tx: crossbeam_channel::Sender<FromCluster>,
+    pub armed: Arc<AtomicBool>,
+    pub wake: UnixStream,
+}
+
+impl ShardPort {
+    fn send(&self, m: FromCluster, stats: &ClusterStats) {
+        if self.tx.try_send(m).is_err() {
+            stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.armed.swap(false, Ordering::AcqRel) {
+            let _ = (&self.wake).write(b"w");
+        }
+    }
+}
+
+struct Conn {
+    cmd: MultiplexedConnection,
+    sink: PubSubSink,
+}
+
+struct Link {
+    cfg: LinkConfig,
+    client: Option<redis::Client>,
+    ports: Vec<ShardPort>,
+    stats: Arc<ClusterStats>,
+    conn: Option<Conn>,
+    stream: Option<PubSubStream>,
+    next_attempt: Instant,
+    backoff: Duration,
+    next_heartbeat: Instant,
+    /// Shards (bit per shard) that want each exact channel / prefix.
+    exact: HashMap<String, u64>,
+    prefix: HashMap<String, u64>,
+    /// This instance's presence, rewritten after Redis comes back.
+    members: HashMap<String, HashMap<String, String>>,
+    connections: Vec<usize>,
+    seq: u64,
+    seen: HashSet<(String, u64)>,
+    seen_order: VecDeque<(String, u64)>,
+    next_req: u64,
+    /// Direct messages waiting for the target instance's answer.
+    pending_direct: HashMap<u64, (usize, u64, Instant)>,
+}
+
+fn esc_glob(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// Starts the link thread; returns the sender shards use.
+pub fn spawn(cfg: LinkConfig, ports: Vec<ShardPort>, stats: Arc<ClusterStats>) -> std::io::Result<mpsc::Sender<ToCluster>> {
+    let (tx, rx) = mpsc::channel(65_536);
+    let client = match redis::Client::open(cfg.url.as_str()) {
+        Ok(c) => Some(c),
+        Err(e) => return Err(std::io::Error::other(format!("--redis-url: {e}"))),
+    };
+    let shards = ports.len();
+    let link = Link {
+        client,
+        ports,
+        stats,
+        conn: None,
+        stream: None,
+        next_attempt: Instant::now(),
+        backoff: Duration::from_millis(100),
+        next_heartbeat: Instant::now(),
+        exact: HashMap::new(),
+        prefix: HashMap::new(),
+        members: HashMap::new(),
+        connections: vec![0; shards],
+        seq: 0,
+        seen: HashSet::new(),
+        seen_order: VecDeque::new(),
+        next_req: 1,
+        pending_direct: HashMap::new(),
+        cfg,
+    };
+    std::thread::Builder::new().name("redis-shard".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        match rt {
+            Ok(rt) => rt.block_on(link.run(rx)),
+            Err(e) => tracing::error!("redis shard: no runtime: {e}"),
+        }
+    })?;
+    Ok(tx)
+}
+
+impl Link {
+    /// A handle on the command connection (a cheap clone of a multiplexed
+    /// connection), so queries can borrow `self` for key names meanwhile.
+    fn cmd(&self) -> redis::RedisResult<MultiplexedConnection> {
+        Ok(self.conn.as_ref().ok_or_else(not_connected)?.cmd.clone())
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.cfg.prefix)
+    }
+    fn topic(&self, channel: &str) -> String {
+        format!("{}:ch:{channel}", self.cfg.prefix)
+    }
+    fn inbox(&self, instance: &str) -> String {
+        format!("{}:inbox:{instance}", self.cfg.prefix)
+    }
+    fn inst_key(&self, instance: &str, rest: &str) -> String {
+        format!("{}:i:{instance}:{rest}", self.cfg.prefix)
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<ToCluster>) {
+        loop {
+            if self.conn.is_none() && Instant::now() >= self.next_attempt {
+                self.connect().await;
+            }
+            let retry_at = self.next_attempt;
+            let down = self.conn.is_none();
+            tokio::select! {
+                m = rx.recv() => {
+                    let Some(first) = m else { return };
+                    let mut batch = vec![first];
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    self.handle(batch).await;
+                }
+                msg = next_msg(&mut self.stream) => match msg {
+                    Some(m) => self.on_message(m),
+                    None => self.down("pub/sub connection closed"),
+                },
+                _ = sleep_until(self.next_heartbeat) => self.heartbeat().await,
+                _ = sleep_until(retry_at), if down => {}
+            }
+        }
+    }
+
+    fn down(&mut self, why: &str) {
+        if self.conn.is_some() || self.stats.up.load(Ordering::Relaxed) {
+            tracing::warn!("redis unreachable: {why}");
+        }
+        self.conn = None;
+        self.stream = None;
+        self.stats.up.store(false, Ordering::Relaxed);
+        if let Ok(mut e) = self.stats.last_error.lock() {
+            *e = why.to_string();
+        }
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+        // Answer everyone still waiting for a remote instance.
+        for (_, (shard, qid, _)) in self.pending_direct.drain() {
+            if let Some(p) = self.ports.get(shard) {
+                p.send(FromCluster::Reply { qid, resp: Response::Delivered(false) }, &self.stats);
+            }
+        }
+    }
+
+    async fn connect(&mut self) {
+        let Some(client) = self.client.clone() else { return };
+        let attempt = async {
+            let cmd = client.get_multiplexed_async_connection().await?;
+            let pubsub = client.get_async_pubsub().await?;
+            Ok::<_, redis::RedisError>((cmd, pubsub))
+        };
+        let (cmd, pubsub) = match timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return self.down(&e.to_string()),
+            Err(_) => return self.down("connect timed out"),
+        };
+        let (mut sink, stream) = pubsub.split();
+        let mut topics: Vec<String> = self.exact.keys().map(|c| self.topic(c)).collect();
+        topics.push(self.inbox(&self.cfg.instance));
+        let patterns: Vec<String> = self.prefix.keys().map(|p| format!("{}*", esc_glob(&self.topic(p)))).collect();
+        let subscribed = async {
+            sink.subscribe(&topics).await?;
+            if !patterns.is_empty() {
+                sink.psubscribe(&patterns).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        if let Err(e) = subscribed.await {
+            return self.down(&e.to_string());
+        }
+        self.conn = Some(Conn { cmd, sink });
+        self.stream = Some(stream);
+        if let Err(e) = self.rewrite_presence().await {
+            return self.down(&e.to_string());
+        }
+        self.stats.up.store(true, Ordering::Relaxed);
+        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.backoff = Duration::from_millis(100);
+        tracing::info!("redis connected; {} topics, {} patterns", topics.len(), patterns.len());
+    }
+
+    /// Clears this instance's keys and writes its presence and heartbeat
+    /// again (after a start, or after Redis lost its data).
+    async fn rewrite_presence(&mut self) -> redis::RedisResult<()> {
+        let me = self.cfg.instance.clone();
+        let mut pipe = redis::pipe();
+        pipe.del(self.inst_key(&me, "ch")).ignore();
+        let old: Vec<String> = {
+            let conn = &mut self.cmd()?;
+            redis::cmd("SMEMBERS").arg(self.inst_key(&me, "keys")).query_async(conn).await?
+        };
+        for k in old {
+            pipe.del(k).ignore();
+        }
+        pipe.del(self.inst_key(&me, "keys")).ignore();
+        for (channel, members) in &self.members {
+            let mkey = self.inst_key(&me, &format!("m:{channel}"));
+            for (sid, json) in members {
+                pipe.hset(&mkey, sid, json).ignore();
+            }
+            pipe.sadd(self.inst_key(&me, "keys"), &mkey).ignore();
+            pipe.hset(self.inst_key(&me, "ch"), channel, members.len()).ignore();
+        }
+        self.heartbeat_cmds(&mut pipe);
+        let conn = &mut self.cmd()?;
+        pipe.query_async::<()>(conn).await
+    }
+
+    fn heartbeat_cmds(&self, pipe: &mut redis::Pipeline) {
+        let me = &self.cfg.instance;
+        let now = shards::now_ms();
+        let total: usize = self.connections.iter().sum();
+        let shards = serde_json::to_string(&self.connections).unwrap_or_default();
+        pipe.zadd(self.key("instances"), me, now).ignore();
+        let info = self.inst_key(me, "info");
+        pipe.hset_multiple(&info, &[("connections", total.to_string()), ("shards", shards)]).ignore();
+        // Outlives the instance only briefly if no live peer collects it.
+        pipe.pexpire(&info, 4 * self.cfg.expiry.as_millis() as i64).ignore();
+    }
+
+    async fn heartbeat(&mut self) {
+        self.next_heartbeat = Instant::now() + self.cfg.heartbeat;
+        let now = Instant::now();
+        let expired: Vec<u64> = self.pending_direct.iter().filter(|(_, v)| v.2 <= now).map(|(k, _)| *k).collect();
+        for req in expired {
+            if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
+                self.reply(shard, qid, Response::Delivered(false));
+            }
+        }
+        if self.conn.is_none() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        self.heartbeat_cmds(&mut pipe);
+        // Forget instances silent for four expiries (their keys too).
+        let cutoff = shards::now_ms().saturating_sub(4 * self.cfg.expiry.as_millis() as u64);
+        let result: redis::RedisResult<Vec<String>> = async {
+            let conn = &mut self.cmd()?;
+            pipe.query_async::<()>(conn).await?;
+            redis::cmd("ZRANGEBYSCORE").arg(self.key("instances")).arg("-inf").arg(cutoff).query_async(conn).await
+        }
+        .await;
+        match result {
+            Ok(dead) => {
+                for inst in dead {
+                    let _ = self.forget_instance(&inst).await;
+                }
+            }
+            Err(e) => self.down(&e.to_string()),
+        }
+    }
+
+    async fn forget_instance(&mut self, inst: &str) -> redis::RedisResult<()> {
+        let keys_key = self.inst_key(inst, "keys");
+        let conn = &mut self.cmd()?;
+        let keys: Vec<String> = redis::cmd("SMEMBERS").arg(&keys_key).query_async(&mut *conn).await?;
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.del(k).ignore();
+        }
+        for k in [keys_key, self.inst_key(inst, "ch"), self.inst_key(inst, "info")] {
+            pipe.del(k).ignore();
+        }
+        pipe.zrem(self.key("instances"), inst).ignore();
+        pipe.query_async::<()>(conn).await
+    }
+
+    fn reply(&self, shard: usize, qid: u64, resp: Response) {
+        if let Some(p) = self.ports.get(shard) {
+            p.send(FromCluster::Reply { qid, resp }, &self.stats);
+        }
+    }
+
+    async fn handle(&mut self, batch: Vec<ToCluster>) {
+        let mut pipe = redis::pipe();
+        let mut queued = 0usize;
+        for m in batch {
+            match m {
+                ToCluster::Publish(p) => {
+                    if self.conn.is_none() {
+                        self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    self.seq += 1;
+                    let topic = self.topic(&p.channel);
+                    let env = Envelope::Publish { origin: self.cfg.instance.clone(), seq: self.seq, p };
+                    pipe.publish(topic, env.encode()).ignore();
+                    self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
+                    queued += 1;
+                }
+                ToCluster::Join { channel, member } => {
+                    let json = member_json(&member);
+                    let me = self.cfg.instance.clone();
+                    let set = self.members.entry(channel.to_string()).or_default();
+                    set.insert(member.socket_id.to_string(), json.clone());
+                    let n = set.len();
+                    let mkey = self.inst_key(&me, &format!("m:{channel}"));
+                    pipe.hset(&mkey, &*member.socket_id, json).ignore();
+                    pipe.sadd(self.inst_key(&me, "keys"), &mkey).ignore();
+                    pipe.hset(self.inst_key(&me, "ch"), &*channel, n).ignore();
+                    queued += 1;
+                }
+                ToCluster::Leave { channel, socket_id } => {
+                    let me = self.cfg.instance.clone();
+                    let mkey = self.inst_key(&me, &format!("m:{channel}"));
+                    let n = match self.members.get_mut(&*channel) {
+                        Some(set) => {
+                            set.remove(&*socket_id);
+                            set.len()
+                        }
+                        None => 0,
+                    };
+                    pipe.hdel(&mkey, &*socket_id).ignore();
+                    if n == 0 {
+                        self.members.remove(&*channel);
+                        pipe.hdel(self.inst_key(&me, "ch"), &*channel).ignore();
+                        pipe.srem(self.inst_key(&me, "keys"), &mkey).ignore();
+                    } else {
+                        pipe.hset(self.inst_key(&me, "ch"), &*channel, n).ignore();
+                    }
+                    queued += 1;
+                }
+                ToCluster::Connections { shard, n } => {
+                    if let Some(c) = self.connections.get_mut(shard) {
+                        *c = n;
+                    }
+                }
+                ToCluster::DirectResult { origin, req, ok } => {
+                    pipe.publish(self.inbox(&origin), Envelope::DirectRes { req, ok }.encode()).ignore();
+                    queued += 1;
+                }
+                ToCluster::Interest { shard, topic, on, reply } => {
+                    self.flush(&mut pipe, &mut queued).await;
+                    self.interest(shard, topic, on).await;
+                    if let Some(qid) = reply {
+                        self.reply(shard, qid, Response::Done);
+                    }
+                }
+                ToCluster::Query { shard, qid, q } => {
+                    self.flush(&mut pipe, &mut queued).await;
+                    let resp = self.query(shard, qid, q).await;
+                    if let Some(resp) = resp {
+                        self.reply(shard, qid, resp);
+                    }
+                }
+            }
+        }
+        self.flush(&mut pipe, &mut queued).await;
+    }
+
+    async fn flush(&mut self, pipe: &mut redis::Pipeline, queued: &mut usize) {
+        if *queued == 0 {
+            return;
+        }
+        *queued = 0;
+        let p = std::mem::take(pipe);
+        let Some(conn) = self.conn.as_mut() else { return };
+        self.stats.commands.fetch_add(p.cmd_iter().count() as u64, Ordering::Relaxed);
+        if let Err(e) = p.query_async::<()>(&mut conn.cmd).await {
+            self.down(&e.to_string());
+        }
+    }
+
+    async fn interest(&mut self, shard: usize, topic: Topic, on: bool) {
+        let bit = 1u64 << (shard % 64);
+        let (map, key) = match &topic {
+            Topic::Exact(c) => (&mut self.exact, c.to_string()),
+            Topic::Prefix(p) => (&mut self.prefix, p.to_string()),
+        };
+        let before = map.get(&key).copied().unwrap_or(0);
+        let after = if on { before | bit } else { before & !bit };
+        if after == 0 {
+            map.remove(&key);
+        } else {
+            map.insert(key.clone(), after);
+        }
+        if (before == 0) == (after == 0) {
+            return;
+        }
+        let (Some(conn), subscribe) = (self.conn.as_mut(), after != 0) else { return };
+        let name = format!("{}:ch:{key}", self.cfg.prefix);
+        let r = match (&topic, subscribe) {
+            (Topic::Exact(_), true) => conn.sink.subscribe(&name).await,
+            (Topic::Exact(_), false) => conn.sink.unsubscribe(&name).await,
+            (Topic::Prefix(_), true) => conn.sink.psubscribe(format!("{}*", esc_glob(&name))).await,
+            (Topic::Prefix(_), false) => conn.sink.punsubscribe(format!("{}*", esc_glob(&name))).await,
+        };
+        if let Err(e) = r {
+            self.down(&e.to_string());
+        }
+    }
+
+    async fn live_instances(&mut self) -> redis::RedisResult<Vec<String>> {
+        let since = shards::now_ms().saturating_sub(self.cfg.expiry.as_millis() as u64);
+        let key = self.key("instances");
+        let conn = &mut self.cmd()?;
+        redis::cmd("ZRANGEBYSCORE").arg(key).arg(since).arg("+inf").query_async(conn).await
+    }
+
+    /// Answers a question; `None` when the answer comes later (a direct
+    /// message waits for the target instance).
+    async fn query(&mut self, shard: usize, qid: u64, q: Query) -> Option<Response> {
+        if self.conn.is_none() {
+            return Some(match q {
+                Query::Direct { .. } => Response::Delivered(false),
+                _ => Response::Unavailable,
+            });
+        }
+        let r = self.query_redis(shard, qid, q).await;
+        match r {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.down(&e.to_string());
+                Some(Response::Unavailable)
+            }
+        }
+    }
+
+    async fn query_redis(&mut self, shard: usize, qid: u64, q: Query) -> redis::RedisResult<Option<Response>> {
+        if let Query::Direct { instance, shard: to_shard, seq, text, attachments } = q {
+            let req = self.next_req;
+            self.next_req += 1;
+            let env = Envelope::DirectReq { origin: self.cfg.instance.clone(), req, shard: to_shard, seq, text, attachments };
+            let inbox = self.inbox(&instance);
+            let conn = &mut self.cmd()?;
+            let receivers: i64 = redis::cmd("PUBLISH").arg(inbox).arg(env.encode()).query_async(conn).await?;
+            if receivers == 0 {
+                return Ok(Some(Response::Delivered(false)));
+            }
+            self.pending_direct.insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
+            return Ok(None);
+        }
+        let live = self.live_instances().await?;
+        let mut pipe = redis::pipe();
+        let resp = match q {
+            Query::Count(channel) => {
+                for i in &live {
+                    pipe.hget(self.inst_key(i, "ch"), &*channel);
+                }
+                let conn = &mut self.cmd()?;
+                let counts: Vec<Option<usize>> = pipe.query_async(conn).await?;
+                Response::Count(counts.into_iter().flatten().sum())
+            }
+            Query::Members(channel) => {
+                for i in &live {
+                    pipe.hvals(self.inst_key(i, &format!("m:{channel}")));
+                }
+                let conn = &mut self.cmd()?;
+                let lists: Vec<Vec<String>> = pipe.query_async(conn).await?;
+                Response::Members(lists.iter().flatten().filter_map(|j| parse_member(j)).collect())
+            }
+            Query::Channels => {
+                for i in &live {
+                    pipe.hgetall(self.inst_key(i, "ch"));
+                }
+                let conn = &mut self.cmd()?;
+                let maps: Vec<HashMap<String, usize>> = pipe.query_async(conn).await?;
+                let mut sum: HashMap<String, usize> = HashMap::new();
+                for (k, n) in maps.into_iter().flatten() {
+                    *sum.entry(k).or_default() += n;
+                }
+                Response::Channels(sum.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.into(), n)).collect())
+            }
+            Query::Instances => {
+                for i in &live {
+                    pipe.hget(self.inst_key(i, "info"), "shards");
+                }
+                let conn = &mut self.cmd()?;
+                let infos: Vec<Option<String>> = pipe.query_async(conn).await?;
+                let mut out: Vec<(String, Vec<usize>)> = live
+                    .into_iter()
+                    .zip(infos)
+                    .filter(|(i, _)| *i != self.cfg.instance)
+                    .map(|(i, s)| (i, s.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()))
+                    .collect();
+                out.push((self.cfg.instance.clone(), self.connections.clone()));
+                out.sort();
+                Response::Instances(out)
+            }
+            Query::Direct { .. } => unreachable!("handled above"),
+        };
+        Ok(Some(resp))
+    }
+
+    fn on_message(&mut self, msg: redis::Msg) {
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        let Some(env) = Envelope::decode(msg.get_payload_bytes()) else { return };
+        match env {
+            Envelope::Publish { origin, seq, p } => {
+                if origin == self.cfg.instance || !self.first_sighting(origin, seq) {
+                    return;
+                }
+                let mut mask = self.exact.get(&*p.channel).copied().unwrap_or(0);
+                for (prefix, m) in &self.prefix {
+                    if p.channel.starts_with(prefix.as_str()) {
+                        mask |= m;
+                    }
+                }
+                for (i, port) in self.ports.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        self.stats.deliveries_in.fetch_add(1, Ordering::Relaxed);
+                        port.send(FromCluster::Deliver(p.clone()), &self.stats);
+                    }
+                }
+            }
+            Envelope::DirectReq { origin, req, shard, seq, text, attachments } => match self.ports.get(shard) {
+                Some(port) => port.send(FromCluster::Direct { seq, text, attachments, origin, req }, &self.stats),
+                None => {
+                    let inbox = self.inbox(&origin);
+                    if let Some(conn) = self.conn.as_mut() {
+                        let mut c = conn.cmd.clone();
+                        let env = Envelope::DirectRes { req, ok: false }.encode();
+                        tokio::spawn(async move {
+                            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(inbox).arg(env).query_async(&mut c).await;
+                        });
+                    }
+                }
+            },
+            Envelope::DirectRes { req, ok } => {
+                if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
+                    self.reply(shard, qid, Response::Delivered(ok));
+                }
+            }
+        }
+    }
+
+    /// Drops the second copy of a publish that matched both an exact and a
+    /// pattern subscription of this instance.
+    fn first_sighting(&mut self, origin: String, seq: u64) -> bool {
+        if self.exact.is_empty() || self.prefix.is_empty() {
+            return true;
+        }
+        let id = (origin, seq);
+        if !self.seen.insert(id.clone()) {
+            return false;
+        }
+        self.seen_order.push_back(id);
+        if self.seen_order.len() > 8192 {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+async fn next_msg(stream: &mut Option<PubSubStream>) -> Option<redis::Msg> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn not_connected() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::IoError, "not connected"))
+}
+
+fn member_json(m: &MemberView) -> String {
+    format!(
+        "{{\"socketId\":{},\"userId\":{},\"info\":{},\"joinedAt\":{}}}",
+        crate::frame::json_str(&m.socket_id),
+        crate::frame::json_str(&m.user_id),
+        m.info.as_deref().unwrap_or("null"),
+        m.joined_at
+    )
+}
+
+fn parse_member(json: &str) -> Option<MemberView> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    Some(MemberView {
+        socket_id: v.get("socketId")?.as_str()?.into(),
+        user_id: v.get("userId")?.as_str()?.into(),
+        info: match v.get("info") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(i) => Some(i.to_string().into()),
+        },
+        joined_at: v.get("joinedAt")?.as_u64()?,
+    })
+}

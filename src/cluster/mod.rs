@@ -1,0 +1,235 @@
+//! Several instances as one cluster, through Redis (contract §7).
+//!
+//! - `link`: the Redis shard, a dedicated thread owning every Redis
+//!   connection (subscriptions by interest, pipelined publishes, presence
+//!   under per-instance keys with heartbeats, reconnection).
+//! - `wire`: the envelope that crosses Redis.
+//! - this module: each shard's side — [`ClusterLink`] (the shard's
+//!   [`Uplink`]: publishes and interest go out) and the task that takes in
+//!   what the link sends back (deliveries, direct messages, answers).
+//!
+//! Every question a shard asks the cluster has a local fallback: when Redis
+//! is away the answer is this instance's own view.
+
+pub mod link;
+pub mod wire;
+
+use std::future::Future;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::AsyncReadExt;
+use shards::{MemberView, Publication, Response, Shard, ShardId, Topic, Uplink};
+use tokio::sync::mpsc;
+
+pub use link::{ClusterStats, LinkConfig};
+
+/// Shard → Redis shard.
+pub enum ToCluster {
+    Publish(Arc<Publication>),
+    /// A shard gained/lost interest; `reply` (a query id) is answered once
+    /// the subscription is in place.
+    Interest { shard: ShardId, topic: Topic, on: bool, reply: Option<u64> },
+    Join { channel: Arc<str>, member: MemberView },
+    Leave { channel: Arc<str>, socket_id: Arc<str> },
+    Connections { shard: ShardId, n: usize },
+    Query { shard: ShardId, qid: u64, q: Query },
+    DirectResult { origin: String, req: u64, ok: bool },
+}
+
+/// Questions about the whole cluster.
+pub enum Query {
+    Count(Arc<str>),
+    Members(Arc<str>),
+    Channels,
+    Instances,
+    Direct { instance: String, shard: ShardId, seq: u64, text: Bytes, attachments: Vec<Bytes> },
+}
+
+/// Redis shard → one shard.
+pub enum FromCluster {
+    Deliver(Arc<Publication>),
+    Direct { seq: u64, text: Bytes, attachments: Vec<Bytes>, origin: String, req: u64 },
+    Reply { qid: u64, resp: Response },
+}
+
+/// The shard's end of its port, taken once by the shard with that id.
+pub struct ShardEnd {
+    rx: crossbeam_channel::Receiver<FromCluster>,
+    armed: Arc<AtomicBool>,
+    wake: StdUnixStream,
+}
+
+/// What `run::start` builds before the shards exist.
+pub struct Cluster {
+    pub tx: mpsc::Sender<ToCluster>,
+    pub stats: Arc<ClusterStats>,
+    ends: Mutex<Vec<Option<ShardEnd>>>,
+}
+
+/// How long a shard waits for the Redis shard before using its local view.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Cluster {
+    pub fn start(cfg: LinkConfig, shards: usize) -> std::io::Result<Cluster> {
+        let mut ports = Vec::with_capacity(shards);
+        let mut ends = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = crossbeam_channel::bounded(16_384);
+            let (a, b) = StdUnixStream::pair()?;
+            a.set_nonblocking(true)?;
+            let armed = Arc::new(AtomicBool::new(false));
+            ports.push(link::ShardPort { tx, armed: armed.clone(), wake: a });
+            ends.push(Some(ShardEnd { rx, armed, wake: b }));
+        }
+        let stats = Arc::new(ClusterStats::default());
+        let tx = link::spawn(cfg, ports, stats.clone())?;
+        Ok(Cluster { tx, stats, ends: Mutex::new(ends) })
+    }
+
+    /// Connects shard `shard` to the cluster: installs its uplink and starts
+    /// the task that receives from the Redis shard.
+    pub fn attach(&self, shard: &Rc<Shard>) -> Rc<ClusterLink> {
+        let link = Rc::new(ClusterLink {
+            shard: Rc::downgrade(shard),
+            id: shard.id(),
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+        });
+        shard.set_uplink(link.clone());
+        let end = self.ends.lock().ok().and_then(|mut e| e.get_mut(shard.id()).and_then(Option::take));
+        if let Some(end) = end {
+            shards::rt::spawn_local(receive(shard.clone(), link.clone(), end)).detach();
+        }
+        let (weak, reporter) = (Rc::downgrade(shard), link.clone());
+        shards::rt::spawn_local(async move {
+            // Connection counts travel with the heartbeats.
+            let mut last = usize::MAX;
+            while let Some(shard) = weak.upgrade() {
+                let n = shard.local_connections();
+                if n != last {
+                    reporter.connections(n);
+                    last = n;
+                }
+                drop(shard);
+                shards::rt::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .detach();
+        link
+    }
+}
+
+/// One shard's connection to the Redis shard.
+pub struct ClusterLink {
+    shard: Weak<Shard>,
+    id: ShardId,
+    tx: mpsc::Sender<ToCluster>,
+    pub stats: Arc<ClusterStats>,
+}
+
+impl Uplink for ClusterLink {
+    fn publish(&self, p: &Arc<Publication>) {
+        if self.tx.try_send(ToCluster::Publish(p.clone())).is_err() {
+            self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn interest(&self, topic: Topic, on: bool) -> Pin<Box<dyn Future<Output = ()>>> {
+        let Some(shard) = self.shard.upgrade() else { return Box::pin(async {}) };
+        if !on {
+            let _ = self.tx.try_send(ToCluster::Interest { shard: self.id, topic, on, reply: None });
+            return Box::pin(async {});
+        }
+        let qid = shard.mailbox().expect_reply();
+        let msg = ToCluster::Interest { shard: self.id, topic, on, reply: Some(qid) };
+        if self.tx.try_send(msg).is_err() {
+            shard.mailbox().cancel_reply(qid);
+            return Box::pin(async {});
+        }
+        Box::pin(async move {
+            wait(&shard, qid).await;
+        })
+    }
+}
+
+async fn wait(shard: &Shard, qid: u64) -> Option<Response> {
+    let timed_out = async {
+        shards::rt::sleep(ASK_TIMEOUT).await;
+        None
+    };
+    let r = futures_lite::future::or(shard.mailbox().wait_reply(qid), timed_out).await;
+    if r.is_none() {
+        shard.mailbox().cancel_reply(qid);
+    }
+    r
+}
+
+impl ClusterLink {
+    pub fn is_up(&self) -> bool {
+        self.stats.up.load(Ordering::Relaxed)
+    }
+
+    /// Records a member in the cluster's presence (ordered before any later
+    /// question from this shard).
+    pub fn join(&self, channel: &Arc<str>, member: MemberView) {
+        let _ = self.tx.try_send(ToCluster::Join { channel: channel.clone(), member });
+    }
+
+    pub fn leave(&self, channel: &Arc<str>, socket_id: &Arc<str>) {
+        let _ = self.tx.try_send(ToCluster::Leave { channel: channel.clone(), socket_id: socket_id.clone() });
+    }
+
+    pub fn connections(&self, n: usize) {
+        let _ = self.tx.try_send(ToCluster::Connections { shard: self.id, n });
+    }
+
+    /// Asks the cluster; `None` when Redis is away or too slow.
+    pub async fn ask(&self, q: Query) -> Option<Response> {
+        let shard = self.shard.upgrade()?;
+        let qid = shard.mailbox().expect_reply();
+        if self.tx.try_send(ToCluster::Query { shard: self.id, qid, q }).is_err() {
+            shard.mailbox().cancel_reply(qid);
+            return None;
+        }
+        match wait(&shard, qid).await {
+            Some(Response::Unavailable) | None => None,
+            r => r,
+        }
+    }
+}
+
+/// Takes in what the Redis shard sends this shard, woken by a byte on the
+/// socketpair whenever the shard was idle.
+async fn receive(shard: Rc<Shard>, link: Rc<ClusterLink>, end: ShardEnd) {
+    let fd = end.wake.into_raw_fd();
+    let mut wake = unsafe { shards::rt::UnixStream::from_raw_fd(fd) };
+    let mut buf = [0u8; 64];
+    loop {
+        end.armed.store(true, Ordering::Release);
+        if end.rx.is_empty() {
+            if wake.read(&mut buf).await.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+        end.armed.store(false, Ordering::Release);
+        while let Ok(m) = end.rx.try_recv() {
+            match m {
+                FromCluster::Deliver(p) => {
+                    shard.deliver_from_cluster(&p);
+                }
+                FromCluster::Direct { seq, text, attachments, origin, req } => {
+                    let ok = shard.direct_from_cluster(seq, text, &attachments);
+                    let _ = link.tx.try_send(ToCluster::DirectResult { origin, req, ok });
+                }
+                FromCluster::Reply { qid, resp } => shard.mailbox().complete(qid, resp),
+            }
+        }
+    }
+}
