@@ -466,7 +466,7 @@ export class SocketClient {
 
   /** Leave a channel (no longer rejoined). Ack: {ok, channel}. */
   leaveChannel(channel) {
-    this._rt._channels.delete(channel);
+    this._rt._channels.delete(channel && typeof channel === 'object' ? channel.channel : channel);
     return this._rt._send('leave', channel);
   }
 

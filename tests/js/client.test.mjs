@@ -12,13 +12,19 @@ import { createRealtime, RealtimeError, decodeJwt } from '../../clients/js/index
 // ---------------------------------------------------------------------------------------------
 // a gateway on a chosen port (so it can be restarted on the same one)
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
-  });
+// A free port below Linux's ephemeral range (32768+), so the gateways other test files start on
+// port 0 cannot take it while ours is restarting.
+async function freePort() {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const free = await new Promise((resolve) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
 }
 
 async function startGateway(port, { leeway } = {}) {
