@@ -1,42 +1,313 @@
-//! Per-shard counters, kept in plain `Cell`s (a shard is single-threaded):
-//! no atomics or locks on the hot path. Read by the metrics endpoint.
+//! Prometheus metrics (the `prometheus` crate), exported at `/metrics`.
+//!
+//! One registry per process ([`families`]). Each shard holds its own
+//! children of every family (label `shard`), so the hot path increments
+//! atomics that only this shard writes: no lock, no cache line shared with
+//! another core. The scrape, served by whichever shard accepted it, reads
+//! them all, after setting the gauges that are views of the whole instance
+//! (connections per shard, channels, memberships) from a mailbox gather.
+//!
+//! Deliveries and their latency are measured where a RealtimeEvent frame is
+//! handed to a client transport ([`Metrics::packet_out`]): the latency is
+//! `now - ts` of the frame (epoch milliseconds, so millisecond resolution),
+//! i.e. from the publish to the write of the recipient's batch.
+//!
+//! Never blocks the shard: `with_label_values` (a lock) runs only on rare
+//! paths (a refusal, a close, a REST request) or at shard start.
 
-use std::cell::Cell;
+use std::sync::{Arc, OnceLock};
 
-use shards::CloseReason;
+use proto::engineio::Outgoing;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use shards::{now_ms, CloseReason};
 
 use crate::auth::Refusal;
 
-#[derive(Default)]
+/// Every metric family, registered once per process.
+pub struct Families {
+    registry: Registry,
+    connections: IntGaugeVec,
+    sessions: IntGaugeVec,
+    shards: IntGaugeVec,
+    channels: IntGaugeVec,
+    memberships: IntGaugeVec,
+    subscriptions: IntGaugeVec,
+    events_in: IntCounterVec,
+    deliveries: IntCounterVec,
+    packets_out: IntCounterVec,
+    bytes_in: IntCounterVec,
+    bytes_out: IntCounterVec,
+    slow_consumers: IntCounterVec,
+    disconnects: IntCounterVec,
+    auth_refusals: IntCounterVec,
+    rest_requests: IntCounterVec,
+    delivery_latency: HistogramVec,
+}
+
+const PREFIX: &str = "socket_gateway_";
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(format!("{PREFIX}{name}"), help), labels)
+        .expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(format!("{PREFIX}{name}"), help), labels)
+        .expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+/// The process-wide families.
+pub fn families() -> &'static Families {
+    static F: OnceLock<Families> = OnceLock::new();
+    F.get_or_init(|| {
+        let r = Registry::new();
+        let is = &["instance", "shard"];
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                format!("{PREFIX}delivery_latency_seconds"),
+                "Time from a publish (the event's ts, millisecond resolution) to the write of the recipient's transport batch",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            is,
+        )
+        .expect("valid metric");
+        r.register(Box::new(latency.clone())).expect("unique metric");
+        Families {
+            connections: gauge(&r, "connections", "Connected Socket.IO sockets", is),
+            sessions: gauge(&r, "engineio_sessions", "Open Engine.IO sessions", &["instance"]),
+            shards: gauge(&r, "shards", "Shards (pinned executors) of this instance", &["instance"]),
+            channels: gauge(&r, "channels", "Channels with at least one member on this instance", &["instance"]),
+            memberships: gauge(&r, "memberships", "Channel memberships (socket, channel) on this instance", &["instance"]),
+            subscriptions: gauge(&r, "subscriptions", "Topic subscriptions held by sockets", is),
+            events_in: counter(&r, "events_in_total", "Client events received (join, publish, ...)", is),
+            deliveries: counter(&r, "deliveries_total", "RealtimeEvent frames written to client transports", is),
+            packets_out: counter(&r, "packets_out_total", "Engine.IO packets written to client transports", is),
+            bytes_in: counter(&r, "bytes_in_total", "Engine.IO payload bytes received from clients", is),
+            bytes_out: counter(&r, "bytes_out_total", "Engine.IO payload bytes written to clients", is),
+            slow_consumers: counter(&r, "slow_consumer_disconnects_total", "Sockets cut because their send queue overflowed", is),
+            disconnects: counter(&r, "disconnects_total", "Closed Engine.IO sessions by reason", &["instance", "shard", "reason"]),
+            auth_refusals: counter(&r, "auth_refusals_total", "Refused Socket.IO connects by reason", &["instance", "shard", "reason"]),
+            rest_requests: counter(&r, "rest_requests_total", "REST API requests by route and status", &["instance", "shard", "route", "status"]),
+            delivery_latency: latency,
+            registry: r,
+        }
+    })
+}
+
+/// One shard's handles into the families. Lives in the shard's `ShardCtx`.
 pub struct Metrics {
-    pub events_in: Cell<u64>,
-    pub deliveries: Cell<u64>,
-    pub auth_refusals: Cell<u64>,
-    pub slow_consumers: Cell<u64>,
-    pub sessions_closed: Cell<u64>,
+    instance: Arc<str>,
+    shard: String,
+    events_in: IntCounter,
+    deliveries: IntCounter,
+    packets_out: IntCounter,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+    slow_consumers: IntCounter,
+    subscriptions: IntGauge,
+    latency: Histogram,
 }
 
 impl Metrics {
-    pub fn event_in(&self) {
-        self.events_in.set(self.events_in.get() + 1);
+    pub fn new(shard: usize, instance: &Arc<str>) -> Self {
+        let f = families();
+        let s = shard.to_string();
+        let l = [&**instance, s.as_str()];
+        Metrics {
+            events_in: f.events_in.with_label_values(&l),
+            deliveries: f.deliveries.with_label_values(&l),
+            packets_out: f.packets_out.with_label_values(&l),
+            bytes_in: f.bytes_in.with_label_values(&l),
+            bytes_out: f.bytes_out.with_label_values(&l),
+            slow_consumers: f.slow_consumers.with_label_values(&l),
+            subscriptions: f.subscriptions.with_label_values(&l),
+            latency: f.delivery_latency.with_label_values(&l),
+            instance: instance.clone(),
+            shard: s,
+        }
     }
 
-    pub fn delivered(&self, n: usize) {
-        self.deliveries.set(self.deliveries.get() + n as u64);
+    pub fn event_in(&self) {
+        self.events_in.inc();
+    }
+
+    pub fn bytes_in(&self, n: usize) {
+        self.bytes_in.inc_by(n as u64);
+    }
+
+    /// One packet handed to a client transport: counts it, and when it is a
+    /// RealtimeEvent, the delivery and its latency.
+    pub fn packet_out(&self, p: &Outgoing) {
+        self.packets_out.inc();
+        let bytes = match p {
+            Outgoing::Text(b) => b,
+            Outgoing::Binary(b) => {
+                self.bytes_out.inc_by(b.len() as u64);
+                return;
+            }
+        };
+        self.bytes_out.inc_by(bytes.len() as u64);
+        if let Some(ts) = event_ts(bytes) {
+            self.deliveries.inc();
+            let ms = now_ms().saturating_sub(ts);
+            self.latency.observe(ms as f64 / 1000.0);
+        }
+    }
+
+    pub fn subscribed(&self) {
+        self.subscriptions.inc();
+    }
+
+    pub fn unsubscribed(&self) {
+        self.subscriptions.dec();
     }
 
     pub fn auth_refused(&self, reason: Refusal) {
         tracing::debug!(reason = reason.as_str(), "connect refused");
-        self.auth_refusals.set(self.auth_refusals.get() + 1);
+        families()
+            .auth_refusals
+            .with_label_values(&[&self.instance, &self.shard, reason.as_str()])
+            .inc();
     }
 
     pub fn session_closed(&self, reason: CloseReason) {
         if reason == CloseReason::SlowConsumer {
             tracing::info!("socket disconnected as a slow consumer");
-            self.slow_consumers.set(self.slow_consumers.get() + 1);
+            self.slow_consumers.inc();
         } else if reason == CloseReason::TokenExpired {
             tracing::info!("socket disconnected: token_expired");
         }
-        self.sessions_closed.set(self.sessions_closed.get() + 1);
+        families()
+            .disconnects
+            .with_label_values(&[&self.instance, &self.shard, reason.as_str()])
+            .inc();
+    }
+
+    /// One answered REST request (`route` is the route's template).
+    pub fn rest_request(&self, route: &str, status: u16) {
+        families()
+            .rest_requests
+            .with_label_values(&[&self.instance, &self.shard, route, &status.to_string()])
+            .inc();
+    }
+}
+
+/// What a scrape sets before encoding: views of this whole instance.
+pub struct InstanceView<'a> {
+    pub instance: &'a str,
+    pub connections_per_shard: &'a [usize],
+    pub sessions: usize,
+    pub channels: usize,
+    pub memberships: usize,
+}
+
+/// The Prometheus text exposition of every family.
+pub fn encode(view: &InstanceView<'_>) -> Vec<u8> {
+    let f = families();
+    let i = view.instance;
+    for (shard, n) in view.connections_per_shard.iter().enumerate() {
+        f.connections
+            .with_label_values(&[i, &shard.to_string()])
+            .set(*n as i64);
+    }
+    f.shards
+        .with_label_values(&[i])
+        .set(view.connections_per_shard.len() as i64);
+    f.sessions.with_label_values(&[i]).set(view.sessions as i64);
+    f.channels.with_label_values(&[i]).set(view.channels as i64);
+    f.memberships
+        .with_label_values(&[i])
+        .set(view.memberships as i64);
+    let mut out = Vec::with_capacity(16 * 1024);
+    if let Err(e) = TextEncoder::new().encode(&f.registry.gather(), &mut out) {
+        tracing::warn!("encoding metrics: {e}");
+    }
+    out
+}
+
+/// The `ts` of a RealtimeEvent frame (`42["event",{...,"ts":N}]`, or with
+/// attachments `45<n>-["event",...]`, or with a trailing `subscriptionId`);
+/// `None` for every other packet.
+fn event_ts(frame: &[u8]) -> Option<u64> {
+    const HEAD: &[u8] = b"[\"event\",{";
+    let rest = frame.strip_prefix(b"4")?;
+    let rest = match rest.first()? {
+        b'2' => &rest[1..],
+        b'5' => {
+            let dash = rest.iter().position(|&c| c == b'-')?;
+            &rest[dash + 1..]
+        }
+        _ => return None,
+    };
+    if !rest.starts_with(HEAD) {
+        return None;
+    }
+    // `ts` is the last key the encoder writes before an optional
+    // `subscriptionId` (which holds no quote), so search from the end.
+    const KEY: &[u8] = b"\"ts\":";
+    let at = rest.windows(KEY.len()).rposition(|w| w == KEY)?;
+    let digits = &rest[at + KEY.len()..];
+    let end = digits
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ts_of_frames() {
+        let f = br#"42["event",{"id":"a","channel":"c","event":"e","data":{"ts":1},"from":null,"ts":1764000000000}]"#;
+        assert_eq!(event_ts(f), Some(1764000000000));
+        let sub = br#"42["event",{"id":"a","data":null,"ts":17,"subscriptionId":"x.1"}]"#;
+        assert_eq!(event_ts(sub), Some(17));
+        let bin = br#"451-["event",{"id":"a","data":{"_placeholder":true,"num":0},"ts":5}]"#;
+        assert_eq!(event_ts(bin), Some(5));
+        assert_eq!(
+            event_ts(br#"42["presence",{"channel":"c","ts":5}]"#),
+            None
+        );
+        assert_eq!(event_ts(b"2"), None);
+        assert_eq!(event_ts(br#"43[{"ok":true}]"#), None);
+    }
+
+    #[test]
+    fn scrape_has_the_families() {
+        let inst: Arc<str> = "t1".into();
+        let m = Metrics::new(0, &inst);
+        m.event_in();
+        m.packet_out(&Outgoing::Text(bytes::Bytes::from_static(
+            br#"42["event",{"id":"a","ts":1}]"#,
+        )));
+        m.auth_refused(Refusal::Expired);
+        let text = String::from_utf8(encode(&InstanceView {
+            instance: "t1",
+            connections_per_shard: &[3, 4],
+            sessions: 7,
+            channels: 2,
+            memberships: 5,
+        }))
+        .unwrap();
+        for needle in [
+            r#"socket_gateway_connections{instance="t1",shard="1"} 4"#,
+            r#"socket_gateway_events_in_total{instance="t1",shard="0"} 1"#,
+            r#"socket_gateway_deliveries_total{instance="t1",shard="0"} 1"#,
+            r#"socket_gateway_auth_refusals_total{instance="t1",reason="expired",shard="0"} 1"#,
+            "socket_gateway_delivery_latency_seconds_bucket",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
     }
 }

@@ -59,6 +59,7 @@ pub async fn get(
     s.polling_busy.set(false);
     let mut packets = Vec::new();
     s.outbox.drain_into(&mut packets, usize::MAX);
+    packets.iter().for_each(|p| s.ctx.metrics.packet_out(p));
     let mut body = Vec::new();
     if packets.is_empty() {
         // Closed (or upgraded) with nothing queued.
@@ -102,6 +103,7 @@ pub async fn post(
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+    s.ctx.metrics.bytes_in(len);
     let records = match engineio::decode_payload(&buf[req.head_len..end], MAX_RECORDS) {
         Ok(r) => r,
         Err(_) => {

@@ -104,6 +104,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                 session.outbox.drain_into(&mut batch, BATCH);
                 let mut ok = true;
                 for p in batch.drain(..) {
+                    session.ctx.metrics.packet_out(&p);
                     let msg = match p {
                         // Every queued text packet was built from a `String`.
                         Outgoing::Text(b) => {
@@ -152,6 +153,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                 }
             },
             Ev::In(Some(Ok(msg))) => {
+                session.ctx.metrics.bytes_in(msg.len());
                 let r = match msg {
                     Message::Text(t) => session.on_text(t.as_str()).await,
                     Message::Binary(b) => session.on_binary(b).await,

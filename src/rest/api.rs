@@ -1,0 +1,153 @@
+//! The handlers of the REST routes (contract §5) and `/metrics`. Each one
+//! answers from the shard that accepted the request; views of other shards
+//! and instances come from `crate::views`, `/metrics` from this instance only.
+
+use std::fmt::Write;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+use super::{ApiError, Reply};
+use crate::frame::{self, json_str};
+use crate::http::Request;
+use crate::metrics::{self, InstanceView};
+use crate::rules::{self, ErrorCode, Fail};
+use crate::server::ShardCtx;
+use crate::views;
+
+/// `GET /api/socket/channels[?prefix=P][&limit=N]`: channels sorted by name;
+/// `total` counts every match, `channels` holds the first `limit` of them.
+pub async fn channels(ctx: &Rc<ShardCtx>, req: &Request) -> Result<Reply, ApiError> {
+    let prefix = req.query_param("prefix").unwrap_or_default();
+    let limit = match req.query_param("limit") {
+        None => usize::MAX,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request("\"limit\" must be a non-negative integer"))?,
+    };
+    let mut all = views::channels(ctx).await;
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let matching = all.iter().filter(|(c, _)| c.starts_with(&*prefix));
+    let mut out = String::with_capacity(64 + all.len().min(limit) * 40);
+    out.push_str("{\"channels\":[");
+    let mut total = 0usize;
+    for (name, n) in matching {
+        if total < limit {
+            if total > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{{\"name\":{},\"members\":{n}}}", json_str(name));
+        }
+        total += 1;
+    }
+    let _ = write!(out, "],\"total\":{total}}}");
+    Ok(Reply::json(200, out))
+}
+
+/// `GET /api/socket/channels/:channel/members`; the segment is
+/// percent-decoded (`chat%3Aroom1` is `chat:room1`).
+pub async fn members(ctx: &Rc<ShardCtx>, raw: &str) -> Result<Reply, ApiError> {
+    let name = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| Fail::new(ErrorCode::InvalidChannel, "channel name is not UTF-8"))?;
+    rules::validate_channel(&name)?;
+    let channel: Arc<str> = name.as_ref().into();
+    let list = views::members(ctx, &channel).await;
+    let body = format!(
+        "{{\"channel\":{},\"members\":{}}}",
+        json_str(&channel),
+        frame::members(&list)
+    );
+    Ok(Reply::json(200, body))
+}
+
+/// `GET /api/socket/connections`.
+pub async fn connections(ctx: &Rc<ShardCtx>) -> Result<Reply, ApiError> {
+    let instances = views::connections(ctx).await;
+    let total: usize = instances.iter().flat_map(|(_, shards)| shards).sum();
+    let list: Vec<Value> = instances
+        .iter()
+        .map(|(id, shards)| {
+            serde_json::json!({
+                "id": id,
+                "connections": shards.iter().sum::<usize>(),
+                "shards": shards,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({"connections": total, "instances": list});
+    Ok(Reply::json(200, body.to_string()))
+}
+
+/// `POST /api/socket/broadcast` with `{"channel","event","data"}` → 202.
+pub async fn broadcast(ctx: &Rc<ShardCtx>, req: &Request, body: &[u8]) -> Result<Reply, ApiError> {
+    if !is_json(req.content_type.as_deref()) {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let Value::Object(obj) = &mut v else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    let field = |obj: &serde_json::Map<String, Value>, k: &str| match obj.get(k) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(ApiError::bad_request(format!("\"{k}\" must be a string"))),
+    };
+    let channel = field(obj, "channel")?;
+    let event = field(obj, "event")?;
+    let data = obj.remove("data").unwrap_or(Value::Null);
+    let id = crate::gateway::broadcast(&ctx.shard, &channel, &event, data).await?;
+    Ok(Reply::json(202, format!("{{\"ok\":true,\"id\":{}}}", json_str(&id))))
+}
+
+/// `application/json`, or any `+json` type, with parameters.
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return false;
+    };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// `GET /metrics`: the Prometheus text format, for this instance only
+/// (each instance is scraped on its own).
+pub async fn metrics(ctx: &Rc<ShardCtx>) -> Reply {
+    let shard = &ctx.shard;
+    let per_shard = shard.connections_per_shard().await;
+    let local = shard.channel_counts().await;
+    let (channels, memberships) = (local.len(), local.iter().map(|(_, n)| n).sum());
+    let body = metrics::encode(&InstanceView {
+        instance: shard.instance(),
+        connections_per_shard: &per_shard,
+        sessions: ctx.cfg.open_sessions.load(Ordering::Relaxed),
+        channels,
+        memberships,
+    });
+    Reply {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body,
+        headers: &[("Cache-Control", "no-store")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("Application/JSON; charset=utf-8")));
+        assert!(is_json(Some("application/merge-patch+json")));
+        assert!(!is_json(Some("text/plain")));
+        assert!(!is_json(None));
+    }
+}

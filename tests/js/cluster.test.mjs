@@ -1,0 +1,532 @@
+// §7 Running several instances (and the cluster-wide views of §3–§5): real gateway processes
+// forming a cluster through a real Redis, real socket.io-client sockets on each instance.
+//
+// Needs a Redis at REDIS_URL (default redis://127.0.0.1:6379; `.ci/run` starts one) and
+// `redis-server` on PATH for the outage test, which runs its own private Redis on a free port
+// and never touches the shared one. Every test uses its own key prefix.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import {
+  startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, checkEvent,
+} from './fixture.mjs';
+
+const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+const rand = () => crypto.randomBytes(4).toString('hex');
+const MSG_METRIC = 'socket_gateway_cluster_messages_received_total';
+
+// Every child process this file starts, killed on exit whatever happens.
+const children = new Set();
+process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } } });
+const alive = (proc) => proc.exitCode === null && proc.signalCode === null;
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+/** Sends PING (after AUTH if the URL has a password); resolves with the reply line or throws. */
+function redisPing(url, timeout = 2000) {
+  const u = new URL(url);
+  const port = Number(u.port || 6379);
+  const host = u.hostname || '127.0.0.1';
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port });
+    let buf = '';
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`no answer from Redis at ${host}:${port} within ${timeout} ms`)); }, timeout);
+    s.on('connect', () => {
+      let cmd = '';
+      if (u.password) {
+        const user = decodeURIComponent(u.username || '');
+        const pass = decodeURIComponent(u.password);
+        cmd += user ? `AUTH ${user} ${pass}\r\n` : `AUTH ${pass}\r\n`;
+      }
+      s.write(`${cmd}PING\r\n`);
+    });
+    s.on('data', (d) => {
+      buf += d;
+      const lines = buf.split('\r\n').filter(Boolean);
+      const want = u.password ? 2 : 1;
+      if (lines.length >= want) {
+        clearTimeout(t);
+        s.destroy();
+        const last = lines[lines.length - 1];
+        if (last === '+PONG') resolve(last);
+        else reject(new Error(`Redis at ${host}:${port} answered ${JSON.stringify(lines)}`));
+      }
+    });
+    s.on('error', (e) => { clearTimeout(t); reject(new Error(`cannot reach Redis at ${host}:${port}: ${e.message}`)); });
+  });
+}
+
+async function requireRedis(url) {
+  try {
+    await redisPing(url);
+  } catch (e) {
+    throw new Error(`The cluster tests need a running Redis (REDIS_URL=${url}); ${e.message}. `
+      + 'Start one (`redis-server --save "" --appendonly no &`) or run through `.ci/run`.');
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+    srv.on('error', reject);
+  });
+}
+
+/** A private redis-server on `port`; resolves once it answers PING. */
+async function startRedis(port) {
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(proc);
+  let out = '';
+  proc.stdout.on('data', (d) => { out += d; if (out.length > 100_000) out = out.slice(-50_000); });
+  proc.stderr.on('data', (d) => { out += d; });
+  const spawnErr = new Promise((_, reject) => proc.once('error', (e) => reject(new Error(`cannot start redis-server (is it on PATH?): ${e.message}`))));
+  const url = `redis://127.0.0.1:${port}`;
+  await Promise.race([spawnErr, until(async () => {
+    if (!alive(proc)) throw new Error(`redis-server exited (${proc.exitCode ?? proc.signalCode}):\n${out}`);
+    try { await redisPing(url, 500); return true; } catch { return false; }
+  }, `private redis-server on port ${port}`, 10000)]);
+  return {
+    proc, url, port,
+    async kill(sig = 'SIGKILL') {
+      if (!alive(proc)) return;
+      const gone = new Promise((r) => proc.once('exit', r));
+      proc.kill(sig);
+      await gone;
+      children.delete(proc);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// instances
+
+/** One gateway instance of the cluster `prefix` on `redisUrl`. */
+async function startNode(id, prefix, redisUrl = REDIS_URL) {
+  const srv = await startServer({
+    shards: 2,
+    extraArgs: ['--redis-url', redisUrl, '--redis-prefix', prefix, '--instance-id', id,
+      '--heartbeat-interval', '500', '--instance-expiry', '3000'],
+  });
+  children.add(srv.proc);
+  srv.proc.once('exit', () => children.delete(srv.proc));
+  srv.id = id;
+  return srv;
+}
+
+async function readyz(srv) {
+  const r = await fetch(`${srv.url}/readyz`);
+  return { status: r.status, body: await r.json().catch(() => null) };
+}
+
+const ADMIN = mint({ role: 'admin' });
+
+async function api(srv, method, path, body) {
+  const headers = { authorization: `Bearer ${ADMIN}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const r = await fetch(`${srv.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: r.status, json, text };
+}
+
+/** Sum of every series of a Prometheus metric, or null when the metric is not exported. */
+async function metric(srv, name) {
+  const r = await fetch(`${srv.url}/metrics`);
+  const text = await r.text();
+  let sum = null;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (m && m[1] === name) sum = (sum ?? 0) + Number(m[3]);
+  }
+  return sum;
+}
+
+async function requireMetric(srv, name) {
+  const v = await metric(srv, name);
+  assert.notEqual(v, null, `${srv.id}: /metrics does not export ${name}`);
+  return v;
+}
+
+const count = (arr, pred) => arr.filter(pred).length;
+const sids = (members) => members.map((m) => m.socketId).sort();
+
+// ---------------------------------------------------------------------------------------------
+
+describe('cluster: three instances on one Redis', () => {
+  const prefix = `t${rand()}`;
+  let A; let B; let C;
+  const nodes = [];
+
+  before(async () => {
+    await requireRedis(REDIS_URL);
+    [A, B, C] = await Promise.all(['a', 'b', 'c'].map((n) => startNode(`${n}${rand()}`, prefix)));
+    nodes.push(A, B, C);
+    for (const n of nodes) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
+  });
+  after(async () => { await Promise.all(nodes.map((n) => n.stop())); });
+
+  it('a publish on one instance reaches the members on every instance, exactly once each', async () => {
+    const ch = uniq('cl');
+    const pubUser = uniqUser('pub');
+    const a1 = await connect(A, { sub: pubUser });
+    const a2 = await connect(A, { transports: ['websocket'] });
+    const b1 = await connect(B, { transports: ['websocket'] });
+    const c1 = await connect(C);
+    const c2 = await connect(C, { transports: ['websocket'] }); // not a member
+    const socks = [a1, a2, b1, c1];
+    const recs = socks.map((s) => record(s, 'event'));
+    const outsider = record(c2, 'event');
+    for (const s of socks) assert.equal((await ack(s, 'join', ch)).ok, true);
+    const res = await ack(a1, 'publish', { channel: ch, event: 'msg', data: { n: 1 } });
+    assert.equal(res.ok, true, JSON.stringify(res));
+    await until(() => recs.every((r) => r.length >= 1), () => `every member gets it: ${JSON.stringify(recs.map((r) => r.length))}`);
+    await sleep(400);
+    for (const [i, r] of recs.entries()) {
+      assert.equal(r.length, 1, `socket ${socks[i].id} got ${r.length} copies: ${JSON.stringify(r)}`);
+      checkEvent(r[0], { channel: ch, event: 'msg', data: { n: 1 }, from: { socketId: a1.id, userId: pubUser } });
+      assert.equal(r[0].id, res.id);
+    }
+    assert.equal(outsider.length, 0, 'a socket that is not a member gets nothing');
+
+    // and from the other direction: a non-member publisher on C
+    const res2 = await ack(c2, 'publish', { channel: ch, event: 'msg', data: { n: 2 } });
+    assert.equal(res2.ok, true);
+    await until(() => recs.every((r) => r.length >= 2), 'the second publish reaches every member');
+    await sleep(300);
+    assert.deepEqual(recs.map((r) => r.length), [2, 2, 2, 2]);
+    assert.equal(outsider.length, 0, 'the non-member publisher gets nothing');
+  });
+
+  it('a REST broadcast on one instance reaches the members on every instance', async () => {
+    const ch = uniq('clrest');
+    const a1 = await connect(A);
+    const b1 = await connect(B, { transports: ['websocket'] });
+    const c1 = await connect(C);
+    const socks = [a1, b1, c1];
+    const recs = socks.map((s) => record(s, 'event'));
+    for (const s of socks) await ack(s, 'join', ch);
+    const r = await api(B, 'POST', '/api/socket/broadcast', { channel: ch, event: 'notice', data: { hi: true } });
+    assert.equal(r.status, 202, `broadcast status ${r.status}: ${r.text}`);
+    assert.equal(r.json?.ok, true);
+    await until(() => recs.every((x) => x.length >= 1), () => `every member gets the broadcast: ${JSON.stringify(recs.map((x) => x.length))}`);
+    await sleep(300);
+    for (const x of recs) {
+      assert.equal(x.length, 1);
+      checkEvent(x[0], { channel: ch, event: 'notice', data: { hi: true }, from: null });
+      assert.equal(x[0].id, r.json.id);
+    }
+  });
+
+  it('direct messages cross instances; not_found for an unknown socket of a live instance and for an unknown instance', async () => {
+    const ua = uniqUser('da');
+    const a1 = await connect(A, { sub: ua });
+    const b1 = await connect(B, { transports: ['websocket'] });
+    const c1 = await connect(C);
+    const rb = record(b1, 'event');
+    const rc = record(c1, 'event');
+    const res = await ack(a1, 'direct', { to: c1.id, event: 'dm', data: { x: 1 } });
+    assert.equal(res.ok, true, JSON.stringify(res));
+    await until(() => rc.length === 1, 'c1 gets the direct');
+    checkEvent(rc[0], { channel: null, to: c1.id, event: 'dm', data: { x: 1 }, from: { socketId: a1.id, userId: ua } });
+    assert.equal(rc[0].id, res.id);
+
+    const res2 = await ack(c1, 'direct', { to: b1.id, event: 'dm', data: 'back' });
+    assert.equal(res2.ok, true, JSON.stringify(res2));
+    await until(() => rb.length === 1, 'b1 gets the direct');
+    checkEvent(rb[0], { channel: null, to: b1.id, event: 'dm', data: 'back' });
+
+    // ids that look right but name no connected socket
+    const [inst, shard] = [C.id, 1];
+    for (const to of [`${inst}-${shard}-fffff`, `${inst}-0-fffff`, `${inst}-9-1`, `nosuch${rand()}-0-1`]) {
+      const r = await ack(a1, 'direct', { to, event: 'dm', data: null });
+      assert.ok(isErr(r, 'not_found'), `direct to ${to}: ${JSON.stringify(r)}`);
+    }
+    await sleep(200);
+    assert.equal(rb.length + rc.length, 2, 'nothing else delivered');
+  });
+
+  it('presence join/leave reach members on every instance; join acks and members acks count the cluster', async () => {
+    const ch = uniq('clpres');
+    const users = [uniqUser('pa'), uniqUser('pb'), uniqUser('pc')];
+    const info = { name: 'Cee' };
+    const a1 = await connect(A, { sub: users[0] });
+    const b1 = await connect(B, { sub: users[1], transports: ['websocket'] });
+    const c1 = await connect(C, { sub: users[2], claims: { info } });
+    const [ra, rb, rc] = [a1, b1, c1].map((s) => record(s, 'presence'));
+    assert.deepEqual(await ack(a1, 'join', ch), { ok: true, channel: ch, members: 1 });
+    assert.deepEqual(await ack(b1, 'join', ch), { ok: true, channel: ch, members: 2 });
+    assert.deepEqual(await ack(c1, 'join', { channel: ch }), { ok: true, channel: ch, members: 3 });
+    const joins = (r, s) => count(r, (p) => p.type === 'join' && p.member?.socketId === s.id);
+    await until(() => joins(ra, b1) === 1 && joins(ra, c1) === 1 && joins(rb, c1) === 1 && joins(rc, c1) === 1,
+      () => `joins arrive: a=${JSON.stringify(ra)} b=${JSON.stringify(rb)}`);
+    const pc = ra.find((p) => p.type === 'join' && p.member.socketId === c1.id);
+    assert.equal(pc.channel, ch);
+    assert.equal(pc.member.userId, users[2]);
+    assert.deepEqual(pc.member.info, info);
+
+    for (const s of [a1, b1, c1]) {
+      const m = await ack(s, 'members', ch);
+      assert.equal(m.ok, true);
+      assert.deepEqual(sids(m.members), sids([a1, b1, c1].map((x) => ({ socketId: x.id }))), `members from ${s.id}: ${JSON.stringify(m)}`);
+      const mc = m.members.find((x) => x.socketId === c1.id);
+      assert.equal(mc.userId, users[2]);
+      assert.deepEqual(mc.info, info);
+      assert.equal(typeof mc.joinedAt, 'number');
+      assert.equal(m.members.find((x) => x.socketId === a1.id).info, null);
+    }
+
+    // leave on B reaches A and C
+    await ack(b1, 'leave', ch);
+    const leaves = (r, s) => count(r, (p) => p.type === 'leave' && p.member?.socketId === s.id);
+    await until(() => leaves(ra, b1) === 1 && leaves(rc, b1) === 1, 'a and c see b leave');
+    // a disconnect on C reaches A (socket.io-client forgets socket.id on disconnect: keep it)
+    const c1gone = { id: c1.id };
+    c1.close();
+    await until(() => leaves(ra, c1gone) === 1, 'a sees c disconnect');
+    await until(async () => (await ack(a1, 'members', ch)).members.length === 1, 'members shrinks to a1 alone');
+    assert.equal(leaves(rb, c1gone), 0, 'b, no longer a member, gets no leave');
+  });
+
+  it('echo:false skips every socket of the publisher\'s user on every instance', async () => {
+    const ch = uniq('clecho');
+    const u = uniqUser('echo');
+    const u1 = await connect(A, { sub: u });
+    const u2 = await connect(B, { sub: u, transports: ['websocket'] });
+    const u3 = await connect(C, { sub: u });
+    const o = await connect(C, { transports: ['websocket'] });
+    const [r1, r2, r3, ro] = [u1, u2, u3, o].map((s) => record(s, 'event'));
+    for (const s of [u1, u2, u3, o]) await ack(s, 'join', ch);
+    assert.equal((await ack(u1, 'publish', { channel: ch, event: 'quiet', data: 1, echo: false })).ok, true);
+    await until(() => ro.length === 1, 'the other user gets it');
+    // marker from the other user: once it arrives everywhere, the first publish would have too
+    await ack(o, 'publish', { channel: ch, event: 'marker', data: 2 });
+    await until(() => [r1, r2, r3].every((r) => r.some((e) => e.event === 'marker')), 'marker arrives');
+    for (const r of [r1, r2, r3]) {
+      assert.deepEqual(r.map((e) => e.event), ['marker'], `the publisher's user got ${JSON.stringify(r)}`);
+    }
+  });
+
+  it('1,000 messages from one publisher on A reach a subscriber on B in order, none lost', async () => {
+    const ch = uniq('clorder');
+    const pub = await connect(A); // default transports
+    const member = await connect(B, { transports: ['websocket'] });
+    const subscriber = await connect(B);
+    await ack(member, 'join', ch);
+    const s = await ack(subscriber, 'subscribe', { topic: ch });
+    assert.equal(s.ok, true);
+    const got = [];
+    const gotSub = [];
+    member.on('event', (e) => got.push(e.data.n));
+    subscriber.on('event', (e) => gotSub.push(e.data.n));
+    const N = 1000;
+    const acks = [];
+    for (let i = 0; i < N; i += 1) {
+      acks.push(ack(pub, 'publish', { channel: ch, event: 'seq', data: { n: i } }));
+      if (i % 100 === 99) await Promise.all(acks.splice(0));
+    }
+    await Promise.all(acks);
+    await until(() => got.length >= N && gotSub.length >= N, () => `all ${N} arrive (member ${got.length}, subscription ${gotSub.length})`, 20000);
+    await sleep(200);
+    const want = Array.from({ length: N }, (_, i) => i);
+    assert.deepEqual(got, want, 'member: every message once, in order');
+    assert.deepEqual(gotSub, want, 'subscription: every message once, in order');
+  });
+
+  it('an instance with no members or subscriptions in a channel receives none of its traffic', async () => {
+    const ch = uniq('clinterest');
+    const a1 = await connect(A);
+    const b1 = await connect(B, { transports: ['websocket'] });
+    const c1 = await connect(C); // connected to C, but not in the channel
+    await ack(a1, 'join', ch);
+    await ack(b1, 'join', ch);
+    const rb = record(b1, 'event');
+    const rc = record(c1, 'event');
+    await sleep(300); // let the presence traffic of the joins settle
+    const [b0, c0] = [await requireMetric(B, MSG_METRIC), await requireMetric(C, MSG_METRIC)];
+    const N = 100;
+    const acks = [];
+    for (let i = 0; i < N; i += 1) acks.push(ack(a1, 'publish', { channel: ch, event: 'x', data: i }));
+    await Promise.all(acks);
+    await until(() => rb.length >= N, () => `B's member gets all ${N} (${rb.length})`);
+    await sleep(500);
+    const [b1n, c1n] = [await requireMetric(B, MSG_METRIC), await requireMetric(C, MSG_METRIC)];
+    assert.ok(b1n - b0 >= N, `B received ${b1n - b0} messages from Redis, want >= ${N}`);
+    assert.ok(c1n - c0 < 5, `C, with no interest in ${ch}, received ${c1n - c0} messages from Redis`);
+    assert.equal(rc.length, 0);
+  });
+
+  it('an instance killed with SIGKILL leaves members, channels and connections within 15 s', async () => {
+    const D = await startNode(`d${rand()}`, prefix);
+    nodes.push(D);
+    await until(async () => (await readyz(D)).status === 200, 'D ready');
+    const ch = uniq('clkill');
+    const a1 = await connect(A);
+    const d1 = await connect(D);
+    const d2 = await connect(D, { transports: ['websocket'] });
+    await ack(a1, 'join', ch);
+    await ack(d1, 'join', ch);
+    assert.equal((await ack(d2, 'join', ch)).members, 3);
+    const ra = record(a1, 'event');
+
+    // D is in every view first
+    const m0 = await ack(a1, 'members', ch);
+    assert.deepEqual(sids(m0.members), [a1.id, d1.id, d2.id].sort());
+    const views = async () => {
+      const [chs, mem, conns] = await Promise.all([
+        api(A, 'GET', `/api/socket/channels?prefix=${encodeURIComponent(ch)}`),
+        api(B, 'GET', `/api/socket/channels/${encodeURIComponent(ch)}/members`),
+        api(C, 'GET', '/api/socket/connections'),
+      ]);
+      return { chs, mem, conns };
+    };
+    let last = null;
+    let v = await until(async () => {
+      last = await views();
+      return last.conns.json?.instances?.some((i) => i.id === D.id) && last.chs.json?.channels?.[0]?.members === 3 ? last : null;
+    }, () => `REST views show D: ${JSON.stringify(last)}`, 5000).catch((e) => e);
+    const restOk = !(v instanceof Error);
+    if (restOk) {
+      assert.equal(v.mem.json.members.length, 3, JSON.stringify(v.mem.json));
+      const di = v.conns.json.instances.find((i) => i.id === D.id);
+      assert.equal(di.connections, 2, JSON.stringify(v.conns.json));
+    }
+
+    const d1id = d1.id; // socket.io-client forgets socket.id on disconnect
+    D.proc.kill('SIGKILL');
+    const t0 = Date.now();
+    let lastM = null;
+    await until(async () => {
+      const m = await ack(a1, 'members', ch);
+      lastM = m;
+      return m.ok && m.members.length === 1 && m.members[0].socketId === a1.id;
+    }, () => `D's members leave the members ack: ${JSON.stringify(lastM)}`, 15000);
+    const tMembers = Date.now() - t0;
+    assert.equal((await ack(a1, 'join', ch)).members, 1, 'join ack counts only live instances');
+    const dead = await ack(a1, 'direct', { to: d1id, event: 'dm', data: null });
+    assert.ok(isErr(dead, 'not_found'), `direct to a dead instance's socket: ${JSON.stringify(dead)}`);
+    // publishing still works for the survivors
+    await ack(a1, 'publish', { channel: ch, event: 'after', data: null });
+    await until(() => ra.length === 1, 'a1 still gets its own channel traffic');
+
+    if (v instanceof Error) throw v; // REST views never showed D: report it after the socket checks
+    await until(async () => {
+      v = await views();
+      return v.chs.json?.channels?.[0]?.members === 1 && v.mem.json?.members?.length === 1
+        && !v.conns.json?.instances?.some((i) => i.id === D.id);
+    }, () => `REST views drop D: ${JSON.stringify(v)}`, Math.max(1000, 15000 - (Date.now() - t0)));
+    assert.ok(Date.now() - t0 <= 15000);
+    console.log(`# killed instance left the members view after ${tMembers} ms, every view after ${Date.now() - t0} ms`);
+  });
+});
+
+describe('cluster: Redis stopped and restarted mid-traffic', () => {
+  const prefix = `t${rand()}`;
+  let redis; let E; let F;
+
+  before(async () => {
+    redis = await startRedis(await freePort());
+    [E, F] = await Promise.all([startNode(`e${rand()}`, prefix, redis.url), startNode(`f${rand()}`, prefix, redis.url)]);
+    for (const n of [E, F]) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
+  });
+  after(async () => {
+    await Promise.all([E?.stop(), F?.stop()]);
+    await redis?.kill();
+  });
+
+  it('no crash, local delivery throughout, /readyz 503 then 200, cross-instance delivery and presence back within 5 s', async () => {
+    const ch = uniq('cloutage');
+    const ch2 = uniq('cloutage2');
+    const e1 = await connect(E);
+    const e2 = await connect(E, { transports: ['websocket'] });
+    const f1 = await connect(F, { transports: ['websocket'] });
+    const f2 = await connect(F);
+    for (const s of [e1, e2, f1]) await ack(s, 'join', ch);
+    await ack(f2, 'join', ch2); // E has no interest in ch2 yet
+    const re2 = []; const rf1 = []; const re1 = [];
+    e2.on('event', (e) => { if (e.from?.socketId === e1.id) re2.push({ n: e.data, at: Date.now() }); });
+    f1.on('event', (e) => { if (e.from?.socketId === e1.id) rf1.push({ n: e.data, at: Date.now() }); });
+    e1.on('event', (e) => { if (e.from?.socketId === f1.id) re1.push({ n: e.data, at: Date.now() }); });
+
+    // steady traffic both ways
+    let n = 0;
+    let stop = false;
+    const traffic = (async () => {
+      while (!stop) {
+        n += 1;
+        e1.emit('publish', { channel: ch, event: 'tick', data: n });
+        f1.emit('publish', { channel: ch, event: 'tock', data: n });
+        await sleep(50);
+      }
+    })();
+    try {
+      await until(() => rf1.length >= 5 && re1.length >= 5 && re2.length >= 5, 'traffic flows both ways before the outage');
+
+      await redis.kill('SIGKILL');
+      const tDown = Date.now();
+      for (const s of [E, F]) {
+        const r = await until(async () => { const x = await readyz(s); return x.status === 503 ? x : null; }, `${s.id} /readyz says 503`, 10000);
+        assert.equal(r.body?.status, 'unavailable', JSON.stringify(r.body));
+        assert.equal(typeof r.body?.reason, 'string');
+        assert.ok(r.body.reason.length > 0);
+      }
+      // local delivery during the outage
+      const localBefore = re2.length;
+      await sleep(1500);
+      assert.ok(re2.length - localBefore >= 10, `E's own member keeps receiving E's publishes during the outage (${re2.length - localBefore} in 1.5 s)`);
+      assert.ok(alive(E.proc) && alive(F.proc), 'both instances alive');
+      // members ack and join during the outage answer from the local view
+      const m = await ack(e2, 'members', ch);
+      assert.equal(m.ok, true, JSON.stringify(m));
+      assert.ok(m.members.some((x) => x.socketId === e1.id), JSON.stringify(m));
+      const e3 = await connect(E);
+      const re3 = record(e3, 'event');
+      const j = await ack(e3, 'join', ch2);
+      assert.equal(j.ok, true, JSON.stringify(j));
+      const direct = await ack(e1, 'direct', { to: f1.id, event: 'dm', data: null });
+      assert.equal(direct.ok, false, `a direct to another instance cannot cross during the outage: ${JSON.stringify(direct)}`);
+      const pubDown = await ack(e1, 'publish', { channel: ch, event: 'tick', data: -1 });
+      assert.equal(pubDown.ok, true, 'a publish still succeeds locally');
+      console.log(`# outage: ${Date.now() - tDown} ms`);
+
+      // Redis back on the same port (empty: no persistence)
+      redis = await startRedis(redis.port);
+      const tUp = Date.now();
+      const fBefore = rf1.length;
+      const eBefore = re1.length;
+      await until(() => rf1.length > fBefore && re1.length > eBefore, 'cross-instance delivery resumes both ways', 5000);
+      const tCross = Date.now() - tUp;
+      // a topic of interest gained during the outage is subscribed too
+      await until(async () => {
+        await ack(f2, 'publish', { channel: ch2, event: 'late', data: null });
+        return re3.some((e) => e.event === 'late');
+      }, 'a channel joined during the outage gets cross-instance traffic', Math.max(500, 5000 - (Date.now() - tUp)));
+      for (const s of [E, F]) {
+        await until(async () => (await readyz(s)).status === 200, `${s.id} /readyz 200 again`, Math.max(500, 5000 - (Date.now() - tUp)));
+      }
+      // presence rewritten into the empty Redis: cluster-wide again
+      const want = [e1.id, e2.id, f1.id].sort();
+      let lastMs = null;
+      await until(async () => {
+        const [me, mf] = await Promise.all([ack(e1, 'members', ch), ack(f1, 'members', ch)]);
+        lastMs = { E: me, F: mf };
+        return me.ok && mf.ok && JSON.stringify(sids(me.members)) === JSON.stringify(want)
+          && JSON.stringify(sids(mf.members)) === JSON.stringify(want);
+      }, () => `members cluster-wide again: ${JSON.stringify(lastMs)}`, 5000);
+      assert.equal((await ack(f2, 'join', ch2)).members, 2, 'join ack counts E\'s member joined during the outage');
+      const d2 = await ack(e1, 'direct', { to: f1.id, event: 'dm', data: null });
+      assert.equal(d2.ok, true, `direct crosses again: ${JSON.stringify(d2)}`);
+      console.log(`# cross-instance delivery back ${tCross} ms after Redis restarted`);
+      assert.ok(alive(E.proc) && alive(F.proc), 'both instances alive');
+    } finally {
+      stop = true;
+      await traffic;
+    }
+  });
+});
