@@ -59,6 +59,76 @@ function redisPing(url, timeout = 2000) {
   });
 }
 
+/** Parses one RESP reply from buf; returns [value, rest] or null when incomplete. */
+function parseResp(buf) {
+  const nl = buf.indexOf('\r\n');
+  if (nl < 0) return null;
+  const head = buf[0];
+  const line = buf.slice(1, nl);
+  const rest = buf.slice(nl + 2);
+  if (head === '+') return [line, rest];
+  if (head === '-') return [new Error(line), rest];
+  if (head === ':') return [Number(line), rest];
+  if (head === '$') {
+    const n = Number(line);
+    if (n < 0) return [null, rest];
+    if (Buffer.byteLength(rest) < n + 2) return null;
+    return [rest.slice(0, n), rest.slice(n + 2)];
+  }
+  if (head === '*') {
+    const n = Number(line);
+    const out = [];
+    let r = rest;
+    for (let i = 0; i < n; i += 1) {
+      const x = parseResp(r);
+      if (!x) return null;
+      out.push(x[0]);
+      [, r] = x;
+    }
+    return [out, r];
+  }
+  throw new Error(`bad RESP: ${JSON.stringify(buf.slice(0, 80))}`);
+}
+
+/** Runs one Redis command (ASCII arguments) on a fresh connection and resolves with its reply. */
+function redisCmd(url, ...args) {
+  const u = new URL(url);
+  const enc = (a) => `*${a.length}\r\n${a.map((x) => `$${Buffer.byteLength(String(x))}\r\n${x}\r\n`).join('')}`;
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: u.hostname || '127.0.0.1', port: Number(u.port || 6379) });
+    let buf = '';
+    let replies = [];
+    const cmds = [];
+    if (u.password) cmds.push(u.username ? ['AUTH', decodeURIComponent(u.username), decodeURIComponent(u.password)] : ['AUTH', decodeURIComponent(u.password)]);
+    cmds.push(args);
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`Redis ${args[0]} timed out`)); }, 3000);
+    s.on('connect', () => s.write(cmds.map(enc).join('')));
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      for (;;) {
+        const x = parseResp(buf);
+        if (!x) break;
+        replies.push(x[0]);
+        [, buf] = x;
+      }
+      if (replies.length === cmds.length) {
+        clearTimeout(t);
+        s.destroy();
+        const last = replies[replies.length - 1];
+        replies = [];
+        if (last instanceof Error) reject(last); else resolve(last);
+      }
+    });
+    s.on('error', (e) => { clearTimeout(t); reject(e); });
+  });
+}
+
+/** How many connections are SUBSCRIBEd to a pub/sub channel. */
+async function numsub(url, topic) {
+  const r = await redisCmd(url, 'PUBSUB', 'NUMSUB', topic);
+  return Number(r[1]);
+}
+
 async function requireRedis(url) {
   try {
     await redisPing(url);
@@ -323,7 +393,8 @@ describe('cluster: three instances on one Redis', () => {
     assert.equal(s.ok, true);
     const got = [];
     const gotSub = [];
-    member.on('event', (e) => got.push(e.data.n));
+    const ids = [];
+    member.on('event', (e) => { got.push(e.data.n); ids.push(e.id); });
     subscriber.on('event', (e) => gotSub.push(e.data.n));
     const N = 1000;
     const acks = [];
@@ -337,6 +408,9 @@ describe('cluster: three instances on one Redis', () => {
     const want = Array.from({ length: N }, (_, i) => i);
     assert.deepEqual(got, want, 'member: every message once, in order');
     assert.deepEqual(gotSub, want, 'subscription: every message once, in order');
+    for (let i = 1; i < N; i += 1) {
+      assert.ok(Buffer.compare(Buffer.from(ids[i - 1]), Buffer.from(ids[i])) < 0, `ids sort in publish order: ${ids[i - 1]} then ${ids[i]}`);
+    }
   });
 
   it('an instance with no members or subscriptions in a channel receives none of its traffic', async () => {
@@ -360,6 +434,111 @@ describe('cluster: three instances on one Redis', () => {
     assert.ok(b1n - b0 >= N, `B received ${b1n - b0} messages from Redis, want >= ${N}`);
     assert.ok(c1n - c0 < 5, `C, with no interest in ${ch}, received ${c1n - c0} messages from Redis`);
     assert.equal(rc.length, 0);
+  });
+
+  it('prefix subscriptions and filters match across instances; exact+pattern interest on one instance delivers once', async () => {
+    const base = `${uniq('clsub')}[x]?`; // glob characters must match literally
+    const ch = `${base}room`;
+    const lookalike = `${base.slice(0, -4)}x1room`; // what an unescaped glob "…[x]?*" would match
+    const pub = await connect(A);
+    const m = await connect(B, { transports: ['websocket'] });
+    const both = await connect(B);
+    const sub = await connect(C);
+    const sub2 = await connect(C, { transports: ['websocket'] });
+    await ack(m, 'join', ch);
+    await ack(both, 'join', ch);
+    const sBoth = await ack(both, 'subscribe', { topic: `${base}*` });
+    const sSub = await ack(sub, 'subscribe', { topic: `${base}*`, filter: { event: 'keep' } });
+    const sSub2 = await ack(sub2, 'subscribe', { topic: ch, filter: { where: { k: 1 } } });
+    for (const r of [sBoth, sSub, sSub2]) assert.equal(r.ok, true, JSON.stringify(r));
+    const [rm, rboth, rsub, rsub2] = [m, both, sub, sub2].map((x) => record(x, 'event'));
+    await ack(pub, 'publish', { channel: lookalike, event: 'keep', data: { k: 1 } });
+    await ack(pub, 'publish', { channel: ch, event: 'keep', data: { k: 1 } });
+    await ack(pub, 'publish', { channel: ch, event: 'drop', data: { k: 2 } });
+    await ack(pub, 'publish', { channel: ch, event: 'marker', data: { k: 1 } });
+    await until(() => rm.length >= 3 && rboth.length >= 6 && rsub.length >= 1 && rsub2.length >= 2,
+      () => `deliveries: m ${rm.length} both ${rboth.length} sub ${rsub.length} sub2 ${rsub2.length}`);
+    await sleep(400);
+    assert.deepEqual(rm.map((e) => e.event), ['keep', 'drop', 'marker'], 'member');
+    const bothMember = rboth.filter((e) => !('subscriptionId' in e));
+    const bothSub = rboth.filter((e) => e.subscriptionId === sBoth.subscriptionId);
+    assert.deepEqual(bothMember.map((e) => e.event), ['keep', 'drop', 'marker'], `member+subscriber, membership: ${JSON.stringify(rboth)}`);
+    assert.deepEqual(bothSub.map((e) => e.event), ['keep', 'drop', 'marker'], `member+subscriber, subscription: ${JSON.stringify(rboth)}`);
+    assert.equal(rboth.length, 6, `no duplicates: ${JSON.stringify(rboth)}`);
+    assert.deepEqual(rsub.map((e) => [e.channel, e.event, e.subscriptionId]), [[ch, 'keep', sSub.subscriptionId]], 'event filter, prefix topic');
+    assert.deepEqual(rsub2.map((e) => [e.event, e.subscriptionId]), [['keep', sSub2.subscriptionId], ['marker', sSub2.subscriptionId]], 'where filter, exact topic');
+    checkEvent(rsub2[0], { channel: ch, event: 'keep', data: { k: 1 }, subscriptionId: sSub2.subscriptionId, from: { socketId: pub.id, userId: rsub2[0].from.userId } });
+  });
+
+  it('binary attachments cross instances in publishes and directs', async () => {
+    const ch = uniq('clbin');
+    const a1 = await connect(A);
+    const b1 = await connect(B, { transports: ['websocket'] });
+    const c1 = await connect(C);
+    await ack(b1, 'join', ch);
+    const rb = record(b1, 'event');
+    const rc = record(c1, 'event');
+    const blob = Buffer.from([0, 1, 2, 253, 254, 255]);
+    assert.equal((await ack(a1, 'publish', { channel: ch, event: 'bin', data: { name: 'x', blob, list: [blob, 1] } })).ok, true);
+    assert.equal((await ack(a1, 'direct', { to: c1.id, event: 'bin', data: blob })).ok, true);
+    await until(() => rb.length === 1 && rc.length === 1, 'both arrive');
+    assert.equal(rb[0].data.name, 'x');
+    assert.ok(Buffer.from(rb[0].data.blob).equals(blob), `publish blob: ${JSON.stringify(rb[0].data)}`);
+    assert.ok(Buffer.from(rb[0].data.list[0]).equals(blob));
+    assert.equal(rb[0].data.list[1], 1);
+    assert.ok(Buffer.from(rc[0].data).equals(blob), `direct blob: ${JSON.stringify(rc[0].data)}`);
+  });
+
+  it('interest: an instance SUBSCRIBEs in Redis on its first local member and UNSUBSCRIBEs after its last', async () => {
+    // Counted with PUBSUB NUMSUB on the channel's topic (the lead's naming: <prefix>:ch:<channel>).
+    const ch = uniq('clnumsub');
+    const topic = `${prefix}:ch:${ch}`;
+    const a1 = await connect(A);
+    const a2 = await connect(A, { transports: ['websocket'] });
+    const b1 = await connect(B);
+    await connect(C); // connected, never a member
+    assert.equal(await numsub(REDIS_URL, topic), 0);
+    await ack(a1, 'join', ch);
+    assert.equal(await numsub(REDIS_URL, topic), 1, 'subscribed once the join is acked');
+    await ack(a2, 'join', ch); // same instance: no second subscription
+    await ack(b1, 'join', ch);
+    assert.equal(await numsub(REDIS_URL, topic), 2, 'one subscription per interested instance');
+    await ack(b1, 'leave', ch);
+    await until(async () => (await numsub(REDIS_URL, topic)) === 1, 'B unsubscribes after its last member leaves');
+    await ack(a1, 'leave', ch);
+    await sleep(200);
+    assert.equal(await numsub(REDIS_URL, topic), 1, 'A keeps its subscription while a2 is a member');
+    a2.close();
+    await until(async () => (await numsub(REDIS_URL, topic)) === 0, 'A unsubscribes after its last member disconnects');
+  });
+
+  it('clusters with other prefixes on the same Redis are isolated', async () => {
+    const X = await startNode(`x${rand()}`, `t${rand()}`);
+    nodes.push(X);
+    try {
+      await until(async () => (await readyz(X)).status === 200, 'X ready');
+      const ch = uniq('cliso');
+      const a1 = await connect(A);
+      const b1 = await connect(B);
+      const x1 = await connect(X);
+      await ack(a1, 'join', ch);
+      await ack(b1, 'join', ch);
+      assert.equal((await ack(x1, 'join', ch)).members, 1, 'the other cluster\'s members do not count');
+      const [ra, rx] = [a1, x1].map((s) => record(s, 'event'));
+      const rb = record(b1, 'event');
+      await ack(a1, 'publish', { channel: ch, event: 'mine', data: null });
+      await ack(x1, 'publish', { channel: ch, event: 'theirs', data: null });
+      await until(() => rb.length === 1 && rx.length === 1, 'each cluster delivers its own');
+      await sleep(300);
+      assert.deepEqual(ra.map((e) => e.event), ['mine']);
+      assert.deepEqual(rb.map((e) => e.event), ['mine']);
+      assert.deepEqual(rx.map((e) => e.event), ['theirs']);
+      assert.deepEqual(sids((await ack(x1, 'members', ch)).members), [x1.id]);
+      assert.deepEqual(sids((await ack(b1, 'members', ch)).members), [a1.id, b1.id].sort());
+      assert.ok(isErr(await ack(x1, 'direct', { to: a1.id, event: 'dm', data: null }), 'not_found'));
+    } finally {
+      await X.stop();
+    }
   });
 
   it('an instance killed with SIGKILL leaves members, channels and connections within 15 s', async () => {
