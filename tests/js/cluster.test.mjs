@@ -470,6 +470,31 @@ describe('cluster: three instances on one Redis', () => {
     checkEvent(rsub2[0], { channel: ch, event: 'keep', data: { k: 1 }, subscriptionId: sSub2.subscriptionId, from: { socketId: pub.id, userId: rsub2[0].from.userId } });
   });
 
+  it('overlapping prefix subscriptions on an instance with no exact interest deliver once each', async () => {
+    // A fresh instance, so that its only Redis interest is the two patterns below.
+    const G = await startNode(`g${rand()}`, prefix);
+    nodes.push(G);
+    try {
+      await until(async () => (await readyz(G)).status === 200, 'G ready');
+      const base = uniq('clov');
+      const pub = await connect(A);
+      const s1 = await connect(G);
+      const s2 = await connect(G, { transports: ['websocket'] });
+      const id1 = (await ack(s1, 'subscribe', { topic: `${base}*` })).subscriptionId;
+      const id2 = (await ack(s2, 'subscribe', { topic: `${base}:x*` })).subscriptionId;
+      const id3 = (await ack(s2, 'subscribe', { topic: `${base}*` })).subscriptionId;
+      const [r1, r2] = [s1, s2].map((x) => record(x, 'event'));
+      await ack(pub, 'publish', { channel: `${base}:x1`, event: 'one', data: null });
+      await ack(pub, 'publish', { channel: `${base}:y1`, event: 'two', data: null });
+      await until(() => r1.length >= 2 && r2.length >= 3, () => `deliveries: s1 ${JSON.stringify(r1)} s2 ${JSON.stringify(r2)}`);
+      await sleep(400);
+      assert.deepEqual(r1.map((e) => [e.event, e.subscriptionId]), [['one', id1], ['two', id1]], `s1: ${JSON.stringify(r1)}`);
+      assert.deepEqual(r2.map((e) => [e.event, e.subscriptionId]).sort(), [['one', id2], ['one', id3], ['two', id3]].sort(), `s2: ${JSON.stringify(r2)}`);
+    } finally {
+      await G.stop();
+    }
+  });
+
   it('binary attachments cross instances in publishes and directs', async () => {
     const ch = uniq('clbin');
     const a1 = await connect(A);
