@@ -1,0 +1,172 @@
+// The admin page at /socket in real headless Chromium (Debian's `chromium`, driven by
+// playwright-core): sign in, see a channel real socket.io-client sockets joined with its member
+// count, open its members, broadcast to it (a connected client receives it), watch the connection
+// count change. Saves a screenshot to tests/artifacts/admin.png (not committed).
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { startServer, connect, ack, mint, uniq, waitFor, checkEvent, REPO_ROOT, ARRIVE_MS } from './fixture.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const API_KEY = 'admin-page-api-key-0123456789';
+const ARTIFACTS = path.join(REPO_ROOT, 'tests', 'artifacts');
+const T = { timeout: ARRIVE_MS };
+
+describe('admin page [shards=2, chromium]', { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}` }, () => {
+  let srv;
+  let browser;
+  before(async () => {
+    srv = await startServer({ shards: 2, extraArgs: ['--api-key', API_KEY] });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    });
+  });
+  after(async () => {
+    await browser?.close();
+    await srv?.stop();
+  });
+
+  async function openPage() {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e));
+    await page.goto(`${srv.url}/socket`);
+    return { context, page, errors };
+  }
+
+  const text = (page, sel) => page.locator(sel).textContent();
+  const num = async (page, sel) => Number((await text(page, sel)).replace(/,/g, ''));
+
+  it('refuses a wrong key, signs in with an admin token and keeps it for the tab', async () => {
+    const { context, page, errors } = await openPage();
+    await page.locator('#signin').waitFor({ state: 'visible', ...T });
+    await page.fill('#credential', 'wrong-key');
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForFunction(() => document.getElementById('signin-error').textContent.includes('Refused'), null, T);
+    assert.equal(await page.locator('#app').isHidden(), true);
+    await page.fill('#credential', mint({ role: 'admin' }));
+    await page.click('#signin-form button[type=submit]');
+    await page.locator('#app').waitFor({ state: 'visible', ...T });
+    await page.reload();
+    await page.locator('#app').waitFor({ state: 'visible', ...T });
+    await page.click('#signout');
+    await page.locator('#signin').waitFor({ state: 'visible', ...T });
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+
+  it('shows channels, members, live connections; broadcasts to a connected client', async () => {
+    const { context, page, errors } = await openPage();
+    await page.fill('#credential', API_KEY);
+    await page.click('#signin-form button[type=submit]');
+    await page.locator('#app').waitFor({ state: 'visible', ...T });
+    await page.waitForFunction(() => /^\d/.test(document.getElementById('conn-total').textContent), null, T);
+    const before = await num(page, '#conn-total');
+
+    // Three real sockets; two join the channel.
+    const ch = uniq('admin');
+    const alice = await connect(srv, { sub: 'alice', claims: { info: { name: 'Alice' } } });
+    const bob = await connect(srv, { sub: 'bob' });
+    const carol = await connect(srv, { sub: 'carol' });
+    await ack(alice, 'join', ch);
+    await ack(bob, 'join', ch);
+    await page.waitForFunction((n) => Number(document.getElementById('conn-total').textContent.replace(/,/g, '')) === n,
+      before + 3, T);
+    await page.waitForFunction(() => document.querySelectorAll('#instances tbody .shard-chip').length === 2, null, T);
+
+    // Find the channel by prefix; its member count shows.
+    await page.fill('#channel-filter', ch.split(':')[0] + ':');
+    const row = page.locator(`#channels tbody tr[data-channel="${ch}"]`);
+    await row.waitFor(T);
+    await page.waitForFunction((name) => {
+      const tr = document.querySelector(`#channels tbody tr[data-channel="${name}"]`);
+      return tr && tr.cells[1].textContent === '2';
+    }, ch, T);
+
+    // Its members.
+    await row.click();
+    await page.waitForFunction(() => document.querySelectorAll('#members tbody tr[data-socket-id]').length === 2, null, T);
+    const members = await page.locator('#members tbody tr[data-socket-id]').evaluateAll((trs) => trs.map((tr) => ({
+      socketId: tr.dataset.socketId, userId: tr.cells[0].textContent, info: tr.cells[2].textContent,
+    })));
+    members.sort((a, b) => a.userId.localeCompare(b.userId));
+    assert.deepEqual(members, [
+      { socketId: alice.id, userId: 'alice', info: '{"name":"Alice"}' },
+      { socketId: bob.id, userId: 'bob', info: '—' },
+    ]);
+    assert.equal(await page.inputValue('#bc-channel'), ch);
+
+    // Broadcast: a member receives it; the page shows the 202 answer.
+    const got = waitFor(bob, 'event', (e) => e.channel === ch);
+    await page.fill('#bc-event', 'notice');
+    await page.fill('#bc-data', '{"text": "from the admin page", "n": 42}');
+    await page.click('#bc-send');
+    const e = checkEvent(await got, { channel: ch, event: 'notice', data: { text: 'from the admin page', n: 42 }, from: null });
+    await page.waitForFunction(() => document.getElementById('bc-result').textContent.startsWith('202'), null, T);
+    assert.match(await text(page, '#bc-result'), new RegExp(`"id":"${e.id}"`));
+
+    // The events in / deliveries out rates move; the chart draws.
+    await ack(alice, 'publish', { channel: ch, event: 'chat', data: 'hi' });
+    await page.waitForFunction(() => Number(document.getElementById('rate-out').textContent.replace(/,/g, '')) > 0, null, T);
+    await page.waitForFunction(() => document.querySelectorAll('#chart-conn polyline, #chart-rate polyline').length === 3, null, T);
+
+    // Errors are shown: a reserved event name, then data that is not JSON.
+    await page.fill('#bc-event', 'connect');
+    await page.click('#bc-send');
+    await page.waitForFunction(() => document.getElementById('bc-result').textContent.includes('bad_request'), null, T);
+    await page.fill('#bc-event', 'notice');
+    await page.fill('#bc-data', '{nope');
+    await page.click('#bc-send');
+    await page.waitForFunction(() => document.getElementById('bc-result').textContent.includes('not JSON'), null, T);
+    await page.fill('#bc-data', '{"text": "Hello everyone!"}');
+
+    // More clients connect: the count follows.
+    const more = await Promise.all([0, 1, 2].map(() => connect(srv)));
+    await page.waitForFunction((n) => Number(document.getElementById('conn-total').textContent.replace(/,/g, '')) === n,
+      before + 6, T);
+    for (const s of more) s.close();
+    carol.close();
+    await page.waitForFunction((n) => Number(document.getElementById('conn-total').textContent.replace(/,/g, '')) === n,
+      before + 2, T);
+
+    await page.waitForTimeout(1500);
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'admin.png'), fullPage: true });
+    assert.deepEqual(errors, []);
+    alice.close();
+    bob.close();
+    await context.close();
+  });
+
+  it('stays usable with 10,000 channels: renders a page, filters by prefix', async () => {
+    const base = uniq('bulk');
+    const sockets = await Promise.all([0, 1, 2, 3].map(() => connect(srv, { transports: ['websocket'] })));
+    const names = Array.from({ length: 10000 }, (_, i) => `${base}:${String(i).padStart(5, '0')}`);
+    await Promise.all(sockets.map(async (s, k) => {
+      for (let i = k; i < names.length; i += sockets.length) {
+        // Joins are acked; keep a window of them in flight per socket.
+        if (i % 200 === k) await ack(s, 'join', names[i]);
+        else s.emit('join', names[i]);
+      }
+      await ack(s, 'join', names[k]);
+    }));
+    const { context, page, errors } = await openPage();
+    await page.fill('#credential', API_KEY);
+    await page.click('#signin-form button[type=submit]');
+    await page.locator('#app').waitFor({ state: 'visible', ...T });
+    await page.fill('#channel-filter', `${base}:`);
+    await page.waitForFunction(() => /showing 200 of 10,000/.test(document.getElementById('channels-note').textContent), null, { timeout: 30000 });
+    assert.equal(await page.locator('#channels tbody tr').count(), 200);
+    await page.click('#channels-more');
+    await page.waitForFunction(() => document.querySelectorAll('#channels tbody tr').length === 400, null, T);
+    await page.fill('#channel-filter', `${base}:0999`);
+    await page.waitForFunction(() => document.getElementById('channels-note').textContent === '10 channels', null, T);
+    assert.deepEqual(errors, []);
+    for (const s of sockets) s.close();
+    await context.close();
+  });
+});
