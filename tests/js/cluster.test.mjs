@@ -147,15 +147,16 @@ function freePort() {
 }
 
 /** A private redis-server on `port`; resolves once it answers PING. */
-async function startRedis(port) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+async function startRedis(port, { password } = {}) {
+  const extra = password ? ['--requirepass', password] : [];
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(proc);
   let out = '';
   proc.stdout.on('data', (d) => { out += d; if (out.length > 100_000) out = out.slice(-50_000); });
   proc.stderr.on('data', (d) => { out += d; });
   const spawnErr = new Promise((_, reject) => proc.once('error', (e) => reject(new Error(`cannot start redis-server (is it on PATH?): ${e.message}`))));
-  const url = `redis://127.0.0.1:${port}`;
+  const url = password ? `redis://:${encodeURIComponent(password)}@127.0.0.1:${port}` : `redis://127.0.0.1:${port}`;
   await Promise.race([spawnErr, until(async () => {
     if (!alive(proc)) throw new Error(`redis-server exited (${proc.exitCode ?? proc.signalCode}):\n${out}`);
     try { await redisPing(url, 500); return true; } catch { return false; }
@@ -653,6 +654,9 @@ describe('cluster: Redis stopped and restarted mid-traffic', () => {
     const f2 = await connect(F);
     for (const s of [e1, e2, f1]) await ack(s, 'join', ch);
     await ack(f2, 'join', ch2); // E has no interest in ch2 yet
+    const ep = await connect(E, { transports: ['websocket'] });
+    const pat = (await ack(ep, 'subscribe', { topic: `${ch}:*` })).subscriptionId; // a Redis pattern subscription
+    const rep = record(ep, 'event');
     const re2 = []; const rf1 = []; const re1 = [];
     e2.on('event', (e) => { if (e.from?.socketId === e1.id) re2.push({ n: e.data, at: Date.now() }); });
     f1.on('event', (e) => { if (e.from?.socketId === e1.id) rf1.push({ n: e.data, at: Date.now() }); });
@@ -711,6 +715,10 @@ describe('cluster: Redis stopped and restarted mid-traffic', () => {
         await ack(f2, 'publish', { channel: ch2, event: 'late', data: null });
         return re3.some((e) => e.event === 'late');
       }, 'a channel joined during the outage gets cross-instance traffic', Math.max(500, 5000 - (Date.now() - tUp)));
+      await until(async () => {
+        await ack(f2, 'publish', { channel: `${ch}:sub`, event: 'pat', data: null });
+        return rep.some((e) => e.event === 'pat' && e.subscriptionId === pat);
+      }, 'a prefix subscription made before the outage gets cross-instance traffic again', Math.max(500, 5000 - (Date.now() - tUp)));
       for (const s of [E, F]) {
         await until(async () => (await readyz(s)).status === 200, `${s.id} /readyz 200 again`, Math.max(500, 5000 - (Date.now() - tUp)));
       }
@@ -732,5 +740,41 @@ describe('cluster: Redis stopped and restarted mid-traffic', () => {
       stop = true;
       await traffic;
     }
+  });
+});
+
+describe('cluster: a Redis that requires a password', () => {
+  const prefix = `t${rand()}`;
+  const password = `pw-${rand()}`;
+  let redis; let P; let Q; let W;
+
+  before(async () => {
+    redis = await startRedis(await freePort(), { password });
+  });
+  after(async () => {
+    await Promise.all([P?.stop(), Q?.stop(), W?.stop()]);
+    await redis?.kill();
+  });
+
+  it('instances with the password in the URL form a cluster; a wrong password is reported by /readyz', async () => {
+    [P, Q] = await Promise.all([startNode(`p${rand()}`, prefix, redis.url), startNode(`q${rand()}`, prefix, redis.url)]);
+    for (const n of [P, Q]) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
+    const ch = uniq('clauth');
+    const p1 = await connect(P);
+    const q1 = await connect(Q, { transports: ['websocket'] });
+    await ack(p1, 'join', ch);
+    assert.equal((await ack(q1, 'join', ch)).members, 2);
+    const rq = record(q1, 'event');
+    await ack(p1, 'publish', { channel: ch, event: 'hello', data: null });
+    await until(() => rq.length === 1, 'the publish crosses');
+
+    W = await startNode(`w${rand()}`, prefix, `redis://:wrong-${rand()}@127.0.0.1:${redis.port}`);
+    const r = await until(async () => { const x = await readyz(W); return x.status === 503 ? x : null; }, 'wrong password: /readyz 503', 5000);
+    assert.equal(r.body?.status, 'unavailable');
+    assert.ok(typeof r.body?.reason === 'string' && r.body.reason.length > 0, JSON.stringify(r.body));
+    assert.ok(alive(W.proc), 'a wrong password does not stop the instance');
+    const w1 = await connect(W);
+    const j = await ack(w1, 'join', ch);
+    assert.deepEqual(j, { ok: true, channel: ch, members: 1 }, 'it serves its own sockets alone');
   });
 });
