@@ -161,15 +161,31 @@ pub struct ServeArgs {
     /// Bearer <key>`), accepted besides an admin JWT. Default: none.
     #[arg(long, env = "SOCKET_GATEWAY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Milliseconds a client has to connect a Socket.IO namespace after the
+    /// Engine.IO handshake before the session is closed.
+    #[arg(long, env = "SOCKET_GATEWAY_CONNECT_TIMEOUT", default_value_t = 45_000)]
+    pub connect_timeout: u64,
 }
 
+/// The official suites' server options as defaults: pingInterval 300,
+/// pingTimeout 200, maxPayload 1000000, CORS `*`, connectTimeout 1000.
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("ping_interval", |a| a.default_value("300")),
+    mut_arg("ping_timeout", |a| a.default_value("200")),
+    mut_arg("max_payload", |a| a.default_value("1000000")),
+    mut_arg("cors_origin", |a| a.default_value("*"))
+)]
 pub struct SuiteArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Socket.IO path.
+    /// Socket.IO path (the plain Engine.IO echo server is on `/engine.io/`).
     #[arg(long, default_value = "/socket.io/")]
     pub path: String,
+    /// Milliseconds a client has to connect a Socket.IO namespace after the
+    /// Engine.IO handshake before the session is closed.
+    #[arg(long, default_value_t = 1_000)]
+    pub connect_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +256,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         verifier: None,
         ping_interval: Duration::from_millis(rt.ping_interval),
         ping_timeout: Duration::from_millis(rt.ping_timeout),
+        connect_timeout: Duration::from_secs(45),
         max_payload: rt.max_payload.max(64),
         send_queue: rt.send_queue.max(1),
         max_connections: rt.max_connections,
@@ -280,6 +297,7 @@ fn auth_config(j: &JwtArgs, generated: Option<&str>) -> Result<AuthConfig, Strin
 /// secret's ready tokens.
 pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String> {
     let mut cfg = base_config(&a.runtime, Mode::Gateway, &a.path)?;
+    cfg.connect_timeout = Duration::from_millis(a.connect_timeout.max(1));
     if let Some(url) = &a.cluster.redis_url {
         let c = &a.cluster;
         if c.heartbeat_interval == 0 || c.instance_expiry <= c.heartbeat_interval {
@@ -316,7 +334,9 @@ pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String
 }
 
 pub fn suite_config(a: &SuiteArgs) -> Result<Config, String> {
-    base_config(&a.runtime, Mode::ProtocolSuite, &a.path)
+    let mut cfg = base_config(&a.runtime, Mode::ProtocolSuite, &a.path)?;
+    cfg.connect_timeout = Duration::from_millis(a.connect_timeout.max(1));
+    Ok(cfg)
 }
 
 /// `socket-gateway token`: prints a token signed with `--jwt-secret`.

@@ -29,6 +29,9 @@ pub struct Config {
     pub verifier: Option<Verifier>,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// A session whose client has not connected a Socket.IO namespace
+    /// within this is closed (socket.io's `connectTimeout`).
+    pub connect_timeout: Duration,
     pub max_payload: usize,
     pub send_queue: usize,
     pub max_connections: usize,

@@ -99,20 +99,36 @@ pub async fn run_shard(
     }
 }
 
+/// Up to this many sessions on a shard, the sweeper wakes exactly when the
+/// next deadline is due instead of once per period.
+const PRECISE_SWEEP_MAX: usize = 1024;
+
 /// Sends PINGs, enforces PONG and token deadlines for every session of this
 /// shard, from one timer instead of one per session.
 async fn sweeper(ctx: Rc<ShardCtx>) {
     let cfg = &ctx.cfg;
     let period = (cfg.ping_interval.min(cfg.ping_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_millis(500));
+    let mut wait = period;
     loop {
-        shards::rt::sleep(period).await;
+        shards::rt::sleep(wait).await;
         let now = Instant::now();
         let now_secs = shards::now_ms() / 1000;
         let sessions: Vec<Rc<Session>> = ctx.sessions.borrow().values().cloned().collect();
+        // A few sessions: wake at the earliest deadline, so PINGs and
+        // timeouts are on time (the protocol suites count in 100 ms); many:
+        // one sweep per period.
+        let precise = sessions.len() <= PRECISE_SWEEP_MAX;
+        let mut next = now + period;
         for s in sessions {
             s.tick(now, now_secs);
+            if precise && !s.is_ended() {
+                next = next.min(s.next_due());
+            }
         }
+        wait = next
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
     }
 }
 
@@ -202,7 +218,13 @@ async fn route(
     };
     let path = req.path.as_str();
     if path == cfg.path || path == cfg.path.trim_end_matches('/') {
-        return engine_io(ctx, stream, buf, req).await;
+        return engine_io(ctx, stream, buf, req, false).await;
+    }
+    if cfg.mode == crate::config::Mode::ProtocolSuite
+        && (path == "/engine.io/" || path == "/engine.io")
+    {
+        // The engine.io-protocol suite's plain Engine.IO echo server.
+        return engine_io(ctx, stream, buf, req, true).await;
     }
     if path.starts_with("/api/")
         || path == "/socket"
@@ -237,11 +259,13 @@ async fn route(
     .await
 }
 
+/// `raw`: a plain Engine.IO session without the Socket.IO layer.
 async fn engine_io(
     ctx: &Rc<ShardCtx>,
     stream: TcpStream,
     buf: Vec<u8>,
     req: Request,
+    raw: bool,
 ) -> Option<(TcpStream, Vec<u8>)> {
     let cfg = &ctx.cfg;
     let cors = cfg.cors_allow(req.origin.as_deref());
@@ -286,7 +310,7 @@ async fn engine_io(
         return reply(stream, buf, 0, false, err(400, 3, "Bad request")).await;
     }
     let Some(sid) = req.query_param("sid").map(|s| s.into_owned()) else {
-        return handshake(ctx, stream, buf, req, websocket).await;
+        return handshake(ctx, stream, buf, req, websocket, raw).await;
     };
     let shard = &ctx.shard;
     if let Some(owner) = session_owner(&sid).filter(|&o| o != shard.id() && o < shard.nr_shards()) {
@@ -300,9 +324,13 @@ async fn engine_io(
         return None;
     }
     let session = ctx.sessions.borrow().get(sid.as_str()).cloned();
-    let Some(session) = session else {
+    let Some(session) = session.filter(|s| s.check_deadlines(Instant::now())) else {
         return reply(stream, buf, 0, false, err(400, 1, "Session ID unknown")).await;
     };
+    if websocket && (session.websocket.get() || session.upgrading.get()) {
+        // Already carried by a websocket (or one is probing): refuse another.
+        return reply(stream, buf, 0, false, err(400, 3, "Bad request")).await;
+    }
     if websocket {
         ws::upgrade(session, stream, buf, req, true).await;
         return None;
@@ -329,6 +357,7 @@ async fn handshake(
     buf: Vec<u8>,
     req: Request,
     websocket: bool,
+    raw: bool,
 ) -> Option<(TcpStream, Vec<u8>)> {
     let cfg = &ctx.cfg;
     let cors = cfg.cors_allow(req.origin.as_deref());
@@ -352,7 +381,7 @@ async fn handshake(
         bearer: req.authorization.clone(),
         query_token: req.query_param("token").map(|t| t.into_owned()),
     };
-    let session = Session::new(ctx.clone(), new_sid(&ctx.shard), hs, websocket);
+    let session = Session::new(ctx.clone(), new_sid(&ctx.shard), hs, websocket, raw);
     ctx.sessions
         .borrow_mut()
         .insert(session.sid.clone(), session.clone());

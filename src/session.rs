@@ -45,8 +45,19 @@ pub struct Session {
     pub upgrading: Cell<bool>,
     /// A polling GET is waiting on this session.
     pub polling_busy: Cell<bool>,
+    /// When the next PING is due (a PONG schedules the next one).
     pub next_ping: Cell<Instant>,
+    /// Set when a PING is sent: the scheduled ping time + ping timeout.
     pub pong_deadline: Cell<Option<Instant>>,
+    /// Until a Socket.IO namespace connects: when the session is closed
+    /// for want of a CONNECT (`--connect-timeout`).
+    connect_deadline: Cell<Option<Instant>>,
+    /// A plain Engine.IO session (the engine.io-protocol suite's
+    /// `/engine.io/` path): no Socket.IO layer, message packets echoed.
+    pub raw: bool,
+    /// Websocket batches written so far (lets a protocol-suite handler
+    /// emit after the CONNECT ack went out on its own).
+    pub ws_flushes: Cell<u64>,
     /// The websocket's fd while its task owns the stream, so a session cut
     /// for a slow consumer can abort a write stuck on a full TCP buffer.
     pub ws_fd: Cell<Option<std::os::fd::RawFd>>,
@@ -60,9 +71,16 @@ pub struct Session {
 pub struct ProtocolViolation(pub &'static str);
 
 impl Session {
-    pub fn new(ctx: Rc<ShardCtx>, sid: Rc<str>, handshake: Handshake, websocket: bool) -> Rc<Self> {
+    pub fn new(
+        ctx: Rc<ShardCtx>,
+        sid: Rc<str>,
+        handshake: Handshake,
+        websocket: bool,
+        raw: bool,
+    ) -> Rc<Self> {
         let cfg = &ctx.cfg;
         cfg.open_sessions.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
         Rc::new(Session {
             sid,
             outbox: Rc::new(Outbox::new(cfg.send_queue)),
@@ -70,8 +88,11 @@ impl Session {
             websocket: Cell::new(websocket),
             upgrading: Cell::new(false),
             polling_busy: Cell::new(false),
-            next_ping: Cell::new(Instant::now() + cfg.ping_interval),
+            next_ping: Cell::new(now + cfg.ping_interval),
             pong_deadline: Cell::new(None),
+            connect_deadline: Cell::new((!raw).then(|| now + cfg.connect_timeout)),
+            raw,
+            ws_flushes: Cell::new(0),
             ws_fd: Cell::new(None),
             binary: RefCell::new(None),
             sockets: RefCell::new(Vec::new()),
@@ -125,7 +146,17 @@ impl Session {
         }
         match t {
             Eio::Pong => {
-                self.pong_deadline.set(None);
+                if self.pong_deadline.take().is_some() {
+                    self.next_ping
+                        .set(Instant::now() + self.ctx.cfg.ping_interval);
+                }
+                Ok(())
+            }
+            Eio::Message if self.raw => {
+                let mut s = String::with_capacity(1 + data.len());
+                s.push('4');
+                s.push_str(data);
+                self.send_text(s);
                 Ok(())
             }
             Eio::Message => self.on_message(data).await,
@@ -141,6 +172,10 @@ impl Session {
     /// A binary message from either transport: an attachment of the pending
     /// binary event, or a protocol violation.
     pub async fn on_binary(self: &Rc<Self>, data: Bytes) -> Result<(), ProtocolViolation> {
+        if self.raw {
+            self.outbox.push(Outgoing::Binary(data));
+            return Ok(());
+        }
         let complete = {
             let mut pending = self.binary.borrow_mut();
             let Some(asm) = pending.as_mut() else {
@@ -165,6 +200,7 @@ impl Session {
 
     async fn on_message(self: &Rc<Self>, text: &str) -> Result<(), ProtocolViolation> {
         let p = socketio::decode(text).map_err(|_| ProtocolViolation("bad socket.io packet"))?;
+        validate(&p)?;
         if p.kind.is_binary() && p.attachments > 0 {
             *self.binary.borrow_mut() = Some(BinaryAssembly::new(&p));
             return Ok(());
@@ -244,6 +280,7 @@ impl Session {
             NsSocket::Echo(id) => id.clone(),
         };
         self.sockets.borrow_mut().push((nsp.to_string(), socket));
+        self.connect_deadline.set(None);
         self.send_sio(
             Sio::Connect,
             nsp,
@@ -251,7 +288,23 @@ impl Session {
             Some(&format!("{{\"sid\":\"{sid}\"}}")),
         );
         if mode == Mode::ProtocolSuite {
-            crate::echo::on_connect(self, nsp, auth.as_ref());
+            // The official suite's client reads the CONNECT ack, then waits
+            // for the next message: a websocket writes the ack on its own.
+            let this = self.clone();
+            let nsp = nsp.to_string();
+            let flushes = self.ws_flushes.get();
+            shards::rt::spawn_local(async move {
+                if this.websocket.get() {
+                    for _ in 0..200 {
+                        if this.ws_flushes.get() > flushes || this.is_ended() {
+                            break;
+                        }
+                        shards::rt::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
+                crate::echo::on_connect(&this, &nsp, auth.as_ref());
+            })
+            .detach();
         }
     }
 
@@ -323,8 +376,42 @@ impl Session {
         self.terminate(reason);
     }
 
+    /// PING when due, close when a PONG or the Socket.IO CONNECT is
+    /// overdue. Deadlines count from when the PING was scheduled, not from
+    /// when a sweep noticed it, so a request arriving after the deadline
+    /// finds the session closed. Returns false when the session is (now)
+    /// ended.
+    pub fn check_deadlines(self: &Rc<Self>, now: Instant) -> bool {
+        if self.is_ended() {
+            return false;
+        }
+        let cfg = &self.ctx.cfg;
+        if self.pong_deadline.get().is_none() && now >= self.next_ping.get() {
+            let due = self.next_ping.get();
+            self.next_ping.set(due + cfg.ping_interval);
+            self.pong_deadline.set(Some(due + cfg.ping_timeout));
+            self.outbox.push(Outgoing::Text(Bytes::from_static(b"2")));
+        }
+        if self.pong_deadline.get().is_some_and(|d| now >= d) {
+            self.terminate(CloseReason::PingTimeout);
+            return false;
+        }
+        if self.connect_deadline.get().is_some_and(|d| now >= d) {
+            tracing::debug!(sid = %self.sid, "no socket.io CONNECT in time");
+            self.terminate(CloseReason::TransportError);
+            return false;
+        }
+        true
+    }
+
+    /// The earliest instant [`Self::check_deadlines`] has something to do.
+    pub fn next_due(&self) -> Instant {
+        let ping = self.pong_deadline.get().unwrap_or(self.next_ping.get());
+        self.connect_deadline.get().map_or(ping, |c| c.min(ping))
+    }
+
     /// Periodic check from the shard's sweeper: PING when due, close when a
-    /// PONG is overdue or the token has expired.
+    /// PONG or CONNECT is overdue or the token has expired.
     pub fn tick(self: &Rc<Self>, now: Instant, now_secs: u64) {
         if let Some(reason @ CloseReason::SlowConsumer) = self.outbox.closed() {
             // The outbox overflowed during a delivery; the transport may be
@@ -332,16 +419,8 @@ impl Session {
             self.terminate(reason);
             return;
         }
-        if let Some(deadline) = self.pong_deadline.get() {
-            if now >= deadline {
-                self.terminate(CloseReason::PingTimeout);
-                return;
-            }
-        } else if now >= self.next_ping.get() {
-            let cfg = &self.ctx.cfg;
-            self.next_ping.set(now + cfg.ping_interval);
-            self.pong_deadline.set(Some(now + cfg.ping_timeout));
-            self.outbox.push(Outgoing::Text(Bytes::from_static(b"2")));
+        if !self.check_deadlines(now) {
+            return;
         }
         let expired = self.sockets.borrow().iter().any(|(_, s)| match s {
             NsSocket::Gateway(g) => g.expired(now_secs),
@@ -350,6 +429,31 @@ impl Session {
         if expired {
             self.disconnect_all(CloseReason::TokenExpired);
         }
+    }
+}
+
+/// Socket.IO's payload rules (socket.io-parser `isPayloadValid`), checked
+/// cheaply on the outer shape: a packet breaking them closes the session.
+fn validate(p: &socketio::Packet<'_>) -> Result<(), ProtocolViolation> {
+    let data = p.data.map(str::trim);
+    let ok = match p.kind {
+        Sio::Connect => match data {
+            None => true,
+            Some(d) => d.starts_with('{') && d.ends_with('}'),
+        },
+        Sio::Disconnect => data.is_none(),
+        Sio::Event | Sio::BinaryEvent => data.is_some_and(|d| {
+            d.ends_with(']')
+                && d.strip_prefix('[')
+                    .is_some_and(|r| r.trim_start().starts_with('"'))
+        }),
+        Sio::Ack | Sio::BinaryAck => data.is_some_and(|d| d.starts_with('[') && d.ends_with(']')),
+        Sio::ConnectError => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ProtocolViolation("invalid socket.io payload"))
     }
 }
 

@@ -2,6 +2,7 @@
 //! returns everything queued as one payload; a POST carries packets in.
 
 use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
@@ -55,19 +56,34 @@ pub async fn get(
         s.terminate(CloseReason::TransportError);
         return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
     }
-    s.outbox.ready().await;
+    // An upgrade in progress (or done) releases the GET with a NOOP and
+    // leaves the queue to the websocket; checked before the outbox so a GET
+    // never takes the outbox's waker from the websocket task.
+    let upgrading = || s.websocket.get() || s.upgrading.get();
+    std::future::poll_fn(|cx| {
+        if upgrading() {
+            return Poll::Ready(());
+        }
+        s.outbox.poll_ready(cx)
+    })
+    .await;
     s.polling_busy.set(false);
-    let mut packets = Vec::new();
-    s.outbox.drain_into(&mut packets, usize::MAX);
-    packets.iter().for_each(|p| s.ctx.metrics.packet_out(p));
     let mut body = Vec::new();
-    if packets.is_empty() {
-        // Closed (or upgraded) with nothing queued.
-        body.extend_from_slice(if s.websocket.get() { b"6" } else { b"1" });
+    if upgrading() || s.outbox.closed() == Some(CloseReason::ClientClosed) {
+        // The client's CLOSE (or upgrade) ends this poll with a NOOP.
+        body.push(b'6');
     } else {
-        engineio::encode_payload(packets.iter(), &mut body);
+        let mut packets = Vec::new();
+        s.outbox.drain_into(&mut packets, usize::MAX);
+        packets.iter().for_each(|p| s.ctx.metrics.packet_out(p));
+        if packets.is_empty() {
+            // Closed by the server with nothing queued.
+            body.push(b'1');
+        } else {
+            engineio::encode_payload(packets.iter(), &mut body);
+        }
     }
-    if s.outbox.closed().is_some() && s.outbox.is_empty() && !s.websocket.get() {
+    if s.outbox.closed().is_some() && !upgrading() {
         s.terminate(CloseReason::ClientClosed);
     }
     let resp = text_response(&s, &req, 200, &body);

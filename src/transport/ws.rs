@@ -10,7 +10,6 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use async_tungstenite::WebSocketStream;
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use proto::engineio::Outgoing;
 use shards::rt::TcpStream;
@@ -73,12 +72,17 @@ enum Ev {
     Out,
 }
 
-/// Clears the session's `ws_fd` when the task that owns the stream ends.
+/// Clears the session's `ws_fd` when the task that owns the stream ends,
+/// and the upgrade flag when a probe ends without the UPGRADE (polling goes
+/// on).
 struct FdGuard(Rc<Session>);
 
 impl Drop for FdGuard {
     fn drop(&mut self) {
         self.0.ws_fd.set(None);
+        if !self.0.websocket.get() && self.0.upgrading.replace(false) {
+            self.0.outbox.wake();
+        }
     }
 }
 
@@ -121,6 +125,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     session.terminate(CloseReason::TransportError);
                     return;
                 }
+                session.ws_flushes.set(session.ws_flushes.get() + 1);
                 if session.outbox.closed().is_some() && session.outbox.is_empty() {
                     let _ = ws.close(None).await;
                     session.terminate(CloseReason::ClientClosed);
@@ -132,12 +137,11 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     if ws.send(Message::Text("3probe".into())).await.is_err() {
                         return;
                     }
+                    // Releases a pending polling GET with a NOOP (written as
+                    // its answer, never queued for the websocket) so the
+                    // client can finish the upgrade.
                     session.upgrading.set(true);
-                    // Lets a pending polling GET return so the client can
-                    // finish the upgrade.
-                    session
-                        .outbox
-                        .push(Outgoing::Text(Bytes::from_static(b"6")));
+                    session.outbox.wake();
                 }
                 Message::Text(t) if t.as_str() == "5" && session.upgrading.get() => {
                     session.upgrading.set(false);
