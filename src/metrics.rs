@@ -17,11 +17,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use proto::engineio::Outgoing;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use proto::engineio::Outgoing;
 use shards::{now_ms, CloseReason};
 
 use crate::auth::Refusal;
@@ -50,8 +50,8 @@ pub struct Families {
 const PREFIX: &str = "socket_gateway_";
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(format!("{PREFIX}{name}"), help), labels)
-        .expect("valid metric");
+    let g =
+        IntGaugeVec::new(Opts::new(format!("{PREFIX}{name}"), help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }
@@ -275,10 +275,7 @@ mod tests {
         assert_eq!(event_ts(sub), Some(17));
         let bin = br#"451-["event",{"id":"a","data":{"_placeholder":true,"num":0},"ts":5}]"#;
         assert_eq!(event_ts(bin), Some(5));
-        assert_eq!(
-            event_ts(br#"42["presence",{"channel":"c","ts":5}]"#),
-            None
-        );
+        assert_eq!(event_ts(br#"42["presence",{"channel":"c","ts":5}]"#), None);
         assert_eq!(event_ts(b"2"), None);
         assert_eq!(event_ts(br#"43[{"ok":true}]"#), None);
     }

@@ -104,7 +104,10 @@ pub async fn broadcast(ctx: &Rc<ShardCtx>, req: &Request, body: &[u8]) -> Result
     let event = field(obj, "event")?;
     let data = obj.remove("data").unwrap_or(Value::Null);
     let id = crate::gateway::broadcast(&ctx.shard, &channel, &event, data).await?;
-    Ok(Reply::json(202, format!("{{\"ok\":true,\"id\":{}}}", json_str(&id))))
+    Ok(Reply::json(
+        202,
+        format!("{{\"ok\":true,\"id\":{}}}", json_str(&id)),
+    ))
 }
 
 /// `application/json`, or any `+json` type, with parameters.
@@ -112,7 +115,12 @@ fn is_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 

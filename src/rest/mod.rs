@@ -234,7 +234,10 @@ pub async fn serve(
             let r = route.as_ref().expect("matched");
             let headers = [
                 ("Access-Control-Allow-Methods", r.allow()),
-                ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+                (
+                    "Access-Control-Allow-Headers",
+                    "Authorization, Content-Type",
+                ),
                 ("Access-Control-Max-Age", "600"),
                 ("Allow", r.allow()),
             ];
@@ -282,7 +285,12 @@ pub async fn serve(
 }
 
 /// Credentials, then the route's own checks, then the handler.
-async fn handle(ctx: &Rc<ShardCtx>, route: &Route, req: &Request, body: Body) -> Result<Reply, ApiError> {
+async fn handle(
+    ctx: &Rc<ShardCtx>,
+    route: &Route,
+    req: &Request,
+    body: Body,
+) -> Result<Reply, ApiError> {
     if route.guarded() {
         authorize(ctx, req)?;
     }
