@@ -594,7 +594,9 @@ describe('cluster: three instances on one Redis', () => {
     let last = null;
     let v = await until(async () => {
       last = await views();
-      return last.conns.json?.instances?.some((i) => i.id === D.id) && last.chs.json?.channels?.[0]?.members === 3 ? last : null;
+      // connection counts travel with the heartbeats: allow them a moment
+      return last.conns.json?.instances?.some((i) => i.id === D.id && i.connections === 2)
+        && last.chs.json?.channels?.[0]?.members === 3 ? last : null;
     }, () => `REST views show D: ${JSON.stringify(last)}`, 5000).catch((e) => e);
     const restOk = !(v instanceof Error);
     if (restOk) {
