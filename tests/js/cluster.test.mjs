@@ -695,6 +695,13 @@ describe('cluster: Redis stopped and restarted mid-traffic', () => {
       const m = await ack(e2, 'members', ch);
       assert.equal(m.ok, true, JSON.stringify(m));
       assert.ok(m.members.some((x) => x.socketId === e1.id), JSON.stringify(m));
+      // the REST views answer from the instance's own view meanwhile
+      const rc = await api(E, 'GET', `/api/socket/channels/${encodeURIComponent(ch)}/members`);
+      assert.equal(rc.status, 200, rc.text);
+      assert.deepEqual(sids(rc.json.members), [e1.id, e2.id].sort(), `E's own members during the outage: ${rc.text}`);
+      const cc = await api(E, 'GET', '/api/socket/connections');
+      assert.equal(cc.status, 200, cc.text);
+      assert.ok(cc.json.instances.some((i) => i.id === E.id), cc.text);
       const e3 = await connect(E);
       const re3 = record(e3, 'event');
       const j = await ack(e3, 'join', ch2);
