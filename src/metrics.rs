@@ -35,6 +35,7 @@ pub struct Families {
     channels: IntGaugeVec,
     memberships: IntGaugeVec,
     subscriptions: IntGaugeVec,
+    mailbox_pending: IntGaugeVec,
     events_in: IntCounterVec,
     deliveries: IntCounterVec,
     packets_out: IntCounterVec,
@@ -88,6 +89,7 @@ pub fn families() -> &'static Families {
             channels: gauge(&r, "channels", "Channels with at least one member on this instance", &["instance"]),
             memberships: gauge(&r, "memberships", "Channel memberships (socket, channel) on this instance", &["instance"]),
             subscriptions: gauge(&r, "subscriptions", "Topic subscriptions held by sockets", is),
+            mailbox_pending: gauge(&r, "mailbox_pending_requests", "Questions this shard sent to peers through the mailbox and not yet answered (sampled)", is),
             events_in: counter(&r, "events_in_total", "Client events received (join, publish, ...)", is),
             deliveries: counter(&r, "deliveries_total", "RealtimeEvent frames written to client transports", is),
             packets_out: counter(&r, "packets_out_total", "Engine.IO packets written to client transports", is),
@@ -190,6 +192,16 @@ impl Metrics {
             .disconnects
             .with_label_values(&[&self.instance, &self.shard, reason.as_str()])
             .inc();
+    }
+
+    /// Samples this shard's outstanding cross-shard requests
+    /// (`Mailbox::pending_requests`). Called by the shard itself (a scrape it
+    /// serves, its periodic sweeper), never on the hot path.
+    pub fn mailbox_pending(&self, n: usize) {
+        families()
+            .mailbox_pending
+            .with_label_values(&[&self.instance, &self.shard])
+            .set(n as i64);
     }
 
     /// One answered REST request (`route` is the route's template).

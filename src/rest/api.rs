@@ -128,6 +128,8 @@ fn is_json(content_type: Option<&str>) -> bool {
 /// (each instance is scraped on its own).
 pub async fn metrics(ctx: &Rc<ShardCtx>) -> Reply {
     let shard = &ctx.shard;
+    ctx.metrics
+        .mailbox_pending(shard.mailbox().pending_requests());
     let per_shard = shard.connections_per_shard().await;
     let local = shard.channel_counts().await;
     let (channels, memberships) = (local.len(), local.iter().map(|(_, n)| n).sum());
