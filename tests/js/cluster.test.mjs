@@ -163,6 +163,7 @@ async function startRedis(port, { password } = {}) {
   }, `private redis-server on port ${port}`, 10000)]);
   return {
     proc, url, port,
+    signal(sig) { if (alive(proc)) proc.kill(sig); },
     async kill(sig = 'SIGKILL') {
       if (!alive(proc)) return;
       const gone = new Promise((r) => proc.once('exit', r));
@@ -749,6 +750,62 @@ describe('cluster: Redis stopped and restarted mid-traffic', () => {
       stop = true;
       await traffic;
     }
+  });
+});
+
+describe('cluster: a Redis that stops answering (SIGSTOP, like a network partition)', () => {
+  const prefix = `t${rand()}`;
+  let redis; let E; let F;
+
+  before(async () => {
+    redis = await startRedis(await freePort());
+    [E, F] = await Promise.all([startNode(`e${rand()}`, prefix, redis.url), startNode(`f${rand()}`, prefix, redis.url)]);
+    for (const n of [E, F]) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
+  });
+  after(async () => {
+    redis?.signal('SIGCONT');
+    await Promise.all([E?.stop(), F?.stop()]);
+    await redis?.kill();
+  });
+
+  it('/readyz says 503 within 10 s, local delivery continues, and all is back within 5 s of Redis answering again', async () => {
+    const ch = uniq('clhang');
+    const e1 = await connect(E);
+    const e2 = await connect(E, { transports: ['websocket'] });
+    const f1 = await connect(F);
+    for (const s of [e1, e2, f1]) await ack(s, 'join', ch);
+    const [re2, rf1] = [e2, f1].map((s) => record(s, 'event'));
+    redis.signal('SIGSTOP');
+    let contd = false;
+    try {
+      const t0 = Date.now();
+      let n = 0;
+      const r = await until(async () => {
+        n += 1;
+        e1.emit('publish', { channel: ch, event: 'tick', data: n });
+        const x = await readyz(E);
+        return x.status === 503 ? x : null;
+      }, () => `${E.id} /readyz says 503 while Redis does not answer (still 200 after ${n} polls)`, 10000).catch((e) => e);
+      // local delivery regardless
+      await until(() => re2.length >= Math.min(n, 5), `E's own member keeps receiving (${re2.length} of ${n})`, 5000);
+      const j = Date.now();
+      const ja = await ack(e2, 'join', uniq('clhang2'));
+      const joinMs = Date.now() - j;
+      if (r instanceof Error) throw new Error(`${r.message}; a join took ${joinMs} ms meanwhile (${JSON.stringify(ja)})`);
+      assert.equal(typeof r.body?.reason, 'string');
+      console.log(`# unresponsive Redis: /readyz 503 after ${Date.now() - t0} ms; a join took ${joinMs} ms`);
+    } finally {
+      redis.signal('SIGCONT');
+      contd = true;
+    }
+    assert.ok(contd);
+    const t1 = Date.now();
+    const before = rf1.length;
+    await until(() => {
+      e1.emit('publish', { channel: ch, event: 'tock', data: null });
+      return rf1.length > before;
+    }, 'cross-instance delivery resumes', 5000);
+    await until(async () => (await readyz(E)).status === 200, '/readyz 200 again', Math.max(500, 5000 - (Date.now() - t1)));
   });
 });
 
