@@ -178,11 +178,11 @@ async function startRedis(port, { password } = {}) {
 // instances
 
 /** One gateway instance of the cluster `prefix` on `redisUrl`. */
-async function startNode(id, prefix, redisUrl = REDIS_URL) {
+async function startNode(id, prefix, redisUrl = REDIS_URL, { heartbeat = 500, expiry = 3000 } = {}) {
   const srv = await startServer({
     shards: 2,
     extraArgs: ['--redis-url', redisUrl, '--redis-prefix', prefix, '--instance-id', id,
-      '--heartbeat-interval', '500', '--instance-expiry', '3000'],
+      '--heartbeat-interval', String(heartbeat), '--instance-expiry', String(expiry)],
   });
   children.add(srv.proc);
   srv.proc.once('exit', () => children.delete(srv.proc));
@@ -806,6 +806,51 @@ describe('cluster: a Redis that stops answering (SIGSTOP, like a network partiti
       return rf1.length > before;
     }, 'cross-instance delivery resumes', 5000);
     await until(async () => (await readyz(E)).status === 200, '/readyz 200 again', Math.max(500, 5000 - (Date.now() - t1)));
+  });
+});
+
+describe('cluster: an instance that stalls longer than the expiry and then resumes', () => {
+  const prefix = `t${rand()}`;
+  let H1; let H2;
+  const timing = { heartbeat: 200, expiry: 1000 }; // peers forget a silent instance after 4 expiries
+
+  before(async () => {
+    await requireRedis(REDIS_URL);
+    [H1, H2] = await Promise.all([startNode(`h${rand()}`, prefix, REDIS_URL, timing), startNode(`h${rand()}`, prefix, REDIS_URL, timing)]);
+    for (const n of [H1, H2]) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
+  });
+  after(async () => {
+    H2?.proc.kill('SIGCONT');
+    await Promise.all([H1?.stop(), H2?.stop()]);
+  });
+
+  it('its members come back into the cluster views once its heartbeats resume', async () => {
+    const ch = uniq('clstall');
+    const h1 = await connect(H1, { transports: ['websocket'] });
+    const h2 = await connect(H2, { transports: ['websocket'] });
+    await ack(h1, 'join', ch);
+    assert.equal((await ack(h2, 'join', ch)).members, 2);
+    const h2id = h2.id;
+    H2.proc.kill('SIGSTOP');
+    try {
+      await until(async () => (await ack(h1, 'members', ch)).members.length === 1, 'the stalled instance leaves the views', 5000);
+      await sleep(4 * timing.expiry + 1000); // long enough for H1 to forget H2 entirely
+    } finally {
+      H2.proc.kill('SIGCONT');
+    }
+    const rh1 = record(h1, 'event');
+    await until(() => {
+      h2.emit('publish', { channel: ch, event: 'alive', data: null });
+      return rh1.length > 0;
+    }, 'H2 delivers across again');
+    let last = null;
+    await until(async () => {
+      last = await ack(h1, 'members', ch);
+      return last.members.length === 2;
+    }, () => `H2's member ${h2id} back in H1's members view: ${JSON.stringify(last)}`, 5000);
+    assert.equal((await ack(h1, 'join', ch)).members, 2);
+    const conns = await api(H1, 'GET', '/api/socket/connections');
+    assert.ok(conns.json?.instances?.some((i) => i.id === H2.id && i.connections === 1), conns.text);
   });
 });
 
