@@ -53,13 +53,35 @@ fn node_socket_io_client_suite() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no *.test.mjs files in tests/js");
+    // The protocol conformance suites (tests/js/protocol) count in 100 ms
+    // (pingInterval 300, pingTimeout 200): one file at a time, before the
+    // rest.
+    let mut protocol: Vec<String> = std::fs::read_dir(dir.join("protocol"))
+        .expect("tests/js/protocol")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".test.mjs"))
+        .map(|n| format!("protocol/{n}"))
+        .collect();
+    protocol.sort();
+    assert!(
+        !protocol.is_empty(),
+        "no *.test.mjs files in tests/js/protocol"
+    );
+    run_node(&dir, &protocol, "1");
     let concurrency = std::env::var("NODE_TEST_CONCURRENCY").unwrap_or_else(|_| "2".into());
+    run_node(&dir, &files, &concurrency);
+}
+
+/// Runs `node --test` on `files` (relative to `dir`) against the gateway
+/// binary; panics with node's output when a test fails.
+fn run_node(dir: &Path, files: &[String], concurrency: &str) {
     let out = Command::new("node")
         .arg("--test")
         .arg(format!("--test-concurrency={concurrency}"))
         .arg("--test-reporter=spec")
-        .args(&files)
-        .current_dir(&dir)
+        .args(files)
+        .current_dir(dir)
         .env("GATEWAY_BIN", env!("CARGO_BIN_EXE_socket-gateway"))
         .output()
         .expect("failed to run `node` (is Node.js installed? `.ci/run` installs it)");
