@@ -1,0 +1,184 @@
+//! Hot paths with no network: a publish fanned out to 10,000 local members
+//! (time and heap allocations per delivery), a publish crossing the
+//! cross-shard mailbox, and JWT verification.
+//!
+//! Allocations are counted by a wrapping global allocator, so the figure is
+//! exact, not sampled: the fan-out must stay at zero allocations per
+//! delivery (each recipient gets a refcount of the one encoded frame).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use proto::engineio::Outgoing;
+use shards::channels::Channels;
+use shards::{Member, Outbox, Publication, RuntimeConfig, SocketKey};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MEMBERS: usize = 10_000;
+
+fn members(n: usize) -> (Channels, Vec<Rc<Member>>, Arc<str>) {
+    let mut c = Channels::default();
+    let ch: Arc<str> = "chat:room1".into();
+    let ms: Vec<Rc<Member>> = (0..n as u64)
+        .map(|seq| {
+            let key = SocketKey { shard: 0, seq };
+            Rc::new(Member {
+                key,
+                socket_id: key.wire("bench").into(),
+                user_id: format!("user{seq}").into(),
+                info: None,
+                outbox: Rc::new(Outbox::new(1024)),
+            })
+        })
+        .collect();
+    for m in &ms {
+        c.join(&ch, m, 0);
+    }
+    (c, ms, ch)
+}
+
+fn publication(channel: &Arc<str>) -> Publication {
+    Publication {
+        channel: channel.clone(),
+        event: "message".into(),
+        text: Bytes::from_static(
+            br#"42["event",{"id":"01a2126ceabc00000000-1-bench","channel":"chat:room1","event":"message","data":{"text":"Hello everyone!"},"from":{"socketId":"bench-0-1","userId":"user123"},"ts":1764000000000}]"#,
+        ),
+        attachments: Vec::new(),
+        data: serde_json::Value::Null,
+        skip_user: None,
+        members_only: false,
+    }
+}
+
+fn drain(ms: &[Rc<Member>], scratch: &mut Vec<Outgoing>) {
+    for m in ms {
+        m.outbox.drain_into(scratch, usize::MAX);
+        scratch.clear();
+    }
+}
+
+fn fanout(c: &mut Criterion) {
+    let (channels, ms, ch) = members(MEMBERS);
+    let p = publication(&ch);
+    let mut scratch = Vec::with_capacity(16);
+    // Warm the outboxes' storage once, then count allocations of one publish.
+    channels.deliver(&p);
+    drain(&ms, &mut scratch);
+    channels.deliver(&p);
+    drain(&ms, &mut scratch);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let n = channels.deliver(&p);
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    drain(&ms, &mut scratch);
+    assert_eq!(n, MEMBERS);
+    println!("fanout/10k_members: {allocs} allocations for {n} deliveries ({:.4} per delivery)", allocs as f64 / n as f64);
+
+    let mut g = c.benchmark_group("fanout");
+    g.throughput(Throughput::Elements(MEMBERS as u64));
+    g.bench_function("publish_to_10k_local_members", |b| {
+        b.iter_batched(
+            || drain(&ms, &mut scratch),
+            |_| channels.deliver(&p),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+/// One publish from shard 0 to 1,000 members on shard 1, through the
+/// mailbox, timed end to end on real executors.
+fn mailbox(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mailbox");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("10k_publishes_cross_shard", |b| {
+        b.iter_custom(|iters| {
+            let total = Arc::new(AtomicU64::new(0));
+            for _ in 0..iters {
+                total.fetch_add(cross_shard_run(10_000).as_nanos() as u64, Ordering::Relaxed);
+            }
+            Duration::from_nanos(total.load(Ordering::Relaxed))
+        })
+    });
+    g.finish();
+}
+
+fn cross_shard_run(publishes: usize) -> Duration {
+    use std::sync::atomic::AtomicBool;
+    let ready = Arc::new(AtomicBool::new(false));
+    let elapsed = Arc::new(AtomicU64::new(0));
+    let cfg = RuntimeConfig { shards: 2, cpus: None, pin: false, io_memory: 1 << 20, mailbox_capacity: 1024, instance: "b".into() };
+    let (r, e) = (ready.clone(), elapsed.clone());
+    let handles = shards::start(cfg, move |shard| {
+        let (ready, elapsed) = (r.clone(), e.clone());
+        async move {
+            let ch: Arc<str> = "c".into();
+            if shard.id() == 1 {
+                let key = shard.next_key();
+                let m = Rc::new(Member {
+                    key,
+                    socket_id: key.wire("b").into(),
+                    user_id: "u".into(),
+                    info: None,
+                    outbox: Rc::new(Outbox::new(publishes + 1)),
+                });
+                shard.join(&ch, &m).await;
+                ready.store(true, Ordering::SeqCst);
+                while m.outbox.len() < publishes {
+                    shards::rt::sleep(Duration::from_micros(200)).await;
+                }
+            } else {
+                while !ready.load(Ordering::SeqCst) {
+                    shards::rt::sleep(Duration::from_millis(1)).await;
+                }
+                let start = Instant::now();
+                for _ in 0..publishes {
+                    shard.publish(publication(&ch)).await;
+                }
+                elapsed.store(start.elapsed().as_nanos() as u64, Ordering::SeqCst);
+            }
+        }
+    })
+    .expect("shards start");
+    for h in handles {
+        h.join().expect("shard");
+    }
+    Duration::from_nanos(elapsed.load(Ordering::SeqCst))
+}
+
+fn jwt(c: &mut Criterion) {
+    use socket_gateway::auth::{mint, AuthConfig, Verifier};
+    let alg = jsonwebtoken::Algorithm::HS256;
+    let cfg = AuthConfig { algorithm: alg, secret: Some(b"bench-secret".to_vec()), public_key_pem: None, issuer: None, audience: None, leeway_secs: 5 };
+    let v = Verifier::new(&cfg).expect("verifier");
+    let token = mint(alg, b"bench-secret", "user123", false, 3600, Some(serde_json::json!({"name": "A"})), None).expect("token");
+    c.bench_function("jwt/verify_hs256", |b| b.iter(|| v.verify(&token).expect("valid")));
+}
+
+criterion_group!(benches, fanout, mailbox, jwt);
+criterion_main!(benches);
