@@ -34,7 +34,11 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         instance: cfg.instance_id.clone(),
     };
     let cluster = match &cfg.redis {
-        Some(link) => Some(Arc::new(crate::cluster::Cluster::start(link.clone(), cfg.shards)?)),
+        Some(link) => {
+            let c = crate::cluster::Cluster::start(link.clone(), cfg.shards)?;
+            crate::metrics::register_cluster(c.stats.clone(), &cfg.instance_id);
+            Some(Arc::new(c))
+        }
         None => None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
