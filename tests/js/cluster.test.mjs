@@ -19,7 +19,9 @@ const MSG_METRIC = 'socket_gateway_cluster_messages_received_total';
 
 // Every child process this file starts, killed on exit whatever happens.
 const children = new Set();
-process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } } });
+const killChildren = () => { for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } } };
+process.on('exit', killChildren);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(sig, () => { killChildren(); process.exit(128 + 2); });
 const alive = (proc) => proc.exitCode === null && proc.signalCode === null;
 
 // ---------------------------------------------------------------------------------------------
@@ -127,6 +129,16 @@ function redisCmd(url, ...args) {
 async function numsub(url, topic) {
   const r = await redisCmd(url, 'PUBSUB', 'NUMSUB', topic);
   return Number(r[1]);
+}
+
+/** Deletes every key under `prefix:` (the shared Redis is left as it was found). */
+async function dropPrefix(url, prefix) {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redisCmd(url, 'SCAN', cursor, 'MATCH', `${prefix}:*`, 'COUNT', '1000');
+    cursor = next;
+    if (keys.length) await redisCmd(url, 'DEL', ...keys);
+  } while (cursor !== '0');
 }
 
 async function requireRedis(url) {
@@ -242,7 +254,11 @@ describe('cluster: three instances on one Redis', () => {
     nodes.push(A, B, C);
     for (const n of nodes) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
   });
-  after(async () => { await Promise.all(nodes.map((n) => n.stop())); });
+  after(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    // Gracefully stopped instances leave their presence keys behind: remove them.
+    await dropPrefix(REDIS_URL, prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
+  });
 
   it('a publish on one instance reaches the members on every instance, exactly once each', async () => {
     const ch = uniq('cl');
@@ -540,7 +556,8 @@ describe('cluster: three instances on one Redis', () => {
   });
 
   it('clusters with other prefixes on the same Redis are isolated', async () => {
-    const X = await startNode(`x${rand()}`, `t${rand()}`);
+    const xPrefix = `t${rand()}`;
+    const X = await startNode(`x${rand()}`, xPrefix);
     nodes.push(X);
     try {
       await until(async () => (await readyz(X)).status === 200, 'X ready');
@@ -565,6 +582,7 @@ describe('cluster: three instances on one Redis', () => {
       assert.ok(isErr(await ack(x1, 'direct', { to: a1.id, event: 'dm', data: null }), 'not_found'));
     } finally {
       await X.stop();
+      await dropPrefix(REDIS_URL, xPrefix).catch(() => {});
     }
   });
 
@@ -822,6 +840,7 @@ describe('cluster: an instance that stalls longer than the expiry and then resum
   after(async () => {
     H2?.proc.kill('SIGCONT');
     await Promise.all([H1?.stop(), H2?.stop()]);
+    await dropPrefix(REDIS_URL, prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
   });
 
   it('its members come back into the cluster views once its heartbeats resume', async () => {
