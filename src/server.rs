@@ -243,6 +243,14 @@ async fn route(
             }
             _ => json(200, b"{\"status\":\"ready\"}".to_vec()),
         },
+        ("/healthz" | "/readyz", _) => http::response(
+            405,
+            "application/json",
+            b"{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}}",
+            cors.as_deref(),
+            ka,
+            &[("Allow", "GET")],
+        ),
         _ => json(
             404,
             b"{\"error\":{\"code\":\"not_found\",\"message\":\"no such route\"}}".to_vec(),
@@ -325,11 +333,16 @@ async fn engine_io(
     }
     let session = ctx.sessions.borrow().get(sid.as_str()).cloned();
     let Some(session) = session.filter(|s| s.check_deadlines(Instant::now())) else {
+        if !websocket && req.method == Method::Get && polling::closed_by_client(&sid) {
+            return polling::noop(ctx, stream, buf, req).await;
+        }
         return reply(stream, buf, 0, false, err(400, 1, "Session ID unknown")).await;
     };
     if websocket && (session.websocket.get() || session.upgrading.get()) {
-        // Already carried by a websocket (or one is probing): refuse another.
-        return reply(stream, buf, 0, false, err(400, 3, "Bad request")).await;
+        // Already carried by a websocket (or one is probing): like the
+        // reference server, accept this one and close it at once.
+        ws::accept_and_close(stream, &req).await;
+        return None;
     }
     if websocket {
         ws::upgrade(session, stream, buf, req, true).await;

@@ -1,8 +1,11 @@
 //! The HTTP long-polling transport: a GET waits for the session's outbox and
 //! returns everything queued as one payload; a POST carries packets in.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
@@ -11,7 +14,7 @@ use shards::rt::TcpStream;
 use shards::CloseReason;
 
 use crate::http::{self, Request};
-use crate::server::reply;
+use crate::server::{reply, ShardCtx};
 use crate::session::Session;
 
 /// Records accepted in one POST body.
@@ -40,6 +43,56 @@ fn bad(s: &Session, req: &Request, status: u16, code: u8, msg: &str) -> Vec<u8> 
         false,
         &[],
     )
+}
+
+/// How long a poll that raced the client's CLOSE (sent before it, arrived
+/// after it, e.g. through a hand-off between shards) still gets the NOOP.
+const CLOSED_LINGER: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Polling sessions of this shard the client closed with no GET
+    /// waiting: sid → when.
+    static CLOSED: RefCell<HashMap<Rc<str>, Instant>> = RefCell::default();
+}
+
+fn record_client_close(sid: &Rc<str>) {
+    let now = Instant::now();
+    CLOSED.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|_, at| now.duration_since(*at) < CLOSED_LINGER);
+        if c.len() < 10_000 {
+            c.insert(sid.clone(), now);
+        }
+    });
+}
+
+/// Whether `sid` was closed by its client within [`CLOSED_LINGER`] with no
+/// GET waiting; true once.
+pub fn closed_by_client(sid: &str) -> bool {
+    CLOSED.with(|c| {
+        c.borrow_mut()
+            .remove(sid)
+            .is_some_and(|at| at.elapsed() < CLOSED_LINGER)
+    })
+}
+
+/// Answers a poll with a NOOP (a GET that raced the client's CLOSE).
+pub async fn noop(
+    ctx: &ShardCtx,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    req: Request,
+) -> Option<(TcpStream, Vec<u8>)> {
+    let cors = ctx.cfg.cors_allow(req.origin.as_deref());
+    let resp = http::response(
+        200,
+        "text/plain; charset=UTF-8",
+        b"6",
+        cors.as_deref(),
+        req.keep_alive,
+        &[],
+    );
+    reply(stream, buf, req.head_len, req.keep_alive, resp).await
 }
 
 pub async fn get(
@@ -127,6 +180,7 @@ pub async fn post(
             return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
         }
     };
+    let get_waiting = s.polling_busy.get();
     for r in records {
         let result = match r {
             PayloadRecord::Text(t, data) => s.on_packet(t, data).await,
@@ -137,6 +191,9 @@ pub async fn post(
             s.terminate(CloseReason::TransportError);
             return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
         }
+    }
+    if !get_waiting && s.is_ended() && s.outbox.closed() == Some(CloseReason::ClientClosed) {
+        record_client_close(&s.sid);
     }
     let resp = text_response(&s, &req, 200, b"ok");
     reply(stream, buf, end, req.keep_alive, resp).await

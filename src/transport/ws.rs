@@ -67,6 +67,21 @@ pub async fn upgrade(
     run(session, ws, probe).await;
 }
 
+/// Completes the websocket handshake and closes at once (a second
+/// websocket for a session that already has one).
+pub async fn accept_and_close(mut stream: TcpStream, req: &Request) {
+    let key = req.ws_key.as_deref().unwrap_or_default();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut msg = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes();
+    // A close frame without a status code.
+    msg.extend_from_slice(&[0x88, 0x00]);
+    let _ = stream.write_all(&msg).await;
+    let _ = stream.close().await;
+}
+
 enum Ev {
     In(Option<Result<Message, tungstenite::Error>>),
     Out,
