@@ -139,7 +139,11 @@ pub struct ClusterArgs {
     #[arg(long, env = "SOCKET_GATEWAY_REDIS_PREFIX", default_value = "sgw")]
     pub redis_prefix: String,
     /// Milliseconds between this instance's heartbeats in Redis.
-    #[arg(long, env = "SOCKET_GATEWAY_HEARTBEAT_INTERVAL", default_value_t = 2_000)]
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_HEARTBEAT_INTERVAL",
+        default_value_t = 2_000
+    )]
     pub heartbeat_interval: u64,
     /// Milliseconds after its last heartbeat when an instance leaves every view.
     #[arg(long, env = "SOCKET_GATEWAY_INSTANCE_EXPIRY", default_value_t = 10_000)]
@@ -301,7 +305,10 @@ pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String
     if let Some(url) = &a.cluster.redis_url {
         let c = &a.cluster;
         if c.heartbeat_interval == 0 || c.instance_expiry <= c.heartbeat_interval {
-            return Err("--instance-expiry must be longer than --heartbeat-interval (and both positive)".into());
+            return Err(
+                "--instance-expiry must be longer than --heartbeat-interval (and both positive)"
+                    .into(),
+            );
         }
         cfg.redis = Some(crate::cluster::LinkConfig {
             url: url.clone(),

@@ -275,6 +275,124 @@ fn event_ts(frame: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
+/// The Redis shard's counters, read at scrape time from its atomics (the
+/// link thread writes them; no prometheus types on that thread).
+struct ClusterCollector {
+    stats: Arc<crate::cluster::ClusterStats>,
+    instance: String,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+const CLUSTER_METRICS: &[(&str, &str, bool)] = &[
+    (
+        "cluster_redis_up",
+        "1 while the Redis shard is connected to Redis",
+        false,
+    ),
+    (
+        "cluster_redis_connects_total",
+        "Successful (re)connections to Redis",
+        true,
+    ),
+    (
+        "cluster_publishes_sent_total",
+        "Publishes sent to Redis (one per instance-level publish)",
+        true,
+    ),
+    (
+        "cluster_publishes_dropped_total",
+        "Publishes or deliveries that could not cross (Redis away, queue full)",
+        true,
+    ),
+    (
+        "cluster_messages_received_total",
+        "Messages this instance received from Redis pub/sub",
+        true,
+    ),
+    (
+        "cluster_deliveries_in_total",
+        "Publications from other instances handed to a shard",
+        true,
+    ),
+    (
+        "cluster_redis_commands_total",
+        "Redis commands sent in pipelines",
+        true,
+    ),
+];
+
+impl prometheus::core::Collector for ClusterCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let values = [
+            s.up.load(Relaxed) as u64,
+            s.reconnects.load(Relaxed),
+            s.publishes_sent.load(Relaxed),
+            s.publishes_dropped.load(Relaxed),
+            s.messages_received.load(Relaxed),
+            s.deliveries_in.load(Relaxed),
+            s.commands.load(Relaxed),
+        ];
+        CLUSTER_METRICS
+            .iter()
+            .zip(values)
+            .map(|((name, help, is_counter), v)| {
+                let mut label = LabelPair::default();
+                label.set_name("instance".into());
+                label.set_value(self.instance.clone());
+                let mut m = Metric::default();
+                m.set_label(vec![label]);
+                let mut f = MetricFamily::default();
+                f.set_name(format!("{PREFIX}{name}"));
+                f.set_help((*help).into());
+                if *is_counter {
+                    let mut c = Counter::default();
+                    c.set_value(v as f64);
+                    m.set_counter(c);
+                    f.set_field_type(MetricType::COUNTER);
+                } else {
+                    let mut g = Gauge::default();
+                    g.set_value(v as f64);
+                    m.set_gauge(g);
+                    f.set_field_type(MetricType::GAUGE);
+                }
+                f.set_metric(vec![m]);
+                f
+            })
+            .collect()
+    }
+}
+
+/// Exports the cluster link's counters (once per process).
+pub fn register_cluster(stats: Arc<crate::cluster::ClusterStats>, instance: &str) {
+    let descs = CLUSTER_METRICS
+        .iter()
+        .filter_map(|(name, help, _)| {
+            prometheus::core::Desc::new(
+                format!("{PREFIX}{name}"),
+                (*help).into(),
+                vec!["instance".into()],
+                Default::default(),
+            )
+            .ok()
+        })
+        .collect();
+    let c = ClusterCollector {
+        stats,
+        instance: instance.into(),
+        descs,
+    };
+    if let Err(e) = families().registry.register(Box::new(c)) {
+        tracing::warn!("cluster metrics: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,85 +436,5 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
-    }
-}
-
-/// The Redis shard's counters, read at scrape time from its atomics (the
-/// link thread writes them; no prometheus types on that thread).
-struct ClusterCollector {
-    stats: Arc<crate::cluster::ClusterStats>,
-    instance: String,
-    descs: Vec<prometheus::core::Desc>,
-}
-
-const CLUSTER_METRICS: &[(&str, &str, bool)] = &[
-    ("cluster_redis_up", "1 while the Redis shard is connected to Redis", false),
-    ("cluster_redis_connects_total", "Successful (re)connections to Redis", true),
-    ("cluster_publishes_sent_total", "Publishes sent to Redis (one per instance-level publish)", true),
-    ("cluster_publishes_dropped_total", "Publishes or deliveries that could not cross (Redis away, queue full)", true),
-    ("cluster_messages_received_total", "Messages this instance received from Redis pub/sub", true),
-    ("cluster_deliveries_in_total", "Publications from other instances handed to a shard", true),
-    ("cluster_redis_commands_total", "Redis commands sent in pipelines", true),
-];
-
-impl prometheus::core::Collector for ClusterCollector {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
-        use std::sync::atomic::Ordering::Relaxed;
-        let s = &self.stats;
-        let values = [
-            s.up.load(Relaxed) as u64,
-            s.reconnects.load(Relaxed),
-            s.publishes_sent.load(Relaxed),
-            s.publishes_dropped.load(Relaxed),
-            s.messages_received.load(Relaxed),
-            s.deliveries_in.load(Relaxed),
-            s.commands.load(Relaxed),
-        ];
-        CLUSTER_METRICS
-            .iter()
-            .zip(values)
-            .map(|((name, help, is_counter), v)| {
-                let mut label = LabelPair::default();
-                label.set_name("instance".into());
-                label.set_value(self.instance.clone());
-                let mut m = Metric::default();
-                m.set_label(vec![label].into());
-                let mut f = MetricFamily::default();
-                f.set_name(format!("{PREFIX}{name}"));
-                f.set_help((*help).into());
-                if *is_counter {
-                    let mut c = Counter::default();
-                    c.set_value(v as f64);
-                    m.set_counter(c);
-                    f.set_field_type(MetricType::COUNTER);
-                } else {
-                    let mut g = Gauge::default();
-                    g.set_value(v as f64);
-                    m.set_gauge(g);
-                    f.set_field_type(MetricType::GAUGE);
-                }
-                f.set_metric(vec![m].into());
-                f
-            })
-            .collect()
-    }
-}
-
-/// Exports the cluster link's counters (once per process).
-pub fn register_cluster(stats: Arc<crate::cluster::ClusterStats>, instance: &str) {
-    let descs = CLUSTER_METRICS
-        .iter()
-        .filter_map(|(name, help, _)| {
-            prometheus::core::Desc::new(format!("{PREFIX}{name}"), (*help).into(), vec!["instance".into()], Default::default()).ok()
-        })
-        .collect();
-    let c = ClusterCollector { stats, instance: instance.into(), descs };
-    if let Err(e) = families().registry.register(Box::new(c)) {
-        tracing::warn!("cluster metrics: {e}");
     }
 }

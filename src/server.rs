@@ -237,9 +237,17 @@ async fn route(
         ("/healthz", Method::Get) => json(200, b"{\"status\":\"ok\"}".to_vec()),
         ("/readyz", Method::Get) => match &ctx.cluster {
             Some(c) if !c.is_up() => {
-                let why = c.stats.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+                let why = c
+                    .stats
+                    .last_error
+                    .lock()
+                    .map(|e| e.clone())
+                    .unwrap_or_default();
                 let reason = crate::frame::json_str(&format!("redis unreachable: {why}"));
-                json(503, format!("{{\"status\":\"unavailable\",\"reason\":{reason}}}").into_bytes())
+                json(
+                    503,
+                    format!("{{\"status\":\"unavailable\",\"reason\":{reason}}}").into_bytes(),
+                )
             }
             _ => json(200, b"{\"status\":\"ready\"}".to_vec()),
         },

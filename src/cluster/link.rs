@@ -116,7 +116,11 @@ fn esc_glob(s: &str) -> String {
 }
 
 /// Starts the link thread; returns the sender shards use.
-pub fn spawn(cfg: LinkConfig, ports: Vec<ShardPort>, stats: Arc<ClusterStats>) -> std::io::Result<mpsc::Sender<ToCluster>> {
+pub fn spawn(
+    cfg: LinkConfig,
+    ports: Vec<ShardPort>,
+    stats: Arc<ClusterStats>,
+) -> std::io::Result<mpsc::Sender<ToCluster>> {
     let (tx, rx) = mpsc::channel(65_536);
     let client = match redis::Client::open(cfg.url.as_str()) {
         Ok(c) => Some(c),
@@ -143,13 +147,17 @@ pub fn spawn(cfg: LinkConfig, ports: Vec<ShardPort>, stats: Arc<ClusterStats>) -
         pending_direct: HashMap::new(),
         cfg,
     };
-    std::thread::Builder::new().name("redis-shard".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        match rt {
-            Ok(rt) => rt.block_on(link.run(rx)),
-            Err(e) => tracing::error!("redis shard: no runtime: {e}"),
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("redis-shard".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match rt {
+                Ok(rt) => rt.block_on(link.run(rx)),
+                Err(e) => tracing::error!("redis shard: no runtime: {e}"),
+            }
+        })?;
     Ok(tx)
 }
 
@@ -217,13 +225,21 @@ impl Link {
         // Answer everyone still waiting for a remote instance.
         for (_, (shard, qid, _)) in self.pending_direct.drain() {
             if let Some(p) = self.ports.get(shard) {
-                p.send(FromCluster::Reply { qid, resp: Response::Delivered(false) }, &self.stats);
+                p.send(
+                    FromCluster::Reply {
+                        qid,
+                        resp: Response::Delivered(false),
+                    },
+                    &self.stats,
+                );
             }
         }
     }
 
     async fn connect(&mut self) {
-        let Some(client) = self.client.clone() else { return };
+        let Some(client) = self.client.clone() else {
+            return;
+        };
         let attempt = async {
             let cmd = client.get_multiplexed_async_connection().await?;
             let pubsub = client.get_async_pubsub().await?;
@@ -237,7 +253,11 @@ impl Link {
         let (mut sink, stream) = pubsub.split();
         let mut topics: Vec<String> = self.exact.keys().map(|c| self.topic(c)).collect();
         topics.push(self.inbox(&self.cfg.instance));
-        let patterns: Vec<String> = self.prefix.keys().map(|p| format!("{}*", esc_glob(&self.topic(p)))).collect();
+        let patterns: Vec<String> = self
+            .prefix
+            .keys()
+            .map(|p| format!("{}*", esc_glob(&self.topic(p))))
+            .collect();
         let subscribed = async {
             sink.subscribe(&topics).await?;
             if !patterns.is_empty() {
@@ -245,18 +265,22 @@ impl Link {
             }
             Ok::<_, redis::RedisError>(())
         };
-        if let Err(e) = subscribed.await {
+        if let Err(e) = bounded(subscribed).await {
             return self.down(&e.to_string());
         }
         self.conn = Some(Conn { cmd, sink });
         self.stream = Some(stream);
-        if let Err(e) = self.rewrite_presence().await {
+        if let Err(e) = bounded(self.rewrite_presence()).await {
             return self.down(&e.to_string());
         }
         self.stats.up.store(true, Ordering::Relaxed);
         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         self.backoff = Duration::from_millis(100);
-        tracing::info!("redis connected; {} topics, {} patterns", topics.len(), patterns.len());
+        tracing::info!(
+            "redis connected; {} topics, {} patterns",
+            topics.len(),
+            patterns.len()
+        );
     }
 
     /// Clears this instance's keys and writes its presence and heartbeat
@@ -267,7 +291,10 @@ impl Link {
         pipe.del(self.inst_key(&me, "ch")).ignore();
         let old: Vec<String> = {
             let conn = &mut self.cmd()?;
-            redis::cmd("SMEMBERS").arg(self.inst_key(&me, "keys")).query_async(conn).await?
+            redis::cmd("SMEMBERS")
+                .arg(self.inst_key(&me, "keys"))
+                .query_async(conn)
+                .await?
         };
         for k in old {
             pipe.del(k).ignore();
@@ -279,11 +306,12 @@ impl Link {
                 pipe.hset(&mkey, sid, json).ignore();
             }
             pipe.sadd(self.inst_key(&me, "keys"), &mkey).ignore();
-            pipe.hset(self.inst_key(&me, "ch"), channel, members.len()).ignore();
+            pipe.hset(self.inst_key(&me, "ch"), channel, members.len())
+                .ignore();
         }
         self.heartbeat_cmds(&mut pipe);
         let conn = &mut self.cmd()?;
-        pipe.query_async::<()>(conn).await
+        pipe.query_async::<redis::Value>(conn).await.map(drop)
     }
 
     fn heartbeat_cmds(&self, pipe: &mut redis::Pipeline) {
@@ -291,17 +319,27 @@ impl Link {
         let now = shards::now_ms();
         let total: usize = self.connections.iter().sum();
         let shards = serde_json::to_string(&self.connections).unwrap_or_default();
-        pipe.zadd(self.key("instances"), me, now).ignore();
+        pipe.zadd(self.key("instances"), me, now);
         let info = self.inst_key(me, "info");
-        pipe.hset_multiple(&info, &[("connections", total.to_string()), ("shards", shards)]).ignore();
+        pipe.hset_multiple(
+            &info,
+            &[("connections", total.to_string()), ("shards", shards)],
+        )
+        .ignore();
         // Outlives the instance only briefly if no live peer collects it.
-        pipe.pexpire(&info, 4 * self.cfg.expiry.as_millis() as i64).ignore();
+        pipe.pexpire(&info, 4 * self.cfg.expiry.as_millis() as i64)
+            .ignore();
     }
 
     async fn heartbeat(&mut self) {
         self.next_heartbeat = Instant::now() + self.cfg.heartbeat;
         let now = Instant::now();
-        let expired: Vec<u64> = self.pending_direct.iter().filter(|(_, v)| v.2 <= now).map(|(k, _)| *k).collect();
+        let expired: Vec<u64> = self
+            .pending_direct
+            .iter()
+            .filter(|(_, v)| v.2 <= now)
+            .map(|(k, _)| *k)
+            .collect();
         for req in expired {
             if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
                 self.reply(shard, qid, Response::Delivered(false));
@@ -314,16 +352,27 @@ impl Link {
         self.heartbeat_cmds(&mut pipe);
         // Forget instances silent for four expiries (their keys too).
         let cutoff = shards::now_ms().saturating_sub(4 * self.cfg.expiry.as_millis() as u64);
-        let result: redis::RedisResult<Vec<String>> = async {
+        let result: redis::RedisResult<(i64, Vec<String>)> = bounded(async {
             let conn = &mut self.cmd()?;
-            pipe.query_async::<()>(conn).await?;
-            redis::cmd("ZRANGEBYSCORE").arg(self.key("instances")).arg("-inf").arg(cutoff).query_async(conn).await
-        }
+            let (added,): (i64,) = pipe.query_async(conn).await?;
+            let mut dead = redis::cmd("ZRANGEBYSCORE");
+            dead.arg(self.key("instances")).arg("-inf").arg(cutoff);
+            Ok((added, dead.query_async(conn).await?))
+        })
         .await;
         match result {
-            Ok(dead) => {
-                for inst in dead {
-                    let _ = self.forget_instance(&inst).await;
+            Ok((added, dead)) => {
+                let me = self.cfg.instance.clone();
+                for inst in dead.into_iter().filter(|i| *i != me) {
+                    let _ = bounded(self.forget_instance(&inst)).await;
+                }
+                if added == 1 {
+                    // We were not in the set: peers forgot us (we were frozen
+                    // or partitioned) or Redis lost its data. Write it all again.
+                    tracing::info!("this instance was missing from Redis; rewriting its presence");
+                    if let Err(e) = bounded(self.rewrite_presence()).await {
+                        self.down(&e.to_string());
+                    }
                 }
             }
             Err(e) => self.down(&e.to_string()),
@@ -333,12 +382,19 @@ impl Link {
     async fn forget_instance(&mut self, inst: &str) -> redis::RedisResult<()> {
         let keys_key = self.inst_key(inst, "keys");
         let conn = &mut self.cmd()?;
-        let keys: Vec<String> = redis::cmd("SMEMBERS").arg(&keys_key).query_async(&mut *conn).await?;
+        let keys: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&keys_key)
+            .query_async(&mut *conn)
+            .await?;
         let mut pipe = redis::pipe();
         for k in keys {
             pipe.del(k).ignore();
         }
-        for k in [keys_key, self.inst_key(inst, "ch"), self.inst_key(inst, "info")] {
+        for k in [
+            keys_key,
+            self.inst_key(inst, "ch"),
+            self.inst_key(inst, "info"),
+        ] {
             pipe.del(k).ignore();
         }
         pipe.zrem(self.key("instances"), inst).ignore();
@@ -363,7 +419,11 @@ impl Link {
                     }
                     self.seq += 1;
                     let topic = self.topic(&p.channel);
-                    let env = Envelope::Publish { origin: self.cfg.instance.clone(), seq: self.seq, p };
+                    let env = Envelope::Publish {
+                        origin: self.cfg.instance.clone(),
+                        seq: self.seq,
+                        p,
+                    };
                     pipe.publish(topic, env.encode()).ignore();
                     self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
                     queued += 1;
@@ -406,10 +466,19 @@ impl Link {
                     }
                 }
                 ToCluster::DirectResult { origin, req, ok } => {
-                    pipe.publish(self.inbox(&origin), Envelope::DirectRes { req, ok }.encode()).ignore();
+                    pipe.publish(
+                        self.inbox(&origin),
+                        Envelope::DirectRes { req, ok }.encode(),
+                    )
+                    .ignore();
                     queued += 1;
                 }
-                ToCluster::Interest { shard, topic, on, reply } => {
+                ToCluster::Interest {
+                    shard,
+                    topic,
+                    on,
+                    reply,
+                } => {
                     self.flush(&mut pipe, &mut queued).await;
                     self.interest(shard, topic, on).await;
                     if let Some(qid) = reply {
@@ -434,9 +503,13 @@ impl Link {
         }
         *queued = 0;
         let p = std::mem::take(pipe);
-        let Some(conn) = self.conn.as_mut() else { return };
-        self.stats.commands.fetch_add(p.cmd_iter().count() as u64, Ordering::Relaxed);
-        if let Err(e) = p.query_async::<()>(&mut conn.cmd).await {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        self.stats
+            .commands
+            .fetch_add(p.cmd_iter().count() as u64, Ordering::Relaxed);
+        if let Err(e) = bounded(p.query_async::<()>(&mut conn.cmd)).await {
             self.down(&e.to_string());
         }
     }
@@ -457,13 +530,19 @@ impl Link {
         if (before == 0) == (after == 0) {
             return;
         }
-        let (Some(conn), subscribe) = (self.conn.as_mut(), after != 0) else { return };
+        let (Some(conn), subscribe) = (self.conn.as_mut(), after != 0) else {
+            return;
+        };
         let name = format!("{}:ch:{key}", self.cfg.prefix);
         let r = match (&topic, subscribe) {
-            (Topic::Exact(_), true) => conn.sink.subscribe(&name).await,
-            (Topic::Exact(_), false) => conn.sink.unsubscribe(&name).await,
-            (Topic::Prefix(_), true) => conn.sink.psubscribe(format!("{}*", esc_glob(&name))).await,
-            (Topic::Prefix(_), false) => conn.sink.punsubscribe(format!("{}*", esc_glob(&name))).await,
+            (Topic::Exact(_), true) => bounded(conn.sink.subscribe(&name)).await,
+            (Topic::Exact(_), false) => bounded(conn.sink.unsubscribe(&name)).await,
+            (Topic::Prefix(_), true) => {
+                bounded(conn.sink.psubscribe(format!("{}*", esc_glob(&name)))).await
+            }
+            (Topic::Prefix(_), false) => {
+                bounded(conn.sink.punsubscribe(format!("{}*", esc_glob(&name)))).await
+            }
         };
         if let Err(e) = r {
             self.down(&e.to_string());
@@ -474,7 +553,12 @@ impl Link {
         let since = shards::now_ms().saturating_sub(self.cfg.expiry.as_millis() as u64);
         let key = self.key("instances");
         let conn = &mut self.cmd()?;
-        redis::cmd("ZRANGEBYSCORE").arg(key).arg(since).arg("+inf").query_async(conn).await
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(key)
+            .arg(since)
+            .arg("+inf")
+            .query_async(conn)
+            .await
     }
 
     /// Answers a question; `None` when the answer comes later (a direct
@@ -486,7 +570,7 @@ impl Link {
                 _ => Response::Unavailable,
             });
         }
-        let r = self.query_redis(shard, qid, q).await;
+        let r = bounded(self.query_redis(shard, qid, q)).await;
         match r {
             Ok(resp) => resp,
             Err(e) => {
@@ -496,18 +580,42 @@ impl Link {
         }
     }
 
-    async fn query_redis(&mut self, shard: usize, qid: u64, q: Query) -> redis::RedisResult<Option<Response>> {
-        if let Query::Direct { instance, shard: to_shard, seq, text, attachments } = q {
+    async fn query_redis(
+        &mut self,
+        shard: usize,
+        qid: u64,
+        q: Query,
+    ) -> redis::RedisResult<Option<Response>> {
+        if let Query::Direct {
+            instance,
+            shard: to_shard,
+            seq,
+            text,
+            attachments,
+        } = q
+        {
             let req = self.next_req;
             self.next_req += 1;
-            let env = Envelope::DirectReq { origin: self.cfg.instance.clone(), req, shard: to_shard, seq, text, attachments };
+            let env = Envelope::DirectReq {
+                origin: self.cfg.instance.clone(),
+                req,
+                shard: to_shard,
+                seq,
+                text,
+                attachments,
+            };
             let inbox = self.inbox(&instance);
             let conn = &mut self.cmd()?;
-            let receivers: i64 = redis::cmd("PUBLISH").arg(inbox).arg(env.encode()).query_async(conn).await?;
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg(inbox)
+                .arg(env.encode())
+                .query_async(conn)
+                .await?;
             if receivers == 0 {
                 return Ok(Some(Response::Delivered(false)));
             }
-            self.pending_direct.insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
+            self.pending_direct
+                .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
             return Ok(None);
         }
         let live = self.live_instances().await?;
@@ -527,7 +635,13 @@ impl Link {
                 }
                 let conn = &mut self.cmd()?;
                 let lists: Vec<Vec<String>> = pipe.query_async(conn).await?;
-                Response::Members(lists.iter().flatten().filter_map(|j| parse_member(j)).collect())
+                Response::Members(
+                    lists
+                        .iter()
+                        .flatten()
+                        .filter_map(|j| parse_member(j))
+                        .collect(),
+                )
             }
             Query::Channels => {
                 for i in &live {
@@ -539,7 +653,12 @@ impl Link {
                 for (k, n) in maps.into_iter().flatten() {
                     *sum.entry(k).or_default() += n;
                 }
-                Response::Channels(sum.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.into(), n)).collect())
+                Response::Channels(
+                    sum.into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(k, n)| (k.into(), n))
+                        .collect(),
+                )
             }
             Query::Instances => {
                 for i in &live {
@@ -551,7 +670,13 @@ impl Link {
                     .into_iter()
                     .zip(infos)
                     .filter(|(i, _)| *i != self.cfg.instance)
-                    .map(|(i, s)| (i, s.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()))
+                    .map(|(i, s)| {
+                        (
+                            i,
+                            s.and_then(|s| serde_json::from_str(&s).ok())
+                                .unwrap_or_default(),
+                        )
+                    })
                     .collect();
                 out.push((self.cfg.instance.clone(), self.connections.clone()));
                 out.sort();
@@ -564,7 +689,9 @@ impl Link {
 
     fn on_message(&mut self, msg: redis::Msg) {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-        let Some(env) = Envelope::decode(msg.get_payload_bytes()) else { return };
+        let Some(env) = Envelope::decode(msg.get_payload_bytes()) else {
+            return;
+        };
         match env {
             Envelope::Publish { origin, seq, p } => {
                 if origin == self.cfg.instance || !self.first_sighting(origin, seq) {
@@ -583,15 +710,35 @@ impl Link {
                     }
                 }
             }
-            Envelope::DirectReq { origin, req, shard, seq, text, attachments } => match self.ports.get(shard) {
-                Some(port) => port.send(FromCluster::Direct { seq, text, attachments, origin, req }, &self.stats),
+            Envelope::DirectReq {
+                origin,
+                req,
+                shard,
+                seq,
+                text,
+                attachments,
+            } => match self.ports.get(shard) {
+                Some(port) => port.send(
+                    FromCluster::Direct {
+                        seq,
+                        text,
+                        attachments,
+                        origin,
+                        req,
+                    },
+                    &self.stats,
+                ),
                 None => {
                     let inbox = self.inbox(&origin);
                     if let Some(conn) = self.conn.as_mut() {
                         let mut c = conn.cmd.clone();
                         let env = Envelope::DirectRes { req, ok: false }.encode();
                         tokio::spawn(async move {
-                            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(inbox).arg(env).query_async(&mut c).await;
+                            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                                .arg(inbox)
+                                .arg(env)
+                                .query_async(&mut c)
+                                .await;
                         });
                     }
                 }
@@ -607,7 +754,9 @@ impl Link {
     /// Drops the second copy of a publish that matched both an exact and a
     /// pattern subscription of this instance.
     fn first_sighting(&mut self, origin: String, seq: u64) -> bool {
-        if self.exact.is_empty() || self.prefix.is_empty() {
+        // Redis sends one copy per matching subscription of this instance:
+        // only a single exact topic and no pattern can never match twice.
+        if self.prefix.is_empty() {
             return true;
         }
         let id = (origin, seq);
@@ -621,6 +770,22 @@ impl Link {
             }
         }
         true
+    }
+}
+
+/// How long one Redis round trip may take before Redis counts as away (a
+/// frozen or partitioned server answers nothing and closes nothing).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn bounded<T>(
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match timeout(COMMAND_TIMEOUT, f).await {
+        Ok(r) => r,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::IoError,
+            "redis did not answer in time",
+        ))),
     }
 }
 

@@ -35,12 +35,34 @@ pub enum ToCluster {
     Publish(Arc<Publication>),
     /// A shard gained/lost interest; `reply` (a query id) is answered once
     /// the subscription is in place.
-    Interest { shard: ShardId, topic: Topic, on: bool, reply: Option<u64> },
-    Join { channel: Arc<str>, member: MemberView },
-    Leave { channel: Arc<str>, socket_id: Arc<str> },
-    Connections { shard: ShardId, n: usize },
-    Query { shard: ShardId, qid: u64, q: Query },
-    DirectResult { origin: String, req: u64, ok: bool },
+    Interest {
+        shard: ShardId,
+        topic: Topic,
+        on: bool,
+        reply: Option<u64>,
+    },
+    Join {
+        channel: Arc<str>,
+        member: MemberView,
+    },
+    Leave {
+        channel: Arc<str>,
+        socket_id: Arc<str>,
+    },
+    Connections {
+        shard: ShardId,
+        n: usize,
+    },
+    Query {
+        shard: ShardId,
+        qid: u64,
+        q: Query,
+    },
+    DirectResult {
+        origin: String,
+        req: u64,
+        ok: bool,
+    },
 }
 
 /// Questions about the whole cluster.
@@ -49,14 +71,29 @@ pub enum Query {
     Members(Arc<str>),
     Channels,
     Instances,
-    Direct { instance: String, shard: ShardId, seq: u64, text: Bytes, attachments: Vec<Bytes> },
+    Direct {
+        instance: String,
+        shard: ShardId,
+        seq: u64,
+        text: Bytes,
+        attachments: Vec<Bytes>,
+    },
 }
 
 /// Redis shard → one shard.
 pub enum FromCluster {
     Deliver(Arc<Publication>),
-    Direct { seq: u64, text: Bytes, attachments: Vec<Bytes>, origin: String, req: u64 },
-    Reply { qid: u64, resp: Response },
+    Direct {
+        seq: u64,
+        text: Bytes,
+        attachments: Vec<Bytes>,
+        origin: String,
+        req: u64,
+    },
+    Reply {
+        qid: u64,
+        resp: Response,
+    },
 }
 
 /// The shard's end of its port, taken once by the shard with that id.
@@ -85,12 +122,20 @@ impl Cluster {
             let (a, b) = StdUnixStream::pair()?;
             a.set_nonblocking(true)?;
             let armed = Arc::new(AtomicBool::new(false));
-            ports.push(link::ShardPort { tx, armed: armed.clone(), wake: a });
+            ports.push(link::ShardPort {
+                tx,
+                armed: armed.clone(),
+                wake: a,
+            });
             ends.push(Some(ShardEnd { rx, armed, wake: b }));
         }
         let stats = Arc::new(ClusterStats::default());
         let tx = link::spawn(cfg, ports, stats.clone())?;
-        Ok(Cluster { tx, stats, ends: Mutex::new(ends) })
+        Ok(Cluster {
+            tx,
+            stats,
+            ends: Mutex::new(ends),
+        })
     }
 
     /// Connects shard `shard` to the cluster: installs its uplink and starts
@@ -103,7 +148,11 @@ impl Cluster {
             stats: self.stats.clone(),
         });
         shard.set_uplink(link.clone());
-        let end = self.ends.lock().ok().and_then(|mut e| e.get_mut(shard.id()).and_then(Option::take));
+        let end = self
+            .ends
+            .lock()
+            .ok()
+            .and_then(|mut e| e.get_mut(shard.id()).and_then(Option::take));
         if let Some(end) = end {
             shards::rt::spawn_local(receive(shard.clone(), link.clone(), end)).detach();
         }
@@ -142,13 +191,25 @@ impl Uplink for ClusterLink {
     }
 
     fn interest(&self, topic: Topic, on: bool) -> Pin<Box<dyn Future<Output = ()>>> {
-        let Some(shard) = self.shard.upgrade() else { return Box::pin(async {}) };
+        let Some(shard) = self.shard.upgrade() else {
+            return Box::pin(async {});
+        };
         if !on {
-            let _ = self.tx.try_send(ToCluster::Interest { shard: self.id, topic, on, reply: None });
+            let _ = self.tx.try_send(ToCluster::Interest {
+                shard: self.id,
+                topic,
+                on,
+                reply: None,
+            });
             return Box::pin(async {});
         }
         let qid = shard.mailbox().expect_reply();
-        let msg = ToCluster::Interest { shard: self.id, topic, on, reply: Some(qid) };
+        let msg = ToCluster::Interest {
+            shard: self.id,
+            topic,
+            on,
+            reply: Some(qid),
+        };
         if self.tx.try_send(msg).is_err() {
             shard.mailbox().cancel_reply(qid);
             return Box::pin(async {});
@@ -179,22 +240,38 @@ impl ClusterLink {
     /// Records a member in the cluster's presence (ordered before any later
     /// question from this shard).
     pub fn join(&self, channel: &Arc<str>, member: MemberView) {
-        let _ = self.tx.try_send(ToCluster::Join { channel: channel.clone(), member });
+        let _ = self.tx.try_send(ToCluster::Join {
+            channel: channel.clone(),
+            member,
+        });
     }
 
     pub fn leave(&self, channel: &Arc<str>, socket_id: &Arc<str>) {
-        let _ = self.tx.try_send(ToCluster::Leave { channel: channel.clone(), socket_id: socket_id.clone() });
+        let _ = self.tx.try_send(ToCluster::Leave {
+            channel: channel.clone(),
+            socket_id: socket_id.clone(),
+        });
     }
 
     pub fn connections(&self, n: usize) {
-        let _ = self.tx.try_send(ToCluster::Connections { shard: self.id, n });
+        let _ = self
+            .tx
+            .try_send(ToCluster::Connections { shard: self.id, n });
     }
 
     /// Asks the cluster; `None` when Redis is away or too slow.
     pub async fn ask(&self, q: Query) -> Option<Response> {
         let shard = self.shard.upgrade()?;
         let qid = shard.mailbox().expect_reply();
-        if self.tx.try_send(ToCluster::Query { shard: self.id, qid, q }).is_err() {
+        if self
+            .tx
+            .try_send(ToCluster::Query {
+                shard: self.id,
+                qid,
+                q,
+            })
+            .is_err()
+        {
             shard.mailbox().cancel_reply(qid);
             return None;
         }
@@ -213,10 +290,8 @@ async fn receive(shard: Rc<Shard>, link: Rc<ClusterLink>, end: ShardEnd) {
     let mut buf = [0u8; 64];
     loop {
         end.armed.store(true, Ordering::Release);
-        if end.rx.is_empty() {
-            if wake.read(&mut buf).await.unwrap_or(0) == 0 {
-                return;
-            }
+        if end.rx.is_empty() && wake.read(&mut buf).await.unwrap_or(0) == 0 {
+            return;
         }
         end.armed.store(false, Ordering::Release);
         while let Ok(m) = end.rx.try_recv() {
@@ -224,9 +299,17 @@ async fn receive(shard: Rc<Shard>, link: Rc<ClusterLink>, end: ShardEnd) {
                 FromCluster::Deliver(p) => {
                     shard.deliver_from_cluster(&p);
                 }
-                FromCluster::Direct { seq, text, attachments, origin, req } => {
+                FromCluster::Direct {
+                    seq,
+                    text,
+                    attachments,
+                    origin,
+                    req,
+                } => {
                     let ok = shard.direct_from_cluster(seq, text, &attachments);
-                    let _ = link.tx.try_send(ToCluster::DirectResult { origin, req, ok });
+                    let _ = link
+                        .tx
+                        .try_send(ToCluster::DirectResult { origin, req, ok });
                 }
                 FromCluster::Reply { qid, resp } => shard.mailbox().complete(qid, resp),
             }

@@ -18,11 +18,25 @@ const KIND_DIRECT_RES: u8 = 3;
 pub enum Envelope {
     /// A publication on a channel; `seq` is unique per origin instance, so a
     /// receiver that gets it twice (exact and pattern subscription) drops one.
-    Publish { origin: String, seq: u64, p: Arc<Publication> },
+    Publish {
+        origin: String,
+        seq: u64,
+        p: Arc<Publication>,
+    },
     /// A direct message for socket `(shard, seq)` of the receiving instance;
     /// answered with `DirectRes { req }` on the origin's inbox.
-    DirectReq { origin: String, req: u64, shard: usize, seq: u64, text: Bytes, attachments: Vec<Bytes> },
-    DirectRes { req: u64, ok: bool },
+    DirectReq {
+        origin: String,
+        req: u64,
+        shard: usize,
+        seq: u64,
+        text: Bytes,
+        attachments: Vec<Bytes>,
+    },
+    DirectRes {
+        req: u64,
+        ok: bool,
+    },
 }
 
 struct Writer(Vec<u8>);
@@ -52,7 +66,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
     }
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
@@ -77,14 +92,25 @@ impl Envelope {
                 w.0.push(p.members_only as u8 | (p.skip_user.is_some() as u8) << 1);
                 w.bytes(p.skip_user.as_deref().unwrap_or("").as_bytes());
                 w.bytes(&p.text);
-                let data = if p.data.is_null() { Vec::new() } else { serde_json::to_vec(&p.data).unwrap_or_default() };
+                let data = if p.data.is_null() {
+                    Vec::new()
+                } else {
+                    serde_json::to_vec(&p.data).unwrap_or_default()
+                };
                 w.bytes(&data);
                 w.u64(p.attachments.len() as u64);
                 for a in &p.attachments {
                     w.bytes(a);
                 }
             }
-            Envelope::DirectReq { origin, req, shard, seq, text, attachments } => {
+            Envelope::DirectReq {
+                origin,
+                req,
+                shard,
+                seq,
+                text,
+                attachments,
+            } => {
                 w.0.push(KIND_DIRECT_REQ);
                 w.bytes(origin.as_bytes());
                 w.u64(*req);
@@ -122,7 +148,11 @@ impl Envelope {
                 let skip = r.str()?;
                 let text = Bytes::copy_from_slice(r.bytes()?);
                 let data = r.bytes()?;
-                let data = if data.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(data).ok()? };
+                let data = if data.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::from_slice(data).ok()?
+                };
                 let attachments = Self::attachments(&mut r)?;
                 let p = Publication {
                     channel: channel.into(),
@@ -133,7 +163,11 @@ impl Envelope {
                     skip_user: (flags & 2 != 0).then(|| skip.into()),
                     members_only: flags & 1 != 0,
                 };
-                Some(Envelope::Publish { origin, seq, p: Arc::new(p) })
+                Some(Envelope::Publish {
+                    origin,
+                    seq,
+                    p: Arc::new(p),
+                })
             }
             KIND_DIRECT_REQ => Some(Envelope::DirectReq {
                 origin: r.str()?.to_string(),
@@ -143,7 +177,10 @@ impl Envelope {
                 text: Bytes::copy_from_slice(r.bytes()?),
                 attachments: Self::attachments(&mut r)?,
             }),
-            KIND_DIRECT_RES => Some(Envelope::DirectRes { req: r.u64()?, ok: r.u8()? != 0 }),
+            KIND_DIRECT_RES => Some(Envelope::DirectRes {
+                req: r.u64()?,
+                ok: r.u8()? != 0,
+            }),
             _ => None,
         }
     }
@@ -153,7 +190,9 @@ impl Envelope {
         if n > 10_000 {
             return None;
         }
-        (0..n).map(|_| r.bytes().map(Bytes::copy_from_slice)).collect()
+        (0..n)
+            .map(|_| r.bytes().map(Bytes::copy_from_slice))
+            .collect()
     }
 }
 
@@ -172,7 +211,11 @@ mod tests {
             skip_user: Some("u1".into()),
             members_only: false,
         };
-        let e = Envelope::Publish { origin: "i1".into(), seq: 7, p: Arc::new(p) };
+        let e = Envelope::Publish {
+            origin: "i1".into(),
+            seq: 7,
+            p: Arc::new(p),
+        };
         let Some(Envelope::Publish { origin, seq, p }) = Envelope::decode(&e.encode()) else {
             panic!("decode failed")
         };
@@ -193,9 +236,20 @@ mod tests {
             text: Bytes::from_static(b"42[]"),
             attachments: vec![],
         };
-        assert!(matches!(Envelope::decode(&e.encode()), Some(Envelope::DirectReq { req: 3, shard: 1, seq: 9, .. })));
+        assert!(matches!(
+            Envelope::decode(&e.encode()),
+            Some(Envelope::DirectReq {
+                req: 3,
+                shard: 1,
+                seq: 9,
+                ..
+            })
+        ));
         let r = Envelope::DirectRes { req: 5, ok: true }.encode();
-        assert!(matches!(Envelope::decode(&r), Some(Envelope::DirectRes { req: 5, ok: true })));
+        assert!(matches!(
+            Envelope::decode(&r),
+            Some(Envelope::DirectRes { req: 5, ok: true })
+        ));
         for bad in [&b""[..], b"S", b"S\x01\x01\xff\xff\xff\xff", b"hello"] {
             assert!(Envelope::decode(bad).is_none());
         }
