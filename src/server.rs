@@ -167,7 +167,6 @@ pub async fn serve_connection(ctx: Rc<ShardCtx>, mut stream: TcpStream, mut buf:
 /// Reads until `buf` holds a complete request head. `Ok(None)`: the client
 /// went away (or idled out) between requests; `Err(status)`: answer it.
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, u16> {
-    let mut chunk = [0u8; 2048];
     loop {
         match http::parse_head(buf) {
             Ok(Some(r)) => return Ok(Some(r)),
@@ -175,11 +174,22 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<R
             Err(HeadError::Malformed) => return Err(400),
             Err(HeadError::TooLarge) => return Err(431),
         }
-        match stream.read(&mut chunk).await {
+        match read_more(stream, buf, 2048).await {
             Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
         }
     }
+}
+
+/// Reads up to `chunk` more bytes onto the end of `buf`. Reading straight
+/// into the vector (not through a stack array) keeps every connection's
+/// future small: a future is as big as the largest state it can be in.
+pub async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, chunk: usize) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + chunk, 0);
+    let r = stream.read(&mut buf[start..]).await;
+    buf.truncate(start + r.as_ref().map_or(0, |n| *n));
+    r
 }
 
 /// Writes a response; `None` when the connection must end.
@@ -231,7 +241,9 @@ async fn route(
         || path.starts_with("/socket/")
         || path == "/metrics"
     {
-        return crate::rest::serve(ctx, stream, buf, req).await;
+        // Boxed: the REST futures are large and rare; they must not size
+        // every connection's future.
+        return Box::pin(crate::rest::serve(ctx, stream, buf, req)).await;
     }
     let resp = match (path, &req.method) {
         ("/healthz", Method::Get) => json(200, b"{\"status\":\"ok\"}".to_vec()),

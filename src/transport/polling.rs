@@ -8,7 +8,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::AsyncReadExt;
 use proto::engineio::{self, PayloadRecord};
 use shards::rt::TcpStream;
 use shards::CloseReason;
@@ -165,11 +164,11 @@ pub async fn post(
         .await;
     }
     let end = req.head_len + len;
-    let mut chunk = [0u8; 4096];
     while buf.len() < end {
-        match stream.read(&mut chunk).await {
+        let want = (end - buf.len()).min(64 * 1024);
+        match crate::server::read_more(&mut stream, &mut buf, want).await {
             Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
         }
     }
     s.ctx.metrics.bytes_in(len);

@@ -64,7 +64,10 @@ pub async fn upgrade(
     let rest = buf.get(req.head_len..).unwrap_or_default().to_vec();
     let cfg = ws_config(session.ctx.cfg.max_payload);
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(cfg)).await;
-    run(session, ws, probe).await;
+    // The websocket gets its own small task: the connection future that
+    // parsed the request (several KiB) is freed instead of living as long
+    // as the socket.
+    shards::rt::spawn_local(run(session, ws, probe)).detach();
 }
 
 /// Completes the websocket handshake and closes at once (a second
@@ -174,8 +177,10 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
             Ev::In(Some(Ok(msg))) => {
                 session.ctx.metrics.bytes_in(msg.len());
                 let r = match msg {
-                    Message::Text(t) => session.on_text(t.as_str()).await,
-                    Message::Binary(b) => session.on_binary(b).await,
+                    // Boxed per inbound message so the handlers' futures
+                    // are not part of every idle socket's task.
+                    Message::Text(t) => Box::pin(session.on_text(t.as_str())).await,
+                    Message::Binary(b) => Box::pin(session.on_binary(b)).await,
                     Message::Close(_) => {
                         session.terminate(CloseReason::ClientClosed);
                         return;
