@@ -12,14 +12,49 @@
 //! Interest: it counts, per topic, which shards want it, and SUBSCRIBEs (or
 //! PSUBSCRIBEs, for prefixes) on the first and UNSUBSCRIBEs on the last.
 //! Publishes drained from the queue go out as one pipeline per batch.
-//! Presence lives under per-instance keys refreshed by heartbeats, so a dead
-//! instance falls out of every view once its heartbeat is older than the
-//! expiry. When Redis is away it keeps its state in memory, counts what could
-//! not cross, reconnects with backoff, then re-subscribes and rewrites its
+//! When Redis is away it keeps its state in memory, counts what could not
+//! cross, reconnects with backoff, then re-subscribes and rewrites its
 //! presence.
+//!
+//! Presence, under `<prefix>:`:
+//! - `instances`: sorted set, instance → its last heartbeat (ms). Views read
+//!   only instances whose heartbeat is younger than the expiry, so a dead or
+//!   frozen instance drops out of every view after one expiry whatever is
+//!   left of its keys.
+//! - `i:<id>:info` (connection counts), `i:<id>:ch` (channel → member
+//!   count), `i:<id>:m:<channel>` (socket → member JSON), and `i:<id>:keys`
+//!   (the set of that instance's member hashes).
+//!
+//! Collection: each heartbeat, a live instance deletes the keys of every
+//! instance silent for four expiries, in one Lua script that first re-checks
+//! the silent one's score (it may have resumed since it was listed) — so a
+//! collection never interleaves with, or undoes, that instance's own
+//! rewrite. An instance finds out it was collected (or that Redis lost its
+//! data) because its heartbeat is `ZADD XX CH` and answers 0; it also
+//! rewrites after any gap of two expiries between its own heartbeats (it was
+//! frozen), before its peers could collect it by their clocks. A rewrite is
+//! one MULTI (delete all, write all, ZADD), so nobody sees half of it.
+//!
+//! TTLs bound what nobody collects (the last instance of a cluster stopped,
+//! or a key written by an instance already collected): `info`, `ch` and
+//! `keys` live 8 expiries past their last refresh (PEXPIRE'd every heartbeat
+//! — three commands — and whenever a join/leave creates them); longer than
+//! the four expiries after which peers collect, so a collecting peer always
+//! still finds `keys`. Refreshing every member hash every heartbeat would
+//! cost one command per channel per heartbeat, so a member hash instead lives
+//! `max(8 expiries, 10 min)` past its last write, and a rolling refresh in
+//! channel order renews a few of them per heartbeat so each is renewed every
+//! quarter of that. A live instance's keys therefore never expire under it
+//! (a gap long enough for that triggers the rewrite above), and a dead
+//! instance's keys are gone after four expiries when a peer is alive, after
+//! at most `max(8 expiries, 10 min)` when none is.
+//!
+//! A graceful stop calls [`super::Cluster::withdraw`]: the same script,
+//! unconditionally, for this instance, and no heartbeats after it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
+use std::ops::Bound;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,11 +125,18 @@ struct Link {
     next_attempt: Instant,
     backoff: Duration,
     next_heartbeat: Instant,
+    /// When Redis last took a heartbeat (or a rewrite) of this instance.
+    last_beat: Instant,
+    /// Taken out of the presence for a graceful stop: no more heartbeats.
+    withdrawn: bool,
+    /// The last channel whose member hash the rolling TTL refresh reached.
+    sweep_after: Option<String>,
     /// Shards (bit per shard) that want each exact channel / prefix.
     exact: HashMap<String, u64>,
     prefix: HashMap<String, u64>,
-    /// This instance's presence, rewritten after Redis comes back.
-    members: HashMap<String, HashMap<String, String>>,
+    /// This instance's presence, rewritten after Redis comes back (ordered,
+    /// so the rolling TTL refresh can resume where it stopped).
+    members: BTreeMap<String, HashMap<String, String>>,
     connections: Vec<usize>,
     seq: u64,
     seen: HashSet<(String, u64)>,
@@ -136,9 +178,12 @@ pub fn spawn(
         next_attempt: Instant::now(),
         backoff: Duration::from_millis(100),
         next_heartbeat: Instant::now(),
+        last_beat: Instant::now(),
+        sweep_after: None,
+        withdrawn: false,
         exact: HashMap::new(),
         prefix: HashMap::new(),
-        members: HashMap::new(),
+        members: BTreeMap::new(),
         connections: vec![0; shards],
         seq: 0,
         seen: HashSet::new(),
@@ -270,7 +315,9 @@ impl Link {
         }
         self.conn = Some(Conn { cmd, sink });
         self.stream = Some(stream);
-        if let Err(e) = bounded(self.rewrite_presence()).await {
+        if self.withdrawn {
+            // Stopping: stay out of the cluster's presence.
+        } else if let Err(e) = bounded(self.rewrite_presence()).await {
             return self.down(&e.to_string());
         }
         self.stats.up.store(true, Ordering::Relaxed);
@@ -283,52 +330,128 @@ impl Link {
         );
     }
 
+    /// How long this instance's `info`, `ch` and `keys` outlive its last
+    /// heartbeat: longer than the four expiries after which live peers
+    /// collect it, so a peer always still finds its `keys` list.
+    fn presence_ttl(&self) -> u64 {
+        8 * self.cfg.expiry.as_millis() as u64
+    }
+
+    /// How long a member hash outlives its last write or refresh: at least
+    /// `presence_ttl`, and long enough that the rolling refresh costs only a
+    /// few commands per heartbeat however many channels there are.
+    fn member_ttl(&self) -> u64 {
+        self.presence_ttl().max(MEMBER_TTL_FLOOR_MS)
+    }
+
     /// Clears this instance's keys and writes its presence and heartbeat
-    /// again (after a start, or after Redis lost its data).
+    /// again (after a start, after Redis lost its data, or after peers
+    /// forgot a stalled instance), in one MULTI so no peer sees half of it.
     async fn rewrite_presence(&mut self) -> redis::RedisResult<()> {
         let me = self.cfg.instance.clone();
-        let mut pipe = redis::pipe();
-        pipe.del(self.inst_key(&me, "ch")).ignore();
+        let keys_key = self.inst_key(&me, "keys");
         let old: Vec<String> = {
             let conn = &mut self.cmd()?;
             redis::cmd("SMEMBERS")
-                .arg(self.inst_key(&me, "keys"))
+                .arg(&keys_key)
                 .query_async(conn)
                 .await?
         };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.del(self.inst_key(&me, "ch")).ignore();
         for k in old {
             pipe.del(k).ignore();
         }
-        pipe.del(self.inst_key(&me, "keys")).ignore();
+        pipe.del(&keys_key).ignore();
+        let member_ttl = self.member_ttl() as i64;
         for (channel, members) in &self.members {
             let mkey = self.inst_key(&me, &format!("m:{channel}"));
             for (sid, json) in members {
                 pipe.hset(&mkey, sid, json).ignore();
             }
-            pipe.sadd(self.inst_key(&me, "keys"), &mkey).ignore();
+            pipe.pexpire(&mkey, member_ttl).ignore();
+            pipe.sadd(&keys_key, &mkey).ignore();
             pipe.hset(self.inst_key(&me, "ch"), channel, members.len())
                 .ignore();
         }
-        self.heartbeat_cmds(&mut pipe);
+        self.heartbeat_cmds(&mut pipe, true);
+        self.sweep_after = None;
         let conn = &mut self.cmd()?;
-        pipe.query_async::<redis::Value>(conn).await.map(drop)
+        pipe.query_async::<redis::Value>(conn).await?;
+        self.last_beat = Instant::now();
+        Ok(())
     }
 
-    fn heartbeat_cmds(&self, pipe: &mut redis::Pipeline) {
+    /// The heartbeat: the score in `instances` (`ZADD XX CH`, which answers
+    /// 0 when this instance is not there: the caller then rewrites it all —
+    /// or a plain ZADD as the last step of a rewrite), connection counts,
+    /// and the TTLs of `info`, `ch` and `keys`.
+    fn heartbeat_cmds(&self, pipe: &mut redis::Pipeline, create: bool) {
         let me = &self.cfg.instance;
         let now = shards::now_ms();
+        let ttl = self.presence_ttl() as i64;
+        self.info_cmds(pipe);
+        for k in ["ch", "keys"] {
+            pipe.pexpire(self.inst_key(me, k), ttl).ignore();
+        }
+        if create {
+            pipe.zadd(self.key("instances"), me, now).ignore();
+        } else {
+            pipe.cmd("ZADD")
+                .arg(self.key("instances"))
+                .arg("XX")
+                .arg("CH")
+                .arg(now)
+                .arg(me);
+        }
+    }
+
+    /// Writes this instance's connection counts (with the hash's TTL).
+    fn info_cmds(&self, pipe: &mut redis::Pipeline) {
         let total: usize = self.connections.iter().sum();
         let shards = serde_json::to_string(&self.connections).unwrap_or_default();
-        pipe.zadd(self.key("instances"), me, now);
-        let info = self.inst_key(me, "info");
+        let info = self.inst_key(&self.cfg.instance, "info");
         pipe.hset_multiple(
             &info,
             &[("connections", total.to_string()), ("shards", shards)],
         )
         .ignore();
-        // Outlives the instance only briefly if no live peer collects it.
-        pipe.pexpire(&info, 4 * self.cfg.expiry.as_millis() as i64)
-            .ignore();
+        pipe.pexpire(&info, self.presence_ttl() as i64).ignore();
+    }
+
+    /// Refreshes the TTL of the next few member hashes, in channel order, so
+    /// that every one is refreshed at least every quarter of `member_ttl`.
+    fn sweep_cmds(&mut self, pipe: &mut redis::Pipeline) {
+        let n = self.members.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let ttl = self.member_ttl();
+        let per_beat = (n * self.cfg.heartbeat.as_millis() as u64)
+            .div_ceil(ttl / 4)
+            .max(1);
+        let me = self.cfg.instance.clone();
+        let start = match &self.sweep_after {
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut last = None;
+        for (i, channel) in self
+            .members
+            .range::<String, _>((start, Bound::Unbounded))
+            .map(|(c, _)| c)
+            .enumerate()
+        {
+            if i as u64 >= per_beat {
+                break;
+            }
+            pipe.pexpire(self.inst_key(&me, &format!("m:{channel}")), ttl as i64)
+                .ignore();
+            last = Some(channel.clone());
+        }
+        // At the end of the channels the next heartbeat starts again.
+        self.sweep_after = last;
     }
 
     async fn heartbeat(&mut self) {
@@ -345,28 +468,42 @@ impl Link {
                 self.reply(shard, qid, Response::Delivered(false));
             }
         }
-        if self.conn.is_none() {
+        if self.conn.is_none() || self.withdrawn {
             return;
         }
+        // Silent for two expiries (frozen, or Redis too slow): peers may have
+        // forgotten us meanwhile, by their clocks, and some of our keys may
+        // be near their TTL. Write everything again rather than guess.
+        if now.duration_since(self.last_beat) > 2 * self.cfg.expiry {
+            tracing::info!(
+                "no heartbeat for {:?}; rewriting this instance's presence",
+                now.duration_since(self.last_beat)
+            );
+            if let Err(e) = bounded(self.rewrite_presence()).await {
+                return self.down(&e.to_string());
+            }
+        }
         let mut pipe = redis::pipe();
-        self.heartbeat_cmds(&mut pipe);
+        self.heartbeat_cmds(&mut pipe, false);
+        self.sweep_cmds(&mut pipe);
         // Forget instances silent for four expiries (their keys too).
         let cutoff = shards::now_ms().saturating_sub(4 * self.cfg.expiry.as_millis() as u64);
         let result: redis::RedisResult<(i64, Vec<String>)> = bounded(async {
             let conn = &mut self.cmd()?;
-            let (added,): (i64,) = pipe.query_async(conn).await?;
+            let (updated,): (i64,) = pipe.query_async(conn).await?;
             let mut dead = redis::cmd("ZRANGEBYSCORE");
             dead.arg(self.key("instances")).arg("-inf").arg(cutoff);
-            Ok((added, dead.query_async(conn).await?))
+            Ok((updated, dead.query_async(conn).await?))
         })
         .await;
         match result {
-            Ok((added, dead)) => {
+            Ok((updated, dead)) => {
+                self.last_beat = Instant::now();
                 let me = self.cfg.instance.clone();
                 for inst in dead.into_iter().filter(|i| *i != me) {
-                    let _ = bounded(self.forget_instance(&inst)).await;
+                    let _ = bounded(self.forget_instance(&inst, Some(cutoff))).await;
                 }
-                if added == 1 {
+                if updated == 0 {
                     // We were not in the set: peers forgot us (we were frozen
                     // or partitioned) or Redis lost its data. Write it all again.
                     tracing::info!("this instance was missing from Redis; rewriting its presence");
@@ -379,26 +516,29 @@ impl Link {
         }
     }
 
-    async fn forget_instance(&mut self, inst: &str) -> redis::RedisResult<()> {
-        let keys_key = self.inst_key(inst, "keys");
+    /// Deletes an instance's presence: its member hashes (listed in its
+    /// `keys`), `keys`, `ch`, `info` and its entry in `instances`, in one
+    /// script so it cannot interleave with that instance's own rewrite. With
+    /// a `cutoff`, only if its heartbeat is still older than that (it may
+    /// have resumed since it was found dead) and it is still listed (else
+    /// someone collected it already, and what is there now is a rewrite in
+    /// progress). Returns whether it deleted.
+    async fn forget_instance(
+        &mut self,
+        inst: &str,
+        cutoff: Option<u64>,
+    ) -> redis::RedisResult<bool> {
+        // Plain EVAL: the crate's `script` feature is off, and this is rare.
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(FORGET_LUA)
+            .arg(1)
+            .arg(self.key("instances"))
+            .arg(inst)
+            .arg(cutoff.map_or_else(|| "-".to_string(), |c| c.to_string()))
+            .arg(self.inst_key(inst, ""));
         let conn = &mut self.cmd()?;
-        let keys: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&keys_key)
-            .query_async(&mut *conn)
-            .await?;
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.del(k).ignore();
-        }
-        for k in [
-            keys_key,
-            self.inst_key(inst, "ch"),
-            self.inst_key(inst, "info"),
-        ] {
-            pipe.del(k).ignore();
-        }
-        pipe.zrem(self.key("instances"), inst).ignore();
-        pipe.query_async::<()>(conn).await
+        let n: i64 = eval.query_async(conn).await?;
+        Ok(n == 1)
     }
 
     fn reply(&self, shard: usize, qid: u64, resp: Response) {
@@ -410,6 +550,10 @@ impl Link {
     async fn handle(&mut self, batch: Vec<ToCluster>) {
         let mut pipe = redis::pipe();
         let mut queued = 0usize;
+        // Member hashes written in this batch (they get their TTL at the
+        // end), and whether the connection counts changed.
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut counts_changed = false;
         for m in batch {
             match m {
                 ToCluster::Publish(p) => {
@@ -438,6 +582,7 @@ impl Link {
                     pipe.hset(&mkey, &*member.socket_id, json).ignore();
                     pipe.sadd(self.inst_key(&me, "keys"), &mkey).ignore();
                     pipe.hset(self.inst_key(&me, "ch"), &*channel, n).ignore();
+                    touched.insert(channel.to_string());
                     queued += 1;
                 }
                 ToCluster::Leave { channel, socket_id } => {
@@ -458,12 +603,22 @@ impl Link {
                     } else {
                         pipe.hset(self.inst_key(&me, "ch"), &*channel, n).ignore();
                     }
+                    touched.insert(channel.to_string());
                     queued += 1;
                 }
                 ToCluster::Connections { shard, n } => {
                     if let Some(c) = self.connections.get_mut(shard) {
+                        counts_changed |= *c != n;
                         *c = n;
                     }
+                }
+                ToCluster::Withdraw { done } => {
+                    self.flush(&mut pipe, &mut queued).await;
+                    self.withdrawn = true;
+                    let me = self.cfg.instance.clone();
+                    let ok = self.conn.is_some()
+                        && bounded(self.forget_instance(&me, None)).await.is_ok();
+                    let _ = done.send(ok);
                 }
                 ToCluster::DirectResult { origin, req, ok } => {
                     pipe.publish(
@@ -493,6 +648,23 @@ impl Link {
                     }
                 }
             }
+        }
+        if !touched.is_empty() && !self.withdrawn {
+            // A key created by HSET/SADD has no TTL until it gets one here.
+            let me = self.cfg.instance.clone();
+            let (ttl, member_ttl) = (self.presence_ttl() as i64, self.member_ttl() as i64);
+            for channel in touched.iter().filter(|c| self.members.contains_key(*c)) {
+                pipe.pexpire(self.inst_key(&me, &format!("m:{channel}")), member_ttl)
+                    .ignore();
+            }
+            for k in ["ch", "keys"] {
+                pipe.pexpire(self.inst_key(&me, k), ttl).ignore();
+            }
+        }
+        if counts_changed && !self.withdrawn {
+            // Peers see a new count now rather than at the next heartbeat.
+            self.info_cmds(&mut pipe);
+            queued += 1;
         }
         self.flush(&mut pipe, &mut queued).await;
     }
@@ -772,6 +944,25 @@ impl Link {
         true
     }
 }
+
+/// The shortest TTL of a member hash (see `Link::member_ttl`).
+const MEMBER_TTL_FLOOR_MS: u64 = 10 * 60 * 1000;
+
+/// Deletes an instance's presence (see `Link::forget_instance`).
+/// KEYS[1]: the `instances` sorted set. ARGV[1]: the instance; ARGV[2]: the
+/// cutoff in ms, or "-" for unconditionally; ARGV[3]: the instance's key
+/// prefix (`<prefix>:i:<instance>:`). Redis runs a script atomically.
+const FORGET_LUA: &str = r#"
+if ARGV[2] ~= '-' then
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not s or tonumber(s) > tonumber(ARGV[2]) then return 0 end
+end
+local keys = ARGV[3] .. 'keys'
+for _, k in ipairs(redis.call('SMEMBERS', keys)) do redis.call('DEL', k) end
+redis.call('DEL', keys, ARGV[3] .. 'ch', ARGV[3] .. 'info')
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"#;
 
 /// How long one Redis round trip may take before Redis counts as away (a
 /// frozen or partitioned server answers nothing and closes nothing).

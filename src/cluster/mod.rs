@@ -14,6 +14,7 @@
 pub mod link;
 pub mod wire;
 
+use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -62,6 +63,11 @@ pub enum ToCluster {
         origin: String,
         req: u64,
         ok: bool,
+    },
+    /// Remove this instance from the cluster's presence now (a graceful
+    /// stop); `done` is signalled once Redis has it (or could not).
+    Withdraw {
+        done: std::sync::mpsc::Sender<bool>,
     },
 }
 
@@ -138,6 +144,20 @@ impl Cluster {
         })
     }
 
+    /// Takes this instance out of the cluster's presence at once (its
+    /// heartbeat entry, member lists, channel counts and connection counts),
+    /// for a graceful stop: peers stop counting it immediately instead of
+    /// after the expiry. Blocks the caller (not a shard) for at most
+    /// `within`; true when Redis confirmed. Later heartbeats would write the
+    /// presence again, so call it last.
+    pub fn withdraw(&self, within: Duration) -> bool {
+        let (done, rx) = std::sync::mpsc::channel();
+        if self.tx.try_send(ToCluster::Withdraw { done }).is_err() {
+            return false;
+        }
+        rx.recv_timeout(within).unwrap_or(false)
+    }
+
     /// Connects shard `shard` to the cluster: installs its uplink and starts
     /// the task that receives from the Redis shard.
     pub fn attach(&self, shard: &Rc<Shard>) -> Rc<ClusterLink> {
@@ -146,6 +166,7 @@ impl Cluster {
             id: shard.id(),
             tx: self.tx.clone(),
             stats: self.stats.clone(),
+            reported: Cell::new(usize::MAX),
         });
         shard.set_uplink(link.clone());
         let end = self
@@ -158,16 +179,12 @@ impl Cluster {
         }
         let (weak, reporter) = (Rc::downgrade(shard), link.clone());
         shards::rt::spawn_local(async move {
-            // Connection counts travel with the heartbeats.
-            let mut last = usize::MAX;
-            while let Some(shard) = weak.upgrade() {
-                let n = shard.local_connections();
-                if n != last {
-                    reporter.connections(n);
-                    last = n;
-                }
-                drop(shard);
-                shards::rt::sleep(Duration::from_millis(500)).await;
+            // Sockets that never talk to the cluster (no join, no question)
+            // are still counted within this period; every join, leave and
+            // question reports a changed count first (`sync_connections`).
+            while weak.strong_count() > 0 {
+                reporter.sync_connections();
+                shards::rt::sleep(Duration::from_millis(250)).await;
             }
         })
         .detach();
@@ -181,6 +198,8 @@ pub struct ClusterLink {
     id: ShardId,
     tx: mpsc::Sender<ToCluster>,
     pub stats: Arc<ClusterStats>,
+    /// The connection count last sent to the Redis shard.
+    reported: Cell<usize>,
 }
 
 impl Uplink for ClusterLink {
@@ -203,6 +222,7 @@ impl Uplink for ClusterLink {
             });
             return Box::pin(async {});
         }
+        self.sync_connections();
         let qid = shard.mailbox().expect_reply();
         let msg = ToCluster::Interest {
             shard: self.id,
@@ -240,6 +260,7 @@ impl ClusterLink {
     /// Records a member in the cluster's presence (ordered before any later
     /// question from this shard).
     pub fn join(&self, channel: &Arc<str>, member: MemberView) {
+        self.sync_connections();
         let _ = self.tx.try_send(ToCluster::Join {
             channel: channel.clone(),
             member,
@@ -247,21 +268,36 @@ impl ClusterLink {
     }
 
     pub fn leave(&self, channel: &Arc<str>, socket_id: &Arc<str>) {
+        self.sync_connections();
         let _ = self.tx.try_send(ToCluster::Leave {
             channel: channel.clone(),
             socket_id: socket_id.clone(),
         });
     }
 
-    pub fn connections(&self, n: usize) {
-        let _ = self
-            .tx
-            .try_send(ToCluster::Connections { shard: self.id, n });
+    /// Sends this shard's connection count to the Redis shard if it changed
+    /// since the last report. Called before every join, leave and question,
+    /// so the count the cluster holds is never older than what a socket of
+    /// this shard did there (a socket that joined is counted as connected).
+    pub fn sync_connections(&self) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        let n = shard.local_connections();
+        if n != self.reported.get()
+            && self
+                .tx
+                .try_send(ToCluster::Connections { shard: self.id, n })
+                .is_ok()
+        {
+            self.reported.set(n);
+        }
     }
 
     /// Asks the cluster; `None` when Redis is away or too slow.
     pub async fn ask(&self, q: Query) -> Option<Response> {
         let shard = self.shard.upgrade()?;
+        self.sync_connections();
         let qid = shard.mailbox().expect_reply();
         if self
             .tx

@@ -854,6 +854,8 @@ describe('cluster: an instance that stalls longer than the expiry and then resum
     try {
       await until(async () => (await ack(h1, 'members', ch)).members.length === 1, 'the stalled instance leaves the views', 5000);
       await sleep(4 * timing.expiry + 1000); // long enough for H1 to forget H2 entirely
+      assert.equal(await redisCmd(REDIS_URL, 'ZSCORE', `${prefix}:instances`, H2.id), null, 'H1 collected the stalled H2');
+      assert.equal(await redisCmd(REDIS_URL, 'EXISTS', `${prefix}:i:${H2.id}:m:${ch}`), 0, 'with its member list');
     } finally {
       H2.proc.kill('SIGCONT');
     }
@@ -868,8 +870,16 @@ describe('cluster: an instance that stalls longer than the expiry and then resum
       return last.members.length === 2;
     }, () => `H2's member ${h2id} back in H1's members view: ${JSON.stringify(last)}`, 5000);
     assert.equal((await ack(h1, 'join', ch)).members, 2);
+    // H2 was stopped right after its socket connected: its count must not lag behind its member.
     const conns = await api(H1, 'GET', '/api/socket/connections');
-    assert.ok(conns.json?.instances?.some((i) => i.id === H2.id && i.connections === 1), conns.text);
+    const byId = Object.fromEntries((conns.json?.instances ?? []).map((i) => [i.id, i.connections]));
+    assert.deepEqual(byId, { [H1.id]: 1, [H2.id]: 1 }, conns.text);
+    assert.equal(conns.json.connections, 2, conns.text);
+    // Every per-instance key is bounded by a TTL (nothing is left forever if no peer collects it).
+    for (const k of ['info', 'ch', 'keys', `m:${ch}`]) {
+      const ttl = await redisCmd(REDIS_URL, 'PTTL', `${prefix}:i:${H2.id}:${k}`);
+      assert.ok(ttl > 0, `${k}: PTTL ${ttl}`);
+    }
   });
 });
 
