@@ -108,6 +108,11 @@ pub struct RuntimeArgs {
     /// Largest Engine.IO packet / polling body accepted, in bytes.
     #[arg(long, env = "SOCKET_GATEWAY_MAX_PAYLOAD", default_value_t = 1_000_000)]
     pub max_payload: usize,
+    /// Bytes read from a websocket at once (tungstenite's read buffer, held by
+    /// every connection: the main cost of an idle socket). A larger inbound
+    /// message takes several reads, never fails for it.
+    #[arg(long, env = "SOCKET_GATEWAY_WS_READ_BUFFER", default_value_t = 1024)]
+    pub ws_read_buffer: usize,
     /// Packets queued per socket before it is disconnected as a slow consumer.
     #[arg(long, env = "SOCKET_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
@@ -262,6 +267,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         ping_timeout: Duration::from_millis(rt.ping_timeout),
         connect_timeout: Duration::from_secs(45),
         max_payload: rt.max_payload.max(64),
+        ws_read_buffer: rt.ws_read_buffer.clamp(256, 1 << 20),
         send_queue: rt.send_queue.max(1),
         max_connections: rt.max_connections,
         cors_origins: rt.cors_origin.clone(),

@@ -33,6 +33,8 @@ pub struct Config {
     /// within this is closed (socket.io's `connectTimeout`).
     pub connect_timeout: Duration,
     pub max_payload: usize,
+    /// tungstenite's read buffer per websocket.
+    pub ws_read_buffer: usize,
     pub send_queue: usize,
     pub max_connections: usize,
     pub cors_origins: Vec<String>,

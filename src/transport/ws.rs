@@ -17,6 +17,7 @@ use shards::CloseReason;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
+use crate::config::Config;
 use crate::http::Request;
 use crate::session::Session;
 use futures_lite::AsyncWriteExt;
@@ -24,17 +25,18 @@ use futures_lite::AsyncWriteExt;
 /// Packets moved from the outbox per batch.
 const BATCH: usize = 256;
 
-fn ws_config(max_payload: usize) -> WebSocketConfig {
+fn ws_config(cfg: &Config) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
-    // tungstenite's default is a 128 KiB read buffer per connection; 4 KiB
-    // keeps an idle socket small and still reads a typical frame at once.
-    c.read_buffer_size = 4096;
-    // Frames accumulate until a flush (one write per batch); the buffer only
-    // grows while a batch is being written.
-    c.write_buffer_size = 64 * 1024;
+    // tungstenite's default is a 128 KiB read buffer per connection, held
+    // for the socket's whole life; ours is small (`--ws-read-buffer`).
+    c.read_buffer_size = cfg.ws_read_buffer;
+    // Frames accumulate until a flush (one write per batch) or until 16 KiB
+    // are pending; tungstenite keeps this buffer's capacity, so it is
+    // bounded rather than sized for a whole batch.
+    c.write_buffer_size = 16 * 1024;
     c.max_write_buffer_size = 4 * 1024 * 1024;
-    c.max_message_size = Some(max_payload);
-    c.max_frame_size = Some(max_payload);
+    c.max_message_size = Some(cfg.max_payload);
+    c.max_frame_size = Some(cfg.max_payload);
     c
 }
 
@@ -62,7 +64,7 @@ pub async fn upgrade(
     // A client that accepts nothing for a whole ping timeout is gone.
     let _ = stream.set_write_timeout(Some(session.ctx.cfg.ping_timeout));
     let rest = buf.get(req.head_len..).unwrap_or_default().to_vec();
-    let cfg = ws_config(session.ctx.cfg.max_payload);
+    let cfg = ws_config(&session.ctx.cfg);
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(cfg)).await;
     // The websocket gets its own small task: the connection future that
     // parsed the request (several KiB) is freed instead of living as long
@@ -144,6 +146,10 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     return;
                 }
                 session.ws_flushes.set(session.ws_flushes.get() + 1);
+                if batch.capacity() > 32 {
+                    // Back to idle size after a burst.
+                    batch = Vec::new();
+                }
                 if session.outbox.closed().is_some() && session.outbox.is_empty() {
                     let _ = ws.close(None).await;
                     session.terminate(CloseReason::ClientClosed);
