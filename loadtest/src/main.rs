@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use loadtest::connect::{self, Options};
+use loadtest::msgs::{self, CoCorrection, Membership, Scenario};
 use loadtest::target::parse_source_addrs;
 
 #[derive(Parser)]
@@ -51,11 +52,116 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// S subscribers over C channels, P publishers at a total rate (or --max); end-to-end
+    /// latency, deliveries/s, lost/duplicated/out-of-order messages.
+    Fanout(MsgArgs),
+    /// A fanout with connections that connect, join, leave and disconnect at --churn-rate.
+    Churn(MsgArgs),
+    /// Pairs of sockets sending each other direct messages.
+    Direct(MsgArgs),
+    /// A trivial local sender to measure the harness itself: accepts websocket Socket.IO
+    /// connections, acks their join/subscribe, then streams pre-encoded RealtimeEvent frames
+    /// to each as fast as the socket takes them.
+    SinkServer {
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        listen: String,
+        /// Frames per pre-encoded batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct MsgArgs {
+    /// Server URL; repeat (or comma-separate) for several instances: subscribers (and the
+    /// second side of direct pairs) are spread over them, publishers use the first.
+    #[arg(long, default_value = "http://127.0.0.1:3000", value_delimiter = ',')]
+    url: Vec<String>,
+    #[arg(long, env = "LOADTEST_JWT_SECRET")]
+    jwt_secret: String,
+    #[arg(long, default_value_t = 1000)]
+    subscribers: u64,
+    #[arg(long, default_value_t = 10)]
+    channels: u64,
+    #[arg(long, default_value_t = 4)]
+    publishers: u64,
+    /// direct: number of socket pairs
+    #[arg(long, default_value_t = 100)]
+    pairs: u64,
+    /// Total messages per second over all senders (publishes for fanout, directs for direct)
+    #[arg(long, conflicts_with = "max")]
+    rate: Option<f64>,
+    /// Send as fast as the window of outstanding acks per sender allows
+    #[arg(long)]
+    max: bool,
+    /// Outstanding acks per sender with --max
+    #[arg(long, default_value_t = 32)]
+    window: u64,
+    /// Seconds measured (after the warmup)
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of sending before the measurement starts
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Longest wait for in-flight deliveries after the senders stop
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// How subscribers get a channel's events
+    #[arg(long, value_enum, default_value_t = Membership::Join)]
+    membership: Membership,
+    /// Churn connections (connect, join, leave, disconnect) started per second during the run
+    #[arg(long, default_value_t = 0.0)]
+    churn_rate: f64,
+    /// Coordinated-omission correction (rate mode)
+    #[arg(long, value_enum, default_value_t = CoCorrection::Intended)]
+    co: CoCorrection,
+    /// Local addresses to spread connections over, e.g. 127.0.0.1,127.0.0.2 (with
+    /// --processes N and none given, process i uses 127.0.0.(i+1))
+    #[arg(long)]
+    source_addrs: Option<String>,
+    /// Run as N processes (each with a slice of the subscribers/pairs; publishers and churn in
+    /// the first) and merge their results
+    #[arg(long, default_value_t = 1)]
+    processes: u64,
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Initial read buffer per connection, bytes (grows for larger frames)
+    #[arg(long, default_value_t = 8192)]
+    read_buffer: usize,
+    /// Connections being set up at once
+    #[arg(long, default_value_t = 2000)]
+    max_inflight: u64,
+    /// Seconds allowed for connecting and joining everyone
+    #[arg(long, default_value_t = 120.0)]
+    setup_timeout: f64,
+    #[arg(long)]
+    quiet: bool,
+    /// (internal) this process's index/count: `i/n`
+    #[arg(long, hide = true)]
+    child: Option<String>,
+    /// (internal) channel name tag shared by the processes of a run
+    #[arg(long, hide = true)]
+    run_id: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Fanout(a) => msg_main(Scenario::Fanout, a),
+        Cmd::Churn(mut a) => {
+            if a.churn_rate <= 0.0 {
+                a.churn_rate = 100.0;
+            }
+            msg_main(Scenario::Fanout, a)
+        }
+        Cmd::Direct(a) => msg_main(Scenario::Direct, a),
+        Cmd::SinkServer { listen, batch } => match loadtest::sink::serve(&listen, batch) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Connect {
             url,
             connections,
@@ -114,4 +220,91 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn msg_main(scenario: Scenario, a: MsgArgs) -> ExitCode {
+    let report = if a.processes > 1 && a.child.is_none() {
+        msgs::run_processes(a.processes, a.json.is_some())
+    } else {
+        run_msgs(scenario, &a)
+    };
+    match report {
+        Ok(r) => {
+            if a.child.is_none() {
+                print!("{}", r.table());
+            }
+            if let Some(path) = &a.json {
+                let text = serde_json::to_string_pretty(&r).expect("serializable");
+                if let Err(e) = std::fs::write(path, text + "\n") {
+                    eprintln!("error: writing {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            if r.conn_failed > 0 || r.dropped > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_msgs(scenario: Scenario, a: &MsgArgs) -> Result<msgs::Report, String> {
+    let child = match a.child.as_deref() {
+        None => None,
+        Some(c) => {
+            let (i, n) = c.split_once('/').ok_or("--child i/n")?;
+            Some((
+                i.parse::<u64>().map_err(|_| "--child i/n")?,
+                n.parse::<u64>().map_err(|_| "--child i/n")?,
+            ))
+        }
+    };
+    let mut source_addrs = match a.source_addrs.as_deref() {
+        None => vec![],
+        Some(s) => parse_source_addrs(s)?,
+    };
+    if source_addrs.is_empty() {
+        if let Some((i, _)) = child {
+            source_addrs.push(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                127,
+                0,
+                0,
+                (i + 1).min(254) as u8,
+            )));
+        }
+    }
+    if a.rate.is_none() && !a.max {
+        return Err("give --rate R or --max".into());
+    }
+    let run_id = a.run_id.clone().unwrap_or_else(msgs::new_run_id);
+    let o = msgs::Options {
+        scenario,
+        urls: a.url.clone(),
+        jwt_secret: a.jwt_secret.clone(),
+        subscribers: a.subscribers,
+        channels: a.channels,
+        publishers: a.publishers,
+        pairs: a.pairs,
+        rate: a.rate,
+        window: a.window.max(1),
+        duration: a.duration,
+        warmup: a.warmup,
+        drain: a.drain,
+        membership: a.membership,
+        churn_rate: a.churn_rate,
+        source_addrs,
+        co: a.co,
+        child,
+        run_id,
+        read_buffer: a.read_buffer,
+        max_inflight: a.max_inflight.max(1),
+        setup_timeout: a.setup_timeout,
+        quiet: a.quiet,
+    };
+    msgs::run(&o)
 }
