@@ -96,7 +96,10 @@ fn fanout(c: &mut Criterion) {
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     drain(&ms, &mut scratch);
     assert_eq!(n, MEMBERS);
-    println!("fanout/10k_members: {allocs} allocations for {n} deliveries ({:.4} per delivery)", allocs as f64 / n as f64);
+    println!(
+        "fanout/10k_members: {allocs} allocations for {n} deliveries ({:.4} per delivery)",
+        allocs as f64 / n as f64
+    );
 
     let mut g = c.benchmark_group("fanout");
     g.throughput(Throughput::Elements(MEMBERS as u64));
@@ -132,7 +135,14 @@ fn cross_shard_run(publishes: usize) -> Duration {
     use std::sync::atomic::AtomicBool;
     let ready = Arc::new(AtomicBool::new(false));
     let elapsed = Arc::new(AtomicU64::new(0));
-    let cfg = RuntimeConfig { shards: 2, cpus: None, pin: false, io_memory: 1 << 20, mailbox_capacity: 1024, instance: "b".into() };
+    let cfg = RuntimeConfig {
+        shards: 2,
+        cpus: None,
+        pin: false,
+        io_memory: 1 << 20,
+        mailbox_capacity: 1024,
+        instance: "b".into(),
+    };
     let (r, e) = (ready.clone(), elapsed.clone());
     let handles = shards::start(cfg, move |shard| {
         let (ready, elapsed) = (r.clone(), e.clone());
@@ -174,10 +184,28 @@ fn cross_shard_run(publishes: usize) -> Duration {
 fn jwt(c: &mut Criterion) {
     use socket_gateway::auth::{mint, AuthConfig, Verifier};
     let alg = jsonwebtoken::Algorithm::HS256;
-    let cfg = AuthConfig { algorithm: alg, secret: Some(b"bench-secret".to_vec()), public_key_pem: None, issuer: None, audience: None, leeway_secs: 5 };
+    let cfg = AuthConfig {
+        algorithm: alg,
+        secret: Some(b"bench-secret".to_vec()),
+        public_key_pem: None,
+        issuer: None,
+        audience: None,
+        leeway_secs: 5,
+    };
     let v = Verifier::new(&cfg).expect("verifier");
-    let token = mint(alg, b"bench-secret", "user123", false, 3600, Some(serde_json::json!({"name": "A"})), None).expect("token");
-    c.bench_function("jwt/verify_hs256", |b| b.iter(|| v.verify(&token).expect("valid")));
+    let token = mint(
+        alg,
+        b"bench-secret",
+        "user123",
+        false,
+        3600,
+        Some(serde_json::json!({"name": "A"})),
+        None,
+    )
+    .expect("token");
+    c.bench_function("jwt/verify_hs256", |b| {
+        b.iter(|| v.verify(&token).expect("valid"))
+    });
 }
 
 criterion_group!(benches, fanout, mailbox, jwt);

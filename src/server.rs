@@ -184,7 +184,11 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<R
 /// Reads up to `chunk` more bytes onto the end of `buf`. Reading straight
 /// into the vector (not through a stack array) keeps every connection's
 /// future small: a future is as big as the largest state it can be in.
-pub async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, chunk: usize) -> std::io::Result<usize> {
+pub async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: usize,
+) -> std::io::Result<usize> {
     let start = buf.len();
     buf.resize(start + chunk, 0);
     let r = stream.read(&mut buf[start..]).await;
