@@ -1469,7 +1469,7 @@ pub fn run_processes(n: u64, _has_json: bool) -> Result<Report, String> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if i > 0 {
+        if i > 0 && !args.iter().any(|a| a == "--quiet") {
             cmd.arg("--quiet");
         }
         children.push(
@@ -1488,7 +1488,11 @@ pub fn run_processes(n: u64, _has_json: bool) -> Result<Report, String> {
         let mut line = String::new();
         loop {
             line.clear();
-            if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                for c in children.iter_mut() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
                 return Err(format!("process {i} ended before it was ready"));
             }
             if line.trim() == "READY" {
@@ -1510,4 +1514,133 @@ pub fn run_processes(n: u64, _has_json: bool) -> Result<Report, String> {
         parts.push(serde_json::from_str::<Report>(&text).map_err(|e| e.to_string())?);
     }
     Report::merge(&parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_packets() {
+        let d = br#"42["event",{"id":"1","channel":"lt-a-2","event":"lt","data":{"seq":7,"publisher":1,"ch":2,"sent_ns":55},"from":{"socketId":"s","userId":"u"},"ts":1}]"#;
+        assert_eq!(
+            classify(d),
+            Incoming::Delivery {
+                seq: 7,
+                publisher: 1,
+                ch: 2,
+                sent_ns: 55
+            }
+        );
+        assert_eq!(
+            classify(br#"42["event",{"channel":"x","data":{"text":"hi"}}]"#),
+            Incoming::ForeignEvent
+        );
+        assert_eq!(
+            classify(br#"42["presence",{"channel":"x","type":"join"}]"#),
+            Incoming::Presence
+        );
+        assert_eq!(
+            classify(br#"4312[{"ok":true,"id":"abc"}]"#),
+            Incoming::Ack {
+                id: 12,
+                ok: true,
+                code: None
+            }
+        );
+        assert_eq!(
+            classify(br#"433[{"ok":false,"error":{"code":"rate_limited","message":"m"}}]"#),
+            Incoming::Ack {
+                id: 3,
+                ok: false,
+                code: Some("rate_limited")
+            }
+        );
+        assert_eq!(classify(b"40{}"), Incoming::Other);
+    }
+
+    #[test]
+    fn fanout_data_is_json() {
+        let mut s = String::new();
+        fanout_data(&mut s, 1, 2, 3, 4);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["publisher"], 2);
+        assert_eq!(v["ch"], 3);
+        assert_eq!(v["sent_ns"], 4);
+    }
+
+    fn part(
+        lat_us: &[u64],
+        published: Vec<Vec<u64>>,
+        distinct: Vec<Vec<u64>>,
+        subs: Vec<u64>,
+    ) -> Report {
+        let mut h = new_hist();
+        for &v in lat_us {
+            h.record(v).unwrap();
+        }
+        let mut r = Report {
+            scenario: "fanout".into(),
+            publishers: 1,
+            duration_secs: 2.0,
+            deliveries_in_window: lat_us.len() as u64,
+            deliveries: lat_us.len() as u64,
+            published,
+            distinct,
+            subs_per_channel: subs,
+            ..Default::default()
+        };
+        r.finish(&h);
+        r
+    }
+
+    #[test]
+    fn loss_from_publish_counts_and_merge() {
+        // 1 publisher, 2 channels: 10 and 5 published; process A has 2 subscribers in
+        // channel 0 and 1 in channel 1, B has 1 in channel 1 (the publisher lives in A).
+        let a = part(
+            &[1000, 2000],
+            vec![vec![10, 5]],
+            vec![vec![20, 4]],
+            vec![2, 1],
+        );
+        assert_eq!(a.lost, 1); // 10*2 + 5*1 − 24
+        let b = part(
+            &[3000, 4000],
+            vec![vec![0, 0]],
+            vec![vec![0, 3]],
+            vec![0, 1],
+        );
+        let m = Report::merge(&[a, b]).unwrap();
+        assert_eq!(m.processes, 2);
+        assert_eq!(m.subs_per_channel, vec![2, 2]);
+        assert_eq!(m.lost, 3); // 10*2 + 5*2 − 27
+        assert_eq!(m.latency.count, 4);
+        assert!((m.latency.max_ms - 4.0).abs() < 0.01);
+        assert!((m.latency.p50_ms - 2.0).abs() < 0.01);
+        assert!((m.deliveries_per_sec - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn histogram_v2_roundtrip() {
+        let mut h = new_hist();
+        for v in 1..=10_000u64 {
+            h.record(v * 7).unwrap();
+        }
+        let back = hist_from_b64(&hist_to_b64(&h)).unwrap();
+        assert_eq!(back.len(), h.len());
+        assert_eq!(back.value_at_quantile(0.99), h.value_at_quantile(0.99));
+        assert_eq!(back.max(), h.max());
+    }
+
+    #[test]
+    fn record_correct_fills_in_omitted_samples() {
+        // The coordinated-omission correction adds the samples a stalled stream would have
+        // produced: one 100 ms value at a 10 ms expected interval becomes 10 values.
+        let mut h = new_hist();
+        h.record_correct(100_000, 10_000).unwrap();
+        assert_eq!(h.len(), 10);
+        assert_eq!(Latency::from_histogram(&h).p50_ms.round(), 50.0);
+    }
 }

@@ -1,0 +1,235 @@
+//! Smoke runs of the message scenarios against a real gateway (a few seconds each): fanout,
+//! direct, churn, and fanout split over two processes. They check the accounting is whole
+//! (everything published arrives once, in order) — never a timing.
+//!
+//! Uses `$GATEWAY_BIN` if set, else `<workspace>/target/debug/socket-gateway`; skips, saying
+//! so, when neither exists.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const SECRET: &str = "smoke-secret";
+
+fn gateway() -> Option<Server> {
+    let bin = match std::env::var_os("GATEWAY_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let p =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/socket-gateway");
+            if !p.exists() {
+                eprintln!("SKIPPED: no gateway binary; run `cargo build` at the workspace root or set GATEWAY_BIN");
+                return None;
+            }
+            p
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(&bin)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shards",
+            "2",
+            "--no-pin",
+        ])
+        .args(["--jwt-secret", SECRET, "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child, port);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("gateway did not report listening");
+    Some(server)
+}
+
+fn run(server: &Server, name: &str, args: &[&str]) -> serde_json::Value {
+    let json = std::env::temp_dir().join(format!("loadtest-{name}-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .args(["--url", &format!("http://127.0.0.1:{}", server.1)])
+        .args([
+            "--jwt-secret",
+            SECRET,
+            "--warmup",
+            "0.5",
+            "--duration",
+            "1.5",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("running loadtest");
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "loadtest {name} exited with {}",
+        out.status
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    v
+}
+
+fn whole(v: &serde_json::Value, conns: u64) {
+    assert_eq!(v["conn_attempted"], conns);
+    assert_eq!(v["conn_ok"], conns);
+    assert_eq!(v["conn_failed"], 0);
+    assert_eq!(v["dropped"], 0);
+    assert_eq!(v["lost"], 0);
+    assert_eq!(v["duplicated"], 0);
+    assert_eq!(v["out_of_order"], 0);
+    assert_eq!(v["misrouted"], 0);
+    assert!(v["sent"].as_u64().unwrap() > 0);
+    assert_eq!(v["acks_ok"], v["sent"]);
+    assert!(v["latency"]["count"].as_u64().unwrap() > 0);
+    assert!(!v["latency_hist_v2"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn fanout_rate_and_max() {
+    let Some(gw) = gateway() else { return };
+    let v = run(
+        &gw,
+        "fanout-rate",
+        &[
+            "fanout",
+            "--subscribers",
+            "60",
+            "--channels",
+            "3",
+            "--publishers",
+            "2",
+            "--rate",
+            "200",
+        ],
+    );
+    whole(&v, 62);
+    // every publish reaches the 20 subscribers of its channel
+    assert_eq!(
+        v["deliveries"].as_u64().unwrap(),
+        v["sent"].as_u64().unwrap() * 20
+    );
+    let v = run(
+        &gw,
+        "fanout-max",
+        &[
+            "fanout",
+            "--subscribers",
+            "40",
+            "--channels",
+            "2",
+            "--publishers",
+            "2",
+            "--max",
+            "--window",
+            "8",
+            "--membership",
+            "subscribe",
+        ],
+    );
+    whole(&v, 42);
+    assert_eq!(
+        v["deliveries"].as_u64().unwrap(),
+        v["sent"].as_u64().unwrap() * 20
+    );
+}
+
+#[test]
+fn fanout_over_two_processes() {
+    let Some(gw) = gateway() else { return };
+    let v = run(
+        &gw,
+        "fanout-procs",
+        &[
+            "fanout",
+            "--subscribers",
+            "40",
+            "--channels",
+            "4",
+            "--publishers",
+            "2",
+            "--rate",
+            "200",
+            "--processes",
+            "2",
+            "--source-addrs",
+            "127.0.0.1",
+        ],
+    );
+    whole(&v, 42);
+    assert_eq!(v["processes"], 2);
+    assert_eq!(
+        v["deliveries"].as_u64().unwrap(),
+        v["sent"].as_u64().unwrap() * 10
+    );
+}
+
+#[test]
+fn direct_pairs() {
+    let Some(gw) = gateway() else { return };
+    let v = run(&gw, "direct", &["direct", "--pairs", "10", "--rate", "400"]);
+    whole(&v, 20);
+    assert_eq!(v["deliveries"], v["sent"]);
+}
+
+#[test]
+fn churn_during_fanout() {
+    let Some(gw) = gateway() else { return };
+    let v = run(
+        &gw,
+        "churn",
+        &[
+            "churn",
+            "--subscribers",
+            "30",
+            "--channels",
+            "3",
+            "--publishers",
+            "1",
+            "--rate",
+            "100",
+            "--churn-rate",
+            "50",
+        ],
+    );
+    // churn connections come on top of the 31 of the fanout
+    assert!(v["churn_completed"].as_u64().unwrap() > 0);
+    assert_eq!(v["churn_failed"], 0);
+    assert_eq!(v["lost"], 0);
+    assert_eq!(v["duplicated"], 0);
+    assert_eq!(v["out_of_order"], 0);
+    assert_eq!(v["dropped"], 0);
+    assert!(v["presence_events"].as_u64().unwrap() > 0);
+}
