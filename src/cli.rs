@@ -113,6 +113,30 @@ pub struct RuntimeArgs {
     /// message takes several reads, never fails for it.
     #[arg(long, env = "SOCKET_GATEWAY_WS_READ_BUFFER", default_value_t = 1024)]
     pub ws_read_buffer: usize,
+    /// Events a socket may send per second (token bucket, bursts up to twice
+    /// this); beyond it events are answered `rate_limited`, and a socket that
+    /// keeps flooding is disconnected. 0 = unlimited.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_MAX_EVENTS_PER_SEC",
+        default_value_t = 1000
+    )]
+    pub max_events_per_sec: u32,
+    /// Channels a socket may be a member of, and subscriptions it may hold (each).
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_MAX_CHANNELS_PER_SOCKET",
+        default_value_t = 1000
+    )]
+    pub max_channels_per_socket: usize,
+    /// Milliseconds a graceful shutdown (SIGTERM/SIGINT) may take to flush
+    /// sockets before the process exits anyway.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_SHUTDOWN_TIMEOUT",
+        default_value_t = 10_000
+    )]
+    pub shutdown_timeout: u64,
     /// Packets queued per socket before it is disconnected as a slow consumer.
     #[arg(long, env = "SOCKET_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
@@ -268,6 +292,10 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         connect_timeout: Duration::from_secs(45),
         max_payload: rt.max_payload.max(64),
         ws_read_buffer: rt.ws_read_buffer.clamp(256, 1 << 20),
+        max_events_per_sec: rt.max_events_per_sec,
+        max_channels_per_socket: rt.max_channels_per_socket.max(1),
+        shutdown_timeout: Duration::from_millis(rt.shutdown_timeout),
+        shutdown: std::sync::atomic::AtomicBool::new(false),
         send_queue: rt.send_queue.max(1),
         max_connections: rt.max_connections,
         cors_origins: rt.cors_origin.clone(),

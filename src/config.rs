@@ -35,6 +35,12 @@ pub struct Config {
     pub max_payload: usize,
     /// tungstenite's read buffer per websocket.
     pub ws_read_buffer: usize,
+    /// Per-socket event rate (0 = unlimited).
+    pub max_events_per_sec: u32,
+    pub max_channels_per_socket: usize,
+    pub shutdown_timeout: Duration,
+    /// Set once on SIGTERM/SIGINT; every shard drains and stops.
+    pub shutdown: std::sync::atomic::AtomicBool,
     pub send_queue: usize,
     pub max_connections: usize,
     pub cors_origins: Vec<String>,

@@ -29,9 +29,25 @@ pub struct GwSocket {
     subs: RefCell<HashMap<Arc<str>, Topic>>,
     next_sub: Cell<u64>,
     leeway: u64,
+    /// Token bucket for `--max-events-per-sec`: tokens left, last refill.
+    bucket: Cell<(f64, std::time::Instant)>,
+    /// Events refused in a row; a socket that keeps flooding is cut.
+    refused: Cell<u32>,
 }
 
 impl GwSocket {
+    /// Takes one event from the bucket (`per_sec` refill, burst twice that).
+    fn admit(&self, per_sec: u32) -> bool {
+        let now = std::time::Instant::now();
+        let (tokens, last) = self.bucket.get();
+        let cap = 2.0 * per_sec as f64;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * per_sec as f64).min(cap);
+        let ok = tokens >= 1.0;
+        self.bucket
+            .set((if ok { tokens - 1.0 } else { tokens }, now));
+        ok
+    }
+
     pub fn expired(&self, now_secs: u64) -> bool {
         self.claims.borrow().exp.saturating_add(self.leeway) < now_secs
     }
@@ -67,6 +83,8 @@ pub fn connect(s: &Rc<Session>, auth: Option<&Value>) -> Result<Rc<GwSocket>, Re
         channels: RefCell::default(),
         subs: RefCell::default(),
         next_sub: Cell::new(1),
+        bucket: Cell::new((f64::MAX, std::time::Instant::now())),
+        refused: Cell::new(0),
         leeway: verifier.leeway_secs(),
     }))
 }
@@ -98,9 +116,26 @@ pub async fn on_event(
     att: Vec<Bytes>,
 ) {
     s.ctx.metrics.event_in();
-    let result = match parse_args(data) {
-        Ok((name, arg)) => run(s, g, &name, arg, att).await,
-        Err(f) => Err(f),
+    let limit = s.ctx.cfg.max_events_per_sec;
+    let result = if limit > 0 && !g.admit(limit) {
+        let refused = g.refused.get() + 1;
+        g.refused.set(refused);
+        if refused > limit {
+            // A second's worth of refused events in a row: not a burst.
+            tracing::info!(socket = %g.member.socket_id, "disconnected: rate_limited");
+            s.disconnect_all(shards::CloseReason::RateLimited);
+            return;
+        }
+        Err(Fail::new(
+            ErrorCode::RateLimited,
+            format!("more than {limit} events per second"),
+        ))
+    } else {
+        g.refused.set(0);
+        match parse_args(data) {
+            Ok((name, arg)) => run(s, g, &name, arg, att).await,
+            Err(f) => Err(f),
+        }
     };
     let body = match result {
         Ok(_) if ack.is_none() => return,
@@ -193,6 +228,11 @@ fn check_grant(g: &GwSocket, channel: &str) -> Result<(), Fail> {
 async fn join(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
     let name = rules::channel_arg(arg)?;
     check_grant(g, &name)?;
+    let max = s.ctx.cfg.max_channels_per_socket;
+    if g.channels.borrow().len() >= max && !g.channels.borrow().iter().any(|c| **c == *name) {
+        let msg = format!("a socket may be in at most {max} channels (--max-channels-per-socket)");
+        return Err(Fail::new(ErrorCode::Forbidden, msg));
+    }
     let shard = &s.ctx.shard;
     let ch: Arc<str> = name.into();
     if shard.join(&ch, &g.member).await {
@@ -401,6 +441,12 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
         None | Some(Value::Null) => None,
         Some(f) => Some(Rc::new(Filter::parse(f)?)),
     };
+    let max = s.ctx.cfg.max_channels_per_socket;
+    if g.subs.borrow().len() >= max {
+        let msg =
+            format!("a socket may hold at most {max} subscriptions (--max-channels-per-socket)");
+        return Err(Fail::new(ErrorCode::Forbidden, msg));
+    }
     let n = g.next_sub.get();
     g.next_sub.set(n + 1);
     let id: Arc<str> = format!("{}.{n}", g.member.socket_id).into();

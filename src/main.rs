@@ -26,6 +26,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     let shards = cfg.shards;
     let running = socket_gateway::run::start(cfg)?;
+    running.handle_signals()?;
     if let Some(t) = dev {
         println!(
             "No --jwt-secret given: generated a secret for this run. Ready tokens (valid 24 h):"

@@ -13,6 +13,49 @@ use crate::server::{bind_reuseport, run_shard};
 pub struct Running {
     pub addr: SocketAddr,
     pub handles: Vec<ShardHandle>,
+    pub cfg: Arc<Config>,
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+impl Running {
+    /// Handles SIGTERM/SIGINT: the first starts a graceful shutdown (every
+    /// shard stops accepting, flushes and closes its sockets; the instance
+    /// leaves cluster presence at once; the process exits within
+    /// `--shutdown-timeout` whatever happens); a second exits at once.
+    pub fn handle_signals(&self) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+        let cfg = self.cfg.clone();
+        let cluster = self.cluster.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut first = true;
+                for sig in signals.forever() {
+                    if !first {
+                        eprintln!("socket-gateway: second signal {sig}: exiting now");
+                        std::process::exit(130);
+                    }
+                    first = false;
+                    tracing::info!(
+                        "signal {sig}: shutting down (at most {:?})",
+                        cfg.shutdown_timeout
+                    );
+                    cfg.shutdown
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    let deadline = cfg.shutdown_timeout;
+                    std::thread::spawn(move || {
+                        std::thread::sleep(deadline);
+                        eprintln!("socket-gateway: shutdown timeout reached; exiting");
+                        std::process::exit(0);
+                    });
+                    if let Some(c) = &cluster {
+                        c.withdraw(std::time::Duration::from_secs(1));
+                    }
+                }
+            })?;
+        Ok(())
+    }
 }
 
 /// Starts the shards and returns once all of them listen.
@@ -43,10 +86,11 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let shard_cfg = cfg.clone();
+    let shard_cluster = cluster.clone();
     let handles = shards::start(rt, move |shard| {
         let cfg = shard_cfg.clone();
         let tx = tx.clone();
-        let cluster = cluster.clone();
+        let cluster = shard_cluster.clone();
         async move { run_shard(shard, cfg, addr, tx, cluster).await }
     })?;
     for _ in 0..cfg.shards {
@@ -54,5 +98,10 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
             .map_err(|_| std::io::Error::other("a shard failed to start"))??;
     }
     drop(probe);
-    Ok(Running { addr, handles })
+    Ok(Running {
+        addr,
+        handles,
+        cfg,
+        cluster,
+    })
 }

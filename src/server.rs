@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use shards::rt::{TcpListener, TcpStream};
-use shards::{session_owner, Shard};
+use shards::{session_owner, CloseReason, Shard};
 
 use crate::config::Config;
 use crate::http::{self, HeadError, Method, Request};
@@ -35,6 +35,8 @@ pub struct ShardCtx {
     pub metrics: Metrics,
     /// The link to other instances (with `--redis-url`).
     pub cluster: Option<Rc<crate::cluster::ClusterLink>>,
+    /// Websocket tasks still running (a graceful stop waits for them).
+    pub live_websockets: std::cell::Cell<usize>,
 }
 
 /// Binds `addr` with SO_REUSEPORT (so every shard can bind it) and a deep
@@ -76,6 +78,7 @@ pub async fn run_shard(
         sessions: RefCell::default(),
         metrics: Metrics::new(shard.id(), shard.instance()),
         cluster: cluster.map(|c| c.attach(&shard)),
+        live_websockets: std::cell::Cell::new(0),
     });
     let adopt_ctx = ctx.clone();
     shard.on_adopt(move |fd: OwnedFd, buffered| {
@@ -84,7 +87,16 @@ pub async fn run_shard(
     });
     shards::rt::spawn_local(sweeper(ctx.clone())).detach();
     loop {
-        match listener.accept().await {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shutdown_requested(&ctx.cfg).await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            drop(listener);
+            return drain(ctx).await;
+        };
+        match accepted {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 shards::rt::spawn_local(serve_connection(ctx.clone(), stream, Vec::new())).detach();
@@ -102,6 +114,35 @@ pub async fn run_shard(
 /// Up to this many sessions on a shard, the sweeper wakes exactly when the
 /// next deadline is due instead of once per period.
 const PRECISE_SWEEP_MAX: usize = 1024;
+
+/// Resolves once a shutdown was requested (checked every 50 ms: a timer per
+/// shard, not per socket).
+async fn shutdown_requested(cfg: &Config) {
+    while !cfg.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+        shards::rt::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Graceful stop of one shard: every session flushes what is queued and
+/// closes its transport (clients see a transport close and reconnect,
+/// elsewhere), then the shard returns once every websocket task has ended.
+/// The process-wide `--shutdown-timeout` bounds the wait.
+async fn drain(ctx: Rc<ShardCtx>) {
+    let sessions: Vec<Rc<Session>> = ctx.sessions.borrow().values().cloned().collect();
+    tracing::info!(
+        shard = ctx.shard.id(),
+        sessions = sessions.len(),
+        "draining"
+    );
+    for s in sessions {
+        s.terminate(CloseReason::ServerShutdown);
+    }
+    while ctx.live_websockets.get() > 0 || !ctx.sessions.borrow().is_empty() {
+        shards::rt::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the last close frames and presence leaves go out.
+    shards::rt::sleep(Duration::from_millis(50)).await;
+}
 
 /// Sends PINGs, enforces PONG and token deadlines for every session of this
 /// shard, from one timer instead of one per session.

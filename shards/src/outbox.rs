@@ -23,6 +23,8 @@ pub enum CloseReason {
     TransportError,
     ServerShutdown,
     TransportUpgraded,
+    RateLimited,
+    TooLarge,
 }
 
 impl CloseReason {
@@ -35,6 +37,8 @@ impl CloseReason {
             CloseReason::TransportError => "transport_error",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::TransportUpgraded => "transport_upgraded",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::TooLarge => "too_large",
         }
     }
 }

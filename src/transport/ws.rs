@@ -100,6 +100,8 @@ struct FdGuard(Rc<Session>);
 impl Drop for FdGuard {
     fn drop(&mut self) {
         self.0.ws_fd.set(None);
+        let live = &self.0.ctx.live_websockets;
+        live.set(live.get().saturating_sub(1));
         if !self.0.websocket.get() && self.0.upgrading.replace(false) {
             self.0.outbox.wake();
         }
@@ -109,6 +111,10 @@ impl Drop for FdGuard {
 async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probing: bool) {
     let mut batch: Vec<Outgoing> = Vec::new();
     let _guard = FdGuard(session.clone());
+    session
+        .ctx
+        .live_websockets
+        .set(session.ctx.live_websockets.get() + 1);
     if !probing {
         session.ws_fd.set(Some(ws.get_ref().as_raw_fd()));
     }
@@ -199,6 +205,24 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     session.terminate(CloseReason::TransportError);
                     return;
                 }
+            }
+            Ev::In(Some(Err(tungstenite::Error::Capacity(e)))) => {
+                // Bigger than --max-payload: say so, then close cleanly (1009).
+                tracing::debug!(sid = %session.sid, "websocket message too large: {e}");
+                let max = session.ctx.cfg.max_payload;
+                let err = format!(
+                    "42[\"error\",{{\"code\":\"too_large\",\"message\":\"a message may be at most {max} bytes\"}}]"
+                );
+                let _ = ws.feed(Message::Text(err.into())).await;
+                let frame = tungstenite::protocol::CloseFrame {
+                    code: tungstenite::protocol::frame::coding::CloseCode::Size,
+                    reason: "too large".into(),
+                };
+                let _ = ws.close(Some(frame)).await;
+                if !probing {
+                    session.terminate(CloseReason::TooLarge);
+                }
+                return;
             }
             Ev::In(Some(Err(e))) => {
                 tracing::debug!(sid = %session.sid, "websocket error: {e}");
