@@ -155,6 +155,7 @@ async fn sweeper(ctx: Rc<ShardCtx>) {
         shards::rt::sleep(wait).await;
         let now = Instant::now();
         let now_secs = shards::now_ms() / 1000;
+        ctx.metrics.mailbox_pending(ctx.shard.mailbox().pending_requests());
         let sessions: Vec<Rc<Session>> = ctx.sessions.borrow().values().cloned().collect();
         // A few sessions: wake at the earliest deadline, so PINGs and
         // timeouts are on time (the protocol suites count in 100 ms); many:
