@@ -121,7 +121,11 @@ export function engineIoCases({ server, path, echo }) {
           const sid = await openPollingSession();
           const [first, second] = await Promise.all([
             http(pollUrl(sid)),
-            sleep(5).then(() => http(pollUrl(sid, "&t=burst"))),
+            // Long enough that the first poll is pending at the owner shard
+            // even when it first landed on another shard and was handed over
+            // (usually ~1 ms, but tens of ms on a loaded machine); still well
+            // inside the 300 ms ping interval that would end that poll.
+            sleep(100).then(() => http(pollUrl(sid, "&t=burst"))),
           ]);
           assert.equal(first.status, 200);
           assert.equal(first.text, "1", "the pending poll must be answered with a CLOSE packet");
