@@ -30,9 +30,9 @@ pub mod shard;
 
 pub use channels::{Member, MemberView, Publication, SubFilter, Topic};
 pub use ids::{session_owner, ShardId, SocketKey};
+pub use mailbox::{Request, Response};
 pub use outbox::{CloseReason, Outbox};
 pub use runtime::{start, RuntimeConfig, ShardHandle};
-pub use mailbox::{Request, Response};
 pub use shard::{now_ms, Shard, Uplink};
 
 /// The runtime pieces the I/O edge uses, so glommio stays behind this crate.

@@ -130,7 +130,10 @@ impl Mailbox {
     pub fn expect_reply(&self) -> u64 {
         let qid = self.next_qid.get();
         self.next_qid.set(qid + 1);
-        let p = Pending { resp: None, waker: None };
+        let p = Pending {
+            resp: None,
+            waker: None,
+        };
         self.pending.borrow_mut().insert(qid, p);
         qid
     }

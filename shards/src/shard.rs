@@ -291,7 +291,10 @@ impl Shard {
                 u.publish(&p);
             }
             for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
-                let _ = self.mailbox.send_to(peer, ShardMsg::Deliver(p.clone())).await;
+                let _ = self
+                    .mailbox
+                    .send_to(peer, ShardMsg::Deliver(p.clone()))
+                    .await;
             }
         }
         n
