@@ -129,6 +129,10 @@ pub struct RuntimeArgs {
         default_value_t = 1000
     )]
     pub max_channels_per_socket: usize,
+    /// Milliseconds a client has to send a complete HTTP request head (the
+    /// handshake, each polling request); slower ones get 408 and are closed.
+    #[arg(long, env = "SOCKET_GATEWAY_HEAD_TIMEOUT", default_value_t = 30_000)]
+    pub head_timeout: u64,
     /// Milliseconds a graceful shutdown (SIGTERM/SIGINT) may take to flush
     /// sockets before the process exits anyway.
     #[arg(
@@ -295,6 +299,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         max_events_per_sec: rt.max_events_per_sec,
         max_channels_per_socket: rt.max_channels_per_socket.max(1),
         shutdown_timeout: Duration::from_millis(rt.shutdown_timeout),
+        head_timeout: Duration::from_millis(rt.head_timeout.max(1)),
         shutdown: std::sync::atomic::AtomicBool::new(false),
         send_queue: rt.send_queue.max(1),
         max_connections: rt.max_connections,

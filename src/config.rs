@@ -39,6 +39,8 @@ pub struct Config {
     pub max_events_per_sec: u32,
     pub max_channels_per_socket: usize,
     pub shutdown_timeout: Duration,
+    /// Time allowed for a whole HTTP request head.
+    pub head_timeout: Duration,
     /// Set once on SIGTERM/SIGINT; every shard drains and stops.
     pub shutdown: std::sync::atomic::AtomicBool,
     pub send_queue: usize,

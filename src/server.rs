@@ -24,9 +24,6 @@ use crate::metrics::Metrics;
 use crate::session::{Handshake, Session};
 use crate::transport::{polling, ws};
 
-/// How long a client may take to send a complete request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// What one shard's edge holds: its sessions and counters.
 pub struct ShardCtx {
     pub shard: Rc<Shard>,
@@ -155,7 +152,8 @@ async fn sweeper(ctx: Rc<ShardCtx>) {
         shards::rt::sleep(wait).await;
         let now = Instant::now();
         let now_secs = shards::now_ms() / 1000;
-        ctx.metrics.mailbox_pending(ctx.shard.mailbox().pending_requests());
+        ctx.metrics
+            .mailbox_pending(ctx.shard.mailbox().pending_requests());
         let sessions: Vec<Rc<Session>> = ctx.sessions.borrow().values().cloned().collect();
         // A few sessions: wake at the earliest deadline, so PINGs and
         // timeouts are on time (the protocol suites count in 100 ms); many:
@@ -177,17 +175,26 @@ async fn sweeper(ctx: Rc<ShardCtx>) {
 /// Serves one client connection: requests until it closes, is upgraded to
 /// a websocket or handed to another shard.
 pub async fn serve_connection(ctx: Rc<ShardCtx>, mut stream: TcpStream, mut buf: Vec<u8>) {
-    let _ = stream.set_read_timeout(Some(HEAD_TIMEOUT));
+    let limit = ctx.cfg.head_timeout;
+    let _ = stream.set_read_timeout(Some(limit));
     loop {
-        let req = match read_head(&mut stream, &mut buf).await {
+        // The whole head must arrive in time, not just each read: a client
+        // trickling one byte at a time would otherwise hold the socket.
+        let timed_out = async {
+            shards::rt::sleep(limit).await;
+            Err(408)
+        };
+        let head = futures_lite::future::or(read_head(&mut stream, &mut buf), timed_out).await;
+        let req = match head {
             Ok(Some(r)) => r,
             Ok(None) => return,
+            Err(408) if buf.is_empty() => return,
             Err(status) => {
                 let _ = stream
                     .write_all(&http::response(
                         status,
                         "text/plain",
-                        b"bad request",
+                        http::status_text(status).as_bytes(),
                         None,
                         false,
                         &[],
