@@ -1,0 +1,106 @@
+//! Fuzzes the JSON argument shapes of the client events (contract §3) through the gateway's pure
+//! validation functions in `socket_gateway::rules`: the channel argument of join/leave/members,
+//! subscription topics and filters, event names, and the `channels` claim checks. Input: any
+//! bytes; as JSON they are the event's argument, as UTF-8 they are a name.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+use socket_gateway::auth::ChannelGrant;
+use socket_gateway::rules::{
+    channel_arg, validate_channel, validate_event_name, validate_topic, ErrorCode, Filter, Topic,
+    MAX_CHANNEL_BYTES, MAX_EVENT_BYTES,
+};
+
+fn check_name(s: &str) {
+    let ch = validate_channel(s);
+    assert_eq!(
+        ch.is_ok(),
+        !s.is_empty() && s.len() <= MAX_CHANNEL_BYTES && !s.chars().any(char::is_control),
+        "validate_channel({s:?})"
+    );
+    if let Err(f) = &ch {
+        assert_eq!(f.code, ErrorCode::InvalidChannel);
+    }
+    assert_eq!(validate_topic(s).is_ok(), ch.is_ok());
+    if let Ok(t) = Topic::parse(s) {
+        match &t {
+            Topic::Exact(n) => {
+                assert_eq!(n, s);
+                assert!(t.matches(s));
+            }
+            Topic::Prefix(p) => {
+                assert_eq!(format!("{p}*"), s);
+                assert!(t.matches(p));
+            }
+        }
+    }
+    if let Ok(()) = validate_event_name(s) {
+        assert!(!s.is_empty() && s.len() <= MAX_EVENT_BYTES);
+    }
+    // the channels claim: a grant made of this pattern
+    let grant = ChannelGrant::from_patterns(&[s]);
+    let _ = grant.allows_channel(s);
+    let _ = grant.allows_topic(s);
+    if let Some(prefix) = s.strip_suffix('*') {
+        // a grant `p*` allows the topic `p*` and every channel starting with p
+        assert!(grant.allows_topic(s), "grant {s:?} allows its own topic");
+        assert!(grant.allows_channel(&format!("{prefix}x")));
+    } else {
+        assert!(grant.allows_channel(s));
+    }
+}
+
+fn check_arg(v: &Value) {
+    // join / leave / members
+    match channel_arg(Some(v)) {
+        Ok(name) => assert!(validate_channel(&name).is_ok()),
+        Err(f) => assert!(matches!(
+            f.code,
+            ErrorCode::BadRequest | ErrorCode::InvalidChannel
+        )),
+    }
+    // subscribe {"topic","filter"}; a filter is also fuzzed as the whole argument
+    if let Ok(f) = Filter::parse(v) {
+        let _ = f.needs_data();
+        let _ = f.matches("e", v);
+        let _ = f.matches("e", &Value::Null);
+        if let Some(events) = &f.events {
+            for e in events {
+                let _ = f.matches(e, v);
+            }
+        }
+    }
+    if let Value::Object(map) = v {
+        if let Some(Value::String(t)) = map.get("topic") {
+            let _ = Topic::parse(t);
+        }
+        if let Some(filter) = map.get("filter") {
+            if let Ok(f) = Filter::parse(filter) {
+                let data = map.get("data").unwrap_or(&Value::Null);
+                let _ = f.matches("e", data);
+            }
+        }
+        for key in ["channel", "event", "to", "subscriptionId"] {
+            if let Some(Value::String(s)) = map.get(key) {
+                check_name(s);
+            }
+        }
+    }
+    if let Value::Array(items) = v {
+        for i in items.iter().take(8) {
+            let _ = channel_arg(Some(i));
+            let _ = Filter::parse(i);
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        check_name(s);
+    }
+    let _ = channel_arg(None);
+    if let Ok(v) = serde_json::from_slice::<Value>(data) {
+        check_arg(&v);
+    }
+});
