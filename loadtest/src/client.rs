@@ -125,9 +125,12 @@ pub fn encode_client_text(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// A websocket frame header parsed from `buf`: (fin, opcode, header length, payload length,
-/// mask key). `None` when `buf` does not hold the whole header yet.
-pub fn parse_frame_header(buf: &[u8]) -> Option<(bool, u8, usize, usize, Option<[u8; 4]>)> {
+/// (fin, opcode, header length, payload length, mask key).
+pub type FrameHeader = (bool, u8, usize, usize, Option<[u8; 4]>);
+
+/// A websocket frame header parsed from `buf`. `None` when `buf` does not hold the whole
+/// header yet.
+pub fn parse_frame_header(buf: &[u8]) -> Option<FrameHeader> {
     if buf.len() < 2 {
         return None;
     }
@@ -198,6 +201,7 @@ impl Conn {
     }
 
     /// Writes what is queued until the kernel stops accepting. Err on a broken connection.
+    #[allow(clippy::result_unit_err)]
     pub fn flush(&mut self) -> Result<(), ()> {
         while self.woff < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.woff..]) {

@@ -97,6 +97,11 @@ struct MsgArgs {
     /// Outstanding acks per sender with --max
     #[arg(long, default_value_t = 32)]
     window: u64,
+    /// With --max, also hold a sender back while more than this many of its messages (times
+    /// their recipients in this process) are not yet delivered; 0 = bounded by acks only.
+    /// Servers may ack a publish before fanning it out, so acks alone do not bound the queues.
+    #[arg(long, default_value_t = 16)]
+    delivery_window: u64,
     /// Seconds measured (after the warmup)
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -292,6 +297,7 @@ fn run_msgs(scenario: Scenario, a: &MsgArgs) -> Result<msgs::Report, String> {
         pairs: a.pairs,
         rate: a.rate,
         window: a.window.max(1),
+        delivery_window: a.delivery_window,
         duration: a.duration,
         warmup: a.warmup,
         drain: a.drain,

@@ -59,6 +59,9 @@ pub struct Options {
     pub rate: Option<f64>,
     /// Outstanding acks per sender in `--max` mode.
     pub window: u64,
+    /// `--max`: messages per sender whose deliveries (to this process's receivers) may be
+    /// outstanding; 0 = acks only.
+    pub delivery_window: u64,
     pub duration: f64,
     pub warmup: f64,
     /// Longest wait for in-flight deliveries after the senders stop.
@@ -89,6 +92,8 @@ pub struct Report {
     /// Requested total send rate; None = max.
     pub rate: Option<f64>,
     pub window: u64,
+    /// `--max`: deliveries allowed in flight (this process), if limited.
+    pub delivery_limit: Option<u64>,
     pub co_correction: String,
     pub warmup_secs: f64,
     pub duration_secs: f64,
@@ -262,7 +267,13 @@ impl Report {
         let w = &mut s;
         let rate = match self.rate {
             Some(r) => format!("{r:.0} msg/s requested"),
-            None => format!("max (window {} per sender)", self.window),
+            None => format!(
+                "max (window {} acks per sender{})",
+                self.window,
+                self.delivery_limit
+                    .map(|d| format!(", {d} deliveries in flight"))
+                    .unwrap_or_default()
+            ),
         };
         let _ = writeln!(
             w,
@@ -518,6 +529,20 @@ struct Run<'a> {
     setup_done: bool,
     /// Slots with more to read that gave way to others.
     again: Vec<usize>,
+    /// `--max`: deliveries expected by this process's receivers for what its senders sent,
+    /// and received; senders wait while more than `delivery_limit` are in flight.
+    expected_local: u64,
+    received_local: u64,
+    delivery_limit: u64,
+    local_subs: Vec<u64>,
+}
+
+/// The channel index of the message just queued by a publisher (its `k` was incremented).
+fn snd_k_before(slot: &Slot) -> u64 {
+    match (&slot.role, &slot.sender) {
+        (Role::Publisher { p }, Some(s)) => p + s.k - 1,
+        _ => 0,
+    }
 }
 
 impl Drop for Run<'_> {
@@ -762,6 +787,13 @@ impl<'a> Run<'a> {
         snd.outstanding += 1;
         slot.conn.queue_text(self.buf.as_bytes());
         self.r.sent += 1;
+        self.expected_local += match &slot.role {
+            Role::Publisher { .. } => {
+                let c = ((snd_k_before(slot)) % self.o.channels) as usize;
+                self.local_subs.get(c).copied().unwrap_or(0)
+            }
+            _ => 1,
+        };
         if stamp >= self.win.0 && stamp < self.win.1 {
             self.r.sent_in_window += 1;
         }
@@ -776,6 +808,7 @@ impl<'a> Run<'a> {
             .sender
             .as_ref()
             .is_some_and(|s| s.outstanding < self.o.window)
+            && self.expected_local.saturating_sub(self.received_local) < self.delivery_limit
         {
             if !self.send_one(slot, mono_ns()) {
                 break;
@@ -850,6 +883,7 @@ impl<'a> Run<'a> {
                 match stream {
                     Some(i) => {
                         slot.streams[i].record(seq);
+                        self.received_local += 1;
                     }
                     None => self.r.misrouted += 1,
                 }
@@ -1181,6 +1215,10 @@ pub fn run(o: &Options) -> Result<Report, String> {
         direct_distinct: vec![0; 2 * o.pairs as usize],
         setup_done: false,
         again: Vec::new(),
+        expected_local: 0,
+        received_local: 0,
+        delivery_limit: u64::MAX,
+        local_subs: Vec::new(),
     };
 
     // Setup: connect everyone, join/subscribe.
@@ -1256,6 +1294,27 @@ pub fn run(o: &Options) -> Result<Report, String> {
             }
             run.r.subs_per_channel[*channel as usize] += 1;
         }
+    }
+    run.local_subs = run.r.subs_per_channel.clone();
+    if o.rate.is_none() {
+        let senders = run
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.sender.is_some() && s.ready)
+            .count() as u64;
+        let per_msg = match o.scenario {
+            Scenario::Fanout => {
+                let subs: u64 = run.local_subs.iter().sum();
+                subs.div_ceil(o.channels.max(1)).max(1)
+            }
+            Scenario::Direct => 1,
+        };
+        run.delivery_limit = match o.delivery_window {
+            0 => u64::MAX,
+            d => d * per_msg * senders.max(1),
+        };
+        run.r.delivery_limit = (run.delivery_limit != u64::MAX).then_some(run.delivery_limit);
     }
     if !o.quiet {
         eprintln!(
@@ -1340,6 +1399,20 @@ pub fn run(o: &Options) -> Result<Report, String> {
                     slot.sender.as_mut().unwrap().next_due = due;
                     next_wake = next_wake.min(due);
                     if sent && slot.conn.flush().is_err() {
+                        run.close_slot(i, slot, "write error");
+                        continue;
+                    }
+                    run.slots[i] = Some(slot);
+                }
+            }
+            if o.rate.is_none() && run.delivery_limit != u64::MAX {
+                // Senders held back by the delivery window resume as deliveries arrive.
+                for &i in &senders {
+                    let Some(mut slot) = run.slots[i].take() else {
+                        continue;
+                    };
+                    run.refill(&mut slot);
+                    if slot.conn.pending_write() > 0 && slot.conn.flush().is_err() {
                         run.close_slot(i, slot, "write error");
                         continue;
                     }

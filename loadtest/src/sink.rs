@@ -161,10 +161,7 @@ impl Peer {
             self.upgraded = true;
         }
         // Client frames (masked).
-        loop {
-            let Some((_fin, op, h, len, mask)) = parse_frame_header(&self.rbuf) else {
-                break;
-            };
+        while let Some((_fin, op, h, len, mask)) = parse_frame_header(&self.rbuf) {
             if self.rbuf.len() < h + len {
                 break;
             }
