@@ -509,7 +509,7 @@ describe('hostile clients: event floods (--max-events-per-sec 50) [shards=1]', (
     const res = await Promise.all(Array.from({ length: 2 * RATE + 20 }, (_, i) => ack(s, 'publish', { channel: ch, event: 'e', data: i })));
     const ok = res.filter((r) => r.ok).length;
     const limited = res.filter((r) => isErr(r, 'rate_limited'));
-    assert.ok(ok >= 2 * RATE && ok <= 2 * RATE + 5, `accepted in the burst: ${ok}`);
+    assert.ok(ok >= 2 * RATE && ok <= 2 * RATE + 15, `accepted in the burst: ${ok} (burst ${2 * RATE}, plus what refilled meanwhile)`);
     assert.equal(ok + limited.length, res.length, JSON.stringify(res.find((r) => !r.ok && !isErr(r, 'rate_limited'))));
     assert.ok(s.connected, 'a burst is not a flood');
     // 2. it refills at N per second
@@ -519,7 +519,7 @@ describe('hostile clients: event floods (--max-events-per-sec 50) [shards=1]', (
     // 3. without acks: error events rate_limited
     await sleep(2100);
     const errors = record(s, 'error');
-    for (let i = 0; i < 2 * RATE + 10; i += 1) s.emit('publish', { channel: ch, event: 'e', data: i });
+    for (let i = 0; i < 2 * RATE + 30; i += 1) s.emit('publish', { channel: ch, event: 'e', data: i });
     await until(() => errors.length >= 5, () => `error events rate_limited (got ${errors.length})`);
     assert.ok(errors.every((e) => e.code === 'rate_limited' && typeof e.message === 'string'), JSON.stringify(errors[0]));
     assert.ok(s.connected);
