@@ -535,6 +535,8 @@ struct Run<'a> {
     received_local: u64,
     delivery_limit: u64,
     local_subs: Vec<u64>,
+    /// Start time given by the parent process, so that all measure the same window.
+    go_at: Option<u64>,
 }
 
 /// The channel index of the message just queued by a publisher (its `k` was incremented).
@@ -1053,7 +1055,11 @@ impl<'a> Run<'a> {
             } else if tok == GO_TOKEN {
                 let mut line = String::new();
                 let n = io::stdin().lock().read_line(&mut line).unwrap_or(0);
-                if n == 0 || line.trim() == "GO" {
+                if n == 0 {
+                    go = true;
+                } else if let Some(rest) = line.trim().strip_prefix("GO") {
+                    // `GO <t0>`: the common start (CLOCK_MONOTONIC ns) of every process.
+                    self.go_at = rest.trim().parse().ok();
                     go = true;
                 }
             } else {
@@ -1219,6 +1225,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         received_local: 0,
         delivery_limit: u64::MAX,
         local_subs: Vec::new(),
+        go_at: None,
     };
 
     // Setup: connect everyone, join/subscribe.
@@ -1338,7 +1345,15 @@ pub fn run(o: &Options) -> Result<Report, String> {
     }
 
     // Run.
-    let t0 = mono_ns();
+    let t0 = match run.go_at {
+        Some(t) => {
+            while mono_ns() < t {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            t
+        }
+        None => mono_ns(),
+    };
     let warm = (o.warmup * 1e9) as u64;
     let dur = (o.duration * 1e9) as u64;
     run.win = (t0 + warm, t0 + warm + dur);
@@ -1573,9 +1588,10 @@ pub fn run_processes(n: u64, _has_json: bool) -> Result<Report, String> {
             }
         }
     }
+    let t0 = mono_ns() + 100_000_000;
     for c in children.iter_mut() {
         let stdin = c.stdin.as_mut().expect("piped");
-        let _ = stdin.write_all(b"GO\n");
+        let _ = stdin.write_all(format!("GO {t0}\n").as_bytes());
         let _ = stdin.flush();
     }
     let mut parts = Vec::new();
