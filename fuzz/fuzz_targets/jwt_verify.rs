@@ -50,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = v.verify_at(s, now);
         let _ = v.verify_at(s, u64::MAX);
     }
-    let (a, b) = s.split_at(s.len() / 2);
+    let mut mid = s.len() / 2;
+    while !s.is_char_boundary(mid) {
+        mid -= 1;
+    }
+    let (a, b) = s.split_at(mid);
     let payload = serde_json::json!({ "token": a });
     let _ = pick_token(Some(&payload), Some(b), Some(s));
     let _ = pick_token(None, Some(s), None);
