@@ -38,7 +38,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         "socket-gateway listening on http://{} (shards: {shards})",
         running.addr
     );
-    println!("admin page: http://{0}/socket   metrics: http://{0}/metrics", running.addr);
+    println!(
+        "admin page: http://{0}/socket   metrics: http://{0}/metrics",
+        running.addr
+    );
     for h in running.handles {
         h.join()?;
     }
