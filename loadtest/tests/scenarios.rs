@@ -22,6 +22,10 @@ impl Drop for Server {
 const SECRET: &str = "smoke-secret";
 
 fn gateway() -> Option<Server> {
+    gateway_with(&[])
+}
+
+fn gateway_with(extra: &[&str]) -> Option<Server> {
     let bin = match std::env::var_os("GATEWAY_BIN") {
         Some(p) => PathBuf::from(p),
         None => {
@@ -49,6 +53,7 @@ fn gateway() -> Option<Server> {
             "--no-pin",
         ])
         .args(["--jwt-secret", SECRET, "--log-level", "warn"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -69,10 +74,18 @@ fn gateway() -> Option<Server> {
 }
 
 fn run(server: &Server, name: &str, args: &[&str]) -> serde_json::Value {
+    run_urls(&[server], name, args)
+}
+
+fn run_urls(servers: &[&Server], name: &str, args: &[&str]) -> serde_json::Value {
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("http://127.0.0.1:{}", s.1))
+        .collect();
     let json = std::env::temp_dir().join(format!("loadtest-{name}-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(args)
-        .args(["--url", &format!("http://127.0.0.1:{}", server.1)])
+        .args(["--url", &urls.join(",")])
         .args([
             "--jwt-secret",
             SECRET,
@@ -232,4 +245,90 @@ fn churn_during_fanout() {
     assert_eq!(v["out_of_order"], 0);
     assert_eq!(v["dropped"], 0);
     assert!(v["presence_events"].as_u64().unwrap() > 0);
+}
+
+struct Redis(Child);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two gateways clustered through a private redis-server: subscribers and the second side of
+/// the pairs spread over both, publishers on the first, so cross-instance delivery is counted.
+#[test]
+fn two_instances_through_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _redis = match Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => Redis(c),
+        Err(_) => {
+            eprintln!("SKIPPED: no redis-server in PATH");
+            return;
+        }
+    };
+    // Wait for redis to accept connections.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    let prefix = format!("lt-smoke-{}", std::process::id());
+    let cluster = [
+        "--redis-url",
+        url.as_str(),
+        "--redis-prefix",
+        prefix.as_str(),
+    ];
+    let Some(a) = gateway_with(&cluster) else {
+        return;
+    };
+    let Some(b) = gateway_with(&cluster) else {
+        return;
+    };
+    let v = run_urls(
+        &[&a, &b],
+        "cluster-fanout",
+        &[
+            "fanout",
+            "--subscribers",
+            "40",
+            "--channels",
+            "2",
+            "--publishers",
+            "2",
+            "--rate",
+            "200",
+        ],
+    );
+    whole(&v, 42);
+    assert_eq!(
+        v["deliveries"].as_u64().unwrap(),
+        v["sent"].as_u64().unwrap() * 20
+    );
+    let v = run_urls(
+        &[&a, &b],
+        "cluster-direct",
+        &["direct", "--pairs", "6", "--rate", "200"],
+    );
+    whole(&v, 12);
+    assert_eq!(v["deliveries"], v["sent"]);
 }
