@@ -721,6 +721,14 @@ impl<'a> Run<'a> {
                 *self.r.failures.entry(format!("churn: {why}")).or_default() += 1;
             }
             _ if slot.ready && self.setup_done => {
+                if let Role::Subscriber { channel } = slot.role {
+                    // Its share of what is sent from now on will never arrive: stop expecting
+                    // it, and forget what it owed, so the delivery window cannot stall.
+                    if let Some(n) = self.local_subs.get_mut(channel as usize) {
+                        *n = n.saturating_sub(1);
+                    }
+                    self.expected_local = self.received_local;
+                }
                 self.r.dropped += 1;
                 *self.r.drop_reasons.entry(why.to_string()).or_default() += 1;
             }
