@@ -23,7 +23,8 @@ for T in $TARGETS; do
   LOG="$OUT/$NAME-$T.server.log"
   if [ "$T" = gateway ]; then
     PORT=$GW_PORT
-    "$GW_BIN" serve --listen 127.0.0.1:$PORT --shards "$SHARDS" --jwt-secret $SECRET --log-level warn >"$LOG" 2>&1 &
+    "$GW_BIN" serve --listen 127.0.0.1:$PORT --shards "$SHARDS" --jwt-secret $SECRET --log-level warn \
+      --max-events-per-sec 0 >"$LOG" 2>&1 &
   else
     PORT=$PEER_PORT
     node "$PEER_DIR/server.js" --port $PORT --jwt-secret $SECRET >"$LOG" 2>&1 &
