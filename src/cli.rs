@@ -130,7 +130,7 @@ pub struct RuntimeArgs {
     )]
     pub max_channels_per_socket: usize,
     /// Milliseconds a client has to send a complete HTTP request head (the
-    /// handshake, each polling request); slower ones get 408 and are closed.
+    /// handshake, each polling request); slower ones are disconnected.
     #[arg(long, env = "SOCKET_GATEWAY_HEAD_TIMEOUT", default_value_t = 30_000)]
     pub head_timeout: u64,
     /// Milliseconds a graceful shutdown (SIGTERM/SIGINT) may take to flush
