@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import {
   startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, checkEvent,
 } from './fixture.mjs';
@@ -916,5 +917,47 @@ describe('cluster: a Redis that requires a password', () => {
     const w1 = await connect(W);
     const j = await ack(w1, 'join', ch);
     assert.deepEqual(j, { ok: true, channel: ch, members: 1 }, 'it serves its own sockets alone');
+  });
+});
+
+describe('cluster: an instance killed with SIGKILL under load', () => {
+  const prefix = `t${rand()}`;
+  let A; let B; let D;
+  before(async () => {
+    await requireRedis(REDIS_URL);
+    [A, B, D] = await Promise.all(['a', 'b', 'd'].map((n) => startNode(`${n}${rand()}`, prefix)));
+    for (const n of [A, B, D]) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
+  });
+  after(async () => {
+    await Promise.all([A, B, D].map((n) => n?.stop()));
+    await dropPrefix(REDIS_URL, prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
+  });
+
+  const rssKiB = (srv) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${srv.proc.pid}/status`, 'utf8'))[1]);
+
+  it('the survivors keep delivering in order with nothing lost, and their memory stays bounded', async () => {
+    const ch = uniq('clload');
+    const pub = await connect(A, { transports: ['websocket'] });
+    const b1 = await connect(B, { transports: ['websocket'] });
+    const ds = await Promise.all([0, 1, 2].map(() => connect(D, { transports: ['websocket'] })));
+    await ack(b1, 'join', ch);
+    for (const d of ds) await ack(d, 'join', ch);
+    const got = record(b1, 'event');
+    const rss0 = { A: rssKiB(A), B: rssKiB(B) };
+    // Steady traffic from A: 2,000 publishes in windows of 50; D is killed a third of the way in.
+    const N = 2000;
+    for (let i = 0; i < N; i += 50) {
+      if (i === 650) D.proc.kill('SIGKILL');
+      await Promise.all(Array.from({ length: 50 }, (_, j) => ack(pub, 'publish', { channel: ch, event: 'load', data: i + j })));
+    }
+    await until(() => got.length >= N, () => `B received ${got.length} of ${N}`, 15000);
+    const seqs = got.map((e) => e.data);
+    assert.deepEqual(seqs, Array.from({ length: N }, (_, i) => i), 'in order, none lost, none duplicated');
+    // D leaves the views; A and B are alive and answer.
+    await until(async () => (await ack(pub, 'members', ch)).members.length === 1, "D's members leave the view", 15000);
+    for (const n of [A, B]) assert.equal((await readyz(n)).status, 200);
+    const rss1 = { A: rssKiB(A), B: rssKiB(B) };
+    console.log(`# RSS KiB before/after: A ${rss0.A}/${rss1.A}, B ${rss0.B}/${rss1.B}`);
+    for (const k of ['A', 'B']) assert.ok(rss1[k] - rss0[k] < 64 * 1024, `${k} grew by ${rss1[k] - rss0[k]} KiB`);
   });
 });
