@@ -51,6 +51,10 @@
 //!
 //! A graceful stop calls [`super::Cluster::withdraw`]: the same script,
 //! unconditionally, for this instance, and no heartbeats after it.
+//!
+//! Files: this one holds the thread, the connection and its loop, the
+//! interest bookkeeping and what arrives from Redis; `link/presence.rs` the
+//! per-instance keys and heartbeats; `link/queries.rs` the cluster-wide views.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
@@ -68,6 +72,10 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::wire::Envelope;
 use super::{FromCluster, Query, ToCluster};
+
+mod presence;
+use presence::member_json;
+mod queries;
 
 /// Options of the cluster link.
 #[derive(Debug, Clone)]
@@ -330,217 +338,6 @@ impl Link {
         );
     }
 
-    /// How long this instance's `info`, `ch` and `keys` outlive its last
-    /// heartbeat: longer than the four expiries after which live peers
-    /// collect it, so a peer always still finds its `keys` list.
-    fn presence_ttl(&self) -> u64 {
-        8 * self.cfg.expiry.as_millis() as u64
-    }
-
-    /// How long a member hash outlives its last write or refresh: at least
-    /// `presence_ttl`, and long enough that the rolling refresh costs only a
-    /// few commands per heartbeat however many channels there are.
-    fn member_ttl(&self) -> u64 {
-        self.presence_ttl().max(MEMBER_TTL_FLOOR_MS)
-    }
-
-    /// Clears this instance's keys and writes its presence and heartbeat
-    /// again (after a start, after Redis lost its data, or after peers
-    /// forgot a stalled instance), in one MULTI so no peer sees half of it.
-    async fn rewrite_presence(&mut self) -> redis::RedisResult<()> {
-        let me = self.cfg.instance.clone();
-        let keys_key = self.inst_key(&me, "keys");
-        let old: Vec<String> = {
-            let conn = &mut self.cmd()?;
-            redis::cmd("SMEMBERS")
-                .arg(&keys_key)
-                .query_async(conn)
-                .await?
-        };
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.del(self.inst_key(&me, "ch")).ignore();
-        for k in old {
-            pipe.del(k).ignore();
-        }
-        pipe.del(&keys_key).ignore();
-        let member_ttl = self.member_ttl() as i64;
-        for (channel, members) in &self.members {
-            let mkey = self.inst_key(&me, &format!("m:{channel}"));
-            for (sid, json) in members {
-                pipe.hset(&mkey, sid, json).ignore();
-            }
-            pipe.pexpire(&mkey, member_ttl).ignore();
-            pipe.sadd(&keys_key, &mkey).ignore();
-            pipe.hset(self.inst_key(&me, "ch"), channel, members.len())
-                .ignore();
-        }
-        self.heartbeat_cmds(&mut pipe, true);
-        self.sweep_after = None;
-        let conn = &mut self.cmd()?;
-        pipe.query_async::<redis::Value>(conn).await?;
-        self.last_beat = Instant::now();
-        Ok(())
-    }
-
-    /// The heartbeat: the score in `instances` (`ZADD XX CH`, which answers
-    /// 0 when this instance is not there: the caller then rewrites it all —
-    /// or a plain ZADD as the last step of a rewrite), connection counts,
-    /// and the TTLs of `info`, `ch` and `keys`.
-    fn heartbeat_cmds(&self, pipe: &mut redis::Pipeline, create: bool) {
-        let me = &self.cfg.instance;
-        let now = shards::now_ms();
-        let ttl = self.presence_ttl() as i64;
-        self.info_cmds(pipe);
-        for k in ["ch", "keys"] {
-            pipe.pexpire(self.inst_key(me, k), ttl).ignore();
-        }
-        if create {
-            pipe.zadd(self.key("instances"), me, now).ignore();
-        } else {
-            pipe.cmd("ZADD")
-                .arg(self.key("instances"))
-                .arg("XX")
-                .arg("CH")
-                .arg(now)
-                .arg(me);
-        }
-    }
-
-    /// Writes this instance's connection counts (with the hash's TTL).
-    fn info_cmds(&self, pipe: &mut redis::Pipeline) {
-        let total: usize = self.connections.iter().sum();
-        let shards = serde_json::to_string(&self.connections).unwrap_or_default();
-        let info = self.inst_key(&self.cfg.instance, "info");
-        pipe.hset_multiple(
-            &info,
-            &[("connections", total.to_string()), ("shards", shards)],
-        )
-        .ignore();
-        pipe.pexpire(&info, self.presence_ttl() as i64).ignore();
-    }
-
-    /// Refreshes the TTL of the next few member hashes, in channel order, so
-    /// that every one is refreshed at least every quarter of `member_ttl`.
-    fn sweep_cmds(&mut self, pipe: &mut redis::Pipeline) {
-        let n = self.members.len() as u64;
-        if n == 0 {
-            return;
-        }
-        let ttl = self.member_ttl();
-        let per_beat = (n * self.cfg.heartbeat.as_millis() as u64)
-            .div_ceil(ttl / 4)
-            .max(1);
-        let me = self.cfg.instance.clone();
-        let start = match &self.sweep_after {
-            Some(c) => Bound::Excluded(c.clone()),
-            None => Bound::Unbounded,
-        };
-        let mut last = None;
-        for (i, channel) in self
-            .members
-            .range::<String, _>((start, Bound::Unbounded))
-            .map(|(c, _)| c)
-            .enumerate()
-        {
-            if i as u64 >= per_beat {
-                break;
-            }
-            pipe.pexpire(self.inst_key(&me, &format!("m:{channel}")), ttl as i64)
-                .ignore();
-            last = Some(channel.clone());
-        }
-        // At the end of the channels the next heartbeat starts again.
-        self.sweep_after = last;
-    }
-
-    async fn heartbeat(&mut self) {
-        self.next_heartbeat = Instant::now() + self.cfg.heartbeat;
-        let now = Instant::now();
-        let expired: Vec<u64> = self
-            .pending_direct
-            .iter()
-            .filter(|(_, v)| v.2 <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for req in expired {
-            if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
-                self.reply(shard, qid, Response::Delivered(false));
-            }
-        }
-        if self.conn.is_none() || self.withdrawn {
-            return;
-        }
-        // Silent for two expiries (frozen, or Redis too slow): peers may have
-        // forgotten us meanwhile, by their clocks, and some of our keys may
-        // be near their TTL. Write everything again rather than guess.
-        if now.duration_since(self.last_beat) > 2 * self.cfg.expiry {
-            tracing::info!(
-                "no heartbeat for {:?}; rewriting this instance's presence",
-                now.duration_since(self.last_beat)
-            );
-            if let Err(e) = bounded(self.rewrite_presence()).await {
-                return self.down(&e.to_string());
-            }
-        }
-        let mut pipe = redis::pipe();
-        self.heartbeat_cmds(&mut pipe, false);
-        self.sweep_cmds(&mut pipe);
-        // Forget instances silent for four expiries (their keys too).
-        let cutoff = shards::now_ms().saturating_sub(4 * self.cfg.expiry.as_millis() as u64);
-        let result: redis::RedisResult<(i64, Vec<String>)> = bounded(async {
-            let conn = &mut self.cmd()?;
-            let (updated,): (i64,) = pipe.query_async(conn).await?;
-            let mut dead = redis::cmd("ZRANGEBYSCORE");
-            dead.arg(self.key("instances")).arg("-inf").arg(cutoff);
-            Ok((updated, dead.query_async(conn).await?))
-        })
-        .await;
-        match result {
-            Ok((updated, dead)) => {
-                self.last_beat = Instant::now();
-                let me = self.cfg.instance.clone();
-                for inst in dead.into_iter().filter(|i| *i != me) {
-                    let _ = bounded(self.forget_instance(&inst, Some(cutoff))).await;
-                }
-                if updated == 0 {
-                    // We were not in the set: peers forgot us (we were frozen
-                    // or partitioned) or Redis lost its data. Write it all again.
-                    tracing::info!("this instance was missing from Redis; rewriting its presence");
-                    if let Err(e) = bounded(self.rewrite_presence()).await {
-                        self.down(&e.to_string());
-                    }
-                }
-            }
-            Err(e) => self.down(&e.to_string()),
-        }
-    }
-
-    /// Deletes an instance's presence: its member hashes (listed in its
-    /// `keys`), `keys`, `ch`, `info` and its entry in `instances`, in one
-    /// script so it cannot interleave with that instance's own rewrite. With
-    /// a `cutoff`, only if its heartbeat is still older than that (it may
-    /// have resumed since it was found dead) and it is still listed (else
-    /// someone collected it already, and what is there now is a rewrite in
-    /// progress). Returns whether it deleted.
-    async fn forget_instance(
-        &mut self,
-        inst: &str,
-        cutoff: Option<u64>,
-    ) -> redis::RedisResult<bool> {
-        // Plain EVAL: the crate's `script` feature is off, and this is rare.
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(FORGET_LUA)
-            .arg(1)
-            .arg(self.key("instances"))
-            .arg(inst)
-            .arg(cutoff.map_or_else(|| "-".to_string(), |c| c.to_string()))
-            .arg(self.inst_key(inst, ""));
-        let conn = &mut self.cmd()?;
-        let n: i64 = eval.query_async(conn).await?;
-        Ok(n == 1)
-    }
-
     fn reply(&self, shard: usize, qid: u64, resp: Response) {
         if let Some(p) = self.ports.get(shard) {
             p.send(FromCluster::Reply { qid, resp }, &self.stats);
@@ -721,144 +518,6 @@ impl Link {
         }
     }
 
-    async fn live_instances(&mut self) -> redis::RedisResult<Vec<String>> {
-        let since = shards::now_ms().saturating_sub(self.cfg.expiry.as_millis() as u64);
-        let key = self.key("instances");
-        let conn = &mut self.cmd()?;
-        redis::cmd("ZRANGEBYSCORE")
-            .arg(key)
-            .arg(since)
-            .arg("+inf")
-            .query_async(conn)
-            .await
-    }
-
-    /// Answers a question; `None` when the answer comes later (a direct
-    /// message waits for the target instance).
-    async fn query(&mut self, shard: usize, qid: u64, q: Query) -> Option<Response> {
-        if self.conn.is_none() {
-            return Some(match q {
-                Query::Direct { .. } => Response::Delivered(false),
-                _ => Response::Unavailable,
-            });
-        }
-        let r = bounded(self.query_redis(shard, qid, q)).await;
-        match r {
-            Ok(resp) => resp,
-            Err(e) => {
-                self.down(&e.to_string());
-                Some(Response::Unavailable)
-            }
-        }
-    }
-
-    async fn query_redis(
-        &mut self,
-        shard: usize,
-        qid: u64,
-        q: Query,
-    ) -> redis::RedisResult<Option<Response>> {
-        if let Query::Direct {
-            instance,
-            shard: to_shard,
-            seq,
-            text,
-            attachments,
-        } = q
-        {
-            let req = self.next_req;
-            self.next_req += 1;
-            let env = Envelope::DirectReq {
-                origin: self.cfg.instance.clone(),
-                req,
-                shard: to_shard,
-                seq,
-                text,
-                attachments,
-            };
-            let inbox = self.inbox(&instance);
-            let conn = &mut self.cmd()?;
-            let receivers: i64 = redis::cmd("PUBLISH")
-                .arg(inbox)
-                .arg(env.encode())
-                .query_async(conn)
-                .await?;
-            if receivers == 0 {
-                return Ok(Some(Response::Delivered(false)));
-            }
-            self.pending_direct
-                .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
-            return Ok(None);
-        }
-        let live = self.live_instances().await?;
-        let mut pipe = redis::pipe();
-        let resp = match q {
-            Query::Count(channel) => {
-                for i in &live {
-                    pipe.hget(self.inst_key(i, "ch"), &*channel);
-                }
-                let conn = &mut self.cmd()?;
-                let counts: Vec<Option<usize>> = pipe.query_async(conn).await?;
-                Response::Count(counts.into_iter().flatten().sum())
-            }
-            Query::Members(channel) => {
-                for i in &live {
-                    pipe.hvals(self.inst_key(i, &format!("m:{channel}")));
-                }
-                let conn = &mut self.cmd()?;
-                let lists: Vec<Vec<String>> = pipe.query_async(conn).await?;
-                Response::Members(
-                    lists
-                        .iter()
-                        .flatten()
-                        .filter_map(|j| parse_member(j))
-                        .collect(),
-                )
-            }
-            Query::Channels => {
-                for i in &live {
-                    pipe.hgetall(self.inst_key(i, "ch"));
-                }
-                let conn = &mut self.cmd()?;
-                let maps: Vec<HashMap<String, usize>> = pipe.query_async(conn).await?;
-                let mut sum: HashMap<String, usize> = HashMap::new();
-                for (k, n) in maps.into_iter().flatten() {
-                    *sum.entry(k).or_default() += n;
-                }
-                Response::Channels(
-                    sum.into_iter()
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(k, n)| (k.into(), n))
-                        .collect(),
-                )
-            }
-            Query::Instances => {
-                for i in &live {
-                    pipe.hget(self.inst_key(i, "info"), "shards");
-                }
-                let conn = &mut self.cmd()?;
-                let infos: Vec<Option<String>> = pipe.query_async(conn).await?;
-                let mut out: Vec<(String, Vec<usize>)> = live
-                    .into_iter()
-                    .zip(infos)
-                    .filter(|(i, _)| *i != self.cfg.instance)
-                    .map(|(i, s)| {
-                        (
-                            i,
-                            s.and_then(|s| serde_json::from_str(&s).ok())
-                                .unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                out.push((self.cfg.instance.clone(), self.connections.clone()));
-                out.sort();
-                Response::Instances(out)
-            }
-            Query::Direct { .. } => unreachable!("handled above"),
-        };
-        Ok(Some(resp))
-    }
-
     fn on_message(&mut self, msg: redis::Msg) {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         let Some(env) = Envelope::decode(msg.get_payload_bytes()) else {
@@ -945,25 +604,6 @@ impl Link {
     }
 }
 
-/// The shortest TTL of a member hash (see `Link::member_ttl`).
-const MEMBER_TTL_FLOOR_MS: u64 = 10 * 60 * 1000;
-
-/// Deletes an instance's presence (see `Link::forget_instance`).
-/// KEYS[1]: the `instances` sorted set. ARGV[1]: the instance; ARGV[2]: the
-/// cutoff in ms, or "-" for unconditionally; ARGV[3]: the instance's key
-/// prefix (`<prefix>:i:<instance>:`). Redis runs a script atomically.
-const FORGET_LUA: &str = r#"
-if ARGV[2] ~= '-' then
-  local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if not s or tonumber(s) > tonumber(ARGV[2]) then return 0 end
-end
-local keys = ARGV[3] .. 'keys'
-for _, k in ipairs(redis.call('SMEMBERS', keys)) do redis.call('DEL', k) end
-redis.call('DEL', keys, ARGV[3] .. 'ch', ARGV[3] .. 'info')
-redis.call('ZREM', KEYS[1], ARGV[1])
-return 1
-"#;
-
 /// How long one Redis round trip may take before Redis counts as away (a
 /// frozen or partitioned server answers nothing and closes nothing).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -989,27 +629,4 @@ async fn next_msg(stream: &mut Option<PubSubStream>) -> Option<redis::Msg> {
 
 fn not_connected() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::IoError, "not connected"))
-}
-
-fn member_json(m: &MemberView) -> String {
-    format!(
-        "{{\"socketId\":{},\"userId\":{},\"info\":{},\"joinedAt\":{}}}",
-        crate::frame::json_str(&m.socket_id),
-        crate::frame::json_str(&m.user_id),
-        m.info.as_deref().unwrap_or("null"),
-        m.joined_at
-    )
-}
-
-fn parse_member(json: &str) -> Option<MemberView> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    Some(MemberView {
-        socket_id: v.get("socketId")?.as_str()?.into(),
-        user_id: v.get("userId")?.as_str()?.into(),
-        info: match v.get("info") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(i) => Some(i.to_string().into()),
-        },
-        joined_at: v.get("joinedAt")?.as_u64()?,
-    })
 }

@@ -1,0 +1,145 @@
+//! Questions about the whole cluster (counts, members, channels, instances,
+//! direct messages to another instance), answered from Redis.
+
+use super::presence::parse_member;
+use super::*;
+
+impl Link {
+    pub(super) async fn live_instances(&mut self) -> redis::RedisResult<Vec<String>> {
+        let since = shards::now_ms().saturating_sub(self.cfg.expiry.as_millis() as u64);
+        let key = self.key("instances");
+        let conn = &mut self.cmd()?;
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(key)
+            .arg(since)
+            .arg("+inf")
+            .query_async(conn)
+            .await
+    }
+
+    /// Answers a question; `None` when the answer comes later (a direct
+    /// message waits for the target instance).
+    pub(super) async fn query(&mut self, shard: usize, qid: u64, q: Query) -> Option<Response> {
+        if self.conn.is_none() {
+            return Some(match q {
+                Query::Direct { .. } => Response::Delivered(false),
+                _ => Response::Unavailable,
+            });
+        }
+        let r = bounded(self.query_redis(shard, qid, q)).await;
+        match r {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.down(&e.to_string());
+                Some(Response::Unavailable)
+            }
+        }
+    }
+
+    pub(super) async fn query_redis(
+        &mut self,
+        shard: usize,
+        qid: u64,
+        q: Query,
+    ) -> redis::RedisResult<Option<Response>> {
+        if let Query::Direct {
+            instance,
+            shard: to_shard,
+            seq,
+            text,
+            attachments,
+        } = q
+        {
+            let req = self.next_req;
+            self.next_req += 1;
+            let env = Envelope::DirectReq {
+                origin: self.cfg.instance.clone(),
+                req,
+                shard: to_shard,
+                seq,
+                text,
+                attachments,
+            };
+            let inbox = self.inbox(&instance);
+            let conn = &mut self.cmd()?;
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg(inbox)
+                .arg(env.encode())
+                .query_async(conn)
+                .await?;
+            if receivers == 0 {
+                return Ok(Some(Response::Delivered(false)));
+            }
+            self.pending_direct
+                .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
+            return Ok(None);
+        }
+        let live = self.live_instances().await?;
+        let mut pipe = redis::pipe();
+        let resp = match q {
+            Query::Count(channel) => {
+                for i in &live {
+                    pipe.hget(self.inst_key(i, "ch"), &*channel);
+                }
+                let conn = &mut self.cmd()?;
+                let counts: Vec<Option<usize>> = pipe.query_async(conn).await?;
+                Response::Count(counts.into_iter().flatten().sum())
+            }
+            Query::Members(channel) => {
+                for i in &live {
+                    pipe.hvals(self.inst_key(i, &format!("m:{channel}")));
+                }
+                let conn = &mut self.cmd()?;
+                let lists: Vec<Vec<String>> = pipe.query_async(conn).await?;
+                Response::Members(
+                    lists
+                        .iter()
+                        .flatten()
+                        .filter_map(|j| parse_member(j))
+                        .collect(),
+                )
+            }
+            Query::Channels => {
+                for i in &live {
+                    pipe.hgetall(self.inst_key(i, "ch"));
+                }
+                let conn = &mut self.cmd()?;
+                let maps: Vec<HashMap<String, usize>> = pipe.query_async(conn).await?;
+                let mut sum: HashMap<String, usize> = HashMap::new();
+                for (k, n) in maps.into_iter().flatten() {
+                    *sum.entry(k).or_default() += n;
+                }
+                Response::Channels(
+                    sum.into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(k, n)| (k.into(), n))
+                        .collect(),
+                )
+            }
+            Query::Instances => {
+                for i in &live {
+                    pipe.hget(self.inst_key(i, "info"), "shards");
+                }
+                let conn = &mut self.cmd()?;
+                let infos: Vec<Option<String>> = pipe.query_async(conn).await?;
+                let mut out: Vec<(String, Vec<usize>)> = live
+                    .into_iter()
+                    .zip(infos)
+                    .filter(|(i, _)| *i != self.cfg.instance)
+                    .map(|(i, s)| {
+                        (
+                            i,
+                            s.and_then(|s| serde_json::from_str(&s).ok())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                out.push((self.cfg.instance.clone(), self.connections.clone()));
+                out.sort();
+                Response::Instances(out)
+            }
+            Query::Direct { .. } => unreachable!("handled above"),
+        };
+        Ok(Some(resp))
+    }
+}
