@@ -157,8 +157,8 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     batch = Vec::new();
                 }
                 if session.outbox.closed().is_some() && session.outbox.is_empty() {
-                    let _ = ws.close(None).await;
                     session.terminate(CloseReason::ClientClosed);
+                    close_gracefully(&mut ws, None).await;
                     return;
                 }
             }
@@ -201,8 +201,8 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                 };
                 if let Err(v) = r {
                     tracing::debug!(sid = %session.sid, "closing: {}", v.0);
-                    let _ = ws.close(None).await;
                     session.terminate(CloseReason::TransportError);
+                    close_gracefully(&mut ws, None).await;
                     return;
                 }
             }
@@ -218,10 +218,10 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     code: tungstenite::protocol::frame::coding::CloseCode::Size,
                     reason: "too large".into(),
                 };
-                let _ = ws.close(Some(frame)).await;
                 if !probing {
                     session.terminate(CloseReason::TooLarge);
                 }
+                close_gracefully(&mut ws, Some(frame)).await;
                 return;
             }
             Ev::In(Some(Err(e))) => {
@@ -239,4 +239,21 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
             }
         }
     }
+}
+
+/// Sends a close frame, then reads (and drops) what the client still sends
+/// until its own close frame or for at most a second. Closing a socket with
+/// unread bytes makes the kernel send a reset, and a reset makes the client
+/// drop whatever it had not read yet — such as the `error` events and the
+/// DISCONNECT that explain why it is being closed.
+async fn close_gracefully(
+    ws: &mut WebSocketStream<TcpStream>,
+    frame: Option<tungstenite::protocol::CloseFrame>,
+) {
+    if ws.close(frame).await.is_err() {
+        return;
+    }
+    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let limit = async { shards::rt::sleep(std::time::Duration::from_secs(1)).await };
+    futures_lite::future::or(drain, limit).await;
 }
