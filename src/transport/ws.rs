@@ -156,9 +156,20 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     // Back to idle size after a burst.
                     batch = Vec::new();
                 }
-                if session.outbox.closed().is_some() && session.outbox.is_empty() {
+                if let Some(reason) = session
+                    .outbox
+                    .closed()
+                    .filter(|_| session.outbox.is_empty())
+                {
                     session.terminate(CloseReason::ClientClosed);
-                    close_gracefully(&mut ws, None).await;
+                    // 1001 on a deploy: the client reconnects, elsewhere.
+                    let frame = (reason == CloseReason::ServerShutdown).then(|| {
+                        tungstenite::protocol::CloseFrame {
+                            code: tungstenite::protocol::frame::coding::CloseCode::Away,
+                            reason: "server shutting down".into(),
+                        }
+                    });
+                    close_gracefully(&mut ws, frame).await;
                     return;
                 }
             }
@@ -228,6 +239,20 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                 tracing::debug!(sid = %session.sid, "websocket error: {e}");
                 if !probing {
                     session.terminate(CloseReason::TransportError);
+                }
+                // RFC 6455: say why, when the connection can still carry it.
+                use tungstenite::protocol::frame::coding::CloseCode;
+                let code = match e {
+                    tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
+                    tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
+                    _ => None,
+                };
+                if let Some(code) = code {
+                    let frame = tungstenite::protocol::CloseFrame {
+                        code,
+                        reason: "".into(),
+                    };
+                    close_gracefully(&mut ws, Some(frame)).await;
                 }
                 return;
             }
