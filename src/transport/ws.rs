@@ -118,17 +118,31 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
     if !probing {
         session.ws_fd.set(Some(ws.get_ref().as_raw_fd()));
     }
+    // After writing a batch, the client's own frames get the next turn: a
+    // socket that receives without pause must still have its events read
+    // (its publishes and directs), not only its outbox drained.
+    let mut inbound_first = false;
     loop {
         let ev = std::future::poll_fn(|cx| {
-            if !probing && session.outbox.poll_ready(cx).is_ready() {
-                return Poll::Ready(Ev::Out);
-            }
             if probing && session.is_ended() {
                 return Poll::Ready(Ev::In(None));
+            }
+            if inbound_first {
+                if let Poll::Ready(m) = ws.poll_next_unpin(cx) {
+                    return Poll::Ready(Ev::In(m));
+                }
+                if !probing && session.outbox.poll_ready(cx).is_ready() {
+                    return Poll::Ready(Ev::Out);
+                }
+                return Poll::Pending;
+            }
+            if !probing && session.outbox.poll_ready(cx).is_ready() {
+                return Poll::Ready(Ev::Out);
             }
             ws.poll_next_unpin(cx).map(Ev::In)
         })
         .await;
+        inbound_first = matches!(ev, Ev::Out);
         match ev {
             Ev::Out => {
                 session.outbox.drain_into(&mut batch, BATCH);
