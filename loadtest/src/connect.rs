@@ -7,11 +7,9 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
@@ -157,49 +155,7 @@ impl Engine {
         source: Option<IpAddr>,
     ) -> Result<(), &'static str> {
         let started = Instant::now();
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EMFILE) {
-                    "socket: too many open files"
-                } else {
-                    "socket"
-                }
-            })?;
-        sock.set_nonblocking(true).map_err(|_| "socket")?;
-        let _ = sock.set_nodelay(true);
-        if let Some(src) = source {
-            // Let connect() pick the port per 4-tuple instead of reserving one at bind().
-            let one: libc::c_int = 1;
-            unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_BIND_ADDRESS_NO_PORT,
-                    &one as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-            sock.bind(&SockAddr::from(SocketAddr::new(src, 0)))
-                .map_err(|_| "bind source")?;
-        }
-        match sock.connect(&SockAddr::from(addr)) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
-                return Err("tcp connect: no free source port")
-            }
-            Err(_) => return Err("tcp connect"),
-        }
-        let stream: TcpStream = sock.into();
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET | libc::EPOLLRDHUP) as u32,
-            u64: n,
-        };
-        if unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_ADD, stream.as_raw_fd(), &mut ev) }
-            != 0
-        {
-            return Err("epoll_ctl");
-        }
+        let stream = crate::client::tcp_connect(self.epfd, n, addr, source)?;
         self.conns[n as usize] = Some(Conn {
             stream: Some(stream),
             phase: Phase::TcpConnecting,
