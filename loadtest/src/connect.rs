@@ -428,20 +428,6 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
-fn self_usage() -> (Option<u64>, Option<f64>) {
-    let hwm = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| procfs::field_kib(&t, "VmHWM"));
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let cpu = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        Some(tv(ru.ru_utime) + tv(ru.ru_stime))
-    } else {
-        None
-    };
-    (hwm, cpu)
-}
-
 pub fn run(opts: &Options) -> Result<Report, String> {
     let target = Target::parse(&opts.url)?;
     let addr = target.resolve()?;
@@ -581,7 +567,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     if let (Some(s), Some(p)) = (server.as_mut(), &pid) {
         s.end_of_hold = Some(procfs::sample(p)?);
     }
-    let (hwm, cpu) = self_usage();
+    let (hwm, cpu) = crate::procfs::self_usage();
     eng.report.client_peak_rss_kib = hwm;
     eng.report.client_cpu_secs = cpu;
 

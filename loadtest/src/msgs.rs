@@ -1082,20 +1082,6 @@ impl<'a> Run<'a> {
     }
 }
 
-fn self_usage() -> (Option<u64>, Option<f64>) {
-    let hwm = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| crate::procfs::field_kib(&t, "VmHWM"));
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let cpu = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        Some(tv(ru.ru_utime) + tv(ru.ru_stime))
-    } else {
-        None
-    };
-    (hwm, cpu)
-}
-
 /// Runs one process's share of the scenario.
 pub fn run(o: &Options) -> Result<Report, String> {
     if o.urls.is_empty() {
@@ -1520,7 +1506,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
             .map(|id| run.direct_sent[id ^ 1].saturating_sub(run.direct_distinct[id]))
             .sum();
     }
-    let (hwm, cpu) = self_usage();
+    let (hwm, cpu) = crate::procfs::self_usage();
     run.r.client_peak_rss_kib = hwm.into_iter().collect();
     run.r.client_cpu_secs = cpu.into_iter().collect();
     let hist = std::mem::replace(&mut run.hist, new_hist());

@@ -48,6 +48,21 @@ pub fn sample(pid: &str) -> Result<MemSample, String> {
     })
 }
 
+/// This process's peak RSS (VmHWM, KiB) and CPU time (user + system, seconds).
+pub fn self_usage() -> (Option<u64>, Option<f64>) {
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| field_kib(&t, "VmHWM"));
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let cpu = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Some(tv(ru.ru_utime) + tv(ru.ru_stime))
+    } else {
+        None
+    };
+    (hwm, cpu)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
