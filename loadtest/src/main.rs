@@ -59,15 +59,21 @@ enum Cmd {
     Churn(MsgArgs),
     /// Pairs of sockets sending each other direct messages.
     Direct(MsgArgs),
-    /// A trivial local sender to measure the harness itself: accepts websocket Socket.IO
-    /// connections, acks their join/subscribe, then streams pre-encoded RealtimeEvent frames
-    /// to each as fast as the socket takes them.
+    /// A trivial local sender, not a gateway: accepts websocket Socket.IO connections, acks
+    /// their join/subscribe, then streams pre-encoded RealtimeEvent frames to each as fast as
+    /// the socket takes them (flood: the harness's own ingest rate), or with --publish-rate R
+    /// writes one frame to every subscriber R times a second (paced: the floor latency of a
+    /// fan-out on this machine; run `fanout --publishers 0 --rate R` against it).
     SinkServer {
         #[arg(long, default_value = "127.0.0.1:4000")]
         listen: String,
-        /// Frames per pre-encoded batch.
+        /// Flood mode: frames per pre-encoded batch.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Publishes per second, each one frame written to every subscribed connection
+        /// (stamped with its scheduled time); 0 = flood mode.
+        #[arg(long, default_value_t = 0.0)]
+        publish_rate: f64,
     },
 }
 
@@ -160,7 +166,11 @@ fn main() -> ExitCode {
             msg_main(Scenario::Fanout, a)
         }
         Cmd::Direct(a) => msg_main(Scenario::Direct, a),
-        Cmd::SinkServer { listen, batch } => match loadtest::sink::serve(&listen, batch) {
+        Cmd::SinkServer {
+            listen,
+            batch,
+            publish_rate,
+        } => match loadtest::sink::serve(&listen, batch, publish_rate) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

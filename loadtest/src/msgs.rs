@@ -486,6 +486,8 @@ struct Slot {
     next_ack: u64,
     streams: Vec<Stream>,
     sender: Option<Sender>,
+    /// Got a delivery stamped at or after the measured window's end.
+    past_window: bool,
 }
 
 enum Spec {
@@ -605,6 +607,7 @@ impl<'a> Run<'a> {
                     ready: false,
                     next_ack: 1,
                     streams: vec![Stream::default(); nstreams],
+                    past_window: false,
                     sender: sender.then(|| Sender {
                         next_due: 0,
                         outstanding: 0,
@@ -892,11 +895,17 @@ impl<'a> Run<'a> {
                 }
                 match stream {
                     Some(i) => {
-                        slot.streams[i].record(seq);
+                        let st = &mut slot.streams[i];
+                        if self.o.publishers == 0 && st.next == 0 && st.distinct == 0 {
+                            // An outside sender's stream starts where this socket came in.
+                            st.next = seq;
+                        }
+                        st.record(seq);
                         self.received_local += 1;
                     }
                     None => self.r.misrouted += 1,
                 }
+                slot.past_window |= sent_ns >= self.win.1;
                 if sent_ns >= self.win.0 && sent_ns < self.win.1 {
                     let us = (now.saturating_sub(sent_ns) / 1000).max(1);
                     if self.o.co == CoCorrection::Record && self.o.rate.is_some() {
@@ -1452,7 +1461,17 @@ pub fn run(o: &Options) -> Result<Report, String> {
         } else {
             let ds = drain_start.unwrap();
             let quiet = run.last_delivery.elapsed() > Duration::from_millis(1000);
-            if o.publishers == 0 && o.scenario == Scenario::Fanout
+            // With no publishers of ours: `--max` (a flooding sender) stops at once; `--rate`
+            // (a paced one) waits until every subscriber got a frame stamped after the window,
+            // so the window's last publishes are complete in the histogram.
+            let tail_done = || {
+                run.slots.iter().flatten().all(|s| {
+                    s.past_window || !s.ready || !matches!(s.role, Role::Subscriber { .. })
+                })
+            };
+            if o.publishers == 0
+                && o.scenario == Scenario::Fanout
+                && (o.rate.is_none() || tail_done())
                 || quiet
                 || ds.elapsed() > Duration::from_secs_f64(o.drain)
             {

@@ -1,8 +1,29 @@
-//! `loadtest sink-server`: a trivial local sender used to measure the harness's own ingest
-//! rate. It is not a gateway: it accepts websocket Engine.IO/Socket.IO connections, answers
-//! OPEN and CONNECT, acks `join`/`subscribe`, and from then on writes pre-encoded batches of
-//! RealtimeEvent frames to that connection as fast as the socket accepts them (one `write`
-//! per batch; only the `seq` and `sent_ns` digits are patched per batch). One thread, epoll.
+//! `loadtest sink-server`: a trivial local sender, not a gateway. It accepts websocket
+//! Engine.IO/Socket.IO connections, answers OPEN and CONNECT, acks `join`/`subscribe`, and from
+//! then on sends that connection RealtimeEvent frames (publisher 0, channel 0, the same JSON a
+//! gateway delivers). One thread, epoll. Two modes:
+//!
+//! * **Flood** (`--publish-rate 0`, the default) measures the harness's own ingest rate: each
+//!   subscribed connection gets pre-encoded batches of frames as fast as its socket accepts
+//!   them (one `write` per batch; only the `seq` and `sent_ns` digits are patched per batch;
+//!   `seq` counts from 0 per connection, `sent_ns` is when the batch was built).
+//! * **Paced** (`--publish-rate R`) measures the floor latency of fanning one message out to N
+//!   sockets on this machine, what an ideal server achieves: at scheduled times `t0 + k/R`
+//!   (a timerfd; the schedule does not drift with the work done) it builds ONE frame with
+//!   `seq` = k (the publish number, the same for every connection) and `sent_ns` = the
+//!   *scheduled* time (so a late sink counts against the latency, as with `--co intended`),
+//!   and writes that frame to every subscribed connection in slot order, one non-blocking
+//!   `write` per connection in a tight loop. A write that would block or is partial leaves the
+//!   rest in that connection's buffer, finished on EPOLLOUT; frames are never dropped. It
+//!   prints a line a second on stderr: publishes, frames written, how many could not be
+//!   written at once (deferred), how late the loop started and how long it took.
+//!
+//! Client side: `loadtest fanout --publishers 0 --channels 1 --rate R ...` (give the sink's
+//! rate: with `--publishers 0` and `--rate`, the client keeps reading after the window until
+//! every subscriber has got a frame stamped after it, so the publishes at the end of the window
+//! are complete in the latency histogram; with `--max`, used for flood, it stops at once).
+//! With `--publishers 0` a subscriber's stream starts at the first `seq` it receives, so lost /
+//! duplicated / out of order count gaps, repeats and reordering after that point.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,6 +33,7 @@ use crate::client::{find, parse_frame_header};
 use crate::msgs::mono_ns;
 
 const LISTEN: u64 = u64::MAX;
+const TIMER: u64 = u64::MAX - 1;
 const W: usize = 20;
 
 struct Batch {
@@ -76,7 +98,10 @@ struct Peer {
     rbuf: Vec<u8>,
     out: Vec<u8>,
     off: usize,
+    /// Joined or subscribed: gets frames.
     streaming: bool,
+    /// Flood mode (else paced: frames come from [`Paced::publish_due`]).
+    flood: bool,
     seq: u64,
     batch: Option<Batch>,
     sid: String,
@@ -104,7 +129,7 @@ impl Peer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
-            if !self.streaming {
+            if !self.streaming || !self.flood {
                 return Ok(());
             }
             let b = self.batch.get_or_insert_with(|| make_batch(batch_n));
@@ -117,6 +142,37 @@ impl Peer {
                 put_num(&mut b.buf[t..t + W], now);
             }
             self.out.extend_from_slice(&b.buf);
+        }
+    }
+
+    /// Paced mode: hands one frame to the socket without blocking. Ok(true) when the kernel
+    /// took all of it at once; Ok(false) when (the rest of) it waits in `out` for EPOLLOUT,
+    /// because the write would block, was partial, or an earlier frame is still waiting.
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<bool> {
+        if self.off < self.out.len() {
+            self.out.extend_from_slice(frame);
+            return Ok(false);
+        }
+        match self.stream.write(frame) {
+            Ok(k) if k == frame.len() => Ok(true),
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => {
+                self.out.clear();
+                self.off = 0;
+                self.out.extend_from_slice(&frame[k..]);
+                // Write on until EAGAIN, so that EPOLLOUT is due when there is room again.
+                match self.flush() {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+                    _ => Ok(false),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.out.clear();
+                self.off = 0;
+                self.out.extend_from_slice(frame);
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -206,7 +262,157 @@ impl Peer {
     }
 }
 
-pub fn serve(listen: &str, batch: usize) -> Result<(), String> {
+/// Paced mode: the publish schedule, the one frame, and what the fan-out loop did.
+struct Paced {
+    timerfd: i32,
+    gap_ns: u64,
+    next_due: u64,
+    /// Publishes done = the next publish's `seq`.
+    seq: u64,
+    frame: Batch,
+    frames: u64,
+    deferred: u64,
+    /// Since the last stats line.
+    rounds: u64,
+    lag_max: u64,
+    loop_sum: u64,
+    loop_max: u64,
+    last_subs: u64,
+}
+
+impl Paced {
+    fn new(rate: f64) -> Result<Paced, String> {
+        let timerfd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if timerfd < 0 {
+            return Err(format!("timerfd: {}", io::Error::last_os_error()));
+        }
+        let gap_ns = ((1e9 / rate) as u64).max(1);
+        Ok(Paced {
+            timerfd,
+            gap_ns,
+            next_due: mono_ns() + gap_ns,
+            seq: 0,
+            frame: make_batch(1),
+            frames: 0,
+            deferred: 0,
+            rounds: 0,
+            lag_max: 0,
+            loop_sum: 0,
+            loop_max: 0,
+            last_subs: 0,
+        })
+    }
+
+    fn arm(&self) {
+        let at = self.next_due;
+        let ts = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at / 1_000_000_000) as i64,
+                tv_nsec: (at % 1_000_000_000).max(1) as i64,
+            },
+        };
+        unsafe {
+            libc::timerfd_settime(
+                self.timerfd,
+                libc::TFD_TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    /// Does every publish that is due: one frame, written to each subscribed connection in
+    /// turn. Connections whose write fails are closed.
+    fn publish_due(&mut self, peers: &mut [Option<Peer>], free: &mut Vec<usize>) {
+        while self.next_due <= mono_ns() {
+            let due = self.next_due;
+            self.next_due += self.gap_ns;
+            let (s, t) = (self.frame.seq_at[0], self.frame.ns_at[0]);
+            put_num(&mut self.frame.buf[s..s + W], self.seq);
+            put_num(&mut self.frame.buf[t..t + W], due);
+            self.seq += 1;
+            let start = mono_ns();
+            let mut subs = 0;
+            for (idx, slot) in peers.iter_mut().enumerate() {
+                let Some(p) = slot.as_mut() else { continue };
+                if !p.streaming {
+                    continue;
+                }
+                subs += 1;
+                match p.send_frame(&self.frame.buf) {
+                    Ok(true) => {}
+                    Ok(false) => self.deferred += 1,
+                    Err(_) => {
+                        *slot = None;
+                        free.push(idx);
+                    }
+                }
+            }
+            let took = mono_ns() - start;
+            self.frames += subs;
+            self.last_subs = subs;
+            self.rounds += 1;
+            self.lag_max = self.lag_max.max(start.saturating_sub(due));
+            self.loop_sum += took;
+            self.loop_max = self.loop_max.max(took);
+        }
+        self.arm();
+    }
+
+    /// A line on stderr with the totals and the last interval's loop times.
+    fn report(&mut self, peers: &[Option<Peer>]) {
+        if self.rounds > 0 && self.last_subs > 0 {
+            self.print(peers);
+        }
+        self.rounds = 0;
+        self.lag_max = 0;
+        self.loop_sum = 0;
+        self.loop_max = 0;
+    }
+
+    fn print(&self, peers: &[Option<Peer>]) {
+        let pending = peers
+            .iter()
+            .flatten()
+            .filter(|p| p.off < p.out.len())
+            .count();
+        let mean = self.loop_sum / self.rounds;
+        eprintln!(
+            "[sink] publishes {} to {} subscribers; frames {} deferred {} (would block/partial/queued), pending now {}; last interval: start late max {} us, fan-out loop mean {} us ({} ns/socket) max {} us",
+            self.seq,
+            self.last_subs,
+            self.frames,
+            self.deferred,
+            pending,
+            self.lag_max / 1000,
+            mean / 1000,
+            mean / self.last_subs,
+            self.loop_max / 1000
+        );
+    }
+}
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.timerfd) };
+    }
+}
+
+/// Runs the sink until killed. `publish_rate` 0: flood mode with batches of `batch` frames;
+/// > 0: paced mode, that many publishes per second.
+pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String> {
+    if !publish_rate.is_finite() || publish_rate < 0.0 {
+        return Err("--publish-rate must be 0 (flood) or a positive number".into());
+    }
     crate::connect::raise_nofile();
     let listener = TcpListener::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -216,19 +422,56 @@ pub fn serve(listen: &str, batch: usize) -> Result<(), String> {
         u64: LISTEN,
     };
     unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev) };
+    let mut paced = if publish_rate > 0.0 {
+        let p = Paced::new(publish_rate)?;
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: TIMER,
+        };
+        unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, p.timerfd, &mut ev) };
+        p.arm();
+        Some(p)
+    } else {
+        None
+    };
     println!(
-        "loadtest sink-server listening on {} (a trivial sender, not a gateway)",
-        listener.local_addr().map_err(|e| e.to_string())?
+        "loadtest sink-server listening on {} (a trivial sender, not a gateway; {})",
+        listener.local_addr().map_err(|e| e.to_string())?,
+        match &paced {
+            Some(p) => format!(
+                "paced: {publish_rate} publishes/s, one frame of {} bytes each",
+                p.frame.buf.len()
+            ),
+            None => format!("flood: batches of {batch} frames"),
+        }
     );
     let _ = io::stdout().flush();
     let mut peers: Vec<Option<Peer>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut n = 0u64;
+    let mut last_report = std::time::Instant::now();
+    let p_timerfd = paced.as_ref().map(|p| p.timerfd).unwrap_or(-1);
     loop {
         let k = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, 1000) };
+        // Publishes first: they are what is measured.
+        if let Some(p) = paced.as_mut() {
+            if p.next_due <= mono_ns() {
+                p.publish_due(&mut peers, &mut free);
+            }
+            if last_report.elapsed() >= std::time::Duration::from_secs(1) {
+                last_report = std::time::Instant::now();
+                p.report(&peers);
+            }
+        }
         for ev in events.iter().take(k.max(0) as usize) {
             let (tok, e) = (ev.u64, ev.events);
+            if tok == TIMER {
+                // Normally already cleared by re-arming it in publish_due.
+                let mut b = [0u8; 8];
+                unsafe { libc::read(p_timerfd, b.as_mut_ptr() as *mut libc::c_void, 8) };
+                continue;
+            }
             if tok == LISTEN {
                 while let Ok((s, _)) = listener.accept() {
                     let _ = s.set_nonblocking(true);
@@ -250,6 +493,7 @@ pub fn serve(listen: &str, batch: usize) -> Result<(), String> {
                         out: Vec::new(),
                         off: 0,
                         streaming: false,
+                        flood: paced.is_none(),
                         seq: 0,
                         batch: None,
                         sid: format!("sink{n}"),
@@ -308,5 +552,38 @@ mod tests {
             rest = &rest[h + len..];
         }
         assert_eq!(seqs, vec![40, 41, 42]);
+    }
+
+    #[test]
+    fn paced_frame_waits_behind_pending_bytes() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut p = Peer {
+            stream: s,
+            upgraded: true,
+            rbuf: Vec::new(),
+            out: Vec::new(),
+            off: 0,
+            streaming: true,
+            flood: false,
+            seq: 0,
+            batch: None,
+            sid: "t".into(),
+        };
+        // Nothing pending: the kernel takes the frame at once.
+        assert!(p.send_frame(b"one").unwrap());
+        // Something pending (as after a partial write): the frame goes behind it, in order.
+        p.out.extend_from_slice(b"xxrest");
+        p.off = 2;
+        assert!(!p.send_frame(b"two").unwrap());
+        assert_eq!(&p.out[p.off..], b"resttwo");
+        p.flush().unwrap();
+        assert!(p.out.is_empty());
+        let mut got = [0u8; 10];
+        let mut c = client;
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"oneresttwo");
     }
 }
