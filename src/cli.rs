@@ -113,6 +113,11 @@ pub struct RuntimeArgs {
     /// message takes several reads, never fails for it.
     #[arg(long, env = "SOCKET_GATEWAY_WS_READ_BUFFER", default_value_t = 1024)]
     pub ws_read_buffer: usize,
+    /// Write a delivery straight to an idle websocket from the publisher's
+    /// loop (one `send`, no task switch) instead of queueing it for the
+    /// socket's task. Off only to compare the two paths.
+    #[arg(long, env = "SOCKET_GATEWAY_WS_DIRECT_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ws_direct_writes: bool,
     /// Events a socket may send per second (token bucket, bursts up to twice
     /// this); beyond it events are answered `rate_limited`, and a socket that
     /// keeps flooding is disconnected. 0 = unlimited.
@@ -296,6 +301,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         connect_timeout: Duration::from_secs(45),
         max_payload: rt.max_payload.max(64),
         ws_read_buffer: rt.ws_read_buffer.clamp(256, 1 << 20),
+        ws_direct_writes: rt.ws_direct_writes,
         max_events_per_sec: rt.max_events_per_sec,
         max_channels_per_socket: rt.max_channels_per_socket.max(1),
         shutdown_timeout: Duration::from_millis(rt.shutdown_timeout),

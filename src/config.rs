@@ -35,6 +35,8 @@ pub struct Config {
     pub max_payload: usize,
     /// tungstenite's read buffer per websocket.
     pub ws_read_buffer: usize,
+    /// Deliveries written straight to idle websockets (see `transport::ws`).
+    pub ws_direct_writes: bool,
     /// Per-socket event rate (0 = unlimited).
     pub max_events_per_sec: u32,
     pub max_channels_per_socket: usize,

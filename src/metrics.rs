@@ -150,14 +150,12 @@ impl Metrics {
     /// RealtimeEvent, the delivery and its latency.
     pub fn packet_out(&self, p: &Outgoing) {
         self.packets_out.inc();
+        self.bytes_out.inc_by(p.len() as u64);
         let bytes = match p {
-            Outgoing::Text(b) => b,
-            Outgoing::Binary(b) => {
-                self.bytes_out.inc_by(b.len() as u64);
-                return;
-            }
+            // A subscription's frame: `ts` is in the shared part.
+            Outgoing::Text(b) | Outgoing::TextParts(b, _) => b,
+            Outgoing::Binary(_) => return,
         };
-        self.bytes_out.inc_by(bytes.len() as u64);
         if let Some(ts) = event_ts(bytes) {
             self.deliveries.inc();
             let ms = now_ms().saturating_sub(ts);

@@ -55,9 +55,6 @@ pub struct Session {
     /// A plain Engine.IO session (the engine.io-protocol suite's
     /// `/engine.io/` path): no Socket.IO layer, message packets echoed.
     pub raw: bool,
-    /// Websocket batches written so far (lets a protocol-suite handler
-    /// emit after the CONNECT ack went out on its own).
-    pub ws_flushes: Cell<u64>,
     /// The websocket's fd while its task owns the stream, so a session cut
     /// for a slow consumer can abort a write stuck on a full TCP buffer.
     pub ws_fd: Cell<Option<std::os::fd::RawFd>>,
@@ -92,7 +89,6 @@ impl Session {
             pong_deadline: Cell::new(None),
             connect_deadline: Cell::new((!raw).then(|| now + cfg.connect_timeout)),
             raw,
-            ws_flushes: Cell::new(0),
             ws_fd: Cell::new(None),
             binary: RefCell::new(None),
             sockets: RefCell::new(Vec::new()),
@@ -281,6 +277,8 @@ impl Session {
         };
         self.sockets.borrow_mut().push((nsp.to_string(), socket));
         self.connect_deadline.set(None);
+        // Taken before the ack is queued: a websocket may write it at once.
+        let writes = self.outbox.writes();
         self.send_sio(
             Sio::Connect,
             nsp,
@@ -292,11 +290,10 @@ impl Session {
             // for the next message: a websocket writes the ack on its own.
             let this = self.clone();
             let nsp = nsp.to_string();
-            let flushes = self.ws_flushes.get();
             shards::rt::spawn_local(async move {
                 if this.websocket.get() {
                     for _ in 0..200 {
-                        if this.ws_flushes.get() > flushes || this.is_ended() {
+                        if this.outbox.writes() > writes || this.is_ended() {
                             break;
                         }
                         shards::rt::sleep(std::time::Duration::from_millis(1)).await;

@@ -266,6 +266,9 @@ impl Channels {
         if p.members_only {
             return n;
         }
+        // Every subscription's frame is this plus its own suffix, gathered
+        // by the writer: no copy per delivery.
+        let body = p.text.slice(..p.text.len().saturating_sub(2));
         let exact = self.exact_subs.get(&*p.channel).into_iter().flatten();
         let prefixed = self
             .prefix_subs
@@ -280,24 +283,15 @@ impl Channels {
             {
                 continue;
             }
-            if s.member
-                .outbox
-                .push_all(Outgoing::Text(patch(&p.text, &s.suffix)), &p.attachments)
-            {
+            if s.member.outbox.push_all(
+                Outgoing::TextParts(body.clone(), s.suffix.clone()),
+                &p.attachments,
+            ) {
                 n += 1;
             }
         }
         n
     }
-}
-
-/// The frame with its closing `}]` replaced by a subscription's suffix.
-fn patch(text: &Bytes, suffix: &Bytes) -> Bytes {
-    let body = &text[..text.len().saturating_sub(2)];
-    let mut b = BytesMut::with_capacity(body.len() + suffix.len());
-    b.extend_from_slice(body);
-    b.extend_from_slice(suffix);
-    b.freeze()
 }
 
 #[cfg(test)]
@@ -365,11 +359,11 @@ mod tests {
             got[0],
             Outgoing::Text(Bytes::from_static(b"42[\"event\",{\"x\":1}]"))
         );
+        let mut joined = Vec::new();
+        proto::engineio::encode_payload([&got[1]], &mut joined);
         assert_eq!(
-            got[1],
-            Outgoing::Text(Bytes::from_static(
-                b"42[\"event\",{\"x\":1,\"subscriptionId\":\"s1\"}]"
-            ))
+            joined,
+            b"42[\"event\",{\"x\":1,\"subscriptionId\":\"s1\"}]".to_vec()
         );
     }
 }

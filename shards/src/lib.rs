@@ -19,7 +19,10 @@
 //!    into each local recipient's outbox: no copy, no lock.
 //! 4. For each other interested shard, the same `Arc<Publication>` goes
 //!    through the bounded mailbox; the peer runs step 3 for its sockets.
-//! 5. Each socket's transport drains its outbox in batches: one write per batch.
+//! 5. A websocket whose writer is idle has lent its outbox a direct sink, so
+//!    step 3 writes the frame to it at once (one `send`, no task switch);
+//!    otherwise the socket's transport drains its outbox in batches: one
+//!    write per batch.
 
 pub mod channels;
 pub mod ids;
@@ -31,7 +34,7 @@ pub mod shard;
 pub use channels::{Member, MemberView, Publication, SubFilter, Topic};
 pub use ids::{session_owner, ShardId, SocketKey};
 pub use mailbox::{Request, Response};
-pub use outbox::{CloseReason, Outbox};
+pub use outbox::{CloseReason, Direct, DirectSink, Outbox};
 pub use runtime::{start, RuntimeConfig, ShardHandle};
 pub use shard::{now_ms, Shard, Uplink};
 

@@ -6,9 +6,18 @@
 //! growing memory: a push past it marks the outbox closed with
 //! [`CloseReason::SlowConsumer`] and drops everything queued, and the
 //! transport closes the connection. A push never blocks and never awaits.
+//!
+//! While a socket's writer is idle (nothing queued, nothing buffered, no
+//! write in flight) its transport may lend the outbox a [`DirectSink`]: a
+//! push then writes the packet to the socket at once, in the publisher's
+//! loop, instead of queueing it and waking the socket's task. A fan-out to
+//! many sockets costs one `send` per recipient and no task switch. The first
+//! push the kernel does not take whole takes the sink back, and from then on
+//! packets queue until the transport has flushed and lends it again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use proto::engineio::Outgoing;
@@ -43,12 +52,36 @@ impl CloseReason {
     }
 }
 
+/// What a [`DirectSink`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// Written whole.
+    Sent,
+    /// Partly written: the sink keeps the rest, which its transport must
+    /// write before anything else.
+    Partial,
+    /// Nothing written (the socket's buffer is full, or an error the
+    /// transport will meet on its own next write): queue the packet.
+    Blocked,
+}
+
+/// A transport's way to write a packet at once, without its task.
+pub trait DirectSink {
+    fn try_write(&self, packet: &Outgoing) -> Direct;
+}
+
 /// Bounded queue of encoded Engine.IO packets for one session.
 pub struct Outbox {
     queue: RefCell<VecDeque<Outgoing>>,
     bound: usize,
     closed: Cell<Option<CloseReason>>,
     waker: RefCell<Option<Waker>>,
+    /// Lent by the transport while its writer is idle.
+    direct: RefCell<Option<Rc<dyn DirectSink>>>,
+    /// A direct write left bytes for the transport to finish.
+    kicked: Cell<bool>,
+    /// Writes that reached the socket (direct ones and flushed batches).
+    writes: Cell<u64>,
 }
 
 impl Outbox {
@@ -58,13 +91,35 @@ impl Outbox {
             bound: bound.max(1),
             closed: Cell::new(None),
             waker: RefCell::new(None),
+            direct: RefCell::new(None),
+            kicked: Cell::new(false),
+            writes: Cell::new(0),
         }
     }
 
-    /// Queues one packet. Returns false when the socket is (now) closed.
+    /// Queues one packet, or writes it at once when the transport lent a
+    /// [`DirectSink`]. Returns false when the socket is (now) closed.
     pub fn push(&self, packet: Outgoing) -> bool {
         if self.closed.get().is_some() {
             return false;
+        }
+        // A lent sink implies an empty queue: nothing can overtake.
+        let direct = self.direct.borrow().as_ref().map(|s| s.try_write(&packet));
+        match direct {
+            Some(Direct::Sent) => {
+                self.writes.set(self.writes.get() + 1);
+                return true;
+            }
+            Some(Direct::Partial) => {
+                self.kicked.set(true);
+                self.take_direct();
+                self.wake();
+                return true;
+            }
+            Some(Direct::Blocked) => {
+                self.take_direct();
+            }
+            None => {}
         }
         let mut q = self.queue.borrow_mut();
         if q.len() >= self.bound {
@@ -89,6 +144,12 @@ impl Outbox {
         if self.closed.get().is_some() {
             return false;
         }
+        if !rest.is_empty() {
+            // Attachments go through the queue, after what the sink wrote.
+            self.take_direct();
+        } else if self.direct.borrow().is_some() {
+            return self.push(first);
+        }
         if self.queue.borrow().len() + 1 + rest.len() > self.bound {
             self.queue.borrow_mut().clear();
             self.close(CloseReason::SlowConsumer);
@@ -110,7 +171,40 @@ impl Outbox {
         if self.closed.get().is_none() {
             self.closed.set(Some(reason));
         }
+        self.take_direct();
         self.wake();
+    }
+
+    /// Lends a sink for direct writes. Only while the transport's writer is
+    /// idle: nothing queued, nothing buffered, no write in flight, not
+    /// closed; otherwise the sink is not taken.
+    pub fn lend_direct(&self, sink: Rc<dyn DirectSink>) -> bool {
+        if self.closed.get().is_some() || !self.queue.borrow().is_empty() || self.kicked.get() {
+            return false;
+        }
+        *self.direct.borrow_mut() = Some(sink);
+        true
+    }
+
+    /// Takes the sink back (before the transport writes on its own, or
+    /// closes its socket). Returns whether one was lent.
+    pub fn take_direct(&self) -> bool {
+        self.direct.borrow_mut().take().is_some()
+    }
+
+    pub fn has_direct(&self) -> bool {
+        self.direct.borrow().is_some()
+    }
+
+    /// Counts a batch the transport flushed.
+    pub fn note_write(&self) {
+        self.writes.set(self.writes.get() + 1);
+    }
+
+    /// Writes that reached the socket so far (direct writes and flushed
+    /// batches).
+    pub fn writes(&self) -> u64 {
+        self.writes.get()
     }
 
     pub fn closed(&self) -> Option<CloseReason> {
@@ -128,6 +222,7 @@ impl Outbox {
     /// Moves up to `max` queued packets into `out`. Frees the queue's
     /// storage when it drains after a burst, so idle sockets stay small.
     pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) {
+        self.kicked.set(false);
         let mut q = self.queue.borrow_mut();
         let n = q.len().min(max);
         out.extend(q.drain(..n));
@@ -138,7 +233,7 @@ impl Outbox {
 
     /// Ready when there is something to send or the outbox is closed.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.queue.borrow().is_empty() || self.closed.get().is_some() {
+        if !self.queue.borrow().is_empty() || self.closed.get().is_some() || self.kicked.get() {
             return Poll::Ready(());
         }
         let mut w = self.waker.borrow_mut();
@@ -192,6 +287,100 @@ mod tests {
             &[Bytes::from_static(b"1"), Bytes::from_static(b"2")]
         ));
         assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+    }
+
+    /// A sink that takes packets as long as its budget lasts.
+    struct Fake {
+        budget: Cell<usize>,
+        partial_at: Cell<Option<usize>>,
+        got: RefCell<Vec<Outgoing>>,
+    }
+
+    impl DirectSink for Fake {
+        fn try_write(&self, p: &Outgoing) -> Direct {
+            if self.partial_at.get() == Some(self.got.borrow().len()) {
+                self.got.borrow_mut().push(p.clone());
+                return Direct::Partial;
+            }
+            if self.budget.get() == 0 {
+                return Direct::Blocked;
+            }
+            self.budget.set(self.budget.get() - 1);
+            self.got.borrow_mut().push(p.clone());
+            Direct::Sent
+        }
+    }
+
+    fn fake(budget: usize) -> Rc<Fake> {
+        Rc::new(Fake {
+            budget: Cell::new(budget),
+            partial_at: Cell::new(None),
+            got: RefCell::new(Vec::new()),
+        })
+    }
+
+    #[test]
+    fn a_lent_sink_writes_until_blocked_then_the_queue_keeps_order() {
+        let o = Outbox::new(10);
+        let f = fake(2);
+        assert!(o.lend_direct(f.clone()));
+        for s in ["1", "2", "3", "4"] {
+            assert!(o.push(text(s)));
+        }
+        // Two written at once; the third blocked and took the sink back, so
+        // the fourth queued behind it instead of overtaking.
+        assert_eq!(*f.got.borrow(), vec![text("1"), text("2")]);
+        assert!(!o.has_direct());
+        let mut v = Vec::new();
+        o.drain_into(&mut v, 10);
+        assert_eq!(v, vec![text("3"), text("4")]);
+        assert_eq!(o.writes(), 2);
+        // Lent again only while idle.
+        o.push(text("5"));
+        assert!(!o.lend_direct(f.clone()));
+        o.drain_into(&mut v, 10);
+        assert!(o.lend_direct(f.clone()));
+    }
+
+    #[test]
+    fn a_partial_write_wakes_the_transport_and_queues_the_rest() {
+        let o = Outbox::new(10);
+        let f = fake(10);
+        f.partial_at.set(Some(1));
+        o.lend_direct(f.clone());
+        o.push(text("1"));
+        o.push(text("2")); // partly written: the sink keeps its tail
+        o.push(text("3"));
+        assert!(!o.has_direct());
+        let waker = futures_task_noop();
+        let mut cx = Context::from_waker(&waker);
+        assert!(o.poll_ready(&mut cx).is_ready());
+        let mut v = Vec::new();
+        o.drain_into(&mut v, 10);
+        assert_eq!(v, vec![text("3")]);
+        assert!(o.poll_ready(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn close_and_attachments_take_the_sink_back() {
+        let o = Outbox::new(10);
+        let f = fake(10);
+        o.lend_direct(f.clone());
+        assert!(o.push_all(text("a"), &[]));
+        assert!(o.push_all(text("b"), &[Bytes::from_static(b"att")]));
+        assert!(!o.has_direct());
+        assert_eq!(*f.got.borrow(), vec![text("a")]);
+        assert_eq!(o.len(), 2);
+        let o = Outbox::new(10);
+        o.lend_direct(f.clone());
+        o.close(CloseReason::ClientClosed);
+        assert!(!o.has_direct());
+        assert!(!o.push(text("c")));
+        assert!(!o.lend_direct(f.clone()));
+    }
+
+    fn futures_task_noop() -> Waker {
+        Waker::noop().clone()
     }
 
     #[test]

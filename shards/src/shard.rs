@@ -274,30 +274,38 @@ impl Shard {
         (0..self.nr_shards).filter(move |&s| s != self.id)
     }
 
-    /// Delivers on this shard and forwards to every interested peer.
-    /// Returns the number of deliveries queued on this shard.
+    /// Forwards to every interested peer, then delivers on this shard.
+    /// Returns the number of deliveries on this shard.
     pub async fn publish(&self, p: Publication) -> usize {
         let mask = self.interest.borrow().shards_for(&p.channel);
-        let n = if mask & (1 << self.id) != 0 {
+        let local = mask & (1 << self.id) != 0;
+        let remote = mask & !(1 << self.id);
+        let uplink = self.uplink.borrow().clone();
+        if remote == 0 && uplink.is_none() {
+            return if local {
+                self.channels.borrow().deliver(&p)
+            } else {
+                0
+            };
+        }
+        let p = Arc::new(p);
+        if let Some(u) = uplink {
+            u.publish(&p);
+        }
+        // Peers first: a local fan-out writes straight to the sockets and
+        // holds this shard for its whole length, so forwarding after it
+        // would run the shards' fan-outs one after the other.
+        for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
+            let _ = self
+                .mailbox
+                .send_to(peer, ShardMsg::Deliver(p.clone()))
+                .await;
+        }
+        if local {
             self.channels.borrow().deliver(&p)
         } else {
             0
-        };
-        let remote = mask & !(1 << self.id);
-        let uplink = self.uplink.borrow().clone();
-        if remote != 0 || uplink.is_some() {
-            let p = Arc::new(p);
-            if let Some(u) = uplink {
-                u.publish(&p);
-            }
-            for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
-                let _ = self
-                    .mailbox
-                    .send_to(peer, ShardMsg::Deliver(p.clone()))
-                    .await;
-            }
         }
-        n
     }
 
     /// Delivers an encoded packet (plus attachments) to one socket of this

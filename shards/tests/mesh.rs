@@ -40,6 +40,7 @@ fn texts(m: &Member) -> Vec<String> {
     out.into_iter()
         .map(|o| match o {
             Outgoing::Text(b) | Outgoing::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+            Outgoing::TextParts(a, b) => String::from_utf8_lossy(&[a, b].concat()).into_owned(),
         })
         .collect()
 }

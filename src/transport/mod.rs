@@ -1,6 +1,8 @@
 //! Engine.IO transports: bytes on a connection ⇄ packets of a session.
 //! `ws` carries a session over one websocket; `polling` serves its HTTP
-//! long-polling requests. Neither owns session state.
+//! long-polling requests; `frames` writes websocket frames without a copy.
+//! None owns session state.
 
+pub mod frames;
 pub mod polling;
 pub mod ws;

@@ -2,10 +2,16 @@
 //! frames and drains the session's outbox, so an idle socket costs one task,
 //! one small read buffer and no write buffer.
 //!
-//! Writes are batched: everything queued is fed to tungstenite, then flushed
-//! once — one `send` per batch, not per message.
+//! tungstenite reads, and writes the control frames; data frames are written
+//! by [`frames`]: a queued batch goes out in one gathered `sendmsg` (headers
+//! and shared payloads, no copy), not one `send` per message. While the
+//! writer is idle the task lends the session's outbox a [`WsSink`], so a
+//! delivery is written by the publisher's loop at once (one `sendmsg`, no
+//! task switch); the first one the kernel does not take whole sends
+//! everything after it back through the queue.
 
-use std::os::fd::AsRawFd;
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::Poll;
 
@@ -13,13 +19,15 @@ use async_tungstenite::WebSocketStream;
 use futures_util::{SinkExt, StreamExt};
 use proto::engineio::Outgoing;
 use shards::rt::TcpStream;
-use shards::CloseReason;
+use shards::{CloseReason, Direct, DirectSink};
 use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::{Message, Utf8Bytes};
+use tungstenite::Message;
 
 use crate::config::Config;
 use crate::http::Request;
+use crate::server::ShardCtx;
 use crate::session::Session;
+use crate::transport::frames;
 use futures_lite::AsyncWriteExt;
 
 /// Packets moved from the outbox per batch.
@@ -30,9 +38,7 @@ fn ws_config(cfg: &Config) -> WebSocketConfig {
     // tungstenite's default is a 128 KiB read buffer per connection, held
     // for the socket's whole life; ours is small (`--ws-read-buffer`).
     c.read_buffer_size = cfg.ws_read_buffer;
-    // Frames accumulate until a flush (one write per batch) or until 16 KiB
-    // are pending; tungstenite keeps this buffer's capacity, so it is
-    // bounded rather than sized for a whole batch.
+    // tungstenite writes only control frames (pong, close) and the probe.
     c.write_buffer_size = 16 * 1024;
     c.max_write_buffer_size = 4 * 1024 * 1024;
     c.max_message_size = Some(cfg.max_payload);
@@ -92,6 +98,37 @@ enum Ev {
     Out,
 }
 
+/// Writes deliveries straight to the socket while its task is idle. Lent to
+/// the outbox only while tungstenite holds nothing unwritten and the task is
+/// not writing, and taken back before the task writes or its stream closes,
+/// so its bytes never interleave with others and its fd is the open socket.
+struct WsSink {
+    fd: RawFd,
+    ctx: Rc<ShardCtx>,
+    /// The unwritten tail of a frame the kernel took only part of.
+    rest: RefCell<Option<Vec<u8>>>,
+}
+
+impl DirectSink for WsSink {
+    fn try_write(&self, packet: &Outgoing) -> Direct {
+        let one = std::slice::from_ref(packet);
+        match frames::send_frames(self.fd, one) {
+            // Would block, or an error the task meets on its own next write.
+            Ok(0) | Err(_) => Direct::Blocked,
+            Ok(n) => {
+                self.ctx.metrics.packet_out(packet);
+                if n == frames::frames_len(one) {
+                    return Direct::Sent;
+                }
+                let mut rest = Vec::new();
+                frames::frames_from(one, n, &mut rest);
+                *self.rest.borrow_mut() = Some(rest);
+                Direct::Partial
+            }
+        }
+    }
+}
+
 /// Clears the session's `ws_fd` when the task that owns the stream ends,
 /// and the upgrade flag when a probe ends without the UPGRADE (polling goes
 /// on).
@@ -99,6 +136,8 @@ struct FdGuard(Rc<Session>);
 
 impl Drop for FdGuard {
     fn drop(&mut self) {
+        // Before the stream (and its fd) goes.
+        self.0.outbox.take_direct();
         self.0.ws_fd.set(None);
         let live = &self.0.ctx.live_websockets;
         live.set(live.get().saturating_sub(1));
@@ -111,6 +150,11 @@ impl Drop for FdGuard {
 async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probing: bool) {
     let mut batch: Vec<Outgoing> = Vec::new();
     let _guard = FdGuard(session.clone());
+    let sink = Rc::new(WsSink {
+        fd: ws.get_ref().as_raw_fd(),
+        ctx: session.ctx.clone(),
+        rest: RefCell::new(None),
+    });
     session
         .ctx
         .live_websockets
@@ -122,7 +166,13 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
     // socket that receives without pause must still have its events read
     // (its publishes and directs), not only its outbox drained.
     let mut inbound_first = false;
+    let direct = session.ctx.cfg.ws_direct_writes;
     loop {
+        // Here tungstenite holds nothing unwritten: lend the sink if the
+        // outbox is idle too.
+        if direct && !probing && !session.outbox.has_direct() {
+            session.outbox.lend_direct(sink.clone());
+        }
         let ev = std::future::poll_fn(|cx| {
             if probing && session.is_ended() {
                 return Poll::Ready(Ev::In(None));
@@ -145,27 +195,32 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
         inbound_first = matches!(ev, Ev::Out);
         match ev {
             Ev::Out => {
+                session.outbox.take_direct();
+                let rest = sink.rest.take();
                 session.outbox.drain_into(&mut batch, BATCH);
-                let mut ok = true;
-                for p in batch.drain(..) {
-                    session.ctx.metrics.packet_out(&p);
-                    let msg = match p {
-                        // Every queued text packet was built from a `String`.
-                        Outgoing::Text(b) => {
-                            Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(b) })
-                        }
-                        Outgoing::Binary(b) => Message::Binary(b),
-                    };
-                    if ws.feed(msg).await.is_err() {
-                        ok = false;
-                        break;
-                    }
-                }
-                if !ok || ws.flush().await.is_err() {
+                batch.iter().for_each(|p| session.ctx.metrics.packet_out(p));
+                // One gathered write of the whole batch, no copy; the tail
+                // of a direct write goes first.
+                let written = match rest {
+                    Some(_) => Ok(0),
+                    None => frames::send_frames(sink.fd, &batch),
+                };
+                let Ok(written) = written else {
                     session.terminate(CloseReason::TransportError);
                     return;
+                };
+                if rest.is_some() || written < frames::frames_len(&batch) {
+                    // The socket is full: the rest (copied) through glommio,
+                    // which waits for room under the write timeout.
+                    let mut tail = rest.unwrap_or_default();
+                    frames::frames_from(&batch, written, &mut tail);
+                    if ws.get_mut().write_all(&tail).await.is_err() {
+                        session.terminate(CloseReason::TransportError);
+                        return;
+                    }
                 }
-                session.ws_flushes.set(session.ws_flushes.get() + 1);
+                batch.clear();
+                session.outbox.note_write();
                 if batch.capacity() > 32 {
                     // Back to idle size after a burst.
                     batch = Vec::new();
@@ -211,6 +266,14 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     return;
                 }
             },
+            Ev::In(Some(Ok(Message::Ping(_)))) => {
+                // tungstenite queued the pong; write it before lending again.
+                session.outbox.take_direct();
+                if ws.flush().await.is_err() {
+                    session.terminate(CloseReason::TransportError);
+                    return;
+                }
+            }
             Ev::In(Some(Ok(msg))) => {
                 session.ctx.metrics.bytes_in(msg.len());
                 let r = match msg {
@@ -225,6 +288,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     _ => Ok(()),
                 };
                 if let Err(v) = r {
+                    session.outbox.take_direct();
                     tracing::debug!(sid = %session.sid, "closing: {}", v.0);
                     session.terminate(CloseReason::TransportError);
                     close_gracefully(&mut ws, None).await;
@@ -232,6 +296,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                 }
             }
             Ev::In(Some(Err(tungstenite::Error::Capacity(e)))) => {
+                session.outbox.take_direct();
                 // Bigger than --max-payload: say so, then close cleanly (1009).
                 tracing::debug!(sid = %session.sid, "websocket message too large: {e}");
                 let max = session.ctx.cfg.max_payload;
@@ -250,6 +315,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                 return;
             }
             Ev::In(Some(Err(e))) => {
+                session.outbox.take_direct();
                 tracing::debug!(sid = %session.sid, "websocket error: {e}");
                 if !probing {
                     session.terminate(CloseReason::TransportError);

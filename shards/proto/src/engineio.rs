@@ -137,6 +137,24 @@ fn split_type(text: &str) -> Result<(PacketType, &str), DecodeError> {
 pub enum Outgoing {
     Text(Bytes),
     Binary(Bytes),
+    /// A text packet whose payload is the two parts joined: a frame shared
+    /// by many recipients and one recipient's own tail. Kept apart so that
+    /// neither is copied: a writer gathers them.
+    TextParts(Bytes, Bytes),
+}
+
+impl Outgoing {
+    /// The packet's payload length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Outgoing::Text(b) | Outgoing::Binary(b) => b.len(),
+            Outgoing::TextParts(a, b) => a.len() + b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Encode queued packets into one polling response body (records joined by
@@ -148,6 +166,10 @@ pub fn encode_payload<'a>(packets: impl IntoIterator<Item = &'a Outgoing>, out: 
         }
         match p {
             Outgoing::Text(t) => out.extend_from_slice(t),
+            Outgoing::TextParts(a, b) => {
+                out.extend_from_slice(a);
+                out.extend_from_slice(b);
+            }
             Outgoing::Binary(b) => {
                 out.push(b'b');
                 let start = out.len();
