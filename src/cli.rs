@@ -115,8 +115,10 @@ pub struct RuntimeArgs {
     pub ws_read_buffer: usize,
     /// Write a delivery straight to an idle websocket from the publisher's
     /// loop (one `send`, no task switch) instead of queueing it for the
-    /// socket's task. Off only to compare the two paths.
-    #[arg(long, env = "SOCKET_GATEWAY_WS_DIRECT_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
+    /// socket's task: ~10 % lower latency at light load, but under load
+    /// deliveries are no longer coalesced into one write per socket, so
+    /// saturation throughput drops by a third (BENCHMARKS.md).
+    #[arg(long, env = "SOCKET_GATEWAY_WS_DIRECT_WRITES", default_value_t = false, action = clap::ArgAction::Set)]
     pub ws_direct_writes: bool,
     /// Events a socket may send per second (token bucket, bursts up to twice
     /// this); beyond it events are answered `rate_limited`, and a socket that

@@ -5,10 +5,12 @@
 //! tungstenite reads, and writes the control frames; data frames are written
 //! by [`frames`]: a queued batch goes out in one gathered `sendmsg` (headers
 //! and shared payloads, no copy), not one `send` per message. While the
-//! writer is idle the task lends the session's outbox a [`WsSink`], so a
-//! delivery is written by the publisher's loop at once (one `sendmsg`, no
-//! task switch); the first one the kernel does not take whole sends
-//! everything after it back through the queue.
+//! writer is idle and `--ws-direct-writes` is on, the task lends the
+//! session's outbox a [`WsSink`], so a delivery is written by the publisher's
+//! loop at once (one `sendmsg`, no task switch); the first one the kernel
+//! does not take whole sends everything after it back through the queue.
+//! Off by default: under load the queue coalesces several deliveries to a
+//! socket into one write, which direct writes never do (BENCHMARKS.md).
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, RawFd};
@@ -150,28 +152,33 @@ impl Drop for FdGuard {
 async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probing: bool) {
     let mut batch: Vec<Outgoing> = Vec::new();
     let _guard = FdGuard(session.clone());
-    let sink = Rc::new(WsSink {
-        fd: ws.get_ref().as_raw_fd(),
-        ctx: session.ctx.clone(),
-        rest: RefCell::new(None),
+    let fd = ws.get_ref().as_raw_fd();
+    // Only when direct writes are on: it costs each socket an allocation.
+    let sink = session.ctx.cfg.ws_direct_writes.then(|| {
+        Rc::new(WsSink {
+            fd,
+            ctx: session.ctx.clone(),
+            rest: RefCell::new(None),
+        })
     });
     session
         .ctx
         .live_websockets
         .set(session.ctx.live_websockets.get() + 1);
     if !probing {
-        session.ws_fd.set(Some(ws.get_ref().as_raw_fd()));
+        session.ws_fd.set(Some(fd));
     }
     // After writing a batch, the client's own frames get the next turn: a
     // socket that receives without pause must still have its events read
     // (its publishes and directs), not only its outbox drained.
     let mut inbound_first = false;
-    let direct = session.ctx.cfg.ws_direct_writes;
     loop {
         // Here tungstenite holds nothing unwritten: lend the sink if the
         // outbox is idle too.
-        if direct && !probing && !session.outbox.has_direct() {
-            session.outbox.lend_direct(sink.clone());
+        if let Some(sink) = sink.as_ref().filter(|_| !probing) {
+            if !session.outbox.has_direct() {
+                session.outbox.lend_direct(sink.clone());
+            }
         }
         let ev = std::future::poll_fn(|cx| {
             if probing && session.is_ended() {
@@ -196,14 +203,14 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
         match ev {
             Ev::Out => {
                 session.outbox.take_direct();
-                let rest = sink.rest.take();
+                let rest = sink.as_ref().and_then(|s| s.rest.take());
                 session.outbox.drain_into(&mut batch, BATCH);
                 batch.iter().for_each(|p| session.ctx.metrics.packet_out(p));
                 // One gathered write of the whole batch, no copy; the tail
                 // of a direct write goes first.
                 let written = match rest {
                     Some(_) => Ok(0),
-                    None => frames::send_frames(sink.fd, &batch),
+                    None => frames::send_frames(fd, &batch),
                 };
                 let Ok(written) = written else {
                     session.terminate(CloseReason::TransportError);

@@ -199,7 +199,9 @@ export const CONFIGS = [
   { name: 'shards=1 transports=default', shards: 1, transports: undefined },
   { name: 'shards=1 transports=websocket', shards: 1, transports: ['websocket'] },
   { name: 'shards=2 transports=default', shards: 2, transports: undefined },
-  { name: 'shards=2 transports=websocket', shards: 2, transports: ['websocket'] },
+  // Also covers the direct-write path (off by default).
+  { name: 'shards=2 transports=websocket direct-writes', shards: 2, transports: ['websocket'],
+    extraArgs: ['--ws-direct-writes', 'true'] },
 ];
 /** The configuration for tests that run once. */
 export const ONCE = { name: 'shards=2 transports=default', shards: 2, transports: undefined };
@@ -212,7 +214,10 @@ export function suite(title, body, { configs = CONFIGS, server = {} } = {}) {
   for (const cfg of configs) {
     describe(`${title} [${cfg.name}]`, () => {
       const ctx = {};
-      before(async () => { ctx.srv = await startServer({ shards: cfg.shards, transports: cfg.transports, ...server }); });
+      before(async () => {
+        const extraArgs = [...(cfg.extraArgs ?? []), ...(server.extraArgs ?? [])];
+        ctx.srv = await startServer({ shards: cfg.shards, transports: cfg.transports, ...server, extraArgs });
+      });
       after(async () => { await ctx.srv?.stop(); });
       afterEach(() => { closeAll(ctx.srv); });
       body(ctx, cfg);
