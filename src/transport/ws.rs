@@ -15,7 +15,9 @@
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use async_tungstenite::WebSocketStream;
 use futures_util::{SinkExt, StreamExt};
@@ -131,6 +133,52 @@ impl DirectSink for WsSink {
     }
 }
 
+/// The waker the websocket's read side gets: it notes that the read side
+/// asked to be polled, then wakes the socket's task. The task polls
+/// tungstenite only then (or after it returned a message), not after every
+/// batch it writes: a socket that only receives costs no read attempt per
+/// write.
+struct ReadWake {
+    ready: AtomicBool,
+    task: Waker,
+}
+
+impl ReadWake {
+    fn new(task: &Waker) -> Arc<Self> {
+        Arc::new(ReadWake {
+            ready: AtomicBool::new(true),
+            task: task.clone(),
+        })
+    }
+
+    fn poll(
+        self: &Arc<Self>,
+        ws: &mut WebSocketStream<TcpStream>,
+    ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
+        if !self.ready.swap(false, Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.clone());
+        let r = ws.poll_next_unpin(&mut Context::from_waker(&waker));
+        if r.is_ready() {
+            // More may be buffered already, with no wake to come.
+            self.ready.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Relaxed);
+        self.task.wake_by_ref();
+    }
+}
+
 /// Clears the session's `ws_fd` when the task that owns the stream ends,
 /// and the upgrade flag when a probe ends without the UPGRADE (polling goes
 /// on).
@@ -172,6 +220,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
     // socket that receives without pause must still have its events read
     // (its publishes and directs), not only its outbox drained.
     let mut inbound_first = false;
+    let mut reader: Option<Arc<ReadWake>> = None;
     loop {
         // Here tungstenite holds nothing unwritten: lend the sink if the
         // outbox is idle too.
@@ -184,8 +233,9 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
             if probing && session.is_ended() {
                 return Poll::Ready(Ev::In(None));
             }
+            let reader = reader.get_or_insert_with(|| ReadWake::new(cx.waker()));
             if inbound_first {
-                if let Poll::Ready(m) = ws.poll_next_unpin(cx) {
+                if let Poll::Ready(m) = reader.poll(&mut ws) {
                     return Poll::Ready(Ev::In(m));
                 }
                 if !probing && session.outbox.poll_ready(cx).is_ready() {
@@ -196,7 +246,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
             if !probing && session.outbox.poll_ready(cx).is_ready() {
                 return Poll::Ready(Ev::Out);
             }
-            ws.poll_next_unpin(cx).map(Ev::In)
+            reader.poll(&mut ws).map(Ev::In)
         })
         .await;
         inbound_first = matches!(ev, Ev::Out);
