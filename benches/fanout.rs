@@ -1,10 +1,12 @@
 //! Hot paths with no network: a publish fanned out to 10,000 local members
-//! (time and heap allocations per delivery), a publish crossing the
+//! and to 10,000 subscriptions (time and heap allocations per delivery), a
+//! publish crossing the
 //! cross-shard mailbox, and JWT verification.
 //!
 //! Allocations are counted by a wrapping global allocator, so the figure is
 //! exact, not sampled: the fan-out must stay at zero allocations per
-//! delivery (each recipient gets a refcount of the one encoded frame).
+//! delivery (each recipient gets a refcount of the one encoded frame; a
+//! subscription also a refcount of its own `subscriptionId` tail).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::rc::Rc;
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use proto::engineio::Outgoing;
 use shards::channels::Channels;
-use shards::{Member, Outbox, Publication, RuntimeConfig, SocketKey};
+use shards::{Member, Outbox, Publication, RuntimeConfig, SocketKey, Topic};
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -40,7 +42,10 @@ static GLOBAL: Counting = Counting;
 
 const MEMBERS: usize = 10_000;
 
-fn members(n: usize) -> (Channels, Vec<Rc<Member>>, Arc<str>) {
+/// `n` sockets on one channel: joined as members, or (`subscribe`) each
+/// with a subscription of its own id, whose frame is the shared one plus
+/// the socket's own `subscriptionId` tail.
+fn sockets(n: usize, subscribe: bool) -> (Channels, Vec<Rc<Member>>, Arc<str>) {
     let mut c = Channels::default();
     let ch: Arc<str> = "chat:room1".into();
     let ms: Vec<Rc<Member>> = (0..n as u64)
@@ -55,8 +60,13 @@ fn members(n: usize) -> (Channels, Vec<Rc<Member>>, Arc<str>) {
             })
         })
         .collect();
-    for m in &ms {
-        c.join(&ch, m, 0);
+    for (i, m) in ms.iter().enumerate() {
+        if subscribe {
+            let id: Arc<str> = format!("sub-{i}").into();
+            c.subscribe(id, m.clone(), Topic::Exact(ch.clone()), None);
+        } else {
+            c.join(&ch, m, 0);
+        }
     }
     (c, ms, ch)
 }
@@ -83,33 +93,38 @@ fn drain(ms: &[Rc<Member>], scratch: &mut Vec<Outgoing>) {
 }
 
 fn fanout(c: &mut Criterion) {
-    let (channels, ms, ch) = members(MEMBERS);
-    let p = publication(&ch);
-    let mut scratch = Vec::with_capacity(16);
-    // Warm the outboxes' storage once, then count allocations of one publish.
-    channels.deliver(&p);
-    drain(&ms, &mut scratch);
-    channels.deliver(&p);
-    drain(&ms, &mut scratch);
-    let before = ALLOCS.load(Ordering::Relaxed);
-    let n = channels.deliver(&p);
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
-    drain(&ms, &mut scratch);
-    assert_eq!(n, MEMBERS);
-    println!(
-        "fanout/10k_members: {allocs} allocations for {n} deliveries ({:.4} per delivery)",
-        allocs as f64 / n as f64
-    );
-
     let mut g = c.benchmark_group("fanout");
     g.throughput(Throughput::Elements(MEMBERS as u64));
-    g.bench_function("publish_to_10k_local_members", |b| {
-        b.iter_batched(
-            || drain(&ms, &mut scratch),
-            |_| channels.deliver(&p),
-            BatchSize::PerIteration,
-        )
-    });
+    for (name, subscribe) in [
+        ("publish_to_10k_local_members", false),
+        ("publish_to_10k_local_subscriptions", true),
+    ] {
+        let (channels, ms, ch) = sockets(MEMBERS, subscribe);
+        let p = publication(&ch);
+        let mut scratch = Vec::with_capacity(16);
+        // Warm the outboxes' storage once, then count allocations of one
+        // publish.
+        channels.deliver(&p);
+        drain(&ms, &mut scratch);
+        channels.deliver(&p);
+        drain(&ms, &mut scratch);
+        let before = ALLOCS.load(Ordering::Relaxed);
+        let n = channels.deliver(&p);
+        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        drain(&ms, &mut scratch);
+        assert_eq!(n, MEMBERS);
+        println!(
+            "fanout/{name}: {allocs} allocations for {n} deliveries ({:.4} per delivery)",
+            allocs as f64 / n as f64
+        );
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || drain(&ms, &mut scratch),
+                |_| channels.deliver(&p),
+                BatchSize::PerIteration,
+            )
+        });
+    }
     g.finish();
 }
 

@@ -34,6 +34,9 @@ pub struct ShardCtx {
     pub cluster: Option<Rc<crate::cluster::ClusterLink>>,
     /// Websocket tasks still running (a graceful stop waits for them).
     pub live_websockets: std::cell::Cell<usize>,
+    /// Scratch for a websocket task's batch of packets (borrowed only
+    /// between two awaits), so sockets keep no batch storage of their own.
+    pub ws_batch: RefCell<Vec<proto::engineio::Outgoing>>,
 }
 
 /// Binds `addr` with SO_REUSEPORT (so every shard can bind it) and a deep
@@ -76,6 +79,7 @@ pub async fn run_shard(
         metrics: Metrics::new(shard.id(), shard.instance()),
         cluster: cluster.map(|c| c.attach(&shard)),
         live_websockets: std::cell::Cell::new(0),
+        ws_batch: RefCell::new(Vec::new()),
     });
     let adopt_ctx = ctx.clone();
     shard.on_adopt(move |fd: OwnedFd, buffered| {

@@ -34,7 +34,10 @@ for T in $TARGETS; do
   sleep 1
   echo "== $NAME on $T (pid $PID), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   C0=$(cpu_ticks $PID)
-  "$LT_BIN" "$SCEN" --url http://127.0.0.1:$PORT --jwt-secret $SECRET --json "$OUT/$NAME-$T.json" --quiet "$@" \
+  EXTRA=()
+  # connect measures the server's memory per connection from its pid.
+  [ "$SCEN" = connect ] && EXTRA=(--server-pid "$PID")
+  "$LT_BIN" "$SCEN" --url http://127.0.0.1:$PORT --jwt-secret $SECRET --json "$OUT/$NAME-$T.json" --quiet "${EXTRA[@]}" "$@" \
     | tee "$OUT/$NAME-$T.txt" || echo "(loadtest exit $?)"
   C1=$(cpu_ticks $PID)
   echo "server CPU during the run: $(( (C1 - C0) / $(getconf CLK_TCK) )) s; load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/$NAME-$T.txt"
@@ -42,7 +45,19 @@ for T in $TARGETS; do
   kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true
 done
 
-if [ -f "$OUT/$NAME-gateway.json" ] && [ -f "$OUT/$NAME-peer.json" ]; then
+if [ "$SCEN" = connect ] && [ -f "$OUT/$NAME-gateway.json" ] && [ -f "$OUT/$NAME-peer.json" ]; then
+  jq -rn --slurpfile g "$OUT/$NAME-gateway.json" --slurpfile p "$OUT/$NAME-peer.json" '
+    def r(a; b): if (b // 0) == 0 then "-" else ((a / b * 100 | round) / 100 | tostring) + "x" end;
+    def row(name; a; b): "\(name)\t\(a)\t\(b)\t\(r(a; b))";
+    ($g[0]) as $G | ($p[0]) as $P |
+    "metric\tgateway\tpeer\tgateway/peer",
+    row("succeeded"; $G.succeeded; $P.succeeded),
+    row("connects/s"; ($G.achieved_rate|round); ($P.achieved_rate|round)),
+    row("RSS B/conn"; ($G.server.rss_per_connection_bytes|round); ($P.server.rss_per_connection_bytes|round)),
+    row("PSS B/conn"; ($G.server.pss_per_connection_bytes|round); ($P.server.pss_per_connection_bytes|round)),
+    row("connect p99 ms"; $G.latency.p99_ms; $P.latency.p99_ms)
+  ' | column -t -s $'\t' | tee "$OUT/$NAME-compare.txt"
+elif [ -f "$OUT/$NAME-gateway.json" ] && [ -f "$OUT/$NAME-peer.json" ]; then
   jq -rn --slurpfile g "$OUT/$NAME-gateway.json" --slurpfile p "$OUT/$NAME-peer.json" '
     def r(a; b): if b == 0 then "-" else ((a / b * 100 | round) / 100 | tostring) + "x" end;
     def row(name; a; b): "\(name)\t\(a)\t\(b)\t\(r(a; b))";

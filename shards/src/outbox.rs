@@ -130,6 +130,12 @@ impl Outbox {
             return false;
         }
         let was_empty = q.is_empty();
+        if q.capacity() == 0 {
+            // Room for one, not the default four: most sockets hold one
+            // packet at a time (a handshake, a delivery), and an idle one
+            // keeps what it grew to.
+            q.reserve_exact(1);
+        }
         q.push_back(packet);
         drop(q);
         if was_empty {

@@ -198,7 +198,6 @@ impl Drop for FdGuard {
 }
 
 async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probing: bool) {
-    let mut batch: Vec<Outgoing> = Vec::new();
     let _guard = FdGuard(session.clone());
     let fd = ws.get_ref().as_raw_fd();
     // Only when direct writes are on: it costs each socket an allocation.
@@ -254,34 +253,46 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
             Ev::Out => {
                 session.outbox.take_direct();
                 let rest = sink.as_ref().and_then(|s| s.rest.take());
-                session.outbox.drain_into(&mut batch, BATCH);
-                batch.iter().for_each(|p| session.ctx.metrics.packet_out(p));
-                // One gathered write of the whole batch, no copy; the tail
-                // of a direct write goes first.
-                let written = match rest {
-                    Some(_) => Ok(0),
-                    None => frames::send_frames(fd, &batch),
+                // The shard's scratch batch, not one per socket: an idle
+                // socket keeps no batch storage. Never held across an await.
+                let (written, tail) = {
+                    let mut batch = session.ctx.ws_batch.borrow_mut();
+                    batch.clear();
+                    session.outbox.drain_into(&mut batch, BATCH);
+                    batch.iter().for_each(|p| session.ctx.metrics.packet_out(p));
+                    // One gathered write of the whole batch, no copy; the
+                    // tail of a direct write goes first.
+                    let written = match rest {
+                        Some(_) => Ok(0),
+                        None => frames::send_frames(fd, &batch),
+                    };
+                    let tail = match written {
+                        Ok(n) if rest.is_some() || n < frames::frames_len(&batch) => {
+                            let mut tail = rest.unwrap_or_default();
+                            frames::frames_from(&batch, n, &mut tail);
+                            Some(tail)
+                        }
+                        _ => None,
+                    };
+                    batch.clear();
+                    if batch.capacity() > 4 * BATCH {
+                        *batch = Vec::new();
+                    }
+                    (written, tail)
                 };
-                let Ok(written) = written else {
+                if written.is_err() {
                     session.terminate(CloseReason::TransportError);
                     return;
-                };
-                if rest.is_some() || written < frames::frames_len(&batch) {
+                }
+                if let Some(tail) = tail {
                     // The socket is full: the rest (copied) through glommio,
                     // which waits for room under the write timeout.
-                    let mut tail = rest.unwrap_or_default();
-                    frames::frames_from(&batch, written, &mut tail);
                     if ws.get_mut().write_all(&tail).await.is_err() {
                         session.terminate(CloseReason::TransportError);
                         return;
                     }
                 }
-                batch.clear();
                 session.outbox.note_write();
-                if batch.capacity() > 32 {
-                    // Back to idle size after a burst.
-                    batch = Vec::new();
-                }
                 if let Some(reason) = session
                     .outbox
                     .closed()
