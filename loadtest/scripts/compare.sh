@@ -5,13 +5,15 @@
 #   e.g. loadtest/scripts/compare.sh fanout-100x100 fanout --subscribers 10000 --channels 100 --publishers 10 --max
 # Env: SHARDS (2), GW_PORT (3000), PEER_PORT (3001), OUT (bench-out),
 #      GW_BIN (target/release/socket-gateway), LT_BIN (target/release/loadtest),
-#      TARGETS ("gateway peer": which servers, in this order).
+#      TARGETS ("gateway peer": which servers, in this order), GW_EXTRA (extra gateway flags).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 NAME=${1:?name}; SCEN=${2:?scenario}; shift 2
 SHARDS=${SHARDS:-2}; GW_PORT=${GW_PORT:-3000}; PEER_PORT=${PEER_PORT:-3001}; OUT=${OUT:-bench-out}
 GW_BIN=${GW_BIN:-target/release/socket-gateway}; LT_BIN=${LT_BIN:-target/release/loadtest}
 TARGETS=${TARGETS:-gateway peer}
+# Extra gateway flags, e.g. GW_EXTRA=--no-pin when the load generator shares the cores.
+GW_EXTRA=${GW_EXTRA:-}
 SECRET=bench-secret
 PEER_DIR=loadtest/peers/node-socketio
 mkdir -p "$OUT"
@@ -24,7 +26,7 @@ for T in $TARGETS; do
   if [ "$T" = gateway ]; then
     PORT=$GW_PORT
     "$GW_BIN" serve --listen 127.0.0.1:$PORT --shards "$SHARDS" --jwt-secret $SECRET --log-level warn \
-      --max-events-per-sec 0 >"$LOG" 2>&1 &
+      --max-events-per-sec 0 $GW_EXTRA >"$LOG" 2>&1 &
   else
     PORT=$PEER_PORT
     node "$PEER_DIR/server.js" --port $PORT --jwt-secret $SECRET >"$LOG" 2>&1 &
