@@ -5,7 +5,7 @@
 # (loadtest sink-server: one thread writing one pre-encoded frame per subscriber) and idle memory
 # per connection at 10,000 and 19,000 connections.
 # Usage: loadtest/scripts/compare-all.sh        (build first: cargo build --release -p socket-gateway -p loadtest)
-# Env: OUT (bench-out), plus compare.sh's (SHARDS, GW_BIN, LT_BIN, ...). Takes ~20 minutes.
+# Env: OUT (bench-out), plus compare.sh's (SHARDS, GW_BIN, LT_BIN, ...). Takes ~12 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OUT=${OUT:-bench-out}; mkdir -p "$OUT"
