@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proto::socketio::PacketType as Sio;
 use serde_json::Value;
-use shards::{now_ms, Member, Publication, SocketKey, SubFilter, Topic};
+use shards::{now_ms, DirectSent, Member, Publication, SocketKey, SubFilter, Topic};
 
 use crate::auth::{pick_token, Claims, Refusal};
 use crate::frame;
@@ -133,10 +133,21 @@ pub async fn on_event(
     } else {
         g.refused.set(0);
         match parse_args(data) {
-            Ok((name, arg)) => run(s, g, &name, arg, att).await,
+            Ok((name, arg)) => run(s, g, ack, &name, arg, att).await,
             Err(f) => Err(f),
         }
     };
+    match result {
+        Ok(Some(ok)) => answer(s, ack, Ok(ok)),
+        // A direct message for another shard: answered when that shard has.
+        Ok(None) => {}
+        Err(f) => answer(s, ack, Err(f)),
+    }
+}
+
+/// Acks an event (when the client asked for an ack), or reports a failure
+/// as an `error` event (when it did not).
+fn answer(s: &Session, ack: Option<u64>, result: Result<String, Fail>) {
     let body = match result {
         Ok(_) if ack.is_none() => return,
         Ok(ok) => ok,
@@ -184,19 +195,21 @@ fn str_field<'a>(arg: &'a Value, key: &str) -> Result<&'a str, Fail> {
         .ok_or_else(|| bad(&format!("\"{key}\" must be a string")))
 }
 
-/// Runs one event; `Ok` is the success ack's JSON.
+/// Runs one event; `Ok(Some)` is the success ack's JSON, `Ok(None)` an
+/// event that answers on its own later.
 async fn run(
     s: &Rc<Session>,
     g: &Rc<GwSocket>,
+    ack: Option<u64>,
     name: &str,
     arg: Option<Value>,
     att: Vec<Bytes>,
-) -> Result<String, Fail> {
-    match name {
+) -> Result<Option<String>, Fail> {
+    let r = match name {
         "join" => join(s, g, arg.as_ref()).await,
         "leave" => leave(s, g, arg.as_ref()).await,
         "publish" => publish(s, g, object(arg)?, att).await,
-        "direct" => direct(s, g, object(arg)?, att).await,
+        "direct" => return direct(s, g, ack, object(arg)?, att).await,
         "subscribe" => subscribe(s, g, object(arg)?).await,
         "unsubscribe" => unsubscribe(s, g, object(arg)?).await,
         "members" => members(s, g, arg.as_ref()).await,
@@ -205,7 +218,8 @@ async fn run(
             "unknown event \"{}\"",
             name.chars().take(100).collect::<String>()
         ))),
-    }
+    };
+    r.map(Some)
 }
 
 fn object(arg: Option<Value>) -> Result<Value, Fail> {
@@ -373,16 +387,21 @@ fn channel_field(arg: &Value) -> Result<String, Fail> {
     Ok(name.to_string())
 }
 
+fn not_found_fail() -> Fail {
+    Fail::new(ErrorCode::NotFound, "no such socket is connected")
+}
+
 async fn direct(
     s: &Rc<Session>,
     g: &Rc<GwSocket>,
+    ack: Option<u64>,
     arg: Value,
     att: Vec<Bytes>,
-) -> Result<String, Fail> {
+) -> Result<Option<String>, Fail> {
     let to = str_field(&arg, "to")?;
     let event = str_field(&arg, "event")?;
     rules::validate_event_name(event)?;
-    let not_found = || Fail::new(ErrorCode::NotFound, "no such socket is connected");
+    let not_found = not_found_fail;
     let shard = &s.ctx.shard;
     let Some((instance, key)) = SocketKey::parse(to) else {
         return Err(not_found());
@@ -415,12 +434,28 @@ async fn direct(
             };
             matches!(c.ask(q).await, Some(shards::Response::Delivered(true)))
         }
-        _ => shard.direct(key, text, att).await,
+        _ => match shard.direct_send(key, text, att).await {
+            DirectSent::Done(d) => d,
+            DirectSent::Waiting(qid) => {
+                // Queued for the other shard in order; the socket's next
+                // events go on while this one's answer comes back.
+                let (s, shard) = (s.clone(), shard.clone());
+                shards::rt::spawn_local(async move {
+                    let r = match shard.direct_answer(qid).await {
+                        true => Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}")),
+                        false => Err(not_found_fail()),
+                    };
+                    answer(&s, ack, r);
+                })
+                .detach();
+                return Ok(None);
+            }
+        },
     };
     if !delivered {
         return Err(not_found());
     }
-    Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}"))
+    Ok(Some(format!("{{\"ok\":true,\"id\":\"{id}\"}}")))
 }
 
 async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {

@@ -36,7 +36,7 @@ pub use ids::{session_owner, ShardId, SocketKey};
 pub use mailbox::{Request, Response};
 pub use outbox::{CloseReason, Direct, DirectSink, Outbox};
 pub use runtime::{start, RuntimeConfig, ShardHandle};
-pub use shard::{now_ms, Shard, Uplink};
+pub use shard::{now_ms, DirectSent, Shard, Uplink};
 
 /// The runtime pieces the I/O edge uses, so glommio stays behind this crate.
 pub mod rt {

@@ -76,6 +76,15 @@ impl Interest {
 }
 
 /// One core's state.
+/// What [`Shard::direct_send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectSent {
+    /// Delivered (true) or no such socket (false), known at once.
+    Done(bool),
+    /// Queued for another shard; the answer is awaited with this id.
+    Waiting(u64),
+}
+
 pub struct Shard {
     id: ShardId,
     nr_shards: usize,
@@ -311,19 +320,50 @@ impl Shard {
     /// Delivers an encoded packet (plus attachments) to one socket of this
     /// instance; `false` when no such socket is connected.
     pub async fn direct(&self, to: SocketKey, text: Bytes, attachments: Vec<Bytes>) -> bool {
+        match self.direct_send(to, text, attachments).await {
+            DirectSent::Done(delivered) => delivered,
+            DirectSent::Waiting(qid) => self.direct_answer(qid).await,
+        }
+    }
+
+    /// Like [`Self::direct`], but returns as soon as a message for another
+    /// shard is queued, in order with this shard's other messages to it; its
+    /// answer comes from [`Self::direct_answer`]. A socket's next events are
+    /// then not held back by this one's round trip.
+    pub async fn direct_send(
+        &self,
+        to: SocketKey,
+        text: Bytes,
+        attachments: Vec<Bytes>,
+    ) -> DirectSent {
         if to.shard == self.id {
-            return self.direct_local(to.seq, text, &attachments);
+            return DirectSent::Done(self.direct_local(to.seq, text, &attachments));
         }
         if to.shard >= self.nr_shards {
-            return false;
+            return DirectSent::Done(false);
         }
+        let qid = self.mailbox.expect_reply();
         let req = Request::Direct {
             seq: to.seq,
             text,
             attachments,
         };
+        let msg = ShardMsg::Request {
+            from: self.id,
+            qid,
+            req,
+        };
+        if self.mailbox.send_to(to.shard, msg).await.is_err() {
+            self.mailbox.cancel_reply(qid);
+            return DirectSent::Done(false);
+        }
+        DirectSent::Waiting(qid)
+    }
+
+    /// Whether the direct message queued as `qid` reached its socket.
+    pub async fn direct_answer(&self, qid: u64) -> bool {
         matches!(
-            self.mailbox.ask(self.id, to.shard, req).await,
+            self.mailbox.wait_reply(qid).await,
             Some(Response::Delivered(true))
         )
     }

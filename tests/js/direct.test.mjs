@@ -34,6 +34,25 @@ suite('direct', (ctx) => {
     });
   });
 
+  it('keeps order and acks every message when a socket sends many without waiting, across shards', async () => {
+    // Socket ids are <instance>-<shard hex>-<seq hex>: pick b on another shard than a when there is one.
+    const shardOf = (s) => s.id.split('-')[1];
+    const a = await connect(ctx.srv);
+    let b = await connect(ctx.srv);
+    const spare = [];
+    for (let i = 0; i < 8 && shardOf(b) === shardOf(a); i += 1) { spare.push(b); b = await connect(ctx.srv); }
+    const rb = record(b, 'event');
+    const n = 300;
+    const acks = [];
+    for (let i = 0; i < n; i += 1) acks.push(ack(a, 'direct', { to: b.id, event: 'seq', data: i }));
+    const res = await Promise.all(acks);
+    assert.ok(res.every((r) => r.ok === true), JSON.stringify(res.find((r) => r.ok !== true)));
+    assert.equal(new Set(res.map((r) => r.id)).size, n);
+    await until(() => rb.length >= n, () => `b got ${rb.length} of ${n}`);
+    assert.deepEqual(rb.map((e) => e.data), [...Array(n).keys()]);
+    spare.forEach((s) => s.close());
+  });
+
   it('to oneself works; omitted data is null', async () => {
     const a = await connect(ctx.srv);
     const got = waitFor(a, 'event');
