@@ -381,6 +381,22 @@ pub fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Arms `timerfd` (CLOCK_MONOTONIC) to fire once at `at_ns`.
+pub fn arm_timerfd(timerfd: i32, at_ns: u64) {
+    let ts = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: (at_ns / 1_000_000_000) as i64,
+            // Zero would disarm it.
+            tv_nsec: (at_ns % 1_000_000_000).max(1) as i64,
+        },
+    };
+    unsafe { libc::timerfd_settime(timerfd, libc::TFD_TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
+}
+
 /// What a received Socket.IO packet is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
@@ -1028,24 +1044,7 @@ impl<'a> Run<'a> {
     }
 
     fn arm_timer(&self, at_ns: u64) {
-        let ts = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: (at_ns / 1_000_000_000) as i64,
-                tv_nsec: (at_ns % 1_000_000_000).max(1) as i64,
-            },
-        };
-        unsafe {
-            libc::timerfd_settime(
-                self.timerfd,
-                libc::TFD_TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
+        arm_timerfd(self.timerfd, at_ns);
     }
 
     /// One epoll round; returns true when the GO line arrived on stdin.

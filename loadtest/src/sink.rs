@@ -30,7 +30,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
 use crate::client::{find, parse_frame_header};
-use crate::msgs::mono_ns;
+use crate::msgs::{arm_timerfd, mono_ns};
 
 const LISTEN: u64 = u64::MAX;
 const TIMER: u64 = u64::MAX - 1;
@@ -309,25 +309,7 @@ impl Paced {
     }
 
     fn arm(&self) {
-        let at = self.next_due;
-        let ts = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: (at / 1_000_000_000) as i64,
-                tv_nsec: (at % 1_000_000_000).max(1) as i64,
-            },
-        };
-        unsafe {
-            libc::timerfd_settime(
-                self.timerfd,
-                libc::TFD_TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
+        arm_timerfd(self.timerfd, self.next_due);
     }
 
     /// Does every publish that is due: one frame, written to each subscribed connection in

@@ -5,18 +5,17 @@
 //! Uses `$GATEWAY_BIN` if set, else `<workspace>/target/debug/socket-gateway`; skips, saying
 //! so, when neither exists.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Server(Child, u16);
+use common::{free_port, gateway_bin, loadtest_json, spawn_listening, Proc};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A gateway (killed when dropped) and its port.
+struct Server {
+    _proc: Proc,
+    port: u16,
 }
 
 const SECRET: &str = "smoke-secret";
@@ -29,51 +28,23 @@ fn gateway() -> Option<Server> {
 }
 
 fn gateway_with(extra: &[&str]) -> Option<Server> {
-    let bin = match std::env::var_os("GATEWAY_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let p =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/socket-gateway");
-            if !p.exists() {
-                eprintln!("SKIPPED: no gateway binary; run `cargo build` at the workspace root or set GATEWAY_BIN");
-                return None;
-            }
-            p
-        }
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--shards",
-            "2",
-            "--no-pin",
-        ])
-        .args(["--jwt-secret", SECRET, "--log-level", "warn"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child, port);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("gateway did not report listening");
-    Some(server)
+    let bin = gateway_bin()?;
+    let port = free_port();
+    let proc = spawn_listening(
+        Command::new(&bin)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--shards",
+                "2",
+                "--no-pin",
+            ])
+            .args(["--jwt-secret", SECRET, "--log-level", "warn"])
+            .args(extra),
+        "gateway",
+    );
+    Some(Server { _proc: proc, port })
 }
 
 fn run(server: &Server, name: &str, args: &[&str]) -> serde_json::Value {
@@ -83,39 +54,21 @@ fn run(server: &Server, name: &str, args: &[&str]) -> serde_json::Value {
 fn run_urls(servers: &[&Server], name: &str, args: &[&str]) -> serde_json::Value {
     let urls: Vec<String> = servers
         .iter()
-        .map(|s| format!("http://127.0.0.1:{}", s.1))
+        .map(|s| format!("http://127.0.0.1:{}", s.port))
         .collect();
-    let json = std::env::temp_dir().join(format!("loadtest-{name}-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(args)
-        .args(["--url", &urls.join(",")])
-        .args([
-            "--jwt-secret",
-            SECRET,
-            "--warmup",
-            "0.5",
-            "--duration",
-            "1.5",
-            "--quiet",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("running loadtest");
-    eprintln!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "loadtest {name} exited with {}",
-        out.status
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&json);
-    v
+    let urls = urls.join(",");
+    let common = [
+        "--url",
+        urls.as_str(),
+        "--jwt-secret",
+        SECRET,
+        "--warmup",
+        "0.5",
+        "--duration",
+        "1.5",
+        "--quiet",
+    ];
+    loadtest_json(name, &[args, &common[..]].concat())
 }
 
 fn whole(v: &serde_json::Value, conns: u64) {
@@ -250,24 +203,11 @@ fn churn_during_fanout() {
     assert!(v["presence_events"].as_u64().unwrap() > 0);
 }
 
-struct Redis(Child);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Two gateways clustered through a private redis-server: subscribers and the second side of
 /// the pairs spread over both, publishers on the first, so cross-instance delivery is counted.
 #[test]
 fn two_instances_through_redis() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _redis = match Command::new("redis-server")
         .args([
             "--port",
@@ -280,7 +220,7 @@ fn two_instances_through_redis() {
         .stdout(Stdio::null())
         .spawn()
     {
-        Ok(c) => Redis(c),
+        Ok(c) => Proc(c),
         Err(_) => {
             eprintln!("SKIPPED: no redis-server in PATH");
             return;

@@ -2,66 +2,49 @@
 //! --publishers 0` against it (a few seconds): the accounting must be whole — never a timing.
 //! Needs no gateway.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-struct Sink(Child);
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{free_port, loadtest_json, spawn_listening};
 
 #[test]
 fn paced_sink_fanout_to_fifty() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["sink-server", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--publish-rate", "20"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting the sink");
-    let stdout = child.stdout.take().unwrap();
-    let _sink = Sink(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("sink did not report listening");
+    let port = free_port();
+    let _sink = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(["sink-server", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--publish-rate", "20"]),
+        "the sink",
+    );
     // Let it publish a few times first, so that the subscribers come in mid-stream.
     std::thread::sleep(Duration::from_millis(300));
 
-    let json = std::env::temp_dir().join(format!("loadtest-sink-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["fanout", "--url", &format!("http://127.0.0.1:{port}")])
-        .args(["--jwt-secret", "smoke-secret", "--subscribers", "50"])
-        .args(["--channels", "1", "--publishers", "0", "--rate", "20"])
-        .args(["--warmup", "0.5", "--duration", "1.5", "--quiet", "--json"])
-        .arg(&json)
-        .output()
-        .expect("running loadtest");
-    eprintln!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!("http://127.0.0.1:{port}");
+    let v = loadtest_json(
+        "sink",
+        &[
+            "fanout",
+            "--url",
+            &url,
+            "--jwt-secret",
+            "smoke-secret",
+            "--subscribers",
+            "50",
+            "--channels",
+            "1",
+            "--publishers",
+            "0",
+            "--rate",
+            "20",
+            "--warmup",
+            "0.5",
+            "--duration",
+            "1.5",
+            "--quiet",
+        ],
     );
-    assert!(out.status.success(), "loadtest exited with {}", out.status);
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&json);
 
     assert_eq!(v["conn_ok"], 50);
     assert_eq!(v["conn_failed"], 0);
