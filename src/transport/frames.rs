@@ -37,42 +37,32 @@ fn parts(p: &Outgoing) -> (u8, &[u8], &[u8]) {
     }
 }
 
-fn header_len(len: usize) -> usize {
-    match len {
-        0..=125 => 2,
-        126..=0xffff => 4,
-        _ => 10,
-    }
-}
-
-/// Bytes on the wire for `packets` as frames.
-pub fn frames_len(packets: &[Outgoing]) -> usize {
-    packets.iter().map(|p| header_len(p.len()) + p.len()).sum()
-}
-
 /// Writes as much of `packets`' frames as the socket takes now, never
 /// waiting: one `sendmsg` per [`CHUNK`] packets, stopping at the first short
-/// write. Returns the bytes written (0 when the socket's buffer is full).
-pub fn send_frames(fd: RawFd, packets: &[Outgoing]) -> io::Result<usize> {
+/// write. Returns the bytes written (0 when the socket's buffer is full) and
+/// whether that was all of them.
+pub fn send_frames(fd: RawFd, packets: &[Outgoing]) -> io::Result<(usize, bool)> {
     if let [one] = packets {
-        return send_chunk::<1, 3>(fd, std::slice::from_ref(one));
+        let (n, len) = send_chunk::<1, 3>(fd, std::slice::from_ref(one))?;
+        return Ok((n, n == len));
     }
     let mut written = 0;
     for chunk in packets.chunks(CHUNK) {
-        let n = send_chunk::<CHUNK, { 3 * CHUNK }>(fd, chunk)?;
+        let (n, len) = send_chunk::<CHUNK, { 3 * CHUNK }>(fd, chunk)?;
         written += n;
-        if n < frames_len(chunk) {
-            break;
+        if n < len {
+            return Ok((written, false));
         }
     }
-    Ok(written)
+    Ok((written, true))
 }
 
-/// One gathered `sendmsg` of up to `N` packets (`M` = 3 × `N` iovecs).
+/// One gathered `sendmsg` of up to `N` packets (`M` = 3 × `N` iovecs):
+/// the bytes written and the chunk's length on the wire.
 fn send_chunk<const N: usize, const M: usize>(
     fd: RawFd,
     packets: &[Outgoing],
-) -> io::Result<usize> {
+) -> io::Result<(usize, usize)> {
     debug_assert!(packets.len() <= N && M >= 3 * N);
     let mut heads = [[0u8; 10]; N];
     let empty = libc::iovec {
@@ -81,9 +71,11 @@ fn send_chunk<const N: usize, const M: usize>(
     };
     let mut iov = [empty; M];
     let mut k = 0;
+    let mut len = 0;
     for (p, head) in packets.iter().zip(heads.iter_mut()) {
         let (opcode, a, b) = parts(p);
         let hl = frame_header(opcode, a.len() + b.len(), head);
+        len += hl + a.len() + b.len();
         iov[k] = libc::iovec {
             iov_base: head.as_mut_ptr().cast(),
             iov_len: hl,
@@ -107,11 +99,11 @@ fn send_chunk<const N: usize, const M: usize>(
     msg.msg_iovlen = k as _;
     let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
     if n >= 0 {
-        return Ok(n as usize);
+        return Ok((n as usize, len));
     }
     let e = io::Error::last_os_error();
     match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok((0, len)),
         _ => Err(e),
     }
 }
@@ -140,6 +132,19 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    fn header_len(len: usize) -> usize {
+        match len {
+            0..=125 => 2,
+            126..=0xffff => 4,
+            _ => 10,
+        }
+    }
+
+    /// Bytes on the wire for `packets` as frames.
+    fn frames_len(packets: &[Outgoing]) -> usize {
+        packets.iter().map(|p| header_len(p.len()) + p.len()).sum()
+    }
 
     fn packets() -> Vec<Outgoing> {
         vec![
@@ -225,7 +230,7 @@ mod tests {
         });
         // Whatever the socket does not take at once is finished from the
         // copied rest, as the websocket task does.
-        let n = send_frames(a.as_raw_fd(), &ps).unwrap();
+        let (n, _) = send_frames(a.as_raw_fd(), &ps).unwrap();
         let mut rest = Vec::new();
         frames_from(&ps, n, &mut rest);
         let mut w = &a;

@@ -118,10 +118,10 @@ impl DirectSink for WsSink {
         let one = std::slice::from_ref(packet);
         match frames::send_frames(self.fd, one) {
             // Would block, or an error the task meets on its own next write.
-            Ok(0) | Err(_) => Direct::Blocked,
-            Ok(n) => {
+            Ok((0, _)) | Err(_) => Direct::Blocked,
+            Ok((n, whole)) => {
                 self.ctx.metrics.packet_out(packet);
-                if n == frames::frames_len(one) {
+                if whole {
                     return Direct::Sent;
                 }
                 let mut rest = Vec::new();
@@ -263,11 +263,11 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
                     // One gathered write of the whole batch, no copy; the
                     // tail of a direct write goes first.
                     let written = match rest {
-                        Some(_) => Ok(0),
+                        Some(_) => Ok((0, false)),
                         None => frames::send_frames(fd, &batch),
                     };
                     let tail = match written {
-                        Ok(n) if rest.is_some() || n < frames::frames_len(&batch) => {
+                        Ok((n, false)) => {
                             let mut tail = rest.unwrap_or_default();
                             frames::frames_from(&batch, n, &mut tail);
                             Some(tail)
