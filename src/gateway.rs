@@ -213,7 +213,7 @@ async fn run(
         "subscribe" => subscribe(s, g, object(arg)?).await,
         "unsubscribe" => unsubscribe(s, g, object(arg)?).await,
         "members" => members(s, g, arg.as_ref()).await,
-        "refresh" => refresh(s, g, object(arg)?),
+        "refresh" => refresh(s, g, object(arg)?).await,
         _ => Err(bad(&format!(
             "unknown event \"{}\"",
             name.chars().take(100).collect::<String>()
@@ -511,8 +511,10 @@ async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<St
     Ok("{\"ok\":true}".into())
 }
 
-async fn members(s: &Rc<Session>, _g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
+async fn members(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
     let name: Arc<str> = rules::channel_arg(arg)?.into();
+    // Member `info` may be personal data: listed only where the token may join.
+    check_grant(g, &name)?;
     let list = crate::views::members(&s.ctx, &name).await;
     Ok(format!(
         "{{\"ok\":true,\"channel\":{},\"members\":{}}}",
@@ -521,7 +523,7 @@ async fn members(s: &Rc<Session>, _g: &Rc<GwSocket>, arg: Option<&Value>) -> Res
     ))
 }
 
-fn refresh(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
+async fn refresh(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
     let token = str_field(&arg, "token")?;
     let verifier = s
         .ctx
@@ -543,5 +545,55 @@ fn refresh(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail
     }
     let exp = claims.exp;
     *g.claims.borrow_mut() = claims;
+    narrow(s, g).await;
     Ok(format!("{{\"ok\":true,\"exp\":{exp}}}"))
+}
+
+/// After a refresh: leaves every channel and drops every subscription the
+/// new token's `channels` claim no longer allows, so a narrowed token stops
+/// receiving there at once (the remaining members get presence `leave`).
+async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
+    let (channels, subs) = {
+        let claims = g.claims.borrow();
+        let Some(grant) = &claims.channels else {
+            return;
+        };
+        let channels: Vec<Arc<str>> = g
+            .channels
+            .borrow()
+            .iter()
+            .filter(|c| !grant.allows_channel(c))
+            .cloned()
+            .collect();
+        let subs: Vec<Arc<str>> = g
+            .subs
+            .borrow()
+            .iter()
+            .filter(|(_, topic)| !grant.allows_topic(&topic_text(topic)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        (channels, subs)
+    };
+    let shard = &s.ctx.shard;
+    for ch in channels {
+        g.channels.borrow_mut().retain(|c| *c != ch);
+        if shard.leave(&ch, g.member.key).await {
+            left(s, g, &ch).await;
+        }
+    }
+    for id in subs {
+        let topic = g.subs.borrow_mut().remove(&id);
+        if let Some(topic) = topic {
+            shard.unsubscribe(g.member.key, &id, &topic).await;
+            s.ctx.metrics.unsubscribed();
+        }
+    }
+}
+
+/// A subscription topic as the client wrote it (`chat:room1` or `chat:*`).
+fn topic_text(topic: &Topic) -> String {
+    match topic {
+        Topic::Exact(c) => c.to_string(),
+        Topic::Prefix(p) => format!("{p}*"),
+    }
 }

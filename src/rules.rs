@@ -192,12 +192,24 @@ impl Filter {
         let map = v
             .as_object()
             .ok_or_else(|| bad_request("filter must be an object"))?;
+        // Every subscription's filter is held for the socket's life and run
+        // on every publish it could match: its size is bounded up front.
+        if encoded_len_exceeds(v, MAX_FILTER_BYTES) {
+            return Err(bad_request(format!(
+                "a filter is at most {MAX_FILTER_BYTES} bytes of JSON"
+            )));
+        }
         if let Some(key) = map.keys().find(|k| *k != "event" && *k != "where") {
             return Err(bad_request(format!("unknown filter key \"{key}\"")));
         }
         let events = match map.get("event") {
             None => None,
             Some(Value::String(e)) => Some(vec![filter_event(e)?]),
+            Some(Value::Array(list)) if list.len() > MAX_FILTER_EVENTS => {
+                return Err(bad_request(format!(
+                    "a filter names at most {MAX_FILTER_EVENTS} events"
+                )))
+            }
             Some(Value::Array(list)) if !list.is_empty() => Some(
                 list.iter()
                     .map(|e| match e {
@@ -214,6 +226,11 @@ impl Filter {
         };
         let conditions = match map.get("where") {
             None => Vec::new(),
+            Some(Value::Object(conds)) if conds.len() > MAX_FILTER_CONDITIONS => {
+                return Err(bad_request(format!(
+                    "a filter has at most {MAX_FILTER_CONDITIONS} conditions"
+                )))
+            }
             Some(Value::Object(conds)) => parse_conditions(conds)?,
             Some(_) => return Err(bad_request("filter \"where\" must be an object")),
         };
@@ -236,6 +253,36 @@ impl Filter {
             lookup(data, path).is_some_and(|found| json_eq(found, expected))
         })
     }
+}
+
+/// Most conditions in one filter's `where`.
+pub const MAX_FILTER_CONDITIONS: usize = 32;
+/// Most event names in one filter's `event` list.
+pub const MAX_FILTER_EVENTS: usize = 32;
+/// Largest filter, as compact JSON.
+pub const MAX_FILTER_BYTES: usize = 4096;
+
+/// Whether `v` serialises to more than `max` bytes of compact JSON; stops
+/// writing as soon as it does, so a huge filter costs no more than `max`.
+fn encoded_len_exceeds(v: &Value, max: usize) -> bool {
+    struct Counter {
+        n: usize,
+        max: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.n += buf.len();
+            if self.n > self.max {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter { n: 0, max };
+    serde_json::to_writer(&mut c, v).is_err()
 }
 
 fn filter_event(e: &str) -> Result<String, Fail> {
@@ -360,6 +407,35 @@ mod tests {
         assert!(Topic::parse("*").unwrap().matches("anything"));
         let e = Topic::parse("chat:a").unwrap();
         assert!(e.matches("chat:a") && !e.matches("chat:ab"));
+    }
+
+    #[test]
+    fn filter_bounds() {
+        let conds = |n: usize| {
+            let m: Map<String, Value> = (0..n).map(|i| (format!("k{i}"), json!(i))).collect();
+            json!({ "where": m })
+        };
+        assert!(Filter::parse(&conds(MAX_FILTER_CONDITIONS)).is_ok());
+        assert_eq!(
+            code(Filter::parse(&conds(MAX_FILTER_CONDITIONS + 1))),
+            BadRequest
+        );
+        let events =
+            |n: usize| json!({ "event": (0..n).map(|i| format!("e{i}")).collect::<Vec<_>>() });
+        assert!(Filter::parse(&events(MAX_FILTER_EVENTS)).is_ok());
+        assert_eq!(
+            code(Filter::parse(&events(MAX_FILTER_EVENTS + 1))),
+            BadRequest
+        );
+        // Few conditions, but a big value: bounded by the encoded size.
+        let big = |n: usize| json!({ "where": { "a": "x".repeat(n) } });
+        let fixed = r#"{"where":{"a":""}}"#.len();
+        assert!(Filter::parse(&big(MAX_FILTER_BYTES - fixed)).is_ok());
+        assert_eq!(
+            code(Filter::parse(&big(MAX_FILTER_BYTES - fixed + 1))),
+            BadRequest
+        );
+        assert_eq!(code(Filter::parse(&big(1 << 20))), BadRequest);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Identifiers that say where a thing lives.
 //!
 //! A [`SocketKey`] names a socket on this instance: the shard that owns it for
-//! its whole life and a per-shard sequence number. Its wire form (the Socket.IO
+//! its whole life and a random 64-bit number, unique on that shard. Its wire form (the Socket.IO
 //! socket id clients see) also carries the instance id, so any shard of any
 //! instance can route a direct message without a lookup.
 
@@ -14,13 +14,14 @@ pub type ShardId = usize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketKey {
     pub shard: ShardId,
+    /// Random, unique on the shard (see `Shard::next_key`).
     pub seq: u64,
 }
 
 impl SocketKey {
-    /// The public socket id: `<instance>-<shard hex>-<seq hex>`.
+    /// The public socket id: `<instance>-<shard hex>-<seq, 16 hex>`.
     pub fn wire(&self, instance: &str) -> String {
-        format!("{instance}-{:x}-{:x}", self.shard, self.seq)
+        format!("{instance}-{:x}-{:016x}", self.shard, self.seq)
     }
 
     /// Parses a public socket id; returns the instance part and the key.
@@ -62,7 +63,7 @@ mod tests {
             seq: 0x1234,
         };
         let w = k.wire("inst-a1");
-        assert_eq!(w, "inst-a1-3-1234");
+        assert_eq!(w, "inst-a1-3-0000000000001234");
         assert_eq!(SocketKey::parse(&w), Some(("inst-a1", k)));
     }
 

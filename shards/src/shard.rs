@@ -93,7 +93,6 @@ pub struct Shard {
     interest: RefCell<Interest>,
     sockets: RefCell<HashMap<u64, Rc<Member>>>,
     mailbox: Rc<Mailbox>,
-    next_seq: Cell<u64>,
     last_id: Cell<(u64, u64)>,
     adopt: RefCell<Option<AdoptFn>>,
     uplink: RefCell<Option<Rc<dyn Uplink>>>,
@@ -116,7 +115,6 @@ impl Shard {
             interest: RefCell::default(),
             sockets: RefCell::default(),
             mailbox: Rc::new(mailbox),
-            next_seq: Cell::new(1),
             last_id: Cell::new((0, 0)),
             adopt: RefCell::new(None),
             uplink: RefCell::new(None),
@@ -135,13 +133,20 @@ impl Shard {
         &self.instance
     }
 
-    /// A fresh key for a socket this shard will own.
+    /// A fresh key for a socket this shard will own. Its `seq` is 64 random
+    /// bits from a CSPRNG, not a counter: the socket id is all another client
+    /// needs to send it direct messages, so ids must not be enumerable.
     pub fn next_key(&self) -> SocketKey {
-        let seq = self.next_seq.get();
-        self.next_seq.set(seq + 1);
-        SocketKey {
-            shard: self.id,
-            seq,
+        let sockets = self.sockets.borrow();
+        loop {
+            let seq: u64 = rand::random();
+            // 0 is never issued, so a zero seq on the wire is always unknown.
+            if seq != 0 && !sockets.contains_key(&seq) {
+                return SocketKey {
+                    shard: self.id,
+                    seq,
+                };
+            }
         }
     }
 
