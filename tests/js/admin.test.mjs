@@ -14,7 +14,7 @@ const API_KEY = 'admin-page-api-key-0123456789';
 const ARTIFACTS = path.join(REPO_ROOT, 'tests', 'artifacts');
 const T = { timeout: ARRIVE_MS };
 
-describe('admin page [shards=2, chromium]', { skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}` }, () => {
+describe('admin page [shards=2, chromium]', () => {
   let srv;
   let browser;
   before(async () => {

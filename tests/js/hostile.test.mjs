@@ -9,30 +9,11 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import WebSocket from 'ws';
 import {
   startServer, connect, connectError, ack, mint, unsignedToken, uniq, uniqUser, record, until, waitFor,
   sleep, isErr, closeAll, GATEWAY_BIN, KEYS_DIR, ARRIVE_MS,
 } from './fixture.mjs';
-
-// ---------------------------------------------------------------------------------------------
-// flags: the hardening flags may be missing from an older binary; their tests are skipped then.
-
-const HELP = (() => {
-  try { return execFileSync(GATEWAY_BIN, ['serve', '--help']).toString(); } catch { return ''; }
-})();
-const has = (flag) => HELP.includes(flag);
-const needs = (...flags) => {
-  const missing = flags.filter((f) => !has(f));
-  return missing.length ? { skip: `the binary has no ${missing.join(', ')}` } : {};
-};
-/** `--flag value` pairs, dropping flags this binary does not know. */
-function flags(obj) {
-  const out = [];
-  for (const [k, v] of Object.entries(obj)) if (has(k)) out.push(k, String(v));
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // observation helpers
@@ -263,7 +244,7 @@ describe('hostile clients: frames, bodies, floods, slow readers [shards=1]', () 
   before(async () => {
     srv = await startServer({
       shards: 1, maxPayload: MAX_PAYLOAD, sendQueue: 256, pingInterval: 120000, pingTimeout: 120000,
-      extraArgs: [...flags({ '--max-channels-per-socket': MAX_CHANNELS, '--max-events-per-sec': 0, '--connect-timeout': 500 })],
+      extraArgs: ['--max-channels-per-socket', String(MAX_CHANNELS), '--max-events-per-sec', '0', '--connect-timeout', '500'],
     });
     w = await witness(srv);
     slow.startedAt = Date.now();
@@ -399,7 +380,7 @@ describe('hostile clients: frames, bodies, floods, slow readers [shards=1]', () 
     await w.check('garbage bytes');
   });
 
-  it(`thousands of joins from one socket: at most --max-channels-per-socket, then forbidden naming the limit`, needs('--max-channels-per-socket'), async () => {
+  it(`thousands of joins from one socket: at most --max-channels-per-socket, then forbidden naming the limit`, async () => {
     const s = await connect(srv, { transports: ['websocket'] });
     const names = Array.from({ length: 3000 }, (_, i) => `flood:${process.pid}:${i}`);
     const results = [];
@@ -463,7 +444,7 @@ describe('hostile clients: frames, bodies, floods, slow readers [shards=1]', () 
     await w.check('a client that never reads');
   });
 
-  it('a websocket session that never sends the Socket.IO CONNECT is closed after --connect-timeout', needs('--connect-timeout'), async () => {
+  it('a websocket session that never sends the Socket.IO CONNECT is closed after --connect-timeout', async () => {
     const c = await rawClient(srv, null, { connectNsp: false });
     const closed = await c.whenClosed(10000);
     const after = closed.at - c.openedAt;
@@ -472,7 +453,7 @@ describe('hostile clients: frames, bodies, floods, slow readers [shards=1]', () 
     await w.check('a session without CONNECT');
   });
 
-  it('a polling session that never sends CONNECT is closed after --connect-timeout too', needs('--connect-timeout'), async () => {
+  it('a polling session that never sends CONNECT is closed after --connect-timeout too', async () => {
     await pollingOpen(srv);
     await pollingOpen(srv);
     await w.check('polling sessions without CONNECT');
@@ -497,12 +478,12 @@ describe('hostile clients: event floods (--max-events-per-sec 50) [shards=1]', (
   let srv;
   let w;
   before(async () => {
-    srv = await startServer({ shards: 1, extraArgs: flags({ '--max-events-per-sec': RATE }) });
+    srv = await startServer({ shards: 1, extraArgs: ['--max-events-per-sec', String(RATE)] });
     w = await witness(srv);
   });
   after(async () => { w?.close(); closeAll(srv); await srv?.stop(); });
 
-  it('a burst beyond 2×N is answered rate_limited (ack, or error event), the bucket refills, a socket that keeps flooding is disconnected', { ...needs('--max-events-per-sec'), timeout: 60000 }, async () => {
+  it('a burst beyond 2×N is answered rate_limited (ack, or error event), the bucket refills, a socket that keeps flooding is disconnected', { timeout: 60000 }, async () => {
     const s = await connect(srv, { transports: ['websocket'] });
     const ch = uniq('flood');
     // 1. with acks: a burst of 2N passes, beyond it rate_limited
