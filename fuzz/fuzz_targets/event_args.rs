@@ -9,7 +9,7 @@ use serde_json::Value;
 use socket_gateway::auth::ChannelGrant;
 use socket_gateway::rules::{
     channel_arg, validate_channel, validate_event_name, validate_topic, ErrorCode, Filter, Topic,
-    MAX_CHANNEL_BYTES, MAX_EVENT_BYTES,
+    MAX_CHANNEL_BYTES, MAX_EVENT_BYTES, MAX_FILTER_BYTES, MAX_FILTER_CONDITIONS, MAX_FILTER_EVENTS,
 };
 
 fn check_name(s: &str) {
@@ -62,6 +62,10 @@ fn check_arg(v: &Value) {
     }
     // subscribe {"topic","filter"}; a filter is also fuzzed as the whole argument
     if let Ok(f) = Filter::parse(v) {
+        // The bounds every accepted filter keeps.
+        assert!(f.conditions.len() <= MAX_FILTER_CONDITIONS);
+        assert!(f.events.as_ref().map_or(0, Vec::len) <= MAX_FILTER_EVENTS);
+        assert!(serde_json::to_string(v).unwrap().len() <= MAX_FILTER_BYTES);
         let _ = f.needs_data();
         let _ = f.matches("e", v);
         let _ = f.matches("e", &Value::Null);
