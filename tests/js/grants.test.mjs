@@ -3,35 +3,11 @@
 // Every case runs on one shard, so the witness shares the shard with the attacker.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import {
   startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, closeAll,
 } from './fixture.mjs';
+import { rssKiB, witness } from './raw.mjs';
 
-function rssKiB(pid) {
-  const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m[1]);
-}
-
-/** A member `a` and a publisher `b` on one channel: round trip proves the shard still serves. */
-async function witness(srv) {
-  const ch = uniq('witness');
-  const a = await connect(srv, { transports: ['websocket'] });
-  const b = await connect(srv, { transports: ['websocket'] });
-  srv.sockets.delete(a); srv.sockets.delete(b);
-  assert.equal((await ack(a, 'join', ch)).ok, true);
-  const got = record(a, 'event');
-  let n = 0;
-  return {
-    async roundTrip(what) {
-      n += 1;
-      const marker = `${what}#${n}`;
-      assert.equal((await ack(b, 'publish', { channel: ch, event: 'w', data: marker })).ok, true);
-      await until(() => got.some((e) => e.data === marker), `the witness round trip after ${what}`);
-    },
-    close() { a.close(); b.close(); },
-  };
-}
 
 describe('subscription filters are bounded', () => {
   let srv;
