@@ -26,12 +26,13 @@ use crate::sys::{mono_ns, Timer};
 use crate::target::Target;
 use crate::token::{connect_packet, Minter};
 
-/// A sender whose socket has more than this queued skips its sends (rate mode).
+/// A send is skipped (and counted) while the sender's socket has more than this queued.
 const MAX_QUEUED: usize = 16 << 20;
 /// Epoll token of stdin, where a child process reads its `GO` line.
 pub(super) const GO_TOKEN: u64 = u64::MAX;
 const TIMER_TOKEN: u64 = u64::MAX - 1;
 
+/// One process's run: its connections and everything it has counted so far.
 pub(super) struct Run<'a> {
     pub(super) o: &'a Options,
     pub(super) epfd: i32,
