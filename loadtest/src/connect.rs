@@ -3,20 +3,29 @@
 //!
 //! One thread, non-blocking sockets, edge-triggered epoll. Per connection the client keeps a
 //! small state record and, once upgraded, a tungstenite `WebSocket` with a 4 KiB read buffer.
+//!
+//! This file owns the schedule ([`run`]: start connections at the rate, expire the slow ones,
+//! settle, sample the server, hold, close, sample again) and the [`Engine`] that dispatches
+//! epoll events to connections. One connection's handshake lives in [`handshake`]; the
+//! figures and their rendering in [`report`].
+
+pub mod handshake;
+pub mod report;
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
 
+use crate::histogram::new_connect_hist;
 use crate::procfs;
-use crate::report::{new_histogram, Report, ServerMemory};
+use crate::sys::raise_nofile;
 use crate::target::Target;
-use crate::token::{connect_packet, Minter};
+use crate::token::Minter;
+use handshake::{Conn, Outcome};
+use report::{Report, ServerMemory};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -38,96 +47,8 @@ pub struct Options {
     pub quiet: bool,
 }
 
-enum Phase {
-    TcpConnecting,
-    SendingUpgrade {
-        off: usize,
-    },
-    ReadingUpgrade {
-        buf: Vec<u8>,
-    },
-    /// Waiting for the Engine.IO OPEN packet `0{...}`.
-    WaitOpen(Box<WebSocket<TcpStream>>),
-    /// Sent `40{token}`, waiting for `40{"sid"}`.
-    WaitConnect(Box<WebSocket<TcpStream>>),
-    Connected(Box<WebSocket<TcpStream>>),
-}
-
-struct Conn {
-    /// The stream until it moves into the websocket.
-    stream: Option<TcpStream>,
-    phase: Phase,
-    started: Instant,
-    n: u64,
-}
-
-enum Outcome {
-    Pending,
-    Connected,
-    Failed(&'static str),
-    /// A connection that was established went away.
-    Dropped,
-}
-
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20))
-}
-
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
-fn ws_would_block(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if would_block(io))
-}
-
-/// Finds the end of the HTTP response head; returns (status, head length).
-pub fn parse_response_head(buf: &[u8]) -> Option<Result<(u16, usize), ()>> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let line_end = buf.iter().position(|&b| b == b'\r').unwrap_or(0);
-    let line = std::str::from_utf8(&buf[..line_end]).ok();
-    let status = line
-        .and_then(|l| {
-            l.strip_prefix("HTTP/1.1 ")
-                .or_else(|| l.strip_prefix("HTTP/1.0 "))
-        })
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse::<u16>().ok());
-    Some(status.map(|s| (s, end)).ok_or(()))
-}
-
-/// What a text frame means in a given phase.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Packet {
-    Open,
-    Connected,
-    ConnectError,
-    Ping,
-    Close,
-    Other,
-}
-
-pub fn classify(text: &str) -> Packet {
-    let b = text.as_bytes();
-    match b.first() {
-        Some(b'0') => Packet::Open,
-        Some(b'1') => Packet::Close,
-        Some(b'2') if b.len() == 1 => Packet::Ping,
-        Some(b'4') => match b.get(1) {
-            // Socket.IO CONNECT to "/" — reply carries the sid; a namespace would be `40/ns,`.
-            Some(b'0') if b.get(2) != Some(&b'/') => Packet::Connected,
-            Some(b'4') => Packet::ConnectError,
-            _ => Packet::Other,
-        },
-        _ => Packet::Other,
-    }
-}
-
+/// The connections of a run and what they add up to; [`Engine::poll`] serves one round of
+/// epoll events.
 struct Engine {
     epfd: i32,
     conns: Vec<Option<Conn>>,
@@ -156,12 +77,7 @@ impl Engine {
     ) -> Result<(), &'static str> {
         let started = Instant::now();
         let stream = crate::client::tcp_connect(self.epfd, n, addr, source)?;
-        self.conns[n as usize] = Some(Conn {
-            stream: Some(stream),
-            phase: Phase::TcpConnecting,
-            started,
-            n,
-        });
+        self.conns[n as usize] = Some(Conn::new(stream, n, started));
         self.inflight += 1;
         Ok(())
     }
@@ -170,12 +86,12 @@ impl Engine {
         let Some(conn) = self.conns[n as usize].as_mut() else {
             return;
         };
-        let was_open = matches!(conn.phase, Phase::Connected(_));
-        let outcome = drive(conn, events, &self.request, &self.minter, &mut self.pings);
+        let was_open = conn.is_up();
+        let outcome = conn.drive(events, &self.request, &self.minter, &mut self.pings);
         match outcome {
             Outcome::Pending => {}
             Outcome::Connected => {
-                let us = conn.started.elapsed().as_micros() as u64;
+                let us = conn.started().elapsed().as_micros() as u64;
                 let _ = self.hist.record(us.max(1));
                 self.inflight -= 1;
                 self.open += 1;
@@ -199,7 +115,7 @@ impl Engine {
     /// Fails a connection that is still not connected at its deadline.
     fn expire(&mut self, n: u64) {
         if let Some(c) = &self.conns[n as usize] {
-            if !matches!(c.phase, Phase::Connected(_)) {
+            if !c.is_up() {
                 self.conns[n as usize] = None;
                 self.inflight -= 1;
                 self.report.fail("timeout");
@@ -233,201 +149,6 @@ impl Engine {
     }
 }
 
-fn drive(
-    conn: &mut Conn,
-    events: u32,
-    request: &[u8],
-    minter: &Minter,
-    pings: &mut u64,
-) -> Outcome {
-    let err_ev = events & (libc::EPOLLERR as u32) != 0;
-    loop {
-        match &mut conn.phase {
-            Phase::TcpConnecting => {
-                let s = conn.stream.as_ref().expect("stream");
-                match s.take_error() {
-                    Ok(None) if !err_ev && events & (libc::EPOLLOUT as u32) != 0 => {
-                        conn.phase = Phase::SendingUpgrade { off: 0 };
-                    }
-                    Ok(None) if !err_ev => return Outcome::Pending,
-                    Ok(Some(e)) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                        return Outcome::Failed("tcp connect: refused")
-                    }
-                    _ => return Outcome::Failed("tcp connect"),
-                }
-            }
-            Phase::SendingUpgrade { off } => {
-                let s = conn.stream.as_mut().expect("stream");
-                match s.write(&request[*off..]) {
-                    Ok(k) => {
-                        *off += k;
-                        if *off == request.len() {
-                            conn.phase = Phase::ReadingUpgrade {
-                                buf: Vec::with_capacity(512),
-                            };
-                        }
-                    }
-                    Err(e) if would_block(&e) => return Outcome::Pending,
-                    Err(_) => return Outcome::Failed("upgrade: write"),
-                }
-            }
-            Phase::ReadingUpgrade { buf } => {
-                let s = conn.stream.as_mut().expect("stream");
-                let mut chunk = [0u8; 2048];
-                match s.read(&mut chunk) {
-                    Ok(0) => return Outcome::Failed("upgrade: closed"),
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                    Err(e) if would_block(&e) => return Outcome::Pending,
-                    Err(_) => return Outcome::Failed("upgrade: read"),
-                }
-                match parse_response_head(buf) {
-                    None if buf.len() > 16 * 1024 => return Outcome::Failed("upgrade: huge head"),
-                    None => {}
-                    Some(Err(())) => return Outcome::Failed("upgrade: bad response"),
-                    Some(Ok((101, end))) => {
-                        let rest = buf[end..].to_vec();
-                        let stream = conn.stream.take().expect("stream");
-                        let ws = WebSocket::from_partially_read(
-                            stream,
-                            rest,
-                            Role::Client,
-                            Some(ws_config()),
-                        );
-                        conn.phase = Phase::WaitOpen(Box::new(ws));
-                    }
-                    Some(Ok((503, _))) => return Outcome::Failed("upgrade: HTTP 503"),
-                    Some(Ok((s, _))) if (400..500).contains(&s) => {
-                        return Outcome::Failed("upgrade: HTTP 4xx")
-                    }
-                    Some(Ok(_)) => return Outcome::Failed("upgrade: HTTP other"),
-                }
-            }
-            Phase::WaitOpen(_) | Phase::WaitConnect(_) | Phase::Connected(_) => {
-                return drive_ws(conn, events, minter, pings);
-            }
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Open,
-    Connect,
-    Up,
-}
-
-fn drive_ws(conn: &mut Conn, events: u32, minter: &Minter, pings: &mut u64) -> Outcome {
-    let mut stage = match conn.phase {
-        Phase::WaitOpen(_) => Stage::Open,
-        Phase::WaitConnect(_) => Stage::Connect,
-        Phase::Connected(_) => Stage::Up,
-        _ => unreachable!(),
-    };
-    let mut just_connected = false;
-    let lost = |stage: Stage, just: bool, reason: &'static str| {
-        if just {
-            Outcome::Failed("dropped right after connect")
-        } else if stage == Stage::Up {
-            Outcome::Dropped
-        } else {
-            Outcome::Failed(reason)
-        }
-    };
-    let (Phase::WaitOpen(ws) | Phase::WaitConnect(ws) | Phase::Connected(ws)) = &mut conn.phase
-    else {
-        unreachable!()
-    };
-    let send = |ws: &mut WebSocket<TcpStream>, s: String| match ws.send(Message::text(s)) {
-        Ok(()) => Ok(()),
-        Err(e) if ws_would_block(&e) => Ok(()),
-        Err(_) => Err(()),
-    };
-    if events & (libc::EPOLLOUT as u32) != 0 {
-        match ws.flush() {
-            Ok(()) => {}
-            Err(e) if ws_would_block(&e) => {}
-            Err(_) => return lost(stage, false, "ws: write"),
-        }
-    }
-    let result = loop {
-        let msg = match ws.read() {
-            Ok(m) => m,
-            Err(e) if ws_would_block(&e) => {
-                break if just_connected {
-                    Outcome::Connected
-                } else {
-                    Outcome::Pending
-                };
-            }
-            Err(_) => break lost(stage, just_connected, "ws: closed before connect"),
-        };
-        let text = match &msg {
-            Message::Text(t) => t.as_str(),
-            Message::Close(_) => break lost(stage, just_connected, "ws: close frame"),
-            _ => continue,
-        };
-        match (stage, classify(text)) {
-            (_, Packet::Ping) => {
-                if send(ws, "3".into()).is_err() {
-                    break lost(stage, just_connected, "ws: write");
-                }
-                *pings += 1;
-            }
-            (_, Packet::Close) => break lost(stage, just_connected, "eio: close packet"),
-            (Stage::Open, Packet::Open) => {
-                let token = minter.mint(conn.n);
-                if send(ws, connect_packet(&token)).is_err() {
-                    break lost(stage, false, "ws: write");
-                }
-                stage = Stage::Connect;
-            }
-            (Stage::Open, _) => break lost(stage, false, "eio: unexpected before open"),
-            (Stage::Connect, Packet::Connected) => {
-                stage = Stage::Up;
-                just_connected = true;
-            }
-            (Stage::Connect, Packet::ConnectError) => break Outcome::Failed("auth refused (44)"),
-            _ => {}
-        }
-    };
-    // Move the websocket into the phase matching the stage reached.
-    if !matches!(result, Outcome::Failed(_) | Outcome::Dropped) {
-        let ws = match std::mem::replace(&mut conn.phase, Phase::TcpConnecting) {
-            Phase::WaitOpen(ws) | Phase::WaitConnect(ws) | Phase::Connected(ws) => ws,
-            _ => unreachable!(),
-        };
-        conn.phase = match stage {
-            Stage::Open => Phase::WaitOpen(ws),
-            Stage::Connect => Phase::WaitConnect(ws),
-            Stage::Up => Phase::Connected(ws),
-        };
-    }
-    result
-}
-
-/// Raises the soft open-files limit to the hard one; returns the resulting soft limit.
-pub fn raise_nofile() -> u64 {
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 1024;
-        }
-        if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return r.rlim_max;
-            }
-        }
-        r.rlim_cur
-    }
-}
-
 pub fn run(opts: &Options) -> Result<Report, String> {
     let target = Target::parse(&opts.url)?;
     let addr = target.resolve()?;
@@ -450,7 +171,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         conns: (0..opts.connections).map(|_| None).collect(),
         request: target.upgrade_request(),
         minter: Minter::new(&opts.jwt_secret, 3600),
-        hist: new_histogram(),
+        hist: new_connect_hist(),
         report: Report {
             scenario: "connect".into(),
             url: opts.url.clone(),
@@ -529,7 +250,7 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         .last_connected
         .map(|t| (t - t0).as_secs_f64())
         .unwrap_or(0.0);
-    let hist = std::mem::replace(&mut eng.hist, new_histogram());
+    let hist = std::mem::replace(&mut eng.hist, new_connect_hist());
     eng.report.finish_connect_phase(&hist, connect_secs);
     if let (Some(s), Some(p)) = (server.as_mut(), &pid) {
         let now = procfs::sample(p)?;
@@ -582,39 +303,4 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     eng.report.server = server;
     debug_assert!(eng.report.is_consistent());
     Ok(std::mem::take(&mut eng.report))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn response_head() {
-        assert_eq!(parse_response_head(b"HTTP/1.1 101 Switching"), None);
-        let r = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
-        assert_eq!(parse_response_head(r), Some(Ok((101, r.len() - 4))));
-        assert_eq!(
-            parse_response_head(b"HTTP/1.1 503 Busy\r\n\r\n"),
-            Some(Ok((503, 21)))
-        );
-        assert_eq!(parse_response_head(b"garbage\r\n\r\n"), Some(Err(())));
-    }
-
-    #[test]
-    fn packets() {
-        assert_eq!(
-            classify(r#"0{"sid":"x","pingInterval":25000}"#),
-            Packet::Open
-        );
-        assert_eq!(classify(r#"40{"sid":"abc"}"#), Packet::Connected);
-        assert_eq!(classify(r#"40/admin,{"sid":"abc"}"#), Packet::Other);
-        assert_eq!(
-            classify(r#"44{"message":"unauthorized"}"#),
-            Packet::ConnectError
-        );
-        assert_eq!(classify("2"), Packet::Ping);
-        assert_eq!(classify("2probe"), Packet::Other);
-        assert_eq!(classify("1"), Packet::Close);
-        assert_eq!(classify(r#"42["event",{}]"#), Packet::Other);
-    }
 }

@@ -30,7 +30,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
 use crate::client::{find, parse_frame_header};
-use crate::msgs::{arm_timerfd, mono_ns};
+use crate::sys::{mono_ns, raise_nofile, Timer};
 
 const LISTEN: u64 = u64::MAX;
 const TIMER: u64 = u64::MAX - 1;
@@ -264,7 +264,7 @@ impl Peer {
 
 /// Paced mode: the publish schedule, the one frame, and what the fan-out loop did.
 struct Paced {
-    timerfd: i32,
+    timer: Timer,
     gap_ns: u64,
     next_due: u64,
     /// Publishes done = the next publish's `seq`.
@@ -282,18 +282,10 @@ struct Paced {
 
 impl Paced {
     fn new(rate: f64) -> Result<Paced, String> {
-        let timerfd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if timerfd < 0 {
-            return Err(format!("timerfd: {}", io::Error::last_os_error()));
-        }
+        let timer = Timer::new().map_err(|e| format!("timerfd: {e}"))?;
         let gap_ns = ((1e9 / rate) as u64).max(1);
         Ok(Paced {
-            timerfd,
+            timer,
             gap_ns,
             next_due: mono_ns() + gap_ns,
             seq: 0,
@@ -309,7 +301,7 @@ impl Paced {
     }
 
     fn arm(&self) {
-        arm_timerfd(self.timerfd, self.next_due);
+        self.timer.arm(self.next_due);
     }
 
     /// Does every publish that is due: one frame, written to each subscribed connection in
@@ -383,19 +375,13 @@ impl Paced {
     }
 }
 
-impl Drop for Paced {
-    fn drop(&mut self) {
-        unsafe { libc::close(self.timerfd) };
-    }
-}
-
 /// Runs the sink until killed. `publish_rate` 0: flood mode with batches of `batch` frames;
 /// > 0: paced mode, that many publishes per second.
 pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String> {
     if !publish_rate.is_finite() || publish_rate < 0.0 {
         return Err("--publish-rate must be 0 (flood) or a positive number".into());
     }
-    crate::connect::raise_nofile();
+    raise_nofile();
     let listener = TcpListener::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -410,7 +396,7 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
             events: libc::EPOLLIN as u32,
             u64: TIMER,
         };
-        unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, p.timerfd, &mut ev) };
+        unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, p.timer.fd(), &mut ev) };
         p.arm();
         Some(p)
     } else {
@@ -433,7 +419,6 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut n = 0u64;
     let mut last_report = std::time::Instant::now();
-    let p_timerfd = paced.as_ref().map(|p| p.timerfd).unwrap_or(-1);
     loop {
         let k = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, 1000) };
         // Publishes first: they are what is measured.
@@ -450,8 +435,9 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
             let (tok, e) = (ev.u64, ev.events);
             if tok == TIMER {
                 // Normally already cleared by re-arming it in publish_due.
-                let mut b = [0u8; 8];
-                unsafe { libc::read(p_timerfd, b.as_mut_ptr() as *mut libc::c_void, 8) };
+                if let Some(p) = &paced {
+                    p.timer.clear();
+                }
                 continue;
             }
             if tok == LISTEN {
@@ -505,7 +491,7 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msgs::{classify, Incoming};
+    use crate::msgs::packets::{classify, Incoming};
 
     #[test]
     fn batch_frames_parse_as_deliveries() {

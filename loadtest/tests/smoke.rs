@@ -1,7 +1,7 @@
 //! Smoke test against a real gateway: 50 connections for ~2 seconds, all must succeed.
 //!
-//! Uses `$GATEWAY_BIN` if set, else `<workspace>/target/debug/socket-gateway` (build it with
-//! `cargo build` at the workspace root). Skips, saying so, when neither exists.
+//! Uses `$GATEWAY_BIN` if set, else builds the workspace's gateway (see
+//! [`common::gateway_bin`]); fails without one.
 
 mod common;
 
@@ -12,9 +12,7 @@ use common::{free_port, gateway_bin, loadtest_json, spawn_listening};
 
 #[test]
 fn fifty_connections_against_the_gateway() {
-    let Some(bin) = gateway_bin() else {
-        return;
-    };
+    let bin = gateway_bin();
     let port = free_port();
     let secret = "smoke-secret";
     let server = spawn_listening(

@@ -3,13 +3,13 @@
 //! counts and member lists gather across shards; direct messages route by key.
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proto::engineio::Outgoing;
-use shards::{Member, Outbox, Publication, RuntimeConfig, Shard, SocketKey, Topic};
+use shards::{Member, Outbox, Publication, RuntimeConfig, Shard, ShardHandle, SocketKey, Topic};
 
 fn member(shard: &Shard, user: &str) -> Rc<Member> {
     let key = shard.next_key();
@@ -56,15 +56,57 @@ fn config(shards: usize) -> RuntimeConfig {
     }
 }
 
+/// How long the test waits for the shards: far more than the run needs. A shard that panics
+/// never sends its reports and leaves the other one waiting for it, so without a bound the
+/// test would hang instead of failing.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The `n` reports the shards send, in arrival order; panics, saying how many came, when
+/// they do not all arrive within `wait`.
+fn reports(rx: &mpsc::Receiver<String>, n: usize, wait: Duration) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(r) => got.push(r),
+            Err(e) => panic!(
+                "got {} of {n} shard reports ({e}) within {wait:?}; a shard panicked \
+                 (see its message above) or is stuck. Reports so far: {got:?}",
+                got.len()
+            ),
+        }
+    }
+    got
+}
+
+/// Joins the shards, failing the test if one is still running after `wait` or panicked.
+fn join_all(handles: Vec<ShardHandle>, wait: Duration) {
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        let _ = done_tx.send(results);
+    });
+    let results = done_rx
+        .recv_timeout(wait)
+        .unwrap_or_else(|e| panic!("shards still running {wait:?} after their reports ({e})"));
+    for (i, r) in results.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("shard {i} failed: {e}"));
+    }
+}
+
 /// Shard 1 holds a member and a prefix subscription; shard 0 publishes 100
 /// events, asks for counts and members, and sends direct messages.
 #[test]
 fn publish_crosses_shards_in_order() {
     let (tx, rx) = mpsc::channel::<String>();
     let joined = Arc::new(AtomicBool::new(false));
+    // Socket keys are random: shard 1 tells shard 0 which one to send the direct message to.
+    let bob_seq = Arc::new(AtomicU64::new(0));
     let handles = shards::start(config(2), move |shard: Rc<Shard>| {
         let tx = tx.clone();
         let joined = joined.clone();
+        let bob_seq = bob_seq.clone();
         async move {
             let ch: Arc<str> = "chat:1".into();
             if shard.id() == 1 {
@@ -81,6 +123,7 @@ fn publish_crosses_shards_in_order() {
                         None,
                     )
                     .await;
+                bob_seq.store(m.key.seq, Ordering::SeqCst);
                 // join/subscribe return once shard 0 has recorded the interest.
                 joined.store(true, Ordering::SeqCst);
                 for _ in 0..200 {
@@ -114,7 +157,10 @@ fn publish_crosses_shards_in_order() {
                 tx.send(format!("count:{n}")).unwrap();
                 let members = shard.members(&ch).await;
                 tx.send(format!("members:{}", members[0].user_id)).unwrap();
-                let target = SocketKey { shard: 1, seq: 1 };
+                let target = SocketKey {
+                    shard: 1,
+                    seq: bob_seq.load(Ordering::SeqCst),
+                };
                 let ok = shard
                     .direct(target, Bytes::from_static(b"dm"), vec![])
                     .await;
@@ -127,10 +173,8 @@ fn publish_crosses_shards_in_order() {
         }
     })
     .unwrap();
-    for h in handles {
-        h.join().unwrap();
-    }
-    let mut got: Vec<String> = rx.try_iter().collect();
+    let mut got = reports(&rx, 6, WAIT);
+    join_all(handles, WAIT);
     got.sort();
     assert_eq!(
         got,

@@ -1,46 +1,15 @@
-//! Accounting of a run and its readable / JSON rendering.
+//! What the `connect` scenario measured: connection counts and failure reasons, connect
+//! latency and rate, the server's memory at each stage, and the client's own cost — and
+//! their rendering as a table (stdout) and as JSON (`--json`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::histogram::Latency;
 use crate::procfs::MemSample;
-
-/// Connect latency (TCP connect start → Socket.IO `40` received), microseconds.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Latency {
-    pub count: u64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-    pub mean_ms: f64,
-}
-
-impl Latency {
-    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
-        if h.is_empty() {
-            return Latency::default();
-        }
-        let ms = |us: u64| us as f64 / 1000.0;
-        Latency {
-            count: h.len(),
-            p50_ms: ms(h.value_at_quantile(0.50)),
-            p90_ms: ms(h.value_at_quantile(0.90)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            p999_ms: ms(h.value_at_quantile(0.999)),
-            max_ms: ms(h.max()),
-            mean_ms: h.mean() / 1000.0,
-        }
-    }
-}
 
 /// Server memory figures; per-connection values in bytes.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -79,6 +48,7 @@ pub fn per_conn(before_kib: u64, after_kib: u64, n: u64) -> f64 {
     (after_kib as f64 - before_kib as f64) * 1024.0 / n as f64
 }
 
+/// The `connect` report; its field names are the JSON keys the scripts read.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub scenario: String,
@@ -199,31 +169,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_from_histogram() {
-        let mut h = new_histogram();
-        for us in 1..=1000u64 {
-            h.record(us * 1000).unwrap(); // 1 ms .. 1000 ms
-        }
-        let l = Latency::from_histogram(&h);
-        assert_eq!(l.count, 1000);
-        let near = |a: f64, b: f64| (a - b).abs() / b < 0.002;
-        assert!(near(l.p50_ms, 500.0), "{}", l.p50_ms);
-        assert!(near(l.p90_ms, 900.0), "{}", l.p90_ms);
-        assert!(near(l.p99_ms, 990.0), "{}", l.p99_ms);
-        assert!(near(l.p999_ms, 999.0), "{}", l.p999_ms);
-        assert!(near(l.max_ms, 1000.0), "{}", l.max_ms);
-        assert!(near(l.mean_ms, 500.5), "{}", l.mean_ms);
-    }
-
-    #[test]
-    fn empty_histogram_is_zero() {
-        assert_eq!(
-            Latency::from_histogram(&new_histogram()),
-            Latency::default()
-        );
-    }
+    use crate::histogram::new_connect_hist;
 
     #[test]
     fn accounting_and_rate() {
@@ -237,7 +183,7 @@ mod tests {
         r.fail("auth_refused");
         assert!(r.is_consistent());
         assert_eq!(r.failures["timeout"], 2);
-        let mut h = new_histogram();
+        let mut h = new_connect_hist();
         h.record(1000).unwrap();
         r.finish_connect_phase(&h, 3.5);
         assert!((r.achieved_rate - 2.0).abs() < 1e-9);
