@@ -94,10 +94,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         origin: None,
         ws_key: None,
         upgrade_websocket: false,
-        // Every answer to a HEAD carries a body (nothing here serves HEAD);
-        // closing after it keeps a client that reads no body from taking it
-        // for the next response.
-        keep_alive: req.version == Some(1) && req.method != Some("HEAD"),
+        keep_alive: req.version == Some(1),
         head_len,
     };
     for h in req.headers.iter() {
@@ -134,9 +131,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
     }
     // These routes read no body: bytes after the head would be taken as the
     // next request.
-    let bodiless = matches!(r.method, Method::Get | Method::Options) || req.method == Some("HEAD");
+    let head_method = req.method == Some("HEAD");
+    let bodiless = matches!(r.method, Method::Get | Method::Options) || head_method;
     if bodiless && r.content_length.unwrap_or(0) > 0 {
         return Err(HeadError::Framing);
+    }
+    // Every answer to a HEAD carries a body (nothing here serves HEAD);
+    // closing after it keeps a client that reads no body from taking it for
+    // the next response, whatever its `Connection` header asked.
+    if head_method {
+        r.keep_alive = false;
     }
     Ok(Some(r))
 }
@@ -400,8 +404,12 @@ mod tests {
         assert_eq!(r.head_len, head.len());
         assert_eq!(r.method, Method::Other("PUT".into()));
         // Nothing here serves HEAD: its answer (with a body) ends the connection.
-        let r = framing("HEAD / HTTP/1.1\r\n\r\n").unwrap().unwrap();
-        assert!(!r.keep_alive);
+        for raw in [
+            "HEAD / HTTP/1.1\r\n\r\n",
+            "HEAD / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            assert!(!framing(raw).unwrap().unwrap().keep_alive, "{raw}");
+        }
         assert!(
             framing("GET / HTTP/1.1\r\n\r\n")
                 .unwrap()
