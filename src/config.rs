@@ -60,13 +60,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The `Access-Control-Allow-Origin` value for a request's `Origin`.
+    /// The `Access-Control-Allow-Origin` value for a request's `Origin`
+    /// under `--cors-origin` (see [`crate::http::allowed_origin`]).
     pub fn cors_allow(&self, origin: Option<&str>) -> Option<String> {
-        let origin = origin?;
-        if self.cors_origins.iter().any(|o| o == "*" || o == origin) {
-            Some(origin.to_string())
-        } else {
-            None
-        }
+        crate::http::allowed_origin(&self.cors_origins, origin)
     }
 }

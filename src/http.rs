@@ -1,6 +1,14 @@
 //! HTTP/1.1 at the edge: request heads parsed with `httparse`, responses
 //! written as plain bytes. Owns no state; `server.rs` decides what a request
 //! means.
+//!
+//! Framing is strict, checked here so every route gets it: a request's body
+//! is exactly its one `Content-Length` (plain digits), or nothing. A head
+//! with `Transfer-Encoding`, several or malformed `Content-Length` headers,
+//! a body on GET/HEAD/OPTIONS, or a line ended by a bare LF is refused
+//! ([`HeadError::Framing`], 400 and close): where two parsers (a proxy in
+//! front, and us) could disagree on where a request ends, one request's bytes
+//! could become the start of another's, run with the other's credentials.
 
 use std::borrow::Cow;
 
@@ -23,8 +31,8 @@ pub struct Request {
     pub method: Method,
     pub path: String,
     pub query: String,
+    /// The body's length; never above 0 on GET, HEAD or OPTIONS.
     pub content_length: Option<usize>,
-    pub chunked: bool,
     pub content_type: Option<String>,
     pub authorization: Option<String>,
     pub origin: Option<String>,
@@ -41,6 +49,9 @@ pub enum HeadError {
     Malformed,
     /// Head bigger than [`MAX_HEAD`]: answer 431 and close.
     TooLarge,
+    /// Framing another parser could read differently (see the module doc):
+    /// answer 400 and close.
+    Framing,
 }
 
 /// Parses a request head from the start of `buf`; `Ok(None)` means more
@@ -55,6 +66,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(_) => return Err(HeadError::Malformed),
     };
+    // httparse takes a bare LF as a line end; a proxy that does not would
+    // see different headers (a hidden `Content-Length`).
+    let head = &buf[..head_len];
+    if head
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    {
+        return Err(HeadError::Framing);
+    }
     let method = match req.method.unwrap_or("") {
         "GET" => Method::Get,
         "POST" => Method::Post,
@@ -68,7 +89,6 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         path: path.to_string(),
         query: query.to_string(),
         content_length: None,
-        chunked: false,
         content_type: None,
         authorization: None,
         origin: None,
@@ -78,12 +98,21 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         head_len,
     };
     for h in req.headers.iter() {
-        let value = String::from_utf8_lossy(h.value).trim().to_string();
-        match h.name.to_ascii_lowercase().as_str() {
+        let name = h.name.to_ascii_lowercase();
+        match name.as_str() {
+            // Several (even equal, or a list) or anything but digits:
+            // where a proxy might pick another one, or read `+36` as 36.
+            "content-length" if r.content_length.is_some() => return Err(HeadError::Framing),
             "content-length" => {
-                r.content_length = Some(value.parse().map_err(|_| HeadError::Malformed)?)
+                r.content_length = Some(content_length(h.value).ok_or(HeadError::Framing)?)
             }
-            "transfer-encoding" => r.chunked = value.to_ascii_lowercase().contains("chunked"),
+            // No body is ever chunked here; a proxy that ignores the header
+            // would frame by `Content-Length` (or nothing) instead.
+            "transfer-encoding" => return Err(HeadError::Framing),
+            _ => {}
+        }
+        let value = String::from_utf8_lossy(h.value).trim().to_string();
+        match name.as_str() {
             "content-type" => r.content_type = Some(value),
             "authorization" => r.authorization = Some(value),
             "origin" => r.origin = Some(value),
@@ -100,7 +129,33 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
             _ => {}
         }
     }
+    // These routes read no body: bytes after the head would be taken as the
+    // next request.
+    let head_method = req.method == Some("HEAD");
+    let bodiless = matches!(r.method, Method::Get | Method::Options) || head_method;
+    if bodiless && r.content_length.unwrap_or(0) > 0 {
+        return Err(HeadError::Framing);
+    }
+    // Every answer to a HEAD carries a body (nothing here serves HEAD);
+    // closing after it keeps a client that reads no body from taking it for
+    // the next response, whatever its `Connection` header asked.
+    if head_method {
+        r.keep_alive = false;
+    }
     Ok(Some(r))
+}
+
+/// A `Content-Length` value: ASCII digits only (around them, optional
+/// spaces or tabs), within `usize`.
+fn content_length(value: &[u8]) -> Option<usize> {
+    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t'))?;
+    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t'))?;
+    value[start..=end].iter().try_fold(0usize, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    })
 }
 
 impl Request {
@@ -151,7 +206,27 @@ pub fn status_text(code: u16) -> &'static str {
     }
 }
 
-/// A complete response. `cors` is the allowed origin, if any.
+/// The `Access-Control-Allow-Origin` value for a request's `Origin` given
+/// the allowed `origins`: `*` when they include `*` (then [`response`] sends
+/// no credentials header), else the origin itself when it is listed. `null`
+/// (sandboxed frames, `file:` pages, some redirects: any page can claim it)
+/// is never allowed, listed or not.
+pub fn allowed_origin(origins: &[String], origin: Option<&str>) -> Option<String> {
+    let origin = origin.filter(|o| *o != "null")?;
+    if origins.iter().any(|o| o == "*") {
+        Some("*".to_string())
+    } else if origins.iter().any(|o| o == origin) {
+        Some(origin.to_string())
+    } else {
+        None
+    }
+}
+
+/// A complete response. `cors` is the `Access-Control-Allow-Origin` value
+/// from [`crate::config::Config::cors_allow`], if any: `*` is sent without
+/// credentials (a browser refuses credentials with `*`, and any page may read
+/// the answer); an origin is echoed with `Access-Control-Allow-Credentials`.
+/// Either way the answer depends on the request's `Origin`, hence `Vary`.
 pub fn response(
     status: u16,
     content_type: &str,
@@ -167,11 +242,15 @@ pub fn response(
         let _ = write!(out, "Content-Type: {content_type}\r\n");
     }
     let _ = write!(out, "Content-Length: {}\r\n", body.len());
-    if let Some(origin) = cors {
-        let _ = write!(
-            out,
-            "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
-        );
+    match cors {
+        Some("*") => out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\nVary: Origin\r\n"),
+        Some(origin) => {
+            let _ = write!(
+                out,
+                "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+            );
+        }
+        None => {}
     }
     for (k, v) in extra {
         let _ = write!(out, "{k}: {v}\r\n");
@@ -216,6 +295,160 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD + 10, b'a');
         assert_eq!(parse_head(&big).unwrap_err(), HeadError::TooLarge);
+    }
+
+    fn framing(raw: &str) -> Result<Option<Request>, HeadError> {
+        parse_head(raw.as_bytes())
+    }
+
+    #[test]
+    fn strict_framing_refuses() {
+        let post = "POST /socket.io/?EIO=4&transport=polling&sid=x HTTP/1.1\r\nHost: x\r\n";
+        for (why, raw) in [
+            (
+                "chunked",
+                format!("{post}Transfer-Encoding: chunked\r\n\r\n"),
+            ),
+            (
+                "any TE",
+                format!("{post}Transfer-Encoding: identity\r\n\r\n"),
+            ),
+            (
+                "TE beside CL",
+                format!("{post}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            ),
+            (
+                "TE on GET",
+                "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+            ),
+            (
+                "two CL",
+                format!("{post}Content-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            ),
+            (
+                "two equal CL",
+                format!("{post}Content-Length: 3\r\ncontent-length: 3\r\n\r\n"),
+            ),
+            ("CL list", format!("{post}Content-Length: 3, 3\r\n\r\n")),
+            ("plus", format!("{post}Content-Length: +36\r\n\r\n")),
+            ("minus", format!("{post}Content-Length: -1\r\n\r\n")),
+            ("inner space", format!("{post}Content-Length:  3 4\r\n\r\n")),
+            ("empty", format!("{post}Content-Length: \r\n\r\n")),
+            ("hex", format!("{post}Content-Length: 0x10\r\n\r\n")),
+            (
+                "unicode digit",
+                format!("{post}Content-Length: \u{0663}\r\n\r\n"),
+            ),
+            (
+                "overflow",
+                format!("{post}Content-Length: 99999999999999999999999\r\n\r\n"),
+            ),
+            (
+                "GET body",
+                "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
+                    .into(),
+            ),
+            (
+                "OPTIONS body",
+                "OPTIONS /api/socket/broadcast HTTP/1.1\r\nContent-Length: 1\r\n\r\n".into(),
+            ),
+            (
+                "HEAD body",
+                "HEAD /healthz HTTP/1.1\r\nContent-Length: 1\r\n\r\n".into(),
+            ),
+            (
+                "bare LF line",
+                format!("{post}X: a\nContent-Length: 3\r\n\r\n"),
+            ),
+            ("bare LF head", "GET / HTTP/1.1\nHost: x\n\n".into()),
+        ] {
+            assert_eq!(framing(&raw).unwrap_err(), HeadError::Framing, "{why}");
+        }
+        // httparse itself refuses these (400 too).
+        for (why, raw) in [
+            (
+                "space before colon",
+                format!("{post}Content-Length : 3\r\n\r\n"),
+            ),
+            ("space in name", format!("{post}Content Length: 3\r\n\r\n")),
+            (
+                "obs-fold",
+                format!("{post}X: a\r\n  Content-Length: 3\r\n\r\n"),
+            ),
+            ("CR alone", format!("{post}X: a\rContent-Length: 3\r\n\r\n")),
+        ] {
+            assert_eq!(framing(&raw).unwrap_err(), HeadError::Malformed, "{why}");
+        }
+    }
+
+    #[test]
+    fn strict_framing_accepts() {
+        let r = framing("POST /p HTTP/1.1\r\nContent-Length: 12\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.content_length, Some(12));
+        let r = framing("POST /p HTTP/1.1\r\nContent-Length:\t007 \r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.content_length, Some(7));
+        // An empty body may be announced on any method.
+        for m in ["GET", "OPTIONS", "HEAD"] {
+            let raw = format!("{m} / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(framing(&raw).unwrap().unwrap().content_length, Some(0));
+        }
+        // Other methods are framed like POST (their routes read the body or
+        // close the connection).
+        let head = "PUT /api/socket/broadcast HTTP/1.1\r\nContent-Length: 2\r\n\r\n";
+        let r = framing(&format!("{head}{{}}")).unwrap().unwrap();
+        assert_eq!(r.content_length, Some(2));
+        assert_eq!(r.head_len, head.len());
+        assert_eq!(r.method, Method::Other("PUT".into()));
+        // Nothing here serves HEAD: its answer (with a body) ends the connection.
+        for raw in [
+            "HEAD / HTTP/1.1\r\n\r\n",
+            "HEAD / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            assert!(!framing(raw).unwrap().unwrap().keep_alive, "{raw}");
+        }
+        assert!(
+            framing("GET / HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn cors() {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let any = list(&["*"]);
+        assert_eq!(
+            allowed_origin(&any, Some("https://a.example")).as_deref(),
+            Some("*")
+        );
+        assert_eq!(allowed_origin(&any, Some("null")), None);
+        assert_eq!(allowed_origin(&any, None), None);
+        let some = list(&["https://a.example", "null"]);
+        assert_eq!(
+            allowed_origin(&some, Some("https://a.example")).as_deref(),
+            Some("https://a.example")
+        );
+        assert_eq!(allowed_origin(&some, Some("https://b.example")), None);
+        assert_eq!(allowed_origin(&some, Some("null")), None);
+        assert_eq!(allowed_origin(&[], Some("https://a.example")), None);
+
+        let text = |cors| String::from_utf8(response(204, "", b"", cors, true, &[])).unwrap();
+        let star = text(Some("*"));
+        assert!(
+            star.contains("Access-Control-Allow-Origin: *\r\n"),
+            "{star}"
+        );
+        assert!(!star.contains("Credentials"), "{star}");
+        let echo = text(Some("https://a.example"));
+        assert!(echo.contains("Access-Control-Allow-Origin: https://a.example\r\n"));
+        assert!(echo.contains("Access-Control-Allow-Credentials: true\r\n"));
+        assert!(echo.contains("Vary: Origin\r\n"));
+        assert!(!text(None).contains("Access-Control"));
     }
 
     #[test]

@@ -227,7 +227,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<R
         match http::parse_head(buf) {
             Ok(Some(r)) => return Ok(Some(r)),
             Ok(None) => {}
-            Err(HeadError::Malformed) => return Err(400),
+            Err(HeadError::Malformed | HeadError::Framing) => return Err(400),
             Err(HeadError::TooLarge) => return Err(431),
         }
         match read_more(stream, buf, 2048).await {

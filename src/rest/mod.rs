@@ -169,7 +169,7 @@ enum Body {
     Complete(Vec<u8>),
     /// Over the limit: read and discarded.
     TooLarge,
-    /// Chunked, or too large to discard: answer and close.
+    /// Too large to discard: answer and close.
     Unusable,
     /// The client went away.
     Gone,
@@ -178,9 +178,6 @@ enum Body {
 /// Reads this request's body; afterwards `buf` holds only the bytes that
 /// follow it (a pipelined next request).
 async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &Request, limit: usize) -> Body {
-    if req.chunked {
-        return Body::Unusable;
-    }
     let len = req.content_length.unwrap_or(0);
     let end = req.head_len + len;
     let mut chunk = [0u8; 8192];
@@ -308,11 +305,6 @@ async fn handle(
                 413,
                 "too_large",
                 format!("the body is over {} bytes", ctx.cfg.max_payload),
-            ))
-        }
-        Body::Unusable if req.chunked => {
-            return Err(ApiError::bad_request(
-                "chunked bodies are not accepted; send Content-Length",
             ))
         }
         Body::Unusable | Body::Gone => {

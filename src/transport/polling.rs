@@ -149,7 +149,7 @@ pub async fn post(
     req: Request,
 ) -> Option<(TcpStream, Vec<u8>)> {
     let max = s.ctx.cfg.max_payload;
-    let Some(len) = req.content_length.filter(|_| !req.chunked) else {
+    let Some(len) = req.content_length else {
         return reply(stream, buf, 0, false, bad(&s, &req, 400, 3, "Bad request")).await;
     };
     if len > max {
