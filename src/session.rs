@@ -168,6 +168,11 @@ impl Session {
         self.outbox.push(Outgoing::Text(Bytes::from(s)))
     }
 
+    /// No Socket.IO CONNECT has succeeded on this session yet.
+    pub fn is_pending(&self) -> bool {
+        self.pending.get()
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended.get()
     }

@@ -147,6 +147,27 @@ describe('session bounds: before CONNECT, binary attachments, slow readers [shar
     await w.roundTrip('packets before CONNECT');
   });
 
+  it('before CONNECT: a websocket may send 64 KiB at most (a CONNECT and its token, a few times over), so a pending session never holds a --max-payload message', async () => {
+    // a CONNECT with a 20 KB token field still gets its answer (refused: the token is no JWT)
+    const ok = await rawWs(srv, null);
+    ok.ws.send(`40${JSON.stringify({ token: 'x'.repeat(20_000) })}`);
+    const answer = await until(() => ok.inbox.find((m) => m.startsWith('44')), 'the CONNECT_ERROR for a 20 KB token');
+    assert.match(answer, /unauthorized/);
+    assert.equal(ok.closed, null);
+    // a 900 KB CONNECT is cut while it is read: no answer, the session closes
+    const c = await rawWs(srv, null);
+    const rss0 = rssKiB(srv.proc.pid);
+    const watch = rssWatch(srv);
+    const t0 = Date.now();
+    c.ws.send(`40${JSON.stringify({ token: 'x'.repeat(900_000) })}`);
+    await c.whenClosed(3000, 'a 900 KB message before CONNECT closes the session');
+    const peak = watch.stop();
+    console.log(`# 900 KB CONNECT: closed after ${c.closed.at - t0} ms; VmRSS +${peak - rss0} KiB`);
+    assert.ok(!c.inbox.some((m) => m.startsWith('44')), 'never read whole, never answered');
+    ok.ws.close();
+    await w.roundTrip('an oversized CONNECT');
+  });
+
   it('after CONNECT: 17 attachments announced close the session, so do attachments beyond --max-payload; 16 within it relay intact', { timeout: 60000 }, async () => {
     const ch = uniq('att');
     // 17 announced: closed on the header, no attachment sent
