@@ -13,8 +13,8 @@
 //! socket into one write, which direct writes never do (BENCHMARKS.md).
 //!
 //! Until its session's first CONNECT, a websocket may send at most
-//! [`PRE_CONNECT_BYTES`] (a CONNECT with its token, a few times over): beyond
-//! it the read fails and the session closes, so a session that has not
+//! [`PRE_CONNECT_BYTES`] (a CONNECT with its token, and a retry or two):
+//! beyond it the read fails and the session closes, so a session that has not
 //! authenticated never makes tungstenite buffer a `--max-payload` message.
 
 use std::cell::RefCell;
@@ -42,8 +42,10 @@ use futures_lite::AsyncWriteExt;
 /// Packets moved from the outbox per batch.
 const BATCH: usize = 256;
 
-/// Bytes a websocket may send before its session's first CONNECT succeeds.
-pub const PRE_CONNECT_BYTES: usize = 64 * 1024;
+/// Bytes a websocket may send before its session's first CONNECT succeeds:
+/// twice the HTTP request head limit, so any token that fits in a handshake
+/// header fits in a CONNECT, with room to retry.
+pub const PRE_CONNECT_BYTES: usize = 2 * crate::http::MAX_HEAD;
 
 /// The TCP stream under tungstenite, counting what is read while the
 /// session is pending.

@@ -147,7 +147,7 @@ describe('session bounds: before CONNECT, binary attachments, slow readers [shar
     await w.roundTrip('packets before CONNECT');
   });
 
-  it('before CONNECT: a websocket may send 64 KiB at most (a CONNECT and its token, a few times over), so a pending session never holds a --max-payload message', async () => {
+  it('before CONNECT: a websocket may send 32 KiB at most (a CONNECT and its token, twice the HTTP head limit), so a pending session never holds a --max-payload message', async () => {
     // a CONNECT with a 20 KB token field still gets its answer (refused: the token is no JWT)
     const ok = await rawWs(srv, null);
     ok.ws.send(`40${JSON.stringify({ token: 'x'.repeat(20_000) })}`);
