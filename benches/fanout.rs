@@ -56,7 +56,7 @@ fn sockets(n: usize, subscribe: bool) -> (Channels, Vec<Rc<Member>>, Arc<str>) {
                 socket_id: key.wire("bench").into(),
                 user_id: format!("user{seq}").into(),
                 info: None,
-                outbox: Rc::new(Outbox::new(1024)),
+                outbox: Rc::new(Outbox::new(1024, usize::MAX)),
             })
         })
         .collect();
@@ -170,7 +170,7 @@ fn cross_shard_run(publishes: usize) -> Duration {
                     socket_id: key.wire("b").into(),
                     user_id: "u".into(),
                     info: None,
-                    outbox: Rc::new(Outbox::new(publishes + 1)),
+                    outbox: Rc::new(Outbox::new(publishes + 1, usize::MAX)),
                 });
                 shard.join(&ch, &m).await;
                 ready.store(true, Ordering::SeqCst);

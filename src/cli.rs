@@ -151,13 +151,39 @@ pub struct RuntimeArgs {
     /// Packets queued per socket before it is disconnected as a slow consumer.
     #[arg(long, env = "SOCKET_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
-    /// Engine.IO sessions allowed on this instance; beyond it new handshakes get 503.
+    /// Payload bytes queued per socket before it is disconnected as a slow
+    /// consumer. A frame shared by many sockets counts in full for each (it
+    /// stays in memory while any of them holds it); one packet larger than
+    /// this is still delivered to a socket with nothing queued.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_SEND_QUEUE_BYTES",
+        default_value_t = 1_048_576
+    )]
+    pub send_queue_bytes: usize,
+    /// Binary attachments one BINARY_EVENT/BINARY_ACK may announce; more
+    /// closes the session. Their bytes, with the header packet's, must stay
+    /// within --max-payload.
+    #[arg(long, env = "SOCKET_GATEWAY_MAX_ATTACHMENTS", default_value_t = 16)]
+    pub max_attachments: usize,
+    /// Connected sockets (sessions whose Socket.IO CONNECT succeeded) allowed
+    /// on this instance; beyond it new handshakes get 503 and a CONNECT gets
+    /// CONNECT_ERROR "Server at max connections".
     #[arg(
         long,
         env = "SOCKET_GATEWAY_MAX_CONNECTIONS",
         default_value_t = 1_000_000
     )]
     pub max_connections: usize,
+    /// Engine.IO sessions not yet connected (no Socket.IO CONNECT yet)
+    /// allowed on this instance, counted apart from --max-connections; beyond
+    /// it new handshakes get 503.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_MAX_PENDING_SESSIONS",
+        default_value_t = 10_000
+    )]
+    pub max_pending_sessions: usize,
     /// Allowed CORS origins (comma separated, `*` for any). Default: none.
     #[arg(long, env = "SOCKET_GATEWAY_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
@@ -206,8 +232,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SOCKET_GATEWAY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Milliseconds a client has to connect a Socket.IO namespace after the
-    /// Engine.IO handshake before the session is closed.
-    #[arg(long, env = "SOCKET_GATEWAY_CONNECT_TIMEOUT", default_value_t = 45_000)]
+    /// Engine.IO handshake before the session is closed (it counts against
+    /// --max-pending-sessions until then).
+    #[arg(long, env = "SOCKET_GATEWAY_CONNECT_TIMEOUT", default_value_t = 10_000)]
     pub connect_timeout: u64,
 }
 
@@ -300,7 +327,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         verifier: None,
         ping_interval: Duration::from_millis(rt.ping_interval),
         ping_timeout: Duration::from_millis(rt.ping_timeout),
-        connect_timeout: Duration::from_secs(45),
+        connect_timeout: Duration::from_secs(10),
         max_payload: rt.max_payload.max(64),
         ws_read_buffer: rt.ws_read_buffer.clamp(256, 1 << 20),
         ws_direct_writes: rt.ws_direct_writes,
@@ -310,12 +337,17 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         head_timeout: Duration::from_millis(rt.head_timeout.max(1)),
         shutdown: std::sync::atomic::AtomicBool::new(false),
         send_queue: rt.send_queue.max(1),
+        send_queue_bytes: rt.send_queue_bytes.max(1),
+        max_attachments: rt.max_attachments.min(proto::socketio::MAX_ATTACHMENTS),
         max_connections: rt.max_connections,
+        max_pending_sessions: rt.max_pending_sessions,
         cors_origins: rt.cors_origin.clone(),
         api_key: None,
         instance_id: instance_id.into(),
         redis: None,
         open_sessions: AtomicUsize::new(0),
+        pending_sessions: AtomicUsize::new(0),
+        connected_sessions: AtomicUsize::new(0),
     })
 }
 

@@ -46,7 +46,16 @@ pub struct Config {
     /// Set once on SIGTERM/SIGINT; every shard drains and stops.
     pub shutdown: std::sync::atomic::AtomicBool,
     pub send_queue: usize,
+    /// Payload bytes queued per socket before it is disconnected as a slow
+    /// consumer (one larger packet still fits an empty queue).
+    pub send_queue_bytes: usize,
+    /// Attachments one BINARY_EVENT/BINARY_ACK may announce.
+    pub max_attachments: usize,
+    /// Connected sessions (a Socket.IO CONNECT done) allowed on this instance.
     pub max_connections: usize,
+    /// Sessions not yet connected allowed on this instance, apart from
+    /// `max_connections`.
+    pub max_pending_sessions: usize,
     pub cors_origins: Vec<String>,
     /// Static key accepted as `Authorization: Bearer <key>` by the REST API
     /// and the admin page (`--api-key`), besides an admin JWT.
@@ -54,9 +63,21 @@ pub struct Config {
     pub instance_id: Arc<str>,
     /// Cluster through Redis (`--redis-url`); `None` runs alone.
     pub redis: Option<crate::cluster::LinkConfig>,
-    /// Engine.IO sessions open on this instance, across shards (for
-    /// `--max-connections`, checked before any upgrade).
+    /// Engine.IO sessions open on this instance, across shards.
     pub open_sessions: AtomicUsize,
+    /// Of those, the ones whose client has not connected a Socket.IO
+    /// namespace yet (bounded by `max_pending_sessions`).
+    pub pending_sessions: AtomicUsize,
+    /// Of those, the ones that have (bounded by `max_connections`).
+    pub connected_sessions: AtomicUsize,
+}
+
+/// Takes one of `max` slots counted by `n`; false when all are taken.
+/// Exact across shards (one compare-and-swap).
+pub fn take_slot(n: &AtomicUsize, max: usize) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    n.fetch_update(Relaxed, Relaxed, |v| (v < max).then_some(v + 1))
+        .is_ok()
 }
 
 impl Config {

@@ -119,7 +119,7 @@ mod tests {
             socket_id: "i-0-1".into(),
             user_id: "user\"1".into(),
             info: Some("{\"a\":1}".into()),
-            outbox: Rc::new(Outbox::new(1)),
+            outbox: Rc::new(Outbox::new(1, usize::MAX)),
         }
     }
 

@@ -31,6 +31,7 @@ pub struct Families {
     registry: Registry,
     connections: IntGaugeVec,
     sessions: IntGaugeVec,
+    pending_sessions: IntGaugeVec,
     shards: IntGaugeVec,
     channels: IntGaugeVec,
     memberships: IntGaugeVec,
@@ -85,6 +86,7 @@ pub fn families() -> &'static Families {
         Families {
             connections: gauge(&r, "connections", "Connected Socket.IO sockets", is),
             sessions: gauge(&r, "engineio_sessions", "Open Engine.IO sessions", &["instance"]),
+            pending_sessions: gauge(&r, "pending_sessions", "Open Engine.IO sessions without a Socket.IO CONNECT yet (bounded by --max-pending-sessions)", &["instance"]),
             shards: gauge(&r, "shards", "Shards (pinned executors) of this instance", &["instance"]),
             channels: gauge(&r, "channels", "Channels with at least one member on this instance", &["instance"]),
             memberships: gauge(&r, "memberships", "Channel memberships (socket, channel) on this instance", &["instance"]),
@@ -216,6 +218,7 @@ pub struct InstanceView<'a> {
     pub instance: &'a str,
     pub connections_per_shard: &'a [usize],
     pub sessions: usize,
+    pub pending_sessions: usize,
     pub channels: usize,
     pub memberships: usize,
 }
@@ -233,6 +236,9 @@ pub fn encode(view: &InstanceView<'_>) -> Vec<u8> {
         .with_label_values(&[i])
         .set(view.connections_per_shard.len() as i64);
     f.sessions.with_label_values(&[i]).set(view.sessions as i64);
+    f.pending_sessions
+        .with_label_values(&[i])
+        .set(view.pending_sessions as i64);
     f.channels.with_label_values(&[i]).set(view.channels as i64);
     f.memberships
         .with_label_values(&[i])
@@ -421,6 +427,7 @@ mod tests {
             instance: "t1",
             connections_per_shard: &[3, 4],
             sessions: 7,
+            pending_sessions: 2,
             channels: 2,
             memberships: 5,
         }))
@@ -431,6 +438,7 @@ mod tests {
             r#"socket_gateway_deliveries_total{instance="t1",shard="0"} 1"#,
             r#"socket_gateway_auth_refusals_total{instance="t1",reason="expired",shard="0"} 1"#,
             "socket_gateway_delivery_latency_seconds_bucket",
+            r#"socket_gateway_pending_sessions{instance="t1"} 2"#,
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

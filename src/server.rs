@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -454,11 +453,6 @@ async fn handshake(
 ) -> Option<(TcpStream, Vec<u8>)> {
     let cfg = &ctx.cfg;
     let cors = cfg.cors_allow(req.origin.as_deref());
-    if cfg.open_sessions.load(Ordering::Relaxed) >= cfg.max_connections {
-        let body = eio_error(3, "Server at max connections");
-        let resp = http::response(503, "application/json", &body, cors.as_deref(), false, &[]);
-        return reply(stream, buf, 0, false, resp).await;
-    }
     if !websocket && req.method != Method::Get {
         let body = eio_error(2, "Bad handshake method");
         return reply(
@@ -474,7 +468,14 @@ async fn handshake(
         bearer: req.authorization.clone(),
         query_token: req.query_param("token").map(|t| t.into_owned()),
     };
-    let session = Session::new(ctx.clone(), new_sid(&ctx.shard), hs, websocket, raw);
+    let session = match Session::new(ctx.clone(), new_sid(&ctx.shard), hs, websocket, raw) {
+        Ok(s) => s,
+        Err(full) => {
+            let body = eio_error(3, full.message());
+            let resp = http::response(503, "application/json", &body, cors.as_deref(), false, &[]);
+            return reply(stream, buf, 0, false, resp).await;
+        }
+    };
     ctx.sessions
         .borrow_mut()
         .insert(session.sid.clone(), session.clone());

@@ -6,6 +6,17 @@
 //! upgrade, binary attachments in flight) and dispatches Socket.IO packets to
 //! the application: the gateway (`gateway.rs`) or the protocol suites' echo
 //! handlers (`echo.rs`). Never blocks: every await is on this shard.
+//!
+//! A session is *pending* from its handshake until its first Socket.IO
+//! CONNECT succeeds, then *connected* until it ends; the instance bounds the
+//! two apart (`--max-pending-sessions`, `--max-connections`), so sessions that
+//! never authenticate cannot keep out clients that do. A pending session
+//! lives at most `--connect-timeout`, and may send only CONNECT (and the
+//! Engine.IO ping/pong/upgrade/noop/close): any other Socket.IO packet, for
+//! any namespace this session has not connected, closes it, before any of its
+//! attachments is read. A binary packet's attachments are bounded in count
+//! (`--max-attachments`) and, with their header, in bytes (`--max-payload`),
+//! checked as each arrives.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -14,10 +25,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use proto::engineio::{self, Outgoing, PacketType as Eio};
-use proto::socketio::{self, BinaryAssembly, PacketType as Sio};
+use proto::socketio::{self, AttachmentLimits, BinaryAssembly, PacketType as Sio};
 use shards::{CloseReason, Outbox};
 
-use crate::config::Mode;
+use crate::config::{take_slot, Mode};
 use crate::gateway::{self, GwSocket};
 use crate::server::ShardCtx;
 
@@ -60,6 +71,9 @@ pub struct Session {
     pub ws_fd: Cell<Option<std::os::fd::RawFd>>,
     binary: RefCell<Option<BinaryAssembly>>,
     sockets: RefCell<Vec<(String, NsSocket)>>,
+    /// No Socket.IO CONNECT has succeeded yet: counted in the instance's
+    /// pending sessions, not its connections.
+    pending: Cell<bool>,
     ended: Cell<bool>,
 }
 
@@ -67,20 +81,52 @@ pub struct Session {
 #[derive(Debug)]
 pub struct ProtocolViolation(pub &'static str);
 
+/// Why a handshake is refused (HTTP 503): the instance is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    Connections,
+    PendingSessions,
+}
+
+impl Full {
+    pub fn message(self) -> &'static str {
+        match self {
+            Full::Connections => "Server at max connections",
+            Full::PendingSessions => "Server at max pending sessions",
+        }
+    }
+}
+
 impl Session {
+    /// Opens a session, pending until its first CONNECT (a plain Engine.IO
+    /// session, which has no CONNECT, counts as connected at once). Refused
+    /// when the instance is at its connections, or its pending sessions: a
+    /// session that could not connect anyway is not worth a pending slot.
     pub fn new(
         ctx: Rc<ShardCtx>,
         sid: Rc<str>,
         handshake: Handshake,
         websocket: bool,
         raw: bool,
-    ) -> Rc<Self> {
+    ) -> Result<Rc<Self>, Full> {
         let cfg = &ctx.cfg;
+        if raw {
+            if !take_slot(&cfg.connected_sessions, cfg.max_connections) {
+                return Err(Full::Connections);
+            }
+        } else {
+            if cfg.connected_sessions.load(Ordering::Relaxed) >= cfg.max_connections {
+                return Err(Full::Connections);
+            }
+            if !take_slot(&cfg.pending_sessions, cfg.max_pending_sessions) {
+                return Err(Full::PendingSessions);
+            }
+        }
         cfg.open_sessions.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        Rc::new(Session {
+        Ok(Rc::new(Session {
             sid,
-            outbox: Rc::new(Outbox::new(cfg.send_queue)),
+            outbox: Rc::new(Outbox::new(cfg.send_queue, cfg.send_queue_bytes)),
             handshake,
             websocket: Cell::new(websocket),
             upgrading: Cell::new(false),
@@ -92,9 +138,10 @@ impl Session {
             ws_fd: Cell::new(None),
             binary: RefCell::new(None),
             sockets: RefCell::new(Vec::new()),
+            pending: Cell::new(!raw),
             ended: Cell::new(false),
             ctx,
-        })
+        }))
     }
 
     /// The OPEN packet's JSON.
@@ -119,6 +166,11 @@ impl Session {
 
     pub fn send_text(&self, s: String) -> bool {
         self.outbox.push(Outgoing::Text(Bytes::from(s)))
+    }
+
+    /// No Socket.IO CONNECT has succeeded on this session yet.
+    pub fn is_pending(&self) -> bool {
+        self.pending.get()
     }
 
     pub fn is_ended(&self) -> bool {
@@ -177,10 +229,14 @@ impl Session {
             let Some(asm) = pending.as_mut() else {
                 return Err(ProtocolViolation("unexpected binary message"));
             };
-            if asm.push(data) {
-                pending.take()
-            } else {
-                None
+            match asm.push(data) {
+                Ok(true) => pending.take(),
+                Ok(false) => None,
+                Err(_) => {
+                    // Freed now, not when the transport lets the session go.
+                    pending.take();
+                    return Err(ProtocolViolation("binary attachments beyond --max-payload"));
+                }
             }
         };
         if let Some(asm) = complete {
@@ -197,15 +253,33 @@ impl Session {
     async fn on_message(self: &Rc<Self>, text: &str) -> Result<(), ProtocolViolation> {
         let p = socketio::decode(text).map_err(|_| ProtocolViolation("bad socket.io packet"))?;
         validate(&p)?;
-        if p.kind.is_binary() && p.attachments > 0 {
-            *self.binary.borrow_mut() = Some(BinaryAssembly::new(&p));
-            return Ok(());
+        match p.kind {
+            Sio::Connect => {}
+            Sio::ConnectError => return Err(ProtocolViolation("CONNECT_ERROR from a client")),
+            // Checked on the header, before any attachment is read.
+            _ if !self.is_connected(p.nsp) => {
+                return Err(ProtocolViolation("packet for a namespace not connected"))
+            }
+            _ => {}
         }
-        if p.kind == Sio::ConnectError {
-            return Err(ProtocolViolation("CONNECT_ERROR from a client"));
+        if p.kind.is_binary() && p.attachments > 0 {
+            let cfg = &self.ctx.cfg;
+            let limits = AttachmentLimits {
+                max_attachments: cfg.max_attachments,
+                max_bytes: cfg.max_payload,
+            };
+            // The header's Engine.IO packet: its type byte and this text.
+            let asm = BinaryAssembly::new(&p, 1 + text.len(), limits)
+                .map_err(|_| ProtocolViolation("too many binary attachments"))?;
+            *self.binary.borrow_mut() = Some(asm);
+            return Ok(());
         }
         self.dispatch(p.kind, p.nsp, p.id, p.data, Vec::new()).await;
         Ok(())
+    }
+
+    fn is_connected(&self, nsp: &str) -> bool {
+        self.sockets.borrow().iter().any(|(n, _)| n == nsp)
     }
 
     fn socket(&self, nsp: &str) -> Option<NsSocketRef> {
@@ -240,15 +314,35 @@ impl Session {
     }
 
     async fn on_connect(self: &Rc<Self>, nsp: &str, data: Option<&str>) {
-        if self.socket(nsp).is_some() {
+        if self.is_connected(nsp) {
             return;
         }
         let auth: Option<serde_json::Value> = data.and_then(|d| serde_json::from_str(d).ok());
-        let mode = self.ctx.cfg.mode;
+        let cfg = &self.ctx.cfg;
+        let mode = cfg.mode;
+        // The first CONNECT moves the session from the pending sessions to
+        // the connections, if there is room; otherwise it is refused and the
+        // session stays pending (until its connect timeout).
+        let promote = self.pending.get();
+        if promote && !take_slot(&cfg.connected_sessions, cfg.max_connections) {
+            self.send_sio(
+                Sio::ConnectError,
+                nsp,
+                None,
+                Some("{\"message\":\"Server at max connections\"}"),
+            );
+            return;
+        }
+        let unpromote = || {
+            if promote {
+                cfg.connected_sessions.fetch_sub(1, Ordering::Relaxed);
+            }
+        };
         let socket = match mode {
             Mode::Gateway if nsp == "/" => match gateway::connect(self, auth.as_ref()) {
                 Ok(g) => NsSocket::Gateway(g),
                 Err(reason) => {
+                    unpromote();
                     self.ctx.metrics.auth_refused(reason);
                     let body = format!(
                         "{{\"message\":\"unauthorized\",\"data\":{{\"reason\":\"{}\"}}}}",
@@ -262,6 +356,7 @@ impl Session {
                 NsSocket::Echo(crate::echo::socket_id(self))
             }
             _ => {
+                unpromote();
                 self.send_sio(
                     Sio::ConnectError,
                     nsp,
@@ -271,6 +366,10 @@ impl Session {
                 return;
             }
         };
+        if promote {
+            self.pending.set(false);
+            cfg.pending_sessions.fetch_sub(1, Ordering::Relaxed);
+        }
         let sid = match &socket {
             NsSocket::Gateway(g) => g.member.socket_id.to_string(),
             NsSocket::Echo(id) => id.clone(),
@@ -335,7 +434,14 @@ impl Session {
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "session closed");
         self.ctx.metrics.session_closed(reason);
         self.ctx.sessions.borrow_mut().remove(&self.sid);
-        self.ctx.cfg.open_sessions.fetch_sub(1, Ordering::Relaxed);
+        let cfg = &self.ctx.cfg;
+        cfg.open_sessions.fetch_sub(1, Ordering::Relaxed);
+        if self.pending.get() {
+            cfg.pending_sessions.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            cfg.connected_sessions.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.binary.borrow_mut().take();
         self.outbox.close(reason);
         if reason == CloseReason::SlowConsumer {
             if let Some(fd) = self.ws_fd.take() {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use proto::engineio::{decode_text, Packet as EioPacket, PacketType as EioType};
-use proto::socketio::{decode, encode, BinaryAssembly};
+use proto::socketio::{decode, encode, AttachmentLimits, BinaryAssembly};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -27,10 +27,16 @@ fuzz_target!(|data: &[u8]| {
         "round trip of {text:?} via {out:?}"
     );
 
-    let mut asm = BinaryAssembly::new(&p);
+    let limits = AttachmentLimits {
+        max_attachments: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+    let Ok(mut asm) = BinaryAssembly::new(&p, text.len(), limits) else {
+        panic!("unlimited assembly refused {text:?}");
+    };
     let mut done = p.attachments == 0;
     for _ in 0..p.attachments.min(4) {
-        done = asm.push(Bytes::from_static(b"x"));
+        done = asm.push(Bytes::from_static(b"x")) == Ok(true);
     }
     assert_eq!(done, p.attachments <= 4);
     assert_eq!(

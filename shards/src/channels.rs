@@ -304,7 +304,7 @@ mod tests {
             socket_id: format!("i-0-{seq:x}").into(),
             user_id: user.into(),
             info: None,
-            outbox: Rc::new(Outbox::new(100)),
+            outbox: Rc::new(Outbox::new(100, usize::MAX)),
         })
     }
 

@@ -7,6 +7,14 @@
 //! [`CloseReason::SlowConsumer`] and drops everything queued, and the
 //! transport closes the connection. A push never blocks and never awaits.
 //!
+//! The bound is in packets and in bytes (the payload lengths queued). A
+//! packet shared by many sockets (one fan-out frame) counts in full in every
+//! outbox that holds it: it stays in memory as long as any of them does. One
+//! packet (or one binary packet with its attachments) larger than the byte
+//! bound is still taken by an empty queue, so whatever a client may send
+//! (`--max-payload`) can be delivered; so a queue holds at most
+//! max(byte bound, its largest packet).
+//!
 //! While a socket's writer is idle (nothing queued, nothing buffered, no
 //! write in flight) its transport may lend the outbox a [`DirectSink`]: a
 //! push then writes the packet to the socket at once, in the publisher's
@@ -74,6 +82,9 @@ pub trait DirectSink {
 pub struct Outbox {
     queue: RefCell<VecDeque<Outgoing>>,
     bound: usize,
+    byte_bound: usize,
+    /// Payload bytes queued.
+    bytes: Cell<usize>,
     closed: Cell<Option<CloseReason>>,
     waker: RefCell<Option<Waker>>,
     /// Lent by the transport while its writer is idle.
@@ -85,10 +96,14 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(bound: usize) -> Self {
+    /// At most `bound` packets and `byte_bound` payload bytes queued (see
+    /// the module docs for the one packet beyond the byte bound).
+    pub fn new(bound: usize, byte_bound: usize) -> Self {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
             bound: bound.max(1),
+            byte_bound,
+            bytes: Cell::new(0),
             closed: Cell::new(None),
             waker: RefCell::new(None),
             direct: RefCell::new(None),
@@ -121,14 +136,17 @@ impl Outbox {
             }
             None => {}
         }
+        let len = packet.len();
         let mut q = self.queue.borrow_mut();
-        if q.len() >= self.bound {
+        if q.len() >= self.bound || !self.fits(q.is_empty(), len) {
             q.clear();
             q.shrink_to_fit();
             drop(q);
+            self.bytes.set(0);
             self.close(CloseReason::SlowConsumer);
             return false;
         }
+        self.bytes.set(self.bytes.get() + len);
         let was_empty = q.is_empty();
         if q.capacity() == 0 {
             // Room for one, not the default four: most sockets hold one
@@ -156,12 +174,16 @@ impl Outbox {
         } else if self.direct.borrow().is_some() {
             return self.push(first);
         }
-        if self.queue.borrow().len() + 1 + rest.len() > self.bound {
-            self.queue.borrow_mut().clear();
+        let len = first.len() + rest.iter().map(bytes::Bytes::len).sum::<usize>();
+        let mut q = self.queue.borrow_mut();
+        if q.len() + 1 + rest.len() > self.bound || !self.fits(q.is_empty(), len) {
+            q.clear();
+            drop(q);
+            self.bytes.set(0);
             self.close(CloseReason::SlowConsumer);
             return false;
         }
-        let mut q = self.queue.borrow_mut();
+        self.bytes.set(self.bytes.get() + len);
         let was_empty = q.is_empty();
         q.push_back(first);
         q.extend(rest.iter().cloned().map(Outgoing::Binary));
@@ -170,6 +192,17 @@ impl Outbox {
             self.wake();
         }
         true
+    }
+
+    /// Whether `len` more bytes stay within the byte bound; anything fits an
+    /// empty queue.
+    fn fits(&self, empty: bool, len: usize) -> bool {
+        empty || self.bytes.get().saturating_add(len) <= self.byte_bound
+    }
+
+    /// Payload bytes queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.get()
     }
 
     /// Marks the outbox closed (first reason wins) and wakes the transport.
@@ -231,7 +264,14 @@ impl Outbox {
         self.kicked.set(false);
         let mut q = self.queue.borrow_mut();
         let n = q.len().min(max);
-        out.extend(q.drain(..n));
+        if n == q.len() {
+            self.bytes.set(0);
+            out.extend(q.drain(..));
+        } else {
+            let mut taken = 0;
+            out.extend(q.drain(..n).inspect(|p| taken += p.len()));
+            self.bytes.set(self.bytes.get() - taken);
+        }
         if q.is_empty() && q.capacity() > 64 {
             *q = VecDeque::new();
         }
@@ -275,7 +315,7 @@ mod tests {
 
     #[test]
     fn overflow_closes_as_slow_consumer() {
-        let o = Outbox::new(2);
+        let o = Outbox::new(2, usize::MAX);
         assert!(o.push(text("a")));
         assert!(o.push(text("b")));
         assert!(!o.push(text("c")));
@@ -286,7 +326,7 @@ mod tests {
 
     #[test]
     fn attachments_go_together_or_not_at_all() {
-        let o = Outbox::new(3);
+        let o = Outbox::new(3, usize::MAX);
         assert!(o.push(text("a")));
         assert!(!o.push_all(
             text("b"),
@@ -327,7 +367,7 @@ mod tests {
 
     #[test]
     fn a_lent_sink_writes_until_blocked_then_the_queue_keeps_order() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, usize::MAX);
         let f = fake(2);
         assert!(o.lend_direct(f.clone()));
         for s in ["1", "2", "3", "4"] {
@@ -350,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_partial_write_wakes_the_transport_and_queues_the_rest() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, usize::MAX);
         let f = fake(10);
         f.partial_at.set(Some(1));
         o.lend_direct(f.clone());
@@ -369,7 +409,7 @@ mod tests {
 
     #[test]
     fn close_and_attachments_take_the_sink_back() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, usize::MAX);
         let f = fake(10);
         o.lend_direct(f.clone());
         assert!(o.push_all(text("a"), &[]));
@@ -377,7 +417,7 @@ mod tests {
         assert!(!o.has_direct());
         assert_eq!(*f.got.borrow(), vec![text("a")]);
         assert_eq!(o.len(), 2);
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, usize::MAX);
         o.lend_direct(f.clone());
         o.close(CloseReason::ClientClosed);
         assert!(!o.has_direct());
@@ -389,9 +429,83 @@ mod tests {
         Waker::noop().clone()
     }
 
+    fn bin(n: usize) -> Bytes {
+        Bytes::from(vec![7u8; n])
+    }
+
+    #[test]
+    fn bytes_are_counted_on_push_and_drain() {
+        let o = Outbox::new(100, 10);
+        assert!(o.push(text("abc")));
+        assert!(o.push_all(text("de"), &[bin(2), bin(1)]));
+        assert_eq!(o.queued_bytes(), 8);
+        let mut v = Vec::new();
+        o.drain_into(&mut v, 2);
+        assert_eq!(o.queued_bytes(), 3);
+        o.drain_into(&mut v, 10);
+        assert_eq!(o.queued_bytes(), 0);
+        assert_eq!(v.len(), 4);
+        // back to a full budget after a drain
+        assert!(o.push(Outgoing::Binary(bin(10))));
+        assert_eq!(o.queued_bytes(), 10);
+    }
+
+    #[test]
+    fn a_push_past_the_byte_bound_closes_as_slow_consumer() {
+        let o = Outbox::new(100, 10);
+        assert!(o.push(Outgoing::Binary(bin(6))));
+        assert!(o.push(Outgoing::Binary(bin(4))));
+        assert_eq!(o.queued_bytes(), 10);
+        assert!(!o.push(text("x")));
+        assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+        assert!(o.is_empty());
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn attachments_count_with_their_packet() {
+        let o = Outbox::new(100, 10);
+        assert!(o.push(text("abc")));
+        assert!(!o.push_all(text("de"), &[bin(3), bin(3)]));
+        assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn one_oversized_packet_fits_an_empty_queue_only() {
+        let o = Outbox::new(100, 10);
+        assert!(o.push(Outgoing::Binary(bin(50))));
+        assert_eq!(o.queued_bytes(), 50);
+        assert!(!o.push(text("x")));
+        assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+        // a binary packet and its attachments are one delivery
+        let o = Outbox::new(100, 10);
+        assert!(o.push_all(text("hdr"), &[bin(20), bin(20)]));
+        assert_eq!(o.queued_bytes(), 43);
+        let mut v = Vec::new();
+        o.drain_into(&mut v, 100);
+        assert_eq!(o.queued_bytes(), 0);
+        assert!(o.push(Outgoing::Binary(bin(50))));
+        assert_eq!(o.closed(), None);
+    }
+
+    #[test]
+    fn direct_writes_are_not_queued_bytes() {
+        let o = Outbox::new(100, 10);
+        let f = fake(1);
+        assert!(o.lend_direct(f.clone()));
+        assert!(o.push(Outgoing::Binary(bin(50))));
+        assert_eq!(o.queued_bytes(), 0);
+        // blocked: queued, and counted, from here
+        assert!(o.push(Outgoing::Binary(bin(8))));
+        assert_eq!(o.queued_bytes(), 8);
+        assert!(!o.push(Outgoing::Binary(bin(8))));
+        assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+    }
+
     #[test]
     fn drain_keeps_order() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, usize::MAX);
         for s in ["1", "2", "3"] {
             o.push(text(s));
         }

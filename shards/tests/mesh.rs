@@ -18,7 +18,7 @@ fn member(shard: &Shard, user: &str) -> Rc<Member> {
         socket_id: key.wire(shard.instance()).into(),
         user_id: user.into(),
         info: None,
-        outbox: Rc::new(Outbox::new(1000)),
+        outbox: Rc::new(Outbox::new(1000, usize::MAX)),
     })
 }
 

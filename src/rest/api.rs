@@ -137,6 +137,7 @@ pub async fn metrics(ctx: &Rc<ShardCtx>) -> Reply {
         instance: shard.instance(),
         connections_per_shard: &per_shard,
         sessions: ctx.cfg.open_sessions.load(Ordering::Relaxed),
+        pending_sessions: ctx.cfg.pending_sessions.load(Ordering::Relaxed),
         channels,
         memberships,
     });

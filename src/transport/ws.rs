@@ -11,6 +11,11 @@
 //! does not take whole sends everything after it back through the queue.
 //! Off by default: under load the queue coalesces several deliveries to a
 //! socket into one write, which direct writes never do (BENCHMARKS.md).
+//!
+//! Until its session's first CONNECT, a websocket may send at most
+//! [`PRE_CONNECT_BYTES`] (a CONNECT with its token, and a retry or two):
+//! beyond it the read fails and the session closes, so a session that has not
+//! authenticated never makes tungstenite buffer a `--max-payload` message.
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, RawFd};
@@ -36,6 +41,81 @@ use futures_lite::AsyncWriteExt;
 
 /// Packets moved from the outbox per batch.
 const BATCH: usize = 256;
+
+/// Bytes a websocket may send before its session's first CONNECT succeeds:
+/// twice the HTTP request head limit, so any token that fits in a handshake
+/// header fits in a CONNECT, with room to retry.
+pub const PRE_CONNECT_BYTES: usize = 2 * crate::http::MAX_HEAD;
+
+/// The TCP stream under tungstenite, counting what is read while the
+/// session is pending.
+pub struct WsStream {
+    tcp: TcpStream,
+    session: Rc<Session>,
+    /// Bytes still allowed before a CONNECT; `None` once connected.
+    pre_connect: Option<usize>,
+}
+
+impl futures_lite::AsyncRead for WsStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.tcp).poll_read(cx, buf);
+        if let (Some(left), Poll::Ready(Ok(n))) = (this.pre_connect, &r) {
+            if !this.session.is_pending() {
+                this.pre_connect = None;
+            } else if *n > left {
+                return Poll::Ready(Err(std::io::Error::other(
+                    "too many bytes before the Socket.IO CONNECT",
+                )));
+            } else {
+                this.pre_connect = Some(left - n);
+            }
+        }
+        r
+    }
+}
+
+impl futures_lite::AsyncWrite for WsStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_close(cx)
+    }
+}
+
+impl AsRawFd for WsStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.tcp.as_raw_fd()
+    }
+}
 
 fn ws_config(cfg: &Config) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
@@ -75,6 +155,11 @@ pub async fn upgrade(
     let _ = stream.set_write_timeout(Some(session.ctx.cfg.ping_timeout));
     let rest = buf.get(req.head_len..).unwrap_or_default().to_vec();
     let cfg = ws_config(&session.ctx.cfg);
+    let stream = WsStream {
+        tcp: stream,
+        pre_connect: session.is_pending().then_some(PRE_CONNECT_BYTES),
+        session: session.clone(),
+    };
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(cfg)).await;
     // The websocket gets its own small task: the connection future that
     // parsed the request (several KiB) is freed instead of living as long
@@ -153,7 +238,7 @@ impl ReadWake {
 
     fn poll(
         self: &Arc<Self>,
-        ws: &mut WebSocketStream<TcpStream>,
+        ws: &mut WebSocketStream<WsStream>,
     ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
         if !self.ready.swap(false, Ordering::Relaxed) {
             return Poll::Pending;
@@ -197,7 +282,7 @@ impl Drop for FdGuard {
     }
 }
 
-async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probing: bool) {
+async fn run(session: Rc<Session>, mut ws: WebSocketStream<WsStream>, mut probing: bool) {
     let _guard = FdGuard(session.clone());
     let fd = ws.get_ref().as_raw_fd();
     // Only when direct writes are on: it costs each socket an allocation.
@@ -420,7 +505,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<TcpStream>, mut probi
 /// drop whatever it had not read yet — such as the `error` events and the
 /// DISCONNECT that explain why it is being closed.
 async fn close_gracefully(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<WsStream>,
     frame: Option<tungstenite::protocol::CloseFrame>,
 ) {
     if ws.close(frame).await.is_err() {

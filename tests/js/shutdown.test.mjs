@@ -63,7 +63,7 @@ describe('graceful shutdown', () => {
 
   it('SIGTERM: every queued message arrives, then a transport close (reconnect-eligible); no new connections; exit within --shutdown-timeout', { timeout: 60000 }, async () => {
     const TIMEOUT = 8000;
-    const srv = await startServer({ shards: 1, sendQueue: 100000, extraArgs: ['--shutdown-timeout', String(TIMEOUT), '--max-events-per-sec', '0'] });
+    const srv = await startServer({ shards: 1, sendQueue: 100000, extraArgs: ['--send-queue-bytes', '1000000000', '--shutdown-timeout', String(TIMEOUT), '--max-events-per-sec', '0'] });
     servers.push(srv);
     const ch = uniq('drain');
     // a socket.io-client member that may reconnect (it must see "transport close", not "io server disconnect")
@@ -108,7 +108,7 @@ describe('graceful shutdown', () => {
 
   it('a client that never reads does not hold the exit past --shutdown-timeout', { timeout: 60000 }, async () => {
     const TIMEOUT = 1500;
-    const srv = await startServer({ shards: 1, sendQueue: 100000, extraArgs: ['--shutdown-timeout', String(TIMEOUT), '--max-events-per-sec', '0'] });
+    const srv = await startServer({ shards: 1, sendQueue: 100000, extraArgs: ['--send-queue-bytes', '1000000000', '--shutdown-timeout', String(TIMEOUT), '--max-events-per-sec', '0'] });
     servers.push(srv);
     const ch = uniq('stuck');
     const r = await rawMember(srv, ch);
@@ -127,7 +127,7 @@ describe('graceful shutdown', () => {
 
   it('a second signal exits at once', { timeout: 60000 }, async () => {
     const TIMEOUT = 30000;
-    const srv = await startServer({ shards: 1, sendQueue: 100000, extraArgs: ['--shutdown-timeout', String(TIMEOUT), '--max-events-per-sec', '0'] });
+    const srv = await startServer({ shards: 1, sendQueue: 100000, extraArgs: ['--send-queue-bytes', '1000000000', '--shutdown-timeout', String(TIMEOUT), '--max-events-per-sec', '0'] });
     servers.push(srv);
     const ch = uniq('second');
     const r = await rawMember(srv, ch);

@@ -18,6 +18,12 @@ pub enum DecodeError {
     /// The Socket.IO attachment count is missing, malformed, too large or lacks its '-'.
     #[error("invalid socket.io attachment count")]
     BadAttachments,
+    /// A binary packet announces more attachments than allowed.
+    #[error("too many socket.io attachments")]
+    TooManyAttachments,
+    /// A binary packet's attachments (with its header) exceed the allowed bytes.
+    #[error("socket.io attachments too large")]
+    AttachmentsTooLarge,
     /// A polling `b...` record is not valid base64.
     #[error("invalid base64 in polling binary record")]
     BadBase64,

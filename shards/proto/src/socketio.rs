@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use crate::DecodeError;
 
-/// Upper bound on the attachment count of a binary packet; larger counts are
-/// rejected with [`DecodeError::BadAttachments`].
+/// The decoder's own bound on the attachment count of a binary packet; larger
+/// counts are rejected with [`DecodeError::BadAttachments`]. A server applies
+/// its (much smaller) configured bound through [`AttachmentLimits`].
 pub const MAX_ATTACHMENTS: usize = 10_000;
 
 /// The default namespace.
@@ -172,8 +173,20 @@ pub fn encode(
     out.push_str(data);
 }
 
+/// What one binary packet may carry: checked when its header arrives (the
+/// count) and as each attachment arrives (the bytes), so an assembly never
+/// holds more than `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachmentLimits {
+    /// Attachments a header may announce.
+    pub max_attachments: usize,
+    /// The header packet's length plus every attachment's, at most.
+    pub max_bytes: usize,
+}
+
 /// Reassembles a BINARY_EVENT/BINARY_ACK and its attachments: holds the header
-/// packet (owned) and collects binary messages until complete.
+/// packet (owned) and collects binary messages until complete, within its
+/// [`AttachmentLimits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinaryAssembly {
     kind: PacketType,
@@ -182,28 +195,62 @@ pub struct BinaryAssembly {
     data: Option<String>,
     expected: usize,
     attachments: Vec<Bytes>,
+    /// Bytes counted so far (the header's, then each attachment's).
+    held: usize,
+    max_bytes: usize,
 }
 
 impl BinaryAssembly {
-    /// Copies the header's nsp/data into owned Strings.
-    pub fn new(header: &Packet<'_>) -> Self {
-        Self {
+    /// Copies the header's nsp/data into owned Strings. `header_len` is the
+    /// length of the packet the header came in, counted against the limits'
+    /// bytes. A header announcing more attachments than the limits allow
+    /// ([`DecodeError::TooManyAttachments`]), or longer than their bytes
+    /// ([`DecodeError::AttachmentsTooLarge`]), is refused.
+    pub fn new(
+        header: &Packet<'_>,
+        header_len: usize,
+        limits: AttachmentLimits,
+    ) -> Result<Self, DecodeError> {
+        if header.attachments > limits.max_attachments {
+            return Err(DecodeError::TooManyAttachments);
+        }
+        if header_len > limits.max_bytes {
+            return Err(DecodeError::AttachmentsTooLarge);
+        }
+        Ok(Self {
             kind: header.kind,
             nsp: header.nsp.to_owned(),
             id: header.id,
             data: header.data.map(str::to_owned),
             expected: header.attachments,
             attachments: Vec::with_capacity(header.attachments.min(16)),
-        }
+            held: header_len,
+            max_bytes: limits.max_bytes,
+        })
     }
 
-    /// Adds one attachment; returns true when all attachments have been received.
-    /// Attachments beyond the announced count are dropped.
-    pub fn push(&mut self, attachment: Bytes) -> bool {
-        if self.attachments.len() < self.expected {
-            self.attachments.push(attachment);
+    /// Adds one attachment; `Ok(true)` when all attachments have been
+    /// received. One that would take the total past the limits' bytes is
+    /// refused ([`DecodeError::AttachmentsTooLarge`]) and not kept; so is one
+    /// beyond the announced count ([`DecodeError::BadAttachments`]).
+    pub fn push(&mut self, attachment: Bytes) -> Result<bool, DecodeError> {
+        if self.is_complete() {
+            return Err(DecodeError::BadAttachments);
         }
-        self.is_complete()
+        let held = self
+            .held
+            .checked_add(attachment.len())
+            .filter(|&n| n <= self.max_bytes)
+            .ok_or(DecodeError::AttachmentsTooLarge)?;
+        self.held = held;
+        self.attachments.push(attachment);
+        Ok(self.is_complete())
+    }
+
+    /// Bytes counted against the limits so far: the header's and the
+    /// attachments received.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// True once the announced number of attachments has been received.

@@ -2,7 +2,7 @@
 //! document (socketio/socket.io-protocol, revision 5), "Packet encoding" section.
 
 use bytes::Bytes;
-use proto::socketio::{decode, encode, BinaryAssembly, Packet, PacketType};
+use proto::socketio::{decode, encode, AttachmentLimits, BinaryAssembly, Packet, PacketType};
 use proto::DecodeError;
 
 fn pkt<'a>(
@@ -291,36 +291,85 @@ fn encode_writes_default_nsp_only_when_ambiguous() {
 
 #[test]
 fn binary_assembly_collects_attachments() {
-    let header = decode(
-        r#"52-/admin,7["upload",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
-    )
-    .unwrap();
-    let mut asm = BinaryAssembly::new(&header);
+    let text =
+        r#"52-/admin,7["upload",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
+    let header = decode(text).unwrap();
+    let mut asm = BinaryAssembly::new(&header, text.len(), LIMITS).unwrap();
     assert_eq!(asm.kind(), PacketType::BinaryEvent);
     assert_eq!(asm.nsp(), "/admin");
     assert_eq!(asm.id(), Some(7));
     assert_eq!(asm.data(), header.data);
     assert_eq!(asm.expected(), 2);
     assert!(!asm.is_complete());
-    assert!(!asm.push(Bytes::from_static(b"first")));
-    assert!(asm.push(Bytes::from_static(b"second")));
-    // extra attachments are ignored
-    assert!(asm.push(Bytes::from_static(b"third")));
+    assert_eq!(asm.push(Bytes::from_static(b"first")), Ok(false));
+    assert_eq!(asm.push(Bytes::from_static(b"second")), Ok(true));
+    assert_eq!(asm.held_bytes(), text.len() + 11);
+    // an attachment beyond the announced count is refused
+    assert_eq!(
+        asm.push(Bytes::from_static(b"third")),
+        Err(DecodeError::BadAttachments)
+    );
     assert_eq!(
         asm.into_attachments(),
         vec![Bytes::from_static(b"first"), Bytes::from_static(b"second")]
     );
 }
 
+const LIMITS: AttachmentLimits = AttachmentLimits {
+    max_attachments: 16,
+    max_bytes: 1000,
+};
+
 #[test]
 fn binary_assembly_zero_and_huge_counts() {
     let zero = decode("60-[]").unwrap();
-    let asm = BinaryAssembly::new(&zero);
+    let asm = BinaryAssembly::new(&zero, 5, LIMITS).unwrap();
     assert!(asm.is_complete());
     assert!(asm.into_attachments().is_empty());
-    // A hand-built header with an absurd count must not pre-allocate it.
+    // A hand-built header with an absurd count is refused, not pre-allocated.
     let huge = pkt(PacketType::BinaryEvent, "/", usize::MAX, None, None);
-    let mut asm = BinaryAssembly::new(&huge);
-    assert!(!asm.push(Bytes::new()));
+    assert_eq!(
+        BinaryAssembly::new(&huge, 4, LIMITS),
+        Err(DecodeError::TooManyAttachments)
+    );
+    let unlimited = AttachmentLimits {
+        max_attachments: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+    let mut asm = BinaryAssembly::new(&huge, usize::MAX, unlimited).unwrap();
+    assert_eq!(asm.push(Bytes::new()), Ok(false));
+    assert_eq!(
+        asm.push(Bytes::from_static(b"x")),
+        Err(DecodeError::AttachmentsTooLarge)
+    );
     assert_eq!(asm.data(), None);
+}
+
+#[test]
+fn binary_assembly_bounds_count_and_bytes() {
+    let h = |n| pkt(PacketType::BinaryEvent, "/", n, None, Some(r#"["e"]"#));
+    assert!(BinaryAssembly::new(&h(16), 10, LIMITS).is_ok());
+    assert_eq!(
+        BinaryAssembly::new(&h(17), 10, LIMITS),
+        Err(DecodeError::TooManyAttachments)
+    );
+    // the header alone counts
+    assert_eq!(
+        BinaryAssembly::new(&h(1), 1001, LIMITS),
+        Err(DecodeError::AttachmentsTooLarge)
+    );
+    let mut asm = BinaryAssembly::new(&h(3), 100, LIMITS).unwrap();
+    assert_eq!(asm.push(Bytes::from(vec![0; 450])), Ok(false));
+    assert_eq!(asm.push(Bytes::from(vec![0; 450])), Ok(false));
+    assert_eq!(asm.held_bytes(), 1000);
+    // refused as it arrives, and not kept
+    assert_eq!(
+        asm.push(Bytes::from(vec![0; 1])),
+        Err(DecodeError::AttachmentsTooLarge)
+    );
+    assert_eq!(asm.held_bytes(), 1000);
+    assert_eq!(asm.into_attachments().len(), 2);
+    // exactly at the bound is fine
+    let mut asm = BinaryAssembly::new(&h(1), 100, LIMITS).unwrap();
+    assert_eq!(asm.push(Bytes::from(vec![0; 900])), Ok(true));
 }
