@@ -163,8 +163,9 @@ pub struct RuntimeArgs {
     pub send_queue_bytes: usize,
     /// Binary attachments one BINARY_EVENT/BINARY_ACK may announce; more
     /// closes the session. Their bytes, with the header packet's, must stay
-    /// within --max-payload.
-    #[arg(long, env = "SOCKET_GATEWAY_MAX_ATTACHMENTS", default_value_t = 16)]
+    /// within --max-payload. 10 is socket.io-client's own decoder limit: a
+    /// packet with more would be relayed to members that cannot decode it.
+    #[arg(long, env = "SOCKET_GATEWAY_MAX_ATTACHMENTS", default_value_t = 10)]
     pub max_attachments: usize,
     /// Connected sockets (sessions whose Socket.IO CONNECT succeeded) allowed
     /// on this instance; beyond it new handshakes get 503 and a CONNECT gets

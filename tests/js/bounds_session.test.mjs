@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import WebSocket from 'ws';
-import * as sioParser from 'socket.io-parser';
 import { startServer, connect, ack, mint, uniq, record, until, sleep, closeAll, io } from './fixture.mjs';
 
 const MiB = 1024 * 1024;
@@ -105,7 +104,7 @@ describe('session bounds: before CONNECT, binary attachments, slow readers [shar
     srv = await startServer({
       shards: 1,
       maxPayload: MAX_PAYLOAD,
-      extraArgs: ['--max-attachments', '16', '--send-queue-bytes', String(SEND_QUEUE_BYTES),
+      extraArgs: ['--send-queue-bytes', String(SEND_QUEUE_BYTES),
         '--connect-timeout', '10000', '--max-events-per-sec', '0'],
     });
     w = await witness(srv);
@@ -168,44 +167,39 @@ describe('session bounds: before CONNECT, binary attachments, slow readers [shar
     await w.roundTrip('an oversized CONNECT');
   });
 
-  it('after CONNECT: 17 attachments announced close the session, so do attachments beyond --max-payload; 16 within it relay intact', { timeout: 60000 }, async () => {
+  it('after CONNECT: 11 attachments announced close the session (default --max-attachments 10), so do attachments beyond --max-payload; 10 within it relay intact to a default client', { timeout: 60000 }, async () => {
     const ch = uniq('att');
-    // 17 announced: closed on the header, no attachment sent
-    const c17 = await rawWs(srv, mint());
-    c17.ws.send(`4517-${JSON.stringify(['publish', { channel: ch, event: 'e', data: placeholders(17) }])}`);
-    await c17.whenClosed(3000, 'a header announcing 17 attachments closes the session');
+    // 11 announced: closed on the header, no attachment sent
+    const c11 = await rawWs(srv, mint());
+    c11.ws.send(`4511-${JSON.stringify(['publish', { channel: ch, event: 'e', data: placeholders(11) }])}`);
+    await c11.whenClosed(3000, 'a header announcing 11 attachments closes the session');
 
-    // 16 announced, ~1 MB each: the second takes the total past --max-payload
+    // 10 announced, ~1 MB each: the second takes the total past --max-payload
     const big = await rawWs(srv, mint());
     const rss0 = rssKiB(srv.proc.pid);
     const watch = rssWatch(srv);
-    big.ws.send(`4516-${JSON.stringify(['publish', { channel: ch, event: 'e', data: placeholders(16) }])}`);
-    await sendFrames(big.ws, 16, MAX_PAYLOAD - 1000);
+    big.ws.send(`4510-${JSON.stringify(['publish', { channel: ch, event: 'e', data: placeholders(10) }])}`);
+    await sendFrames(big.ws, 10, MAX_PAYLOAD - 1000);
     await big.whenClosed(5000, 'attachments beyond --max-payload close the session');
     await sleep(200);
     const peak = watch.stop();
     console.log(`# attachments past --max-payload: VmRSS ${rss0} KiB before, peak ${peak} KiB (+${peak - rss0} KiB)`);
     // Held at most: the assembly (<= max-payload) + the message being read (<= max-payload),
-    // ~2 MB, plus allocator slack; all 16 would be ~16 MB.
+    // ~2 MB, plus allocator slack; all 10 would be ~10 MB.
     assert.ok(peak - rss0 < 8 * 1024, `VmRSS grew by ${peak - rss0} KiB`);
 
-    // 16 attachments, ~58 KB each (~0.93 MB with the header), through socket.io-client. Its
-    // decoder refuses more than 10 attachments by default (socket.io-parser 4.2.7 maxAttachments),
-    // so the member's is told 16.
-    const parser = {
-      protocol: sioParser.protocol,
-      Encoder: sioParser.Encoder,
-      Decoder: class extends sioParser.Decoder { constructor() { super({ maxAttachments: 16 }); } },
-    };
-    const m = await connect(srv, { transports: ['websocket'], parser });
+    // 10 attachments, ~90 KB each (~0.9 MB with the header), through a default socket.io-client:
+    // its decoder takes at most 10 attachments (socket.io-parser's maxAttachments), which is why
+    // the gateway's default is 10 too.
+    const m = await connect(srv, { transports: ['websocket'] });
     const p = await connect(srv, { transports: ['websocket'] });
     await ack(m, 'join', ch);
     const got = record(m, 'event');
-    const parts = Array.from({ length: 16 }, (_, i) => Buffer.alloc(58_000, i + 1));
-    const res = await ack(p, 'publish', { channel: ch, event: 'sixteen', data: parts });
+    const parts = Array.from({ length: 10 }, (_, i) => Buffer.alloc(90_000, i + 1));
+    const res = await ack(p, 'publish', { channel: ch, event: 'ten', data: parts });
     assert.equal(res.ok, true, JSON.stringify(res));
-    await until(() => got.length === 1, 'the 16-attachment event arrives');
-    assert.equal(got[0].data.length, 16);
+    await until(() => got.length === 1, 'the 10-attachment event arrives');
+    assert.equal(got[0].data.length, 10);
     got[0].data.forEach((b, i) => assert.ok(Buffer.from(b).equals(parts[i]), `attachment ${i} intact`));
     await w.roundTrip('binary attachments');
   });

@@ -23,12 +23,16 @@ const MAX_PAYLOAD = 1_000_000;
 const SEND_QUEUE_BYTES = MiB;
 const MAX_CHANNELS = 1000;
 const FILTER_BYTES = 4096;
-// The README's per-connection bound: a session and socket of a few KiB, one inbound message, the
-// send queue, and per channel and per subscription the name plus bookkeeping, per filter its
-// parsed form (at most a few times its 4 KiB of JSON).
+// The README's per-connection bound: a session and socket of a few KiB; inbound, the message
+// being read plus the binary attachments being collected (each at most --max-payload); outbound,
+// the send queue plus the batch being written (each at most the larger of --send-queue-bytes and
+// one packet); per channel its name and bookkeeping; per subscription its parsed filter (at most a
+// few times its 4 KiB of JSON).
 const PER_CHANNEL = 1 * KiB;
 const PER_SUBSCRIPTION = 4 * FILTER_BYTES;
-const BOUND = 64 * KiB + MAX_PAYLOAD + SEND_QUEUE_BYTES + MAX_CHANNELS * (PER_CHANNEL + PER_SUBSCRIPTION);
+const PACKET = MAX_PAYLOAD + KiB;
+const BOUND = 64 * KiB + 2 * MAX_PAYLOAD + 2 * Math.max(SEND_QUEUE_BYTES, PACKET)
+  + MAX_CHANNELS * (PER_CHANNEL + PER_SUBSCRIPTION);
 
 /** A filter of exactly 32 conditions and close to 4 KiB of JSON. */
 function bigFilter(i) {
