@@ -95,7 +95,7 @@ fn large_publish() -> String {
     let items: Vec<String> = (0..12)
         .map(|i| {
             format!(
-                r#"{{"sku":"item-{i}","qty":{i},"price":{i}9.50,"tags":["a","b\u00e9"],"note":"line\nbreak"}}"#
+                r#"{{"sku":"item-{i}","qty":{i},"price":1{i}.50,"tags":["a","b\u00e9"],"note":"line\nbreak"}}"#
             )
         })
         .collect();
