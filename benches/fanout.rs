@@ -80,7 +80,7 @@ fn publication(channel: &Arc<str>) -> Publication {
             br#"42["event",{"id":"01a2126ceabc00000000-1-bench","channel":"chat:room1","event":"message","data":{"text":"Hello everyone!"},"from":{"socketId":"bench-0-1","userId":"user123"},"ts":1764000000000}]"#,
         ),
         attachments: Vec::new(),
-        data: serde_json::Value::Null,
+        data: 0..0,
         skip_user: None,
         members_only: false,
     }
