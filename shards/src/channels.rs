@@ -68,12 +68,60 @@ impl<'a> Data<'a> {
         self.raw
     }
 
-    /// The text parsed (`null` if it is not JSON, which a frame built by
-    /// the gateway never holds).
+    /// The text parsed. A number too large for a double (`1e400`, relayed
+    /// as sent) reads as the largest finite one of its sign; data nested
+    /// deeper than 128 levels reads as `null`.
     pub fn value(&self) -> &serde_json::Value {
-        self.parsed
-            .get_or_init(|| serde_json::from_slice(self.raw).unwrap_or_default())
+        self.parsed.get_or_init(|| {
+            serde_json::from_slice(self.raw)
+                .or_else(|_| serde_json::from_slice(&clamp_numbers(self.raw)))
+                .unwrap_or_default()
+        })
     }
+}
+
+/// `raw` with every number literal that overflows a double replaced by
+/// ±`f64::MAX`, so that the rest of the text still parses.
+fn clamp_numbers(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'"' {
+            let start = i;
+            i += 1;
+            while i < raw.len() && raw[i] != b'"' {
+                i += if raw[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(raw.len());
+            out.extend_from_slice(&raw[start..i]);
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < raw.len() && matches!(raw[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                i += 1;
+            }
+            let num = &raw[start..i];
+            let huge = std::str::from_utf8(num)
+                .ok()
+                .and_then(|n| n.parse::<f64>().ok())
+                .is_some_and(f64::is_infinite);
+            if huge {
+                let max = if b == b'-' {
+                    "-1.7976931348623157e308"
+                } else {
+                    "1.7976931348623157e308"
+                };
+                out.extend_from_slice(max.as_bytes());
+            } else {
+                out.extend_from_slice(num);
+            }
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// What a subscription listens to.
@@ -449,5 +497,20 @@ mod tests {
         proto::engineio::encode_payload([&got[0]], &mut joined);
         assert!(joined.starts_with(&text[..text.len() - 2]));
         assert_eq!(publication("c", None).data(), b"null");
+    }
+
+    #[test]
+    fn data_with_numbers_beyond_a_double_still_reads() {
+        let raw = br#"{"a":[1e400,-1E+999,"1e400\"",1.50],"b":12345678901234567890123}"#;
+        let d = Data::new(raw);
+        let v = d.value();
+        assert_eq!(v["a"][0].as_f64(), Some(f64::MAX));
+        assert_eq!(v["a"][1].as_f64(), Some(-f64::MAX));
+        assert_eq!(v["a"][2], "1e400\"");
+        assert_eq!(v["a"][3].as_f64(), Some(1.5));
+        assert_eq!(v["b"].as_f64(), Some(1.2345678901234568e22));
+        assert_eq!(d.raw(), raw);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(Data::new(deep.as_bytes()).value().is_null());
     }
 }
