@@ -127,14 +127,14 @@ pub fn string(field: Option<&RawValue>) -> Option<Cow<'_, str>> {
     serde_json::from_str::<Str>(raw.get()).ok().map(|s| s.0)
 }
 
-/// An `echo`-like flag: absent or `null` gives `default`; `Err` when it is
+/// An `echo`-like flag: absent or `null` gives `default`; `None` when it is
 /// not a boolean.
-pub fn flag(field: Option<&RawValue>, default: bool) -> Result<bool, ()> {
+pub fn flag(field: Option<&RawValue>, default: bool) -> Option<bool> {
     match field.map(RawValue::get) {
-        None | Some("null") => Ok(default),
-        Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(_) => Err(()),
+        None | Some("null") => Some(default),
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => None,
     }
 }
 
@@ -175,7 +175,7 @@ mod tests {
         );
         assert_eq!(string(f.channel).as_deref(), Some("c"));
         assert_eq!(string(f.event).as_deref(), Some("f"));
-        assert_eq!(flag(f.echo, true), Ok(false));
+        assert_eq!(flag(f.echo, true), Some(false));
         assert!(f.to.is_none() && string(f.to).is_none());
         for bad in ["[]", "null", "1", "\"s\""] {
             let raw: &RawValue = serde_json::from_str(bad).unwrap();
@@ -184,7 +184,7 @@ mod tests {
         let raw: &RawValue = serde_json::from_str(r#"{"channel":42,"echo":1}"#).unwrap();
         let f = Fields::parse(raw).unwrap();
         assert!(string(f.channel).is_none());
-        assert_eq!(flag(f.echo, true), Err(()));
-        assert_eq!(flag(None, true), Ok(true));
+        assert_eq!(flag(f.echo, true), None);
+        assert_eq!(flag(None, true), Some(true));
     }
 }

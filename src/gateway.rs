@@ -375,7 +375,7 @@ fn publication(
     rules::validate_channel(&channel)?;
     let event = text_field(f.event, "event")?;
     rules::validate_event_name(&event)?;
-    let echo = args::flag(f.echo, true).map_err(|()| bad("\"echo\" must be a boolean"))?;
+    let echo = args::flag(f.echo, true).ok_or_else(|| bad("\"echo\" must be a boolean"))?;
     grant(&channel)?;
     let id = next_id();
     let ev = frame::Event {
