@@ -1,11 +1,13 @@
 //! Encodes what the server sends: RealtimeEvent and presence frames, member
 //! lists. A frame is built once per publish as a complete Engine.IO text
-//! packet and then shared by every recipient.
+//! packet and then shared by every recipient. An event's `data` is copied
+//! into it as the publisher's JSON text, byte for byte.
 
 use std::fmt::Write;
+use std::ops::Range;
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use shards::{Member, MemberView};
 
 /// A JSON string literal.
@@ -25,7 +27,8 @@ pub struct Event<'a> {
     /// The target socket of a direct message.
     pub to: Option<&'a str>,
     pub event: &'a str,
-    pub data: &'a Value,
+    /// The JSON text as the publisher sent it.
+    pub data: &'a RawValue,
     /// `None` for a REST broadcast.
     pub from: Option<&'a Member>,
     pub ts: u64,
@@ -33,10 +36,12 @@ pub struct Event<'a> {
     pub attachments: usize,
 }
 
-/// `42["event",{...}]` (or `45<n>-[...]` with attachments). The frame ends
-/// with `}]` so a subscription delivery can append its `subscriptionId`.
-pub fn realtime_event(e: &Event<'_>) -> Bytes {
-    let mut out = String::with_capacity(160 + e.event.len() + e.id.len());
+/// `42["event",{...}]` (or `45<n>-[...]` with attachments), and where `data`
+/// sits in it. The frame ends with `}]` so a subscription delivery can
+/// append its `subscriptionId`.
+pub fn realtime_event(e: &Event<'_>) -> (Bytes, Range<usize>) {
+    let data = e.data.get();
+    let mut out = String::with_capacity(160 + e.event.len() + e.id.len() + data.len());
     if e.attachments > 0 {
         let _ = write!(out, "45{}-", e.attachments);
     } else {
@@ -56,7 +61,8 @@ pub fn realtime_event(e: &Event<'_>) -> Bytes {
     out.push_str(",\"event\":");
     push_json_str(&mut out, e.event);
     out.push_str(",\"data\":");
-    out.push_str(&e.data.to_string());
+    let span = out.len()..out.len() + data.len();
+    out.push_str(data);
     out.push_str(",\"from\":");
     match e.from {
         Some(m) => {
@@ -69,7 +75,7 @@ pub fn realtime_event(e: &Event<'_>) -> Bytes {
         None => out.push_str("null"),
     }
     let _ = write!(out, ",\"ts\":{}}}]", e.ts);
-    Bytes::from(out)
+    (Bytes::from(out), span)
 }
 
 fn member_json(out: &mut String, socket_id: &str, user_id: &str, info: Option<&str>) {
@@ -110,6 +116,7 @@ pub fn members(list: &[MemberView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use shards::{Outbox, SocketKey};
     use std::rc::Rc;
 
@@ -126,7 +133,7 @@ mod tests {
     #[test]
     fn realtime_event_is_valid_json() {
         let m = member();
-        let data = serde_json::json!({"text": "hi"});
+        let data = RawValue::from_string(r#"{"text": "hi"}"#.into()).unwrap();
         let e = Event {
             id: "1",
             channel: Some("chat:room1"),
@@ -137,7 +144,7 @@ mod tests {
             ts: 5,
             attachments: 0,
         };
-        let b = realtime_event(&e);
+        let (b, _) = realtime_event(&e);
         let s = std::str::from_utf8(&b).unwrap();
         assert!(s.starts_with("42") && s.ends_with("}]"));
         let v: Value = serde_json::from_str(&s[2..]).unwrap();
@@ -145,6 +152,42 @@ mod tests {
         assert_eq!(v[1]["from"]["userId"], "user\"1");
         assert_eq!(v[1]["data"]["text"], "hi");
         assert_eq!(v[1]["ts"], 5);
+    }
+
+    #[test]
+    fn realtime_event_copies_data_verbatim() {
+        let m = member();
+        let text = r#"{"order":{"z":1,"a":[[1.50,-0,1E400],{}]},"n":12345678901234567890123,"s":"\u00e9\/\n","t": true }"#;
+        let data: &RawValue = serde_json::from_str(text).unwrap();
+        for (to, attachments, head) in [(None, 0, "42"), (Some("i-1"), 2, "452-")] {
+            let e = Event {
+                id: "1",
+                channel: to.is_none().then_some("c"),
+                to,
+                event: "m",
+                data,
+                from: Some(&m),
+                ts: 5,
+                attachments,
+            };
+            let (b, span) = realtime_event(&e);
+            let s = std::str::from_utf8(&b).unwrap();
+            assert!(s.starts_with(head) && s.ends_with("}]"), "{s}");
+            assert_eq!(&s[span.clone()], text);
+            assert_eq!(&s[span.start - 8..span.start], ",\"data\":");
+            assert_eq!(&s[span.end..span.end + 8], ",\"from\":");
+        }
+        let (b, span) = realtime_event(&Event {
+            id: "2",
+            channel: Some("c"),
+            to: None,
+            event: "m",
+            data: RawValue::NULL,
+            from: None,
+            ts: 1,
+            attachments: 0,
+        });
+        assert_eq!(&b[span], b"null");
     }
 
     #[test]

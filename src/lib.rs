@@ -8,7 +8,8 @@
 //! - `session`: one Engine.IO session and its Socket.IO namespaces.
 //! - `gateway`: the contract's events on namespace `/`; `echo`: the official
 //!   protocol suites' handlers on the same layer.
-//! - `auth`: JWT → claims or a refusal reason; `rules`: names, filters, error codes.
+//! - `auth`: JWT → claims or a refusal reason; `rules`: names, filters, error codes;
+//!   `args`: a client event's fields read as slices of its text (`data` verbatim).
 //! - `frame`: RealtimeEvent/presence encoding, once per publish.
 //! - `rest/`: the REST API, `/metrics` and the admin page (`admin/`, built
 //!   in); `metrics`: the Prometheus families, one set of children per shard.
@@ -16,6 +17,7 @@
 //!   crate; the byte codec in `proto`.
 
 pub mod admin;
+pub mod args;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

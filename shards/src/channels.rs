@@ -7,8 +7,12 @@
 //! refcounted, already-encoded frame into the recipient's outbox. The only
 //! per-recipient work beyond that is the `echo:false` user check and, for a
 //! subscription, its filter and the `subscriptionId` suffix of its frame.
+//! A publication's `data` stays the publisher's JSON text inside that frame;
+//! filters that read it share one parse per publication on this shard.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -39,8 +43,85 @@ pub struct MemberView {
 
 /// Decides whether a publication matches a subscription's filter.
 pub trait SubFilter {
-    /// `data` is the publication's parsed `data` (JSON `null` when absent).
-    fn matches(&self, event: &str, data: &serde_json::Value) -> bool;
+    fn matches(&self, event: &str, data: &Data<'_>) -> bool;
+}
+
+/// A publication's `data` as filters see it: the publisher's JSON text,
+/// parsed on the first [`Data::value`] only, so a delivery without a filter
+/// that reads it costs no parse, and every filter of one delivery run
+/// shares one.
+pub struct Data<'a> {
+    raw: &'a [u8],
+    parsed: OnceCell<serde_json::Value>,
+}
+
+impl<'a> Data<'a> {
+    pub fn new(raw: &'a [u8]) -> Self {
+        Data {
+            raw,
+            parsed: OnceCell::new(),
+        }
+    }
+
+    /// The JSON text exactly as the publisher sent it.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// The text parsed. A number too large for a double (`1e400`, relayed
+    /// as sent) reads as the largest finite one of its sign; data nested
+    /// deeper than 128 levels reads as `null`.
+    pub fn value(&self) -> &serde_json::Value {
+        self.parsed.get_or_init(|| {
+            serde_json::from_slice(self.raw)
+                .or_else(|_| serde_json::from_slice(&clamp_numbers(self.raw)))
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// `raw` with every number literal that overflows a double replaced by
+/// ±`f64::MAX`, so that the rest of the text still parses.
+fn clamp_numbers(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'"' {
+            let start = i;
+            i += 1;
+            while i < raw.len() && raw[i] != b'"' {
+                i += if raw[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(raw.len());
+            out.extend_from_slice(&raw[start..i]);
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < raw.len() && matches!(raw[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                i += 1;
+            }
+            let num = &raw[start..i];
+            let huge = std::str::from_utf8(num)
+                .ok()
+                .and_then(|n| n.parse::<f64>().ok())
+                .is_some_and(f64::is_infinite);
+            if huge {
+                let max = if b == b'-' {
+                    "-1.7976931348623157e308"
+                } else {
+                    "1.7976931348623157e308"
+                };
+                out.extend_from_slice(max.as_bytes());
+            } else {
+                out.extend_from_slice(num);
+            }
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// What a subscription listens to.
@@ -77,12 +158,23 @@ pub struct Publication {
     /// The Engine.IO text packet, ending with the RealtimeEvent's `}]`.
     pub text: Bytes,
     pub attachments: Vec<Bytes>,
-    /// Parsed `data`, for subscription filters.
-    pub data: serde_json::Value,
+    /// Where `data`'s JSON text, verbatim as the publisher sent it, sits in
+    /// `text` (read by subscription filters); empty when it has none.
+    pub data: Range<usize>,
     /// `echo:false`: skip every socket of this user.
     pub skip_user: Option<Arc<str>>,
     /// Presence events go to members only, never to subscriptions.
     pub members_only: bool,
+}
+
+impl Publication {
+    /// `data`'s JSON text (`null` when the publication has none).
+    pub fn data(&self) -> &[u8] {
+        match self.text.get(self.data.clone()) {
+            Some(d) if !d.is_empty() => d,
+            _ => b"null",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -269,18 +361,14 @@ impl Channels {
         // Every subscription's frame is this plus its own suffix, gathered
         // by the writer: no copy per delivery.
         let body = p.text.slice(..p.text.len().saturating_sub(2));
+        let data = Data::new(p.data());
         let exact = self.exact_subs.get(&*p.channel).into_iter().flatten();
         let prefixed = self
             .prefix_subs
             .iter()
             .filter(|s| s.topic.matches(&p.channel));
         for s in exact.chain(prefixed) {
-            if skip(&s.member)
-                || !s
-                    .filter
-                    .as_ref()
-                    .is_none_or(|f| f.matches(&p.event, &p.data))
-            {
+            if skip(&s.member) || !s.filter.as_ref().is_none_or(|f| f.matches(&p.event, &data)) {
                 continue;
             }
             if s.member.outbox.push_all(
@@ -314,7 +402,7 @@ mod tests {
             event: "m".into(),
             text: Bytes::from_static(b"42[\"event\",{\"x\":1}]"),
             attachments: vec![],
-            data: serde_json::Value::Null,
+            data: 0..0,
             skip_user: skip.map(Into::into),
             members_only: false,
         }
@@ -365,5 +453,64 @@ mod tests {
             joined,
             b"42[\"event\",{\"x\":1,\"subscriptionId\":\"s1\"}]".to_vec()
         );
+    }
+
+    /// Records what its filter saw of `data`.
+    struct Seen(std::cell::RefCell<Vec<(Vec<u8>, *const serde_json::Value)>>);
+
+    impl SubFilter for Seen {
+        fn matches(&self, _event: &str, data: &Data<'_>) -> bool {
+            let v = data.value();
+            self.0
+                .borrow_mut()
+                .push((data.raw().to_vec(), v as *const _));
+            v["k"] == 1
+        }
+    }
+
+    #[test]
+    fn filters_read_raw_data_and_share_one_parse() {
+        let mut c = Channels::default();
+        let (a, b) = (member(1, "u"), member(2, "v"));
+        let seen = Rc::new(Seen(Default::default()));
+        for (id, m) in [("s1", &a), ("s2", &b)] {
+            let f: Rc<dyn SubFilter> = seen.clone();
+            c.subscribe(id.into(), m.clone(), Topic::Exact("c".into()), Some(f));
+        }
+        let text = br#"42["event",{"data":{"z":1.50,"k":1,"big":12345678901234567890123},"ts":1}]"#;
+        let start = text.windows(7).position(|w| w == b"\"data\":").unwrap() + 7;
+        let end = text.windows(5).position(|w| w == b",\"ts\"").unwrap();
+        let mut p = publication("c", None);
+        p.text = Bytes::from_static(text);
+        p.data = start..end;
+        assert_eq!(c.deliver(&p), 2);
+        let seen = seen.0.borrow();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen[0].0,
+            br#"{"z":1.50,"k":1,"big":12345678901234567890123}"#.to_vec()
+        );
+        assert_eq!(seen[0].1, seen[1].1, "one parse per delivery run");
+        let mut got = Vec::new();
+        a.outbox.drain_into(&mut got, 10);
+        let mut joined = Vec::new();
+        proto::engineio::encode_payload([&got[0]], &mut joined);
+        assert!(joined.starts_with(&text[..text.len() - 2]));
+        assert_eq!(publication("c", None).data(), b"null");
+    }
+
+    #[test]
+    fn data_with_numbers_beyond_a_double_still_reads() {
+        let raw = br#"{"a":[1e400,-1E+999,"1e400\"",1.50],"b":12345678901234567890123}"#;
+        let d = Data::new(raw);
+        let v = d.value();
+        assert_eq!(v["a"][0].as_f64(), Some(f64::MAX));
+        assert_eq!(v["a"][1].as_f64(), Some(-f64::MAX));
+        assert_eq!(v["a"][2], "1e400\"");
+        assert_eq!(v["a"][3].as_f64(), Some(1.5));
+        assert_eq!(v["b"].as_f64(), Some(1.2345678901234568e22));
+        assert_eq!(d.raw(), raw);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(Data::new(deep.as_bytes()).value().is_null());
     }
 }

@@ -31,7 +31,7 @@ pub mod outbox;
 pub mod runtime;
 pub mod shard;
 
-pub use channels::{Member, MemberView, Publication, SubFilter, Topic};
+pub use channels::{Data, Member, MemberView, Publication, SubFilter, Topic};
 pub use ids::{session_owner, ShardId, SocketKey};
 pub use mailbox::{Request, Response};
 pub use outbox::{CloseReason, Direct, DirectSink, Outbox};

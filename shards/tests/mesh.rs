@@ -28,7 +28,7 @@ fn publication(channel: &str, text: &'static str) -> Publication {
         event: "m".into(),
         text: Bytes::from_static(text.as_bytes()),
         attachments: vec![],
-        data: serde_json::Value::Null,
+        data: 0..0,
         skip_user: None,
         members_only: false,
     }

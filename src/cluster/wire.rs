@@ -1,7 +1,9 @@
 //! The format of what crosses Redis between instances: one binary envelope
 //! per PUBLISH, length-prefixed fields, no per-recipient data. A publication
 //! crosses as the same encoded frame the publishing instance delivers
-//! locally, so a receiving instance never re-encodes it.
+//! locally, so a receiving instance never re-encodes it; its `data` crosses
+//! as where the publisher's text sits in that frame, for the receiver's
+//! filters.
 
 use std::sync::Arc;
 
@@ -9,7 +11,8 @@ use bytes::Bytes;
 use shards::Publication;
 
 const MAGIC: u8 = b'S';
-const VERSION: u8 = 1;
+/// 2: a publication's `data` is a span of its frame (1 carried it re-encoded).
+const VERSION: u8 = 2;
 const KIND_PUBLISH: u8 = 1;
 const KIND_DIRECT_REQ: u8 = 2;
 const KIND_DIRECT_RES: u8 = 3;
@@ -92,12 +95,8 @@ impl Envelope {
                 w.0.push(p.members_only as u8 | (p.skip_user.is_some() as u8) << 1);
                 w.bytes(p.skip_user.as_deref().unwrap_or("").as_bytes());
                 w.bytes(&p.text);
-                let data = if p.data.is_null() {
-                    Vec::new()
-                } else {
-                    serde_json::to_vec(&p.data).unwrap_or_default()
-                };
-                w.bytes(&data);
+                w.u64(p.data.start as u64);
+                w.u64(p.data.end as u64);
                 w.u64(p.attachments.len() as u64);
                 for a in &p.attachments {
                     w.bytes(a);
@@ -147,12 +146,11 @@ impl Envelope {
                 let flags = r.u8()?;
                 let skip = r.str()?;
                 let text = Bytes::copy_from_slice(r.bytes()?);
-                let data = r.bytes()?;
-                let data = if data.is_empty() {
-                    serde_json::Value::Null
-                } else {
-                    serde_json::from_slice(data).ok()?
-                };
+                let (start, end) = (r.u64()?, r.u64()?);
+                if start > end || end > text.len() as u64 {
+                    return None;
+                }
+                let data = start as usize..end as usize;
                 let attachments = Self::attachments(&mut r)?;
                 let p = Publication {
                     channel: channel.into(),
@@ -205,9 +203,9 @@ mod tests {
         let p = Publication {
             channel: "chat:1".into(),
             event: "m".into(),
-            text: Bytes::from_static(b"45 1-[\"event\",{}]"),
+            text: Bytes::from_static(b"451-[\"event\",{\"data\":{\"b\":1.50,\"a\":[1, 2]}}]"),
             attachments: vec![Bytes::from_static(&[1, 2, 3])],
-            data: serde_json::json!({"a": [1, 2]}),
+            data: 21..42,
             skip_user: Some("u1".into()),
             members_only: false,
         };
@@ -221,7 +219,7 @@ mod tests {
         };
         assert_eq!((origin.as_str(), seq), ("i1", 7));
         assert_eq!(&*p.channel, "chat:1");
-        assert_eq!(p.data["a"][1], 2);
+        assert_eq!(p.data(), br#"{"b":1.50,"a":[1, 2]}"#);
         assert_eq!(p.skip_user.as_deref(), Some("u1"));
         assert_eq!(p.attachments[0].as_ref(), &[1, 2, 3]);
     }
@@ -256,6 +254,49 @@ mod tests {
         let full = e.encode();
         for n in 0..full.len() {
             assert!(Envelope::decode(&full[..n]).is_none());
+        }
+    }
+
+    #[test]
+    fn publish_data_span_must_lie_in_the_frame() {
+        let p = Publication {
+            channel: "c".into(),
+            event: "m".into(),
+            text: Bytes::from_static(b"42[\"event\",{\"data\":1}]"),
+            attachments: vec![],
+            data: 0..0,
+            skip_user: None,
+            members_only: false,
+        };
+        let enc = |data: std::ops::Range<usize>| {
+            let p = Publication { data, ..clone(&p) };
+            Envelope::Publish {
+                origin: "o".into(),
+                seq: 1,
+                p: Arc::new(p),
+            }
+            .encode()
+        };
+        assert!(Envelope::decode(&enc(20..21)).is_some());
+        assert!(Envelope::decode(&enc(std::ops::Range { start: 21, end: 20 })).is_none());
+        assert!(Envelope::decode(&enc(20..99)).is_none());
+        let mut v1 = enc(0..0);
+        v1[1] = 1;
+        assert!(
+            Envelope::decode(&v1).is_none(),
+            "the old format is not read"
+        );
+    }
+
+    fn clone(p: &Publication) -> Publication {
+        Publication {
+            channel: p.channel.clone(),
+            event: p.event.clone(),
+            text: p.text.clone(),
+            attachments: p.attachments.clone(),
+            data: p.data.clone(),
+            skip_user: p.skip_user.clone(),
+            members_only: p.members_only,
         }
     }
 }

@@ -8,9 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{ApiError, Reply};
+use crate::args::{self, Fields};
 use crate::frame::{self, json_str};
 use crate::http::Request;
 use crate::metrics::{self, InstanceView};
@@ -91,18 +93,19 @@ pub async fn broadcast(ctx: &Rc<ShardCtx>, req: &Request, body: &[u8]) -> Result
             "send the body as Content-Type: application/json",
         ));
     }
-    let mut v: Value = serde_json::from_slice(body)
+    // `data` is relayed as the text of this body, never re-encoded.
+    let raw: &RawValue = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    let Value::Object(obj) = &mut v else {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
+    let obj = Fields::parse(raw)
+        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    let field = |v: Option<&RawValue>, k: &str| {
+        args::string(v)
+            .map(|s| s.into_owned())
+            .ok_or_else(|| ApiError::bad_request(format!("\"{k}\" must be a string")))
     };
-    let field = |obj: &serde_json::Map<String, Value>, k: &str| match obj.get(k) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(ApiError::bad_request(format!("\"{k}\" must be a string"))),
-    };
-    let channel = field(obj, "channel")?;
-    let event = field(obj, "event")?;
-    let data = obj.remove("data").unwrap_or(Value::Null);
+    let channel = field(obj.channel, "channel")?;
+    let event = field(obj.event, "event")?;
+    let data = obj.data.unwrap_or(RawValue::NULL);
     let id = crate::gateway::broadcast(&ctx.shard, &channel, &event, data).await?;
     Ok(Reply::json(
         202,
