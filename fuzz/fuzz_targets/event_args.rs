@@ -6,6 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use shards::{Member, Outbox, SocketKey};
 use socket_gateway::auth::ChannelGrant;
 use socket_gateway::rules::{
     channel_arg, validate_channel, validate_event_name, validate_topic, ErrorCode, Filter, Topic,
@@ -99,9 +100,31 @@ fn check_arg(v: &Value) {
     }
 }
 
+/// A publish read from any text: refused, or a frame that is valid JSON whose `data` is a
+/// verbatim slice of the text (or `null` when it had none).
+fn check_publish(text: &str) {
+    use std::rc::Rc;
+    let member = Member {
+        key: SocketKey { shard: 0, seq: 1 },
+        socket_id: "i-0-1".into(),
+        user_id: "u".into(),
+        info: None,
+        outbox: Rc::new(Outbox::new(1, usize::MAX)),
+    };
+    if let Ok(p) = socket_gateway::gateway::publish_event_text(text, &member, "id", 1) {
+        let frame = std::str::from_utf8(&p.text).expect("a frame is UTF-8");
+        let v: Value = serde_json::from_str(&frame[2..]).expect("a frame is valid JSON");
+        assert_eq!(v[0], "event");
+        let data = std::str::from_utf8(p.data()).unwrap();
+        assert!(data == "null" || text.contains(data), "data is a slice of the text");
+        assert!(serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
         check_name(s);
+        check_publish(s);
     }
     let _ = channel_arg(None);
     if let Ok(v) = serde_json::from_slice::<Value>(data) {
