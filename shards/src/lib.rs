@@ -11,18 +11,27 @@
 //! - [`mailbox`] is the only door between shards.
 //! - [`ids`] says where things live: a socket id carries its owner shard.
 //!
-//! # The publish path in ten lines
-//! 1. A socket task on shard A encodes the RealtimeEvent once into `Bytes`.
-//! 2. `Shard::publish` looks up which shards want the channel (interest
+//! # The publish path, as this crate sees it
+//! 1. The application on shard A encodes the RealtimeEvent once into `Bytes`
+//!    (a [`Publication`]: the frame, where its `data` lies, the channel).
+//! 2. [`Shard::publish`] looks up which shards want the channel (the interest
 //!    replica: exact names and prefixes, a bit per shard).
-//! 3. If A itself does, `Channels::deliver` pushes a refcount of the frame
-//!    into each local recipient's outbox: no copy, no lock.
-//! 4. For each other interested shard, the same `Arc<Publication>` goes
-//!    through the bounded mailbox; the peer runs step 3 for its sockets.
-//! 5. A websocket whose writer is idle has lent its outbox a direct sink, so
-//!    step 3 writes the frame to it at once (one `send`, no task switch);
-//!    otherwise the socket's transport drains its outbox in batches: one
-//!    write per batch.
+//! 3. With an [`Uplink`] installed (the gateway's Redis link), the same
+//!    `Arc<Publication>` is handed to it for the other instances first.
+//! 4. For each other interested shard, the `Arc<Publication>` goes through
+//!    the bounded mailbox — before A's own fan-out, so the shards fan out
+//!    at the same time instead of one after the other.
+//! 5. If A itself is interested, `Channels::deliver` pushes a refcount of
+//!    the frame into each local recipient's [`Outbox`] (a subscription adds
+//!    its own `subscriptionId` tail): no copy, no lock, no allocation. A
+//!    peer shard does the same when the mailbox hands it the publication.
+//! 6. The socket's transport drains its outbox in batches: one gathered
+//!    write per batch. (With the gateway's `--ws-direct-writes`, an idle
+//!    websocket lends its outbox a [`DirectSink`] and step 5 writes to it at
+//!    once; off by default, because coalescing moves more at saturation.)
+//!
+//! The gateway's `docs/architecture.md` follows the same publish from the
+//! sending socket to every receiving socket, across instances too.
 
 pub mod channels;
 pub mod ids;
