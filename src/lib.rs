@@ -16,21 +16,18 @@
 //! - The per-core state and the cross-shard mailbox live in the `shards`
 //!   crate; the byte codec in `proto`.
 
-pub mod admin;
+pub mod app;
 pub mod args;
 pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
-pub mod echo;
+pub mod ctx;
+pub mod edge;
+pub mod engine;
 pub mod frame;
-pub mod gateway;
 pub mod http;
 pub mod metrics;
-pub mod rest;
 pub mod rules;
 pub mod run;
-pub mod server;
-pub mod session;
-pub mod transport;
-pub mod views;
+pub mod sio;

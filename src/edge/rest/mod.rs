@@ -22,8 +22,9 @@ use std::rc::Rc;
 use futures_lite::AsyncReadExt;
 use shards::rt::TcpStream;
 
+use crate::ctx::ShardCtx;
 use crate::http::{self, Method, Request};
-use crate::server::{reply, ShardCtx};
+use crate::http::{reply, Reply};
 
 /// Bodies beyond the limit up to this size are read and discarded after a
 /// 413 (keeping the connection); beyond it the connection is closed.
@@ -43,7 +44,7 @@ enum Route {
     OpenApi,
     Metrics,
     /// `/socket`, `/socket/` and the page's assets.
-    Admin(&'static crate::admin::Asset),
+    Admin(&'static crate::edge::admin::Asset),
 }
 
 impl Route {
@@ -59,7 +60,7 @@ impl Route {
                     let ch = rest.strip_suffix("/members")?;
                     return Some(Route::Members(ch.to_string()));
                 }
-                return crate::admin::asset(path).map(Route::Admin);
+                return crate::edge::admin::asset(path).map(Route::Admin);
             }
         })
     }
@@ -94,25 +95,6 @@ impl Route {
             Route::OpenApi => "/api/socket/openapi.json",
             Route::Metrics => "/metrics",
             Route::Admin(_) => "/socket",
-        }
-    }
-}
-
-/// A successful answer.
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-    pub headers: &'static [(&'static str, &'static str)],
-}
-
-impl Reply {
-    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Reply {
-            status,
-            content_type: "application/json",
-            body: body.into(),
-            headers: &[],
         }
     }
 }
@@ -318,7 +300,7 @@ async fn handle(
         Route::Broadcast => api::broadcast(ctx, req, &body).await,
         Route::OpenApi => Ok(Reply::json(200, OPENAPI)),
         Route::Metrics => Ok(api::metrics(ctx).await),
-        Route::Admin(asset) => Ok(crate::admin::reply(asset)),
+        Route::Admin(asset) => Ok(crate::edge::admin::reply(asset)),
     }
 }
 
