@@ -54,11 +54,13 @@
 //!
 //! Files: this one holds the thread, the connection and its loop, the
 //! interest bookkeeping and what arrives from Redis; `link/presence.rs` the
-//! per-instance keys and heartbeats; `link/queries.rs` the cluster-wide views.
+//! per-instance keys and heartbeats; `link/queries.rs` the cluster-wide
+//! views; `link/member.rs` a member's stored JSON. The two `impl Link` files
+//! are children of this one (they use its private fields); this file calls
+//! their methods but imports nothing from them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
-use std::ops::Bound;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,16 +68,18 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use shards::{MemberView, Response, Topic};
+use shards::{Response, Topic};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::wire::Envelope;
-use super::{FromCluster, Query, ToCluster};
+use crate::cluster::msg::{FromCluster, ToCluster};
+use crate::cluster::wire::Envelope;
 
+mod member;
 mod presence;
-use presence::member_json;
 mod queries;
+
+use member::member_json;
 
 /// Options of the cluster link.
 #[derive(Debug, Clone)]

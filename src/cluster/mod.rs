@@ -4,6 +4,7 @@
 //!   connection (subscriptions by interest, pipelined publishes, presence
 //!   under per-instance keys with heartbeats, reconnection).
 //! - `wire`: the envelope that crosses Redis.
+//! - `msg`: what a shard and the link say to each other.
 //! - this module: each shard's side — [`ClusterLink`] (the shard's
 //!   [`Uplink`]: publishes and interest go out) and the task that takes in
 //!   what the link sends back (deliveries, direct messages, answers).
@@ -12,6 +13,7 @@
 //! is away the answer is this instance's own view.
 
 pub mod link;
+pub mod msg;
 pub mod wire;
 
 use std::cell::Cell;
@@ -24,83 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 use shards::{MemberView, Publication, Response, Shard, ShardId, Topic, Uplink};
 use tokio::sync::mpsc;
 
 pub use link::{ClusterStats, LinkConfig};
-
-/// Shard → Redis shard.
-pub enum ToCluster {
-    Publish(Arc<Publication>),
-    /// A shard gained/lost interest; `reply` (a query id) is answered once
-    /// the subscription is in place.
-    Interest {
-        shard: ShardId,
-        topic: Topic,
-        on: bool,
-        reply: Option<u64>,
-    },
-    Join {
-        channel: Arc<str>,
-        member: MemberView,
-    },
-    Leave {
-        channel: Arc<str>,
-        socket_id: Arc<str>,
-    },
-    Connections {
-        shard: ShardId,
-        n: usize,
-    },
-    Query {
-        shard: ShardId,
-        qid: u64,
-        q: Query,
-    },
-    DirectResult {
-        origin: String,
-        req: u64,
-        ok: bool,
-    },
-    /// Remove this instance from the cluster's presence now (a graceful
-    /// stop); `done` is signalled once Redis has it (or could not).
-    Withdraw {
-        done: std::sync::mpsc::Sender<bool>,
-    },
-}
-
-/// Questions about the whole cluster.
-pub enum Query {
-    Count(Arc<str>),
-    Members(Arc<str>),
-    Channels,
-    Instances,
-    Direct {
-        instance: String,
-        shard: ShardId,
-        seq: u64,
-        text: Bytes,
-        attachments: Vec<Bytes>,
-    },
-}
-
-/// Redis shard → one shard.
-pub enum FromCluster {
-    Deliver(Arc<Publication>),
-    Direct {
-        seq: u64,
-        text: Bytes,
-        attachments: Vec<Bytes>,
-        origin: String,
-        req: u64,
-    },
-    Reply {
-        qid: u64,
-        resp: Response,
-    },
-}
+pub use msg::{FromCluster, Query, ToCluster};
 
 /// The shard's end of its port, taken once by the shard with that id.
 pub struct ShardEnd {

@@ -11,10 +11,10 @@ use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::ApiError;
 use crate::app::views;
 use crate::args::{self, Fields};
 use crate::ctx::ShardCtx;
+use crate::edge::rest::error::ApiError;
 use crate::frame::{self, json_str};
 use crate::http::{Reply, Request};
 use crate::metrics::{self, InstanceView};
