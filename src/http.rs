@@ -57,6 +57,16 @@ pub enum HeadError {
     Framing,
 }
 
+impl HeadError {
+    /// The status this refusal is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::Malformed | HeadError::Framing => 400,
+            HeadError::TooLarge => 431,
+        }
+    }
+}
+
 /// Parses a request head from the start of `buf`; `Ok(None)` means more
 /// bytes are needed.
 pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {

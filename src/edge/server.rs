@@ -2,26 +2,25 @@
 //! (with the application chosen by `--mode`), bind the shared port
 //! (SO_REUSEPORT), accept, read HTTP request heads and route them: the
 //! Engine.IO path to `engine::handshake`, the REST API, `/metrics` and the
-//! admin page to `rest`, health routes here, 404 for the rest. Also the
-//! shard's sweeper (ping and connect deadlines) and its graceful drain.
+//! admin page to `rest`, health routes here, 404 for the rest.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_lite::AsyncWriteExt;
 use shards::rt::{TcpListener, TcpStream};
-use shards::{CloseReason, Shard};
+use shards::Shard;
 
 use crate::app::echo::Echo;
 use crate::app::gateway::Gateway;
 use crate::config::{Config, Mode};
 use crate::ctx::ShardCtx;
-use crate::engine::handshake;
 use crate::engine::session::{Engine, EngineHandler, HandlerFactory};
+use crate::engine::{handshake, sweep};
 use crate::http::{self, read_more, reply, HeadError, Method, Request};
 use crate::metrics::Metrics;
 use crate::sio::SioSession;
@@ -73,7 +72,7 @@ pub async fn run_shard(
         let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
         shards::rt::spawn_local(serve_connection(adopt_engine.clone(), stream, buffered)).detach();
     });
-    shards::rt::spawn_local(sweeper(engine.clone())).detach();
+    shards::rt::spawn_local(sweep::sweeper(engine.clone())).detach();
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shutdown_requested(&ctx.cfg).await;
@@ -82,7 +81,7 @@ pub async fn run_shard(
         .await;
         let Some(accepted) = accepted else {
             drop(listener);
-            return drain(engine).await;
+            return sweep::drain(engine).await;
         };
         match accepted {
             Ok(stream) => {
@@ -115,69 +114,11 @@ fn handler_factory(mode: Mode) -> HandlerFactory {
     }
 }
 
-/// Up to this many sessions on a shard, the sweeper wakes exactly when the
-/// next deadline is due instead of once per period.
-const PRECISE_SWEEP_MAX: usize = 1024;
-
 /// Resolves once a shutdown was requested (checked every 50 ms: a timer per
 /// shard, not per socket).
 async fn shutdown_requested(cfg: &Config) {
     while !cfg.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
         shards::rt::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Graceful stop of one shard: every session flushes what is queued and
-/// closes its transport (clients see a transport close and reconnect,
-/// elsewhere), then the shard returns once every websocket task has ended.
-/// The process-wide `--shutdown-timeout` bounds the wait.
-async fn drain(engine: Rc<Engine>) {
-    let ctx = &engine.ctx;
-    let sessions = engine.all();
-    tracing::info!(
-        shard = ctx.shard.id(),
-        sessions = sessions.len(),
-        "draining"
-    );
-    for s in sessions {
-        s.terminate(CloseReason::ServerShutdown);
-    }
-    while ctx.live_websockets.get() > 0 || !engine.sessions.borrow().is_empty() {
-        shards::rt::sleep(Duration::from_millis(20)).await;
-    }
-    // Let the last close frames and presence leaves go out.
-    shards::rt::sleep(Duration::from_millis(50)).await;
-}
-
-/// Sends PINGs, enforces PONG and token deadlines for every session of this
-/// shard, from one timer instead of one per session.
-async fn sweeper(engine: Rc<Engine>) {
-    let ctx = &engine.ctx;
-    let cfg = &ctx.cfg;
-    let period = (cfg.ping_interval.min(cfg.ping_timeout) / 4)
-        .clamp(Duration::from_millis(10), Duration::from_millis(500));
-    let mut wait = period;
-    loop {
-        shards::rt::sleep(wait).await;
-        let now = Instant::now();
-        let now_secs = shards::now_ms() / 1000;
-        ctx.metrics
-            .mailbox_pending(ctx.shard.mailbox().pending_requests());
-        let sessions = engine.all();
-        // A few sessions: wake at the earliest deadline, so PINGs and
-        // timeouts are on time (the protocol suites count in 100 ms); many:
-        // one sweep per period.
-        let precise = sessions.len() <= PRECISE_SWEEP_MAX;
-        let mut next = now + period;
-        for s in sessions {
-            s.tick(now, now_secs);
-            if precise && !s.is_ended() {
-                next = next.min(s.next_due());
-            }
-        }
-        wait = next
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
     }
 }
 
@@ -189,19 +130,23 @@ pub async fn serve_connection(engine: Rc<Engine>, mut stream: TcpStream, mut buf
     loop {
         // The whole head must arrive in time, not just each read: a client
         // trickling one byte at a time would otherwise hold the socket.
-        // (408 is only the marker; nothing is sent.)
         let timed_out = async {
             shards::rt::sleep(limit).await;
-            Err(408)
+            Err(NoHead::TimedOut)
         };
-        let head = futures_lite::future::or(read_head(&mut stream, &mut buf), timed_out).await;
-        let req = match head {
+        let head = async {
+            read_head(&mut stream, &mut buf)
+                .await
+                .map_err(NoHead::Refused)
+        };
+        let req = match futures_lite::future::or(head, timed_out).await {
             Ok(Some(r)) => r,
             Ok(None) => return,
             // Too slow: close without answering (like nginx's header
             // timeout); a slowloris client gets nothing to read.
-            Err(408) => return,
-            Err(status) => {
+            Err(NoHead::TimedOut) => return,
+            Err(NoHead::Refused(e)) => {
+                let status = e.status();
                 let _ = stream
                     .write_all(&http::response(
                         status,
@@ -225,15 +170,23 @@ pub async fn serve_connection(engine: Rc<Engine>, mut stream: TcpStream, mut buf
     }
 }
 
+/// Why a connection gave no request to route.
+enum NoHead {
+    /// The whole head did not arrive within `--head-timeout`.
+    TimedOut,
+    /// A head this server refuses (answered with its status, then closed).
+    Refused(HeadError),
+}
+
 /// Reads until `buf` holds a complete request head. `Ok(None)`: the client
-/// went away (or idled out) between requests; `Err(status)`: answer it.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, u16> {
+/// went away (or idled out) between requests.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Request>, HeadError> {
     loop {
-        match http::parse_head(buf) {
-            Ok(Some(r)) => return Ok(Some(r)),
-            Ok(None) => {}
-            Err(HeadError::Malformed | HeadError::Framing) => return Err(400),
-            Err(HeadError::TooLarge) => return Err(431),
+        if let Some(r) = http::parse_head(buf)? {
+            return Ok(Some(r));
         }
         match read_more(stream, buf, 2048).await {
             Ok(0) | Err(_) => return Ok(None),

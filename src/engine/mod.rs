@@ -6,8 +6,10 @@
 //! - `handshake`: the Engine.IO endpoint: opens sessions, finds a request's
 //!   session (or hands the connection to the shard that owns it), and gives
 //!   the request to its transport.
+//! - `sweep`: the shard's sweeper (ping and connect deadlines) and drain.
 //! - `transport/`: websocket and long-polling.
 
 pub mod handshake;
 pub mod session;
+pub mod sweep;
 pub mod transport;
