@@ -5,6 +5,7 @@
 //!   under per-instance keys with heartbeats, reconnection).
 //! - `wire`: the envelope that crosses Redis.
 //! - `msg`: what a shard and the link say to each other.
+//! - `port`: the channel from the link to one shard, and its wake-up.
 //! - this module: each shard's side — [`ClusterLink`] (the shard's
 //!   [`Uplink`]: publishes and interest go out) and the task that takes in
 //!   what the link sends back (deliveries, direct messages, answers).
@@ -14,15 +15,15 @@
 
 pub mod link;
 pub mod msg;
+pub mod port;
 pub mod wire;
 
 use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,13 +33,7 @@ use tokio::sync::mpsc;
 
 pub use link::{ClusterStats, LinkConfig};
 pub use msg::{FromCluster, Query, ToCluster};
-
-/// The shard's end of its port, taken once by the shard with that id.
-pub struct ShardEnd {
-    rx: crossbeam_channel::Receiver<FromCluster>,
-    armed: Arc<AtomicBool>,
-    wake: StdUnixStream,
-}
+use port::ShardEnd;
 
 /// What `run::start` builds before the shards exist.
 pub struct Cluster {
@@ -55,16 +50,9 @@ impl Cluster {
         let mut ports = Vec::with_capacity(shards);
         let mut ends = Vec::with_capacity(shards);
         for _ in 0..shards {
-            let (tx, rx) = crossbeam_channel::bounded(16_384);
-            let (a, b) = StdUnixStream::pair()?;
-            a.set_nonblocking(true)?;
-            let armed = Arc::new(AtomicBool::new(false));
-            ports.push(link::ShardPort {
-                tx,
-                armed: armed.clone(),
-                wake: a,
-            });
-            ends.push(Some(ShardEnd { rx, armed, wake: b }));
+            let (port, end) = port::pair()?;
+            ports.push(port);
+            ends.push(Some(end));
         }
         let stats = Arc::new(ClusterStats::default());
         let tx = link::spawn(cfg, ports, stats.clone())?;
