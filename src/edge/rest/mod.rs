@@ -16,7 +16,7 @@
 //! sockets meanwhile.
 
 mod api;
-mod error;
+pub mod error;
 
 use std::rc::Rc;
 
