@@ -117,12 +117,12 @@ fn publish_cost(c: &mut Criterion) {
     let large = large_publish();
     let mut g = c.benchmark_group("publish_cost");
     for (name, text) in [("small", SMALL_PUBLISH), ("1k", large.as_str())] {
-        socket_gateway::gateway::publish_event_text(text, &from, "01a2126ceabc-1", 1)
+        socket_gateway::app::publish::publish_event_text(text, &from, "01a2126ceabc-1", 1)
             .expect("a valid publish");
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
-                socket_gateway::gateway::publish_event_text(
+                socket_gateway::app::publish::publish_event_text(
                     black_box(text),
                     &from,
                     "01a2126ceabc-1",

@@ -1,6 +1,7 @@
 //! HTTP/1.1 at the edge: request heads parsed with `httparse`, responses
-//! written as plain bytes. Owns no state; `server.rs` decides what a request
-//! means.
+//! written as plain bytes, and the two socket helpers every HTTP handler
+//! shares (`read_more`, `reply`). Owns no state; the router
+//! (`edge/server.rs`) decides what a request means.
 //!
 //! Framing is strict, checked here so every route gets it: a request's body
 //! is exactly its one `Content-Length` (plain digits), or nothing. A head
@@ -12,7 +13,9 @@
 
 use std::borrow::Cow;
 
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use percent_encoding::percent_decode_str;
+use shards::rt::TcpStream;
 
 /// Largest request head accepted (431 beyond it).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -52,6 +55,16 @@ pub enum HeadError {
     /// Framing another parser could read differently (see the module doc):
     /// answer 400 and close.
     Framing,
+}
+
+impl HeadError {
+    /// The status this refusal is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::Malformed | HeadError::Framing => 400,
+            HeadError::TooLarge => 431,
+        }
+    }
 }
 
 /// Parses a request head from the start of `buf`; `Ok(None)` means more
@@ -262,6 +275,57 @@ pub fn response(
     });
     out.extend_from_slice(body);
     out
+}
+
+/// A successful answer from a REST or admin route.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub headers: &'static [(&'static str, &'static str)],
+}
+
+impl Reply {
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            headers: &[],
+        }
+    }
+}
+
+/// Reads up to `chunk` more bytes onto the end of `buf`. Reading straight
+/// into the vector (not through a stack array) keeps every connection's
+/// future small: a future is as big as the largest state it can be in.
+pub async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: usize,
+) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + chunk, 0);
+    let r = stream.read(&mut buf[start..]).await;
+    buf.truncate(start + r.as_ref().map_or(0, |n| *n));
+    r
+}
+
+/// Writes a response; `None` when the connection must end.
+pub async fn reply(
+    mut stream: TcpStream,
+    mut buf: Vec<u8>,
+    consumed: usize,
+    keep_alive: bool,
+    bytes: Vec<u8>,
+) -> Option<(TcpStream, Vec<u8>)> {
+    stream.write_all(&bytes).await.ok()?;
+    if !keep_alive {
+        let _ = stream.close().await;
+        return None;
+    }
+    buf.drain(..consumed.min(buf.len()));
+    Some((stream, buf))
 }
 
 #[cfg(test)]

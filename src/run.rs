@@ -7,7 +7,7 @@ use std::sync::Arc;
 use shards::{RuntimeConfig, ShardHandle};
 
 use crate::config::Config;
-use crate::server::{bind_reuseport, run_shard};
+use crate::edge::server::{bind_reuseport, run_shard};
 
 /// A running server.
 pub struct Running {

@@ -111,7 +111,7 @@ fn check_publish(text: &str) {
         info: None,
         outbox: Rc::new(Outbox::new(1, usize::MAX)),
     };
-    if let Ok(p) = socket_gateway::gateway::publish_event_text(text, &member, "id", 1) {
+    if let Ok(p) = socket_gateway::app::publish::publish_event_text(text, &member, "id", 1) {
         let frame = std::str::from_utf8(&p.text).expect("a frame is UTF-8");
         let v: Value = serde_json::from_str(&frame[2..]).expect("a frame is valid JSON");
         assert_eq!(v[0], "event");

@@ -54,28 +54,31 @@
 //!
 //! Files: this one holds the thread, the connection and its loop, the
 //! interest bookkeeping and what arrives from Redis; `link/presence.rs` the
-//! per-instance keys and heartbeats; `link/queries.rs` the cluster-wide views.
+//! per-instance keys and heartbeats; `link/queries.rs` the cluster-wide
+//! views; `link/member.rs` a member's stored JSON. The two `impl Link` files
+//! are children of this one (they use its private fields); this file calls
+//! their methods but imports nothing from them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::io::Write;
-use std::ops::Bound;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use shards::{MemberView, Response, Topic};
+use shards::{Response, Topic};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::wire::Envelope;
-use super::{FromCluster, Query, ToCluster};
+use crate::cluster::msg::{FromCluster, ToCluster};
+use crate::cluster::port::ShardPort;
+use crate::cluster::wire::Envelope;
 
+mod member;
 mod presence;
-use presence::member_json;
 mod queries;
+
+use member::member_json;
 
 /// Options of the cluster link.
 #[derive(Debug, Clone)]
@@ -98,24 +101,6 @@ pub struct ClusterStats {
     pub messages_received: AtomicU64,
     pub deliveries_in: AtomicU64,
     pub commands: AtomicU64,
-}
-
-/// One shard's receiving end as the link sees it.
-pub struct ShardPort {
-    pub tx: crossbeam_channel::Sender<FromCluster>,
-    pub armed: Arc<AtomicBool>,
-    pub wake: UnixStream,
-}
-
-impl ShardPort {
-    fn send(&self, m: FromCluster, stats: &ClusterStats) {
-        if self.tx.try_send(m).is_err() {
-            stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        if self.armed.swap(false, Ordering::AcqRel) {
-            let _ = (&self.wake).write(b"w");
-        }
-    }
 }
 
 struct Conn {
@@ -283,7 +268,7 @@ impl Link {
                         qid,
                         resp: Response::Delivered(false),
                     },
-                    &self.stats,
+                    &self.stats.publishes_dropped,
                 );
             }
         }
@@ -340,7 +325,10 @@ impl Link {
 
     fn reply(&self, shard: usize, qid: u64, resp: Response) {
         if let Some(p) = self.ports.get(shard) {
-            p.send(FromCluster::Reply { qid, resp }, &self.stats);
+            p.send(
+                FromCluster::Reply { qid, resp },
+                &self.stats.publishes_dropped,
+            );
         }
     }
 
@@ -537,7 +525,10 @@ impl Link {
                 for (i, port) in self.ports.iter().enumerate() {
                     if mask & (1 << i) != 0 {
                         self.stats.deliveries_in.fetch_add(1, Ordering::Relaxed);
-                        port.send(FromCluster::Deliver(p.clone()), &self.stats);
+                        port.send(
+                            FromCluster::Deliver(p.clone()),
+                            &self.stats.publishes_dropped,
+                        );
                     }
                 }
             }
@@ -557,7 +548,7 @@ impl Link {
                         origin,
                         req,
                     },
-                    &self.stats,
+                    &self.stats.publishes_dropped,
                 ),
                 None => {
                     let inbox = self.inbox(&origin);

@@ -4,6 +4,8 @@
 //!   connection (subscriptions by interest, pipelined publishes, presence
 //!   under per-instance keys with heartbeats, reconnection).
 //! - `wire`: the envelope that crosses Redis.
+//! - `msg`: what a shard and the link say to each other.
+//! - `port`: the channel from the link to one shard, and its wake-up.
 //! - this module: each shard's side — [`ClusterLink`] (the shard's
 //!   [`Uplink`]: publishes and interest go out) and the task that takes in
 //!   what the link sends back (deliveries, direct messages, answers).
@@ -12,102 +14,26 @@
 //! is away the answer is this instance's own view.
 
 pub mod link;
+pub mod msg;
+pub mod port;
 pub mod wire;
 
 use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 use shards::{MemberView, Publication, Response, Shard, ShardId, Topic, Uplink};
 use tokio::sync::mpsc;
 
 pub use link::{ClusterStats, LinkConfig};
-
-/// Shard → Redis shard.
-pub enum ToCluster {
-    Publish(Arc<Publication>),
-    /// A shard gained/lost interest; `reply` (a query id) is answered once
-    /// the subscription is in place.
-    Interest {
-        shard: ShardId,
-        topic: Topic,
-        on: bool,
-        reply: Option<u64>,
-    },
-    Join {
-        channel: Arc<str>,
-        member: MemberView,
-    },
-    Leave {
-        channel: Arc<str>,
-        socket_id: Arc<str>,
-    },
-    Connections {
-        shard: ShardId,
-        n: usize,
-    },
-    Query {
-        shard: ShardId,
-        qid: u64,
-        q: Query,
-    },
-    DirectResult {
-        origin: String,
-        req: u64,
-        ok: bool,
-    },
-    /// Remove this instance from the cluster's presence now (a graceful
-    /// stop); `done` is signalled once Redis has it (or could not).
-    Withdraw {
-        done: std::sync::mpsc::Sender<bool>,
-    },
-}
-
-/// Questions about the whole cluster.
-pub enum Query {
-    Count(Arc<str>),
-    Members(Arc<str>),
-    Channels,
-    Instances,
-    Direct {
-        instance: String,
-        shard: ShardId,
-        seq: u64,
-        text: Bytes,
-        attachments: Vec<Bytes>,
-    },
-}
-
-/// Redis shard → one shard.
-pub enum FromCluster {
-    Deliver(Arc<Publication>),
-    Direct {
-        seq: u64,
-        text: Bytes,
-        attachments: Vec<Bytes>,
-        origin: String,
-        req: u64,
-    },
-    Reply {
-        qid: u64,
-        resp: Response,
-    },
-}
-
-/// The shard's end of its port, taken once by the shard with that id.
-pub struct ShardEnd {
-    rx: crossbeam_channel::Receiver<FromCluster>,
-    armed: Arc<AtomicBool>,
-    wake: StdUnixStream,
-}
+pub use msg::{FromCluster, Query, ToCluster};
+use port::ShardEnd;
 
 /// What `run::start` builds before the shards exist.
 pub struct Cluster {
@@ -124,16 +50,9 @@ impl Cluster {
         let mut ports = Vec::with_capacity(shards);
         let mut ends = Vec::with_capacity(shards);
         for _ in 0..shards {
-            let (tx, rx) = crossbeam_channel::bounded(16_384);
-            let (a, b) = StdUnixStream::pair()?;
-            a.set_nonblocking(true)?;
-            let armed = Arc::new(AtomicBool::new(false));
-            ports.push(link::ShardPort {
-                tx,
-                armed: armed.clone(),
-                wake: a,
-            });
-            ends.push(Some(ShardEnd { rx, armed, wake: b }));
+            let (port, end) = port::pair()?;
+            ports.push(port);
+            ends.push(Some(end));
         }
         let stats = Arc::new(ClusterStats::default());
         let tx = link::spawn(cfg, ports, stats.clone())?;

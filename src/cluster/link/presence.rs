@@ -2,7 +2,12 @@
 //! counts, info) with TTLs, heartbeats, the rewrite after Redis lost data or
 //! peers forgot us, and the collection of silent instances.
 
-use super::*;
+use std::ops::Bound;
+
+use shards::Response;
+use tokio::time::Instant;
+
+use super::{bounded, Link};
 
 impl Link {
     /// How long this instance's `info`, `ch` and `keys` outlive its last
@@ -239,26 +244,3 @@ redis.call('DEL', keys, ARGV[3] .. 'ch', ARGV[3] .. 'info')
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 "#;
-
-pub(super) fn member_json(m: &MemberView) -> String {
-    format!(
-        "{{\"socketId\":{},\"userId\":{},\"info\":{},\"joinedAt\":{}}}",
-        crate::frame::json_str(&m.socket_id),
-        crate::frame::json_str(&m.user_id),
-        m.info.as_deref().unwrap_or("null"),
-        m.joined_at
-    )
-}
-
-pub(super) fn parse_member(json: &str) -> Option<MemberView> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    Some(MemberView {
-        socket_id: v.get("socketId")?.as_str()?.into(),
-        user_id: v.get("userId")?.as_str()?.into(),
-        info: match v.get("info") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(i) => Some(i.to_string().into()),
-        },
-        joined_at: v.get("joinedAt")?.as_u64()?,
-    })
-}

@@ -1,8 +1,16 @@
 //! Questions about the whole cluster (counts, members, channels, instances,
 //! direct messages to another instance), answered from Redis.
 
-use super::presence::parse_member;
-use super::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use shards::Response;
+use tokio::time::Instant;
+
+use super::{bounded, Link};
+use crate::cluster::link::member::parse_member;
+use crate::cluster::msg::Query;
+use crate::cluster::wire::Envelope;
 
 impl Link {
     pub(super) async fn live_instances(&mut self) -> redis::RedisResult<Vec<String>> {

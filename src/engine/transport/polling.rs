@@ -12,9 +12,10 @@ use proto::engineio::{self, PayloadRecord};
 use shards::rt::TcpStream;
 use shards::CloseReason;
 
+use crate::ctx::ShardCtx;
+use crate::engine::session::Session;
+use crate::http::reply;
 use crate::http::{self, Request};
-use crate::server::{reply, ShardCtx};
-use crate::session::Session;
 
 /// Records accepted in one POST body.
 const MAX_RECORDS: usize = 4096;
@@ -166,7 +167,7 @@ pub async fn post(
     let end = req.head_len + len;
     while buf.len() < end {
         let want = (end - buf.len()).min(64 * 1024);
-        match crate::server::read_more(&mut stream, &mut buf, want).await {
+        match crate::http::read_more(&mut stream, &mut buf, want).await {
             Ok(0) | Err(_) => return None,
             Ok(_) => {}
         }

@@ -11,14 +11,14 @@ use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{ApiError, Reply};
+use crate::app::views;
 use crate::args::{self, Fields};
+use crate::ctx::ShardCtx;
+use crate::edge::rest::error::ApiError;
 use crate::frame::{self, json_str};
-use crate::http::Request;
+use crate::http::{Reply, Request};
 use crate::metrics::{self, InstanceView};
 use crate::rules::{self, ErrorCode, Fail};
-use crate::server::ShardCtx;
-use crate::views;
 
 /// `GET /api/socket/channels[?prefix=P][&limit=N]`: channels sorted by name;
 /// `total` counts every match, `channels` holds the first `limit` of them.
@@ -106,7 +106,7 @@ pub async fn broadcast(ctx: &Rc<ShardCtx>, req: &Request, body: &[u8]) -> Result
     let channel = field(obj.channel, "channel")?;
     let event = field(obj.event, "event")?;
     let data = obj.data.unwrap_or(RawValue::NULL);
-    let id = crate::gateway::broadcast(&ctx.shard, &channel, &event, data).await?;
+    let id = crate::app::publish::broadcast(&ctx.shard, &channel, &event, data).await?;
     Ok(Reply::json(
         202,
         format!("{{\"ok\":true,\"id\":{}}}", json_str(&id)),

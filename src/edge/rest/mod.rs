@@ -16,14 +16,17 @@
 //! sockets meanwhile.
 
 mod api;
+pub mod error;
 
 use std::rc::Rc;
 
 use futures_lite::AsyncReadExt;
 use shards::rt::TcpStream;
 
+use crate::ctx::ShardCtx;
 use crate::http::{self, Method, Request};
-use crate::server::{reply, ShardCtx};
+use crate::http::{reply, Reply};
+use error::ApiError;
 
 /// Bodies beyond the limit up to this size are read and discarded after a
 /// 413 (keeping the connection); beyond it the connection is closed.
@@ -43,7 +46,7 @@ enum Route {
     OpenApi,
     Metrics,
     /// `/socket`, `/socket/` and the page's assets.
-    Admin(&'static crate::admin::Asset),
+    Admin(&'static crate::edge::admin::Asset),
 }
 
 impl Route {
@@ -59,7 +62,7 @@ impl Route {
                     let ch = rest.strip_suffix("/members")?;
                     return Some(Route::Members(ch.to_string()));
                 }
-                return crate::admin::asset(path).map(Route::Admin);
+                return crate::edge::admin::asset(path).map(Route::Admin);
             }
         })
     }
@@ -95,71 +98,6 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::Admin(_) => "/socket",
         }
-    }
-}
-
-/// A successful answer.
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-    pub headers: &'static [(&'static str, &'static str)],
-}
-
-impl Reply {
-    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Reply {
-            status,
-            content_type: "application/json",
-            body: body.into(),
-            headers: &[],
-        }
-    }
-}
-
-/// A failed request: its status and the contract's error body.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(400, "bad_request", message)
-    }
-
-    fn body(&self) -> Vec<u8> {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
-            .to_string()
-            .into_bytes()
-    }
-}
-
-/// A gateway failure (`rules::Fail`) as a REST answer: every code is a
-/// client error here except `internal`.
-impl From<crate::rules::Fail> for ApiError {
-    fn from(f: crate::rules::Fail) -> Self {
-        use crate::rules::ErrorCode as C;
-        let status = match f.code {
-            C::NotFound => 404,
-            C::Unauthorized => 401,
-            C::Forbidden => 403,
-            C::TooLarge => 413,
-            C::RateLimited => 429,
-            C::Internal => 500,
-            C::BadRequest | C::InvalidChannel | C::UnknownSubscription => 400,
-        };
-        ApiError::new(status, f.code.as_str(), f.message)
     }
 }
 
@@ -318,7 +256,7 @@ async fn handle(
         Route::Broadcast => api::broadcast(ctx, req, &body).await,
         Route::OpenApi => Ok(Reply::json(200, OPENAPI)),
         Route::Metrics => Ok(api::metrics(ctx).await),
-        Route::Admin(asset) => Ok(crate::admin::reply(asset)),
+        Route::Admin(asset) => Ok(crate::edge::admin::reply(asset)),
     }
 }
 

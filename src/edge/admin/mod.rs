@@ -3,7 +3,7 @@
 //! separate web server. The page talks to the REST API and `/metrics` with
 //! the operator's admin token or API key, kept in `sessionStorage`.
 
-use super::rest::Reply;
+use crate::http::Reply;
 
 /// A file of the page.
 #[derive(Debug, PartialEq, Eq)]

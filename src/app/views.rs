@@ -9,7 +9,7 @@ use std::sync::Arc;
 use shards::{MemberView, Response};
 
 use crate::cluster::Query;
-use crate::server::ShardCtx;
+use crate::ctx::ShardCtx;
 
 pub async fn member_count(ctx: &Rc<ShardCtx>, channel: &Arc<str>) -> usize {
     if let Some(c) = &ctx.cluster {

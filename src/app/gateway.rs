@@ -1,14 +1,12 @@
-//! The gateway application on top of the Socket.IO layer: contract §2–§4.
-//! Authenticates a CONNECT, then turns each client event (join, leave,
-//! publish, direct, subscribe, unsubscribe, members, refresh) into shard
-//! operations and answers with an ack or an `error` event.
+//! The gateway application on the Socket.IO layer ([`Gateway`], an
+//! [`App`]): authenticates a CONNECT on namespace `/`, then turns each
+//! client event (join, leave, publish, direct, subscribe, unsubscribe,
+//! members, refresh) into shard operations and answers with an ack or an
+//! `error` event.
 //!
-//! A publish is encoded here exactly once (`frame.rs`), then handed to the
-//! shard, which shares those bytes with every recipient. Its `data` is never
-//! parsed here: it goes into the frame as the JSON text the client sent
-//! (`args.rs`).
+//! A publish is checked and encoded exactly once (`publish.rs`), then handed
+//! to the shard, which shares those bytes with every recipient.
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -20,11 +18,12 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use shards::{now_ms, DirectSent, Member, Publication, SocketKey, SubFilter, Topic};
 
-use crate::args::{self, EventArgs, Fields};
+use crate::app::publish::{bad, bad_event, fields, parse_args, publication, text_field};
 use crate::auth::{pick_token, Claims, Refusal};
+use crate::engine::session::Session;
 use crate::frame;
 use crate::rules::{self, ErrorCode, Fail, Filter};
-use crate::session::Session;
+use crate::sio::{self, App, Refused};
 
 /// One authenticated socket on namespace `/`.
 pub struct GwSocket {
@@ -61,6 +60,55 @@ impl GwSocket {
 impl SubFilter for Filter {
     fn matches(&self, event: &str, data: &shards::Data<'_>) -> bool {
         Filter::matches(self, event, || data.value())
+    }
+}
+
+/// The gateway as the Socket.IO layer's application.
+pub struct Gateway;
+
+impl App for Gateway {
+    type Socket = Rc<GwSocket>;
+
+    fn connect(
+        &self,
+        s: &Rc<Session>,
+        nsp: &str,
+        auth: Option<&Value>,
+    ) -> Result<Rc<GwSocket>, Refused> {
+        if nsp != "/" {
+            return Err(Refused::invalid_namespace());
+        }
+        connect(s, auth).map_err(|reason| {
+            s.ctx.metrics.auth_refused(reason);
+            Refused(format!(
+                "{{\"message\":\"unauthorized\",\"data\":{{\"reason\":\"{}\"}}}}",
+                reason.as_str()
+            ))
+        })
+    }
+
+    fn socket_id(&self, g: &Rc<GwSocket>) -> String {
+        g.member.socket_id.to_string()
+    }
+
+    async fn on_event(
+        &self,
+        s: &Rc<Session>,
+        _nsp: &str,
+        g: &Rc<GwSocket>,
+        ack: Option<u64>,
+        data: Option<&str>,
+        att: Vec<Bytes>,
+    ) {
+        on_event(s, g, ack, data, att).await
+    }
+
+    async fn on_disconnect(&self, s: &Rc<Session>, g: &Rc<GwSocket>) {
+        disconnect(s, g).await
+    }
+
+    fn expired(&self, g: &Rc<GwSocket>, now_secs: u64) -> bool {
+        g.expired(now_secs)
     }
 }
 
@@ -167,30 +215,13 @@ fn answer(s: &Session, ack: Option<u64>, result: Result<String, Fail>) {
             let err = f.to_json();
             if ack.is_none() {
                 let text = format!("[\"error\",{err}]");
-                s.send_sio(Sio::Event, "/", None, Some(&text));
+                sio::send(s, Sio::Event, "/", None, Some(&text));
                 return;
             }
             format!("{{\"ok\":false,\"error\":{err}}}")
         }
     };
-    s.send_sio(Sio::Ack, "/", ack, Some(&format!("[{body}]")));
-}
-
-fn bad_event() -> Fail {
-    Fail::new(
-        ErrorCode::BadRequest,
-        "an event is a JSON array [name, argument]",
-    )
-}
-
-/// `[name, arg]`, with `arg` left as the client's JSON text.
-fn parse_args(data: Option<&str>) -> Result<(Cow<'_, str>, Option<&RawValue>), Fail> {
-    let e = EventArgs::parse(data.ok_or_else(bad_event)?).ok_or_else(bad_event)?;
-    Ok((e.name, e.arg))
-}
-
-fn bad(msg: &str) -> Fail {
-    Fail::new(ErrorCode::BadRequest, msg)
+    sio::send(s, Sio::Ack, "/", ack, Some(&format!("[{body}]")));
 }
 
 fn str_field<'a>(arg: &'a Value, key: &str) -> Result<&'a str, Fail> {
@@ -262,7 +293,7 @@ async fn join(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<
         }
         presence(s, g, &ch, "join").await;
     }
-    let n = crate::views::member_count(&s.ctx, &ch).await;
+    let n = crate::app::views::member_count(&s.ctx, &ch).await;
     Ok(format!(
         "{{\"ok\":true,\"channel\":{},\"members\":{n}}}",
         frame::json_str(&ch)
@@ -305,41 +336,6 @@ async fn presence(s: &Rc<Session>, g: &GwSocket, channel: &str, kind: &str) {
     s.ctx.shard.publish(p).await;
 }
 
-/// A server-side broadcast (REST): a RealtimeEvent with `from: null` to the
-/// channel's members and subscriptions on every shard. Returns its id.
-pub async fn broadcast(
-    shard: &shards::Shard,
-    channel: &str,
-    event: &str,
-    data: &RawValue,
-) -> Result<String, Fail> {
-    rules::validate_channel(channel)?;
-    rules::validate_event_name(event)?;
-    let id = shard.next_event_id();
-    let ev = frame::Event {
-        id: &id,
-        channel: Some(channel),
-        to: None,
-        event,
-        data,
-        from: None,
-        ts: now_ms(),
-        attachments: 0,
-    };
-    let (text, data) = frame::realtime_event(&ev);
-    let p = Publication {
-        channel: channel.into(),
-        event: event.into(),
-        text,
-        attachments: Vec::new(),
-        data,
-        skip_user: None,
-        members_only: false,
-    };
-    shard.publish(p).await;
-    Ok(id)
-}
-
 async fn publish(
     s: &Rc<Session>,
     g: &Rc<GwSocket>,
@@ -357,73 +353,6 @@ async fn publish(
     )?;
     shard.publish(p).await;
     Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}"))
-}
-
-/// A `publish` argument checked (`grant` decides the channel claim) and
-/// encoded into its one shared frame; also the event's id (`next_id`,
-/// taken once the argument passed).
-fn publication(
-    arg: Option<&RawValue>,
-    from: &Member,
-    ts: u64,
-    att: Vec<Bytes>,
-    grant: impl FnOnce(&str) -> Result<(), Fail>,
-    next_id: impl FnOnce() -> String,
-) -> Result<(Publication, String), Fail> {
-    let f = fields(arg)?;
-    let channel = text_field(f.channel, "channel")?;
-    rules::validate_channel(&channel)?;
-    let event = text_field(f.event, "event")?;
-    rules::validate_event_name(&event)?;
-    let echo = args::flag(f.echo, true).ok_or_else(|| bad("\"echo\" must be a boolean"))?;
-    grant(&channel)?;
-    let id = next_id();
-    let ev = frame::Event {
-        id: &id,
-        channel: Some(&channel),
-        to: None,
-        event: &event,
-        data: f.data.unwrap_or(RawValue::NULL),
-        from: Some(from),
-        ts,
-        attachments: att.len(),
-    };
-    let (text, data) = frame::realtime_event(&ev);
-    let p = Publication {
-        channel: (*channel).into(),
-        event: (*event).into(),
-        text,
-        attachments: att,
-        data,
-        skip_user: (!echo).then(|| from.user_id.clone()),
-        members_only: false,
-    };
-    Ok((p, id))
-}
-
-/// The gateway's whole work for one `publish` before its fan-out: the
-/// client's event text (`["publish",{...}]`) parsed and checked, its frame
-/// encoded. What `benches/fanout.rs` times as the publish cost.
-#[doc(hidden)]
-pub fn publish_event_text(
-    text: &str,
-    from: &Member,
-    id: &str,
-    ts: u64,
-) -> Result<Publication, Fail> {
-    let (_name, arg) = parse_args(Some(text))?;
-    let (p, _) = publication(arg, from, ts, Vec::new(), |_| Ok(()), || id.to_string())?;
-    Ok(p)
-}
-
-/// The argument of `publish` or `direct`, which must be an object.
-fn fields(arg: Option<&RawValue>) -> Result<Fields<'_>, Fail> {
-    arg.and_then(Fields::parse)
-        .ok_or_else(|| bad("the argument must be an object"))
-}
-
-fn text_field<'a>(field: Option<&'a RawValue>, key: &str) -> Result<Cow<'a, str>, Fail> {
-    args::string(field).ok_or_else(|| bad(&format!("\"{key}\" must be a string")))
 }
 
 fn not_found_fail() -> Fail {
@@ -554,7 +483,7 @@ async fn members(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Resu
     let name: Arc<str> = rules::channel_arg(arg)?.into();
     // Member `info` may be personal data: listed only where the token may join.
     check_grant(g, &name)?;
-    let list = crate::views::members(&s.ctx, &name).await;
+    let list = crate::app::views::members(&s.ctx, &name).await;
     Ok(format!(
         "{{\"ok\":true,\"channel\":{},\"members\":{}}}",
         frame::json_str(&name),
@@ -634,99 +563,5 @@ fn topic_text(topic: &Topic) -> String {
     match topic {
         Topic::Exact(c) => c.to_string(),
         Topic::Prefix(p) => format!("{p}*"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shards::Outbox;
-
-    fn member() -> Member {
-        Member {
-            key: SocketKey { shard: 0, seq: 1 },
-            socket_id: "i-0-1".into(),
-            user_id: "u".into(),
-            info: None,
-            outbox: Rc::new(Outbox::new(1, 1 << 20)),
-        }
-    }
-
-    #[test]
-    fn publish_keeps_data_and_filters_read_it() {
-        let data =
-            r#"{"order":{"z":[1.50,-0],"a":12345678901234567890123},"n":2,"s":"\u00e9\/\n"}"#;
-        let text = format!(r#"["publish",{{"data":{data},"channel":"c","event":"e"}}]"#);
-        let p = publish_event_text(&text, &member(), "id1", 7).unwrap();
-        assert_eq!(p.data(), data.as_bytes());
-        let frame = std::str::from_utf8(&p.text).unwrap();
-        assert!(
-            frame.contains(&format!(",\"data\":{data},\"from\":")),
-            "{frame}"
-        );
-        let filter = |f: Value| -> Rc<dyn SubFilter> { Rc::new(Filter::parse(&f).unwrap()) };
-        let d = shards::Data::new(p.data());
-        for (f, ok) in [
-            (
-                serde_json::json!({"where": {"n": 2, "order.z.0": 1.5}}),
-                true,
-            ),
-            (
-                serde_json::json!({"where": {"order.a": 1.2345678901234568e22}}),
-                true,
-            ),
-            (serde_json::json!({"where": {"s": "é/\n"}}), true),
-            (serde_json::json!({"where": {"n": 3}}), false),
-            (serde_json::json!({"event": "e"}), true),
-        ] {
-            assert_eq!(filter(f.clone()).matches("e", &d), ok, "{f}");
-        }
-        // No data: relayed and filtered as null.
-        let p = publish_event_text(
-            r#"["publish",{"channel":"c","event":"e"}]"#,
-            &member(),
-            "i",
-            1,
-        )
-        .unwrap();
-        assert_eq!(p.data(), b"null");
-        assert!(p.text.windows(11).any(|w| w == b"\"data\":null"));
-    }
-
-    #[test]
-    fn publish_argument_errors() {
-        let code = |t: &str| {
-            publish_event_text(t, &member(), "i", 1)
-                .err()
-                .map(|f| f.code)
-        };
-        use ErrorCode::{BadRequest, InvalidChannel};
-        for (t, c) in [
-            (r#"["publish"]"#, BadRequest),
-            (r#"["publish",null]"#, BadRequest),
-            (r#"["publish","c"]"#, BadRequest),
-            (r#"["publish",{"channel":42,"event":"e"}]"#, BadRequest),
-            (r#"["publish",{"channel":"","event":"e"}]"#, InvalidChannel),
-            (
-                r#"["publish",{"channel":"\u0007","event":"e"}]"#,
-                InvalidChannel,
-            ),
-            (r#"["publish",{"channel":"c"}]"#, BadRequest),
-            (
-                r#"["publish",{"channel":"c","event":"connect"}]"#,
-                BadRequest,
-            ),
-            (
-                r#"["publish",{"channel":"c","event":"e","echo":1}]"#,
-                BadRequest,
-            ),
-            (
-                r#"["publish",{"channel":"c","event":"e","data":}]"#,
-                BadRequest,
-            ),
-            (r#"{"publish":1}"#, BadRequest),
-        ] {
-            assert_eq!(code(t), Some(c), "{t}");
-        }
     }
 }

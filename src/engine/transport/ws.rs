@@ -33,10 +33,10 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::Message;
 
 use crate::config::Config;
+use crate::ctx::ShardCtx;
+use crate::engine::session::Session;
+use crate::engine::transport::frames;
 use crate::http::Request;
-use crate::server::ShardCtx;
-use crate::session::Session;
-use crate::transport::frames;
 use futures_lite::AsyncWriteExt;
 
 /// Packets moved from the outbox per batch.

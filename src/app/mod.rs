@@ -1,0 +1,10 @@
+//! The applications on the Socket.IO layer, and what they share with the
+//! REST API: `gateway` (the socket events), `publish` (one publish checked
+//! and encoded, from a socket or from REST), `views` (channel, member and
+//! connection listings, across shards and instances), `echo` (the protocol
+//! suites' handlers).
+
+pub mod echo;
+pub mod gateway;
+pub mod publish;
+pub mod views;

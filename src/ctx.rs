@@ -1,0 +1,27 @@
+//! The per-shard services every layer above the runtime shares: the shard
+//! (channels, members, the cross-shard mailbox), the validated config, the
+//! shard's metrics children, the link to other instances, and the websocket
+//! bookkeeping. One `ShardCtx` per shard, built by the edge at startup.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use shards::Shard;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// One shard's services.
+pub struct ShardCtx {
+    pub shard: Rc<Shard>,
+    pub cfg: Arc<Config>,
+    pub metrics: Metrics,
+    /// The link to other instances (with `--redis-url`).
+    pub cluster: Option<Rc<crate::cluster::ClusterLink>>,
+    /// Websocket tasks still running (a graceful stop waits for them).
+    pub live_websockets: Cell<usize>,
+    /// Scratch for a websocket task's batch of packets (borrowed only
+    /// between two awaits), so sockets keep no batch storage of their own.
+    pub ws_batch: RefCell<Vec<proto::engineio::Outgoing>>,
+}

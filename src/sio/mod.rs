@@ -1,0 +1,331 @@
+//! The Socket.IO layer: the namespaces connected on one Engine.IO session.
+//!
+//! [`SioSession`] is the session's [`EngineHandler`]: it decodes each
+//! message packet, checks it (socket.io-parser's payload rules; before the
+//! first CONNECT only CONNECT is allowed, and any packet for a namespace
+//! this session has not connected closes it, before any of its attachments
+//! is read), assembles binary packets (their attachments bounded in count by
+//! `--max-attachments` and, with their header, in bytes by `--max-payload`,
+//! checked as each arrives), and hands connections, events and disconnects
+//! to an [`App`]. Which app runs (the gateway or the protocol suites' echo
+//! handlers) is chosen once, at startup, by whoever builds the shard.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use proto::socketio::{self, AttachmentLimits, BinaryAssembly, PacketType as Sio};
+use serde_json::Value;
+
+use crate::engine::session::{EngineHandler, LocalFuture, ProtocolViolation, Session};
+
+/// A CONNECT refused by the app: the CONNECT_ERROR packet's data (JSON).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl Refused {
+    /// The namespace is not one the app serves.
+    pub fn invalid_namespace() -> Self {
+        Refused("{\"message\":\"Invalid namespace\"}".into())
+    }
+}
+
+/// An application on the Socket.IO layer: what a connection on a namespace
+/// is, and what it does with events.
+#[allow(async_fn_in_trait)] // one shard, no Send futures wanted
+pub trait App: 'static {
+    /// One connected socket's state.
+    type Socket: Clone;
+    /// A CONNECT on `nsp` with its auth payload: the socket, or a refusal.
+    fn connect(
+        &self,
+        s: &Rc<Session>,
+        nsp: &str,
+        auth: Option<&Value>,
+    ) -> Result<Self::Socket, Refused>;
+    /// The socket's id, as the CONNECT ack tells the client.
+    fn socket_id(&self, socket: &Self::Socket) -> String;
+    /// After the CONNECT ack is queued (`writes`: the outbox's write count
+    /// before it was).
+    fn on_connected(
+        self: &Rc<Self>,
+        _s: &Rc<Session>,
+        _nsp: &str,
+        _writes: u64,
+        _auth: Option<Value>,
+    ) {
+    }
+    /// An EVENT or BINARY_EVENT on the socket's namespace.
+    async fn on_event(
+        &self,
+        s: &Rc<Session>,
+        nsp: &str,
+        socket: &Self::Socket,
+        ack: Option<u64>,
+        data: Option<&str>,
+        att: Vec<Bytes>,
+    );
+    /// The socket is gone (DISCONNECT, or its session ended).
+    async fn on_disconnect(&self, s: &Rc<Session>, socket: &Self::Socket);
+    /// Whether the socket's credentials have expired (the session is then
+    /// disconnected).
+    fn expired(&self, _socket: &Self::Socket, _now_secs: u64) -> bool {
+        false
+    }
+}
+
+/// The Socket.IO state of one session: its namespaces and any binary
+/// packet whose attachments are still arriving.
+pub struct SioSession<A: App> {
+    app: Rc<A>,
+    binary: RefCell<Option<BinaryAssembly>>,
+    sockets: RefCell<Vec<(String, A::Socket)>>,
+}
+
+impl<A: App> SioSession<A> {
+    pub fn new(app: Rc<A>) -> Self {
+        SioSession {
+            app,
+            binary: RefCell::new(None),
+            sockets: RefCell::new(Vec::new()),
+        }
+    }
+
+    async fn message(&self, s: &Rc<Session>, text: &str) -> Result<(), ProtocolViolation> {
+        let p = socketio::decode(text).map_err(|_| ProtocolViolation("bad socket.io packet"))?;
+        validate(&p)?;
+        match p.kind {
+            Sio::Connect => {}
+            Sio::ConnectError => return Err(ProtocolViolation("CONNECT_ERROR from a client")),
+            // Checked on the header, before any attachment is read.
+            _ if !self.is_connected(p.nsp) => {
+                return Err(ProtocolViolation("packet for a namespace not connected"))
+            }
+            _ => {}
+        }
+        if p.kind.is_binary() && p.attachments > 0 {
+            let cfg = &s.ctx.cfg;
+            let limits = AttachmentLimits {
+                max_attachments: cfg.max_attachments,
+                max_bytes: cfg.max_payload,
+            };
+            // The header's Engine.IO packet: its type byte and this text.
+            let asm = BinaryAssembly::new(&p, 1 + text.len(), limits)
+                .map_err(|_| ProtocolViolation("too many binary attachments"))?;
+            *self.binary.borrow_mut() = Some(asm);
+            return Ok(());
+        }
+        self.dispatch(s, p.kind, p.nsp, p.id, p.data, Vec::new())
+            .await;
+        Ok(())
+    }
+
+    async fn binary(&self, s: &Rc<Session>, data: Bytes) -> Result<(), ProtocolViolation> {
+        let complete = {
+            let mut pending = self.binary.borrow_mut();
+            let Some(asm) = pending.as_mut() else {
+                return Err(ProtocolViolation("unexpected binary message"));
+            };
+            match asm.push(data) {
+                Ok(true) => pending.take(),
+                Ok(false) => None,
+                Err(_) => {
+                    // Freed now, not when the transport lets the session go.
+                    pending.take();
+                    return Err(ProtocolViolation("binary attachments beyond --max-payload"));
+                }
+            }
+        };
+        if let Some(asm) = complete {
+            let (kind, id) = (asm.kind(), asm.id());
+            let nsp = asm.nsp().to_string();
+            let data = asm.data().map(str::to_string);
+            let attachments = asm.into_attachments();
+            self.dispatch(s, kind, &nsp, id, data.as_deref(), attachments)
+                .await;
+        }
+        Ok(())
+    }
+
+    fn is_connected(&self, nsp: &str) -> bool {
+        self.sockets.borrow().iter().any(|(n, _)| n == nsp)
+    }
+
+    fn socket(&self, nsp: &str) -> Option<A::Socket> {
+        self.sockets
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == nsp)
+            .map(|(_, s)| s.clone())
+    }
+
+    async fn dispatch(
+        &self,
+        s: &Rc<Session>,
+        kind: Sio,
+        nsp: &str,
+        id: Option<u64>,
+        data: Option<&str>,
+        att: Vec<Bytes>,
+    ) {
+        match kind {
+            Sio::Connect => self.connect(s, nsp, data),
+            Sio::Disconnect => self.disconnect(s, nsp).await,
+            Sio::Event | Sio::BinaryEvent => {
+                if let Some(sock) = self.socket(nsp) {
+                    self.app.on_event(s, nsp, &sock, id, data, att).await;
+                }
+            }
+            Sio::Ack | Sio::BinaryAck | Sio::ConnectError => {}
+        }
+    }
+
+    fn connect(&self, s: &Rc<Session>, nsp: &str, data: Option<&str>) {
+        if self.is_connected(nsp) {
+            return;
+        }
+        let auth: Option<Value> = data.and_then(|d| serde_json::from_str(d).ok());
+        // The first CONNECT moves the session from the pending sessions to
+        // the connections, if there is room; otherwise it is refused and the
+        // session stays pending (until its connect timeout).
+        let promote = s.is_pending();
+        if promote && !s.take_connection_slot() {
+            send(
+                s,
+                Sio::ConnectError,
+                nsp,
+                None,
+                Some("{\"message\":\"Server at max connections\"}"),
+            );
+            return;
+        }
+        let socket = match self.app.connect(s, nsp, auth.as_ref()) {
+            Ok(socket) => socket,
+            Err(Refused(body)) => {
+                if promote {
+                    s.release_connection_slot();
+                }
+                send(s, Sio::ConnectError, nsp, None, Some(&body));
+                return;
+            }
+        };
+        s.mark_connected();
+        let sid = self.app.socket_id(&socket);
+        self.sockets.borrow_mut().push((nsp.to_string(), socket));
+        // Taken before the ack is queued: a websocket may write it at once.
+        let writes = s.outbox.writes();
+        send(
+            s,
+            Sio::Connect,
+            nsp,
+            None,
+            Some(&format!("{{\"sid\":\"{sid}\"}}")),
+        );
+        self.app.on_connected(s, nsp, writes, auth);
+    }
+
+    async fn disconnect(&self, s: &Rc<Session>, nsp: &str) {
+        let removed = {
+            let mut socks = self.sockets.borrow_mut();
+            socks
+                .iter()
+                .position(|(n, _)| n == nsp)
+                .map(|i| socks.remove(i).1)
+        };
+        if let Some(sock) = removed {
+            self.app.on_disconnect(s, &sock).await;
+        }
+    }
+}
+
+impl<A: App> EngineHandler for SioSession<A> {
+    fn on_message<'a>(
+        &'a self,
+        s: &'a Rc<Session>,
+        text: &'a str,
+    ) -> LocalFuture<'a, Result<(), ProtocolViolation>> {
+        Box::pin(self.message(s, text))
+    }
+
+    fn on_binary<'a>(
+        &'a self,
+        s: &'a Rc<Session>,
+        data: Bytes,
+    ) -> LocalFuture<'a, Result<(), ProtocolViolation>> {
+        Box::pin(self.binary(s, data))
+    }
+
+    fn awaiting_binary(&self) -> bool {
+        self.binary.borrow().is_some()
+    }
+
+    fn on_tick(&self, s: &Rc<Session>, now_secs: u64) {
+        let expired = self
+            .sockets
+            .borrow()
+            .iter()
+            .any(|(_, sock)| self.app.expired(sock, now_secs));
+        if expired {
+            s.disconnect_all(shards::CloseReason::TokenExpired);
+        }
+    }
+
+    fn on_goodbye(&self, s: &Session) {
+        let nsps: Vec<String> = self
+            .sockets
+            .borrow()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        for nsp in nsps {
+            send(s, Sio::Disconnect, &nsp, None, None);
+        }
+    }
+
+    fn on_close(&self, s: &Rc<Session>) {
+        self.binary.borrow_mut().take();
+        let sockets = std::mem::take(&mut *self.sockets.borrow_mut());
+        if sockets.is_empty() {
+            return;
+        }
+        let (this, app) = (s.clone(), self.app.clone());
+        shards::rt::spawn_local(async move {
+            for (_, sock) in sockets {
+                app.on_disconnect(&this, &sock).await;
+            }
+        })
+        .detach();
+    }
+}
+
+/// Queues a Socket.IO packet on the session.
+pub fn send(s: &Session, kind: Sio, nsp: &str, id: Option<u64>, data: Option<&str>) -> bool {
+    let mut text = String::with_capacity(8 + data.map_or(0, str::len));
+    socketio::encode(kind, nsp, 0, id, data, &mut text);
+    s.send_text(text)
+}
+
+/// Socket.IO's payload rules (socket.io-parser `isPayloadValid`), checked
+/// cheaply on the outer shape: a packet breaking them closes the session.
+fn validate(p: &socketio::Packet<'_>) -> Result<(), ProtocolViolation> {
+    let data = p.data.map(str::trim);
+    let ok = match p.kind {
+        Sio::Connect => match data {
+            None => true,
+            Some(d) => d.starts_with('{') && d.ends_with('}'),
+        },
+        Sio::Disconnect => data.is_none(),
+        Sio::Event | Sio::BinaryEvent => data.is_some_and(|d| {
+            d.ends_with(']')
+                && d.strip_prefix('[')
+                    .is_some_and(|r| r.trim_start().starts_with('"'))
+        }),
+        Sio::Ack | Sio::BinaryAck => data.is_some_and(|d| d.starts_with('[') && d.ends_with(']')),
+        Sio::ConnectError => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ProtocolViolation("invalid socket.io payload"))
+    }
+}
