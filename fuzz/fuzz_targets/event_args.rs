@@ -113,8 +113,12 @@ fn check_publish(text: &str) {
     };
     if let Ok(p) = socket_gateway::app::publish::publish_event_text(text, &member, "id", 1) {
         let frame = std::str::from_utf8(&p.text).expect("a frame is UTF-8");
-        let v: Value = serde_json::from_str(&frame[2..]).expect("a frame is valid JSON");
-        assert_eq!(v[0], "event");
+        // Syntax only: `data` may hold numbers beyond a double (relayed as sent).
+        assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(&frame[2..]).is_ok(),
+            "a frame is valid JSON"
+        );
+        assert!(frame[2..].starts_with("[\"event\","));
         let data = std::str::from_utf8(p.data()).unwrap();
         assert!(data == "null" || text.contains(data), "data is a slice of the text");
         assert!(serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok());
