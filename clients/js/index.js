@@ -1,11 +1,11 @@
-// The realtime client for socket-gateway (contract v1), on socket.io-client 4.x.
+// The realtime client for socket-gateway (its protocol: docs/protocol.md), on socket.io-client 4.x.
 //
 //   const realtime = createRealtime({ url, getToken });
 //   realtime.on('connection', ({ state }) => ...);
 //   await realtime.socketClient.joinChannel('chat:room1');
 //
 // Every request resolves with the gateway's ack ({ ok: true, ... }) or rejects with a
-// RealtimeError whose `code` is the contract's error code (bad_request, invalid_channel, forbidden,
+// RealtimeError whose `code` is the protocol's error code (bad_request, invalid_channel, forbidden,
 // not_found, unknown_subscription, too_large, rate_limited, unauthorized, internal) or one of the
 // client's own: timeout, disconnected, closed.
 //
@@ -18,7 +18,7 @@ import { io } from 'socket.io-client';
 /** The connection states, in the order a session goes through them. */
 export const STATES = Object.freeze(['connecting', 'connected', 'reconnecting', 'disconnected']);
 
-/** An Error carrying the contract's error code (or timeout / disconnected / closed). */
+/** An Error carrying the protocol's error code (or timeout / disconnected / closed). */
 export class RealtimeError extends Error {
   constructor(code, message, extra = {}) {
     super(message || code);

@@ -1,4 +1,4 @@
-// §2 Authentication: where the token is found, every refusal reason, algorithms, refresh, expiry.
+// Authentication: where the token is found, every refusal reason, algorithms, refresh, expiry.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

@@ -1,4 +1,4 @@
-// §1 binary attachments relayed intact (BINARY_EVENT in, binary in `data` out).
+// binary attachments relayed intact (BINARY_EVENT in, binary in `data` out).
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { suite, connect, ack, uniq, waitFor, record, until, checkEvent, CONFIGS } from './fixture.mjs';

@@ -1,4 +1,4 @@
-// §3 join / leave / members, and the `channels` claim (§2, §8).
+// join / leave / members, and the `channels` claim.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { suite, connect, ack, uniq, uniqUser, isErr, ONCE, CONFIGS } from './fixture.mjs';

@@ -1,4 +1,4 @@
-// §7 Running several instances (and the cluster-wide views of §3–§5): real gateway processes
+// Running several instances (and the cluster-wide views): real gateway processes
 // forming a cluster through a real Redis, real socket.io-client sockets on each instance.
 //
 // Needs a Redis at REDIS_URL (default redis://127.0.0.1:6379; `.ci/run` starts one) and

@@ -1,4 +1,4 @@
-// §3 direct, §4 direct RealtimeEvent shape, §8 not_found.
+// direct, direct RealtimeEvent shape, not_found.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { suite, connect, ack, uniq, uniqUser, record, until, waitFor, checkEvent, isErr } from './fixture.mjs';

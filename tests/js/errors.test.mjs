@@ -1,4 +1,4 @@
-// §3 argument rules and error codes, the `error` event without an ack, §8 precisions.
+// argument rules and error codes, the `error` event without an ack, precisions.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {

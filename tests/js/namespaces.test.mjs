@@ -1,4 +1,4 @@
-// §1 namespaces: any namespace but `/` is refused; the Engine.IO session stays usable.
+// namespaces: any namespace but `/` is refused; the Engine.IO session stays usable.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';

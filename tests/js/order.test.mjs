@@ -1,4 +1,4 @@
-// §4 Order: events from one publisher to one channel arrive in publish order.
+// Order: events from one publisher to one channel arrive in publish order.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { suite, connect, ack, uniq, record, until, CONFIGS } from './fixture.mjs';

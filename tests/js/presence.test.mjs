@@ -1,4 +1,4 @@
-// §4 presence, §8 joining twice / leaving. Runs on the full matrix.
+// presence, joining twice / leaving. Runs on the full matrix.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { suite, connect, ack, uniq, uniqUser, record, until } from './fixture.mjs';

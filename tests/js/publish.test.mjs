@@ -1,4 +1,4 @@
-// §3 publish, §4 RealtimeEvent, §8 echo:false and ids. Runs on the full matrix.
+// publish, RealtimeEvent, echo:false and ids. Runs on the full matrix.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import {

@@ -1,4 +1,4 @@
-// REST API (contract §5, §8 REST statuses), /metrics and CORS over real HTTP against the real
+// REST API (routes and statuses of docs/protocol.md), /metrics and CORS over real HTTP against the real
 // gateway binary, with real socket.io-client sockets as channel members.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';

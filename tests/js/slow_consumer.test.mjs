@@ -1,4 +1,4 @@
-// §4 Delivery: a socket too slow for its bounded send queue is disconnected; others keep receiving.
+// Delivery: a socket too slow for its bounded send queue is disconnected; others keep receiving.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';

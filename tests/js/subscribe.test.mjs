@@ -1,4 +1,4 @@
-// §3 subscribe / unsubscribe, filters, §4 subscription deliveries.
+// subscribe / unsubscribe, filters, subscription deliveries.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { suite, connect, ack, uniq, uniqUser, record, until, checkEvent, isErr, CONFIGS } from './fixture.mjs';

@@ -1,4 +1,4 @@
-// §1 transport: the Engine.IO handshake and heartbeats, as a socket.io-client user sees them.
+// transport: the Engine.IO handshake and heartbeats, as a socket.io-client user sees them.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-// Reference peer for the load-test harness: the socket-gateway contract
-// (../../../../shared/spec/contract.md, v1) implemented the way the original product was —
+// Reference peer for the load-test harness: the socket-gateway protocol
+// (docs/protocol.md, as it stood before 2026-12) implemented the way the original product was —
 // Express + Socket.IO 4 + jsonwebtoken, and @socket.io/redis-adapter for the cluster case.
 //
 // Implemented: JWT auth (auth payload / Bearer header / ?token, HS256 with --jwt-secret),
 // events join / leave / publish (echo:false) / direct / subscribe (exact names and `prefix*`,
-// no filters) / unsubscribe / members / refresh with the contract's ack shapes, RealtimeEvent
+// no filters) / unsubscribe / members / refresh with the protocol's ack shapes, RealtimeEvent
 // and presence payloads, `error` events for failures without an ack, /healthz.
 // Not implemented: the REST API, admin page, metrics, subscription filters, the `channels`
 // claim, token expiry disconnects. With --redis-url, prefix subscriptions only see publishes
