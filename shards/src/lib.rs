@@ -41,7 +41,7 @@ pub mod runtime;
 pub mod shard;
 
 pub use channels::{Data, Member, MemberView, Publication, SubFilter, Topic};
-pub use ids::{session_owner, ShardId, SocketKey};
+pub use ids::{session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
 pub use mailbox::{Request, Response};
 pub use outbox::{CloseReason, Direct, DirectSink, Outbox};
 pub use runtime::{start, RuntimeConfig, ShardHandle};

@@ -25,7 +25,7 @@ use proto::engineio::Outgoing;
 use crate::channels::{
     Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic,
 };
-use crate::ids::{ShardId, SocketKey};
+use crate::ids::{shard_bit, ShardId, ShardMask, SocketKey};
 use crate::mailbox::{Mailbox, Request, Response, ShardMsg};
 
 type AdoptFn = Box<dyn Fn(OwnedFd, Vec<u8>)>;
@@ -43,8 +43,8 @@ pub trait Uplink {
 /// Which shards (bit per shard) want a topic.
 #[derive(Default)]
 struct Interest {
-    exact: HashMap<Arc<str>, u64>,
-    prefix: HashMap<Arc<str>, u64>,
+    exact: HashMap<Arc<str>, ShardMask>,
+    prefix: HashMap<Arc<str>, ShardMask>,
 }
 
 impl Interest {
@@ -53,7 +53,7 @@ impl Interest {
             Topic::Exact(k) => (&mut self.exact, k),
             Topic::Prefix(k) => (&mut self.prefix, k),
         };
-        let bit = 1u64 << (shard % 64);
+        let bit = shard_bit(shard);
         if on {
             *map.entry(key.clone()).or_default() |= bit;
         } else if let Some(m) = map.get_mut(key) {
@@ -64,7 +64,7 @@ impl Interest {
         }
     }
 
-    fn shards_for(&self, channel: &str) -> u64 {
+    fn shards_for(&self, channel: &str) -> ShardMask {
         let mut mask = self.exact.get(channel).copied().unwrap_or(0);
         for (p, m) in &self.prefix {
             if channel.starts_with(&**p) {

@@ -66,7 +66,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use shards::{Response, Topic};
+use shards::{shard_bit, Response, ShardMask, Topic};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
@@ -125,8 +125,8 @@ struct Link {
     /// The last channel whose member hash the rolling TTL refresh reached.
     sweep_after: Option<String>,
     /// Shards (bit per shard) that want each exact channel / prefix.
-    exact: HashMap<String, u64>,
-    prefix: HashMap<String, u64>,
+    exact: HashMap<String, ShardMask>,
+    prefix: HashMap<String, ShardMask>,
     /// This instance's presence, rewritten after Redis comes back (ordered,
     /// so the rolling TTL refresh can resume where it stopped).
     members: BTreeMap<String, HashMap<String, String>>,
@@ -472,7 +472,7 @@ impl Link {
     }
 
     async fn interest(&mut self, shard: usize, topic: Topic, on: bool) {
-        let bit = 1u64 << (shard % 64);
+        let bit = shard_bit(shard);
         let (map, key) = match &topic {
             Topic::Exact(c) => (&mut self.exact, c.to_string()),
             Topic::Prefix(p) => (&mut self.prefix, p.to_string()),
@@ -523,7 +523,7 @@ impl Link {
                     }
                 }
                 for (i, port) in self.ports.iter().enumerate() {
-                    if mask & (1 << i) != 0 {
+                    if mask & shard_bit(i) != 0 {
                         self.stats.deliveries_in.fetch_add(1, Ordering::Relaxed);
                         port.send(
                             FromCluster::Deliver(p.clone()),
