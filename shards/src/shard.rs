@@ -347,7 +347,7 @@ impl Shard {
         if to.shard >= self.nr_shards {
             return DirectSent::Done(false);
         }
-        let qid = self.mailbox.expect_reply();
+        let qid = self.mailbox.replies().expect();
         let req = Request::Direct {
             seq: to.seq,
             text,
@@ -359,7 +359,7 @@ impl Shard {
             req,
         };
         if self.mailbox.send_to(to.shard, msg).await.is_err() {
-            self.mailbox.cancel_reply(qid);
+            self.mailbox.replies().cancel(qid);
             return DirectSent::Done(false);
         }
         DirectSent::Waiting(qid)
@@ -368,7 +368,7 @@ impl Shard {
     /// Whether the direct message queued as `qid` reached its socket.
     pub async fn direct_answer(&self, qid: u64) -> bool {
         matches!(
-            self.mailbox.wait_reply(qid).await,
+            self.mailbox.replies().wait(qid).await,
             Some(Response::Delivered(true))
         )
     }
@@ -451,7 +451,7 @@ impl Shard {
             ShardMsg::Interest { from, topic, on } => {
                 self.interest.borrow_mut().set(from, &topic, on)
             }
-            ShardMsg::Response { qid, resp } => self.mailbox.complete(qid, resp),
+            ShardMsg::Response { qid, resp } => self.mailbox.replies().complete(qid, resp),
             ShardMsg::Request { from, qid, req } => {
                 let resp = self.answer(from, req);
                 let mailbox = self.mailbox.clone();

@@ -400,7 +400,7 @@ async fn direct(
                 text,
                 attachments: att,
             };
-            matches!(c.ask(q).await, Some(shards::Response::Delivered(true)))
+            matches!(c.ask(q).await, Some(crate::cluster::Reply::Delivered(true)))
         }
         _ => match shard.direct_send(key, text, att).await {
             DirectSent::Done(d) => d,

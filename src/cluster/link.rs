@@ -66,11 +66,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use shards::{shard_bit, Response, ShardMask, Topic};
+use shards::{shard_bit, ShardMask, Topic};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::cluster::msg::{FromCluster, ToCluster};
+use crate::cluster::msg::{FromCluster, Reply, ToCluster};
 use crate::cluster::port::ShardPort;
 use crate::cluster::wire::Envelope;
 
@@ -266,7 +266,7 @@ impl Link {
                 p.send(
                     FromCluster::Reply {
                         qid,
-                        resp: Response::Delivered(false),
+                        resp: Reply::Delivered(false),
                     },
                     &self.stats.publishes_dropped,
                 );
@@ -323,7 +323,7 @@ impl Link {
         );
     }
 
-    fn reply(&self, shard: usize, qid: u64, resp: Response) {
+    fn reply(&self, shard: usize, qid: u64, resp: Reply) {
         if let Some(p) = self.ports.get(shard) {
             p.send(
                 FromCluster::Reply { qid, resp },
@@ -422,7 +422,7 @@ impl Link {
                     self.flush(&mut pipe, &mut queued).await;
                     self.interest(shard, topic, on).await;
                     if let Some(qid) = reply {
-                        self.reply(shard, qid, Response::Done);
+                        self.reply(shard, qid, Reply::Done);
                     }
                 }
                 ToCluster::Query { shard, qid, q } => {
@@ -567,7 +567,7 @@ impl Link {
             },
             Envelope::DirectRes { req, ok } => {
                 if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
-                    self.reply(shard, qid, Response::Delivered(ok));
+                    self.reply(shard, qid, Reply::Delivered(ok));
                 }
             }
         }
