@@ -25,7 +25,8 @@ use proto::engineio::Outgoing;
 use crate::channels::{
     Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic,
 };
-use crate::ids::{shard_bit, ShardId, ShardMask, SocketKey};
+use crate::ids::{ShardId, SocketKey};
+use crate::interest::InterestMap;
 use crate::mailbox::{Mailbox, Request, Response, ShardMsg};
 
 type AdoptFn = Box<dyn Fn(OwnedFd, Vec<u8>)>;
@@ -38,41 +39,6 @@ pub trait Uplink {
     /// This shard gained (`on`) or lost interest in a topic. For a gain the
     /// future completes once other instances will forward the topic here.
     fn interest(&self, topic: Topic, on: bool) -> Pin<Box<dyn Future<Output = ()>>>;
-}
-
-/// Which shards (bit per shard) want a topic.
-#[derive(Default)]
-struct Interest {
-    exact: HashMap<Arc<str>, ShardMask>,
-    prefix: HashMap<Arc<str>, ShardMask>,
-}
-
-impl Interest {
-    fn set(&mut self, shard: ShardId, topic: &Topic, on: bool) {
-        let (map, key) = match topic {
-            Topic::Exact(k) => (&mut self.exact, k),
-            Topic::Prefix(k) => (&mut self.prefix, k),
-        };
-        let bit = shard_bit(shard);
-        if on {
-            *map.entry(key.clone()).or_default() |= bit;
-        } else if let Some(m) = map.get_mut(key) {
-            *m &= !bit;
-            if *m == 0 {
-                map.remove(key);
-            }
-        }
-    }
-
-    fn shards_for(&self, channel: &str) -> ShardMask {
-        let mut mask = self.exact.get(channel).copied().unwrap_or(0);
-        for (p, m) in &self.prefix {
-            if channel.starts_with(&**p) {
-                mask |= m;
-            }
-        }
-        mask
-    }
 }
 
 /// One core's state.
@@ -90,7 +56,7 @@ pub struct Shard {
     nr_shards: usize,
     instance: Arc<str>,
     channels: RefCell<Channels>,
-    interest: RefCell<Interest>,
+    interest: RefCell<InterestMap>,
     sockets: RefCell<HashMap<u64, Rc<Member>>>,
     mailbox: Rc<Mailbox>,
     last_id: Cell<(u64, u64)>,
@@ -449,7 +415,7 @@ impl Shard {
                 self.channels.borrow().deliver(&p);
             }
             ShardMsg::Interest { from, topic, on } => {
-                self.interest.borrow_mut().set(from, &topic, on)
+                self.interest.borrow_mut().set(from, &topic, on);
             }
             ShardMsg::Response { qid, resp } => self.mailbox.replies().complete(qid, resp),
             ShardMsg::Request { from, qid, req } => {
