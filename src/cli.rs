@@ -306,7 +306,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
     let shards = rt
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, 64);
+        .clamp(1, shards::MAX_SHARDS);
     if rt.ping_interval == 0 || rt.ping_timeout == 0 {
         return Err("--ping-interval and --ping-timeout must be positive".into());
     }

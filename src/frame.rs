@@ -74,8 +74,43 @@ pub fn realtime_event(e: &Event<'_>) -> (Bytes, Range<usize>) {
         }
         None => out.push_str("null"),
     }
+    // `ts` last, right before the closing `}]`: `event_ts` reads it there.
     let _ = write!(out, ",\"ts\":{}}}]", e.ts);
     (Bytes::from(out), span)
+}
+
+/// The `ts` of a frame built by [`realtime_event`], read back from its end
+/// where that function writes it: the whole frame (`...,"ts":N}]`) or the
+/// part a subscription delivery shares (the same without its `}]`, the
+/// `subscriptionId` tail kept apart). `None` for any other packet
+/// (presence, acks, pings). Reads the head and the last few bytes only.
+pub fn event_ts(frame: &[u8]) -> Option<u64> {
+    const HEAD: &[u8] = b"[\"event\",{";
+    const KEY: &[u8] = b",\"ts\":";
+    let rest = frame.strip_prefix(b"4")?;
+    let rest = match rest.first()? {
+        b'2' => &rest[1..],
+        b'5' => {
+            let dash = rest.iter().take(8).position(|&c| c == b'-')?;
+            &rest[dash + 1..]
+        }
+        _ => return None,
+    };
+    if !rest.starts_with(HEAD) {
+        return None;
+    }
+    let body = rest.strip_suffix(b"}]").unwrap_or(rest);
+    let digits = body
+        .iter()
+        .rev()
+        .take(21)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let (head, ts) = body.split_at(body.len() - digits);
+    if digits == 0 || !head.ends_with(KEY) {
+        return None;
+    }
+    std::str::from_utf8(ts).ok()?.parse().ok()
 }
 
 fn member_json(out: &mut String, socket_id: &str, user_id: &str, info: Option<&str>) {
@@ -152,6 +187,38 @@ mod tests {
         assert_eq!(v[1]["from"]["userId"], "user\"1");
         assert_eq!(v[1]["data"]["text"], "hi");
         assert_eq!(v[1]["ts"], 5);
+    }
+
+    #[test]
+    fn event_ts_reads_back_what_realtime_event_wrote() {
+        let m = member();
+        let data = RawValue::from_string(r#"{"ts":1,"n":7}"#.into()).unwrap();
+        for (to, attachments, ts) in [(None, 0, 1764000000000), (Some("i-1"), 3, 0)] {
+            let e = Event {
+                id: "1",
+                channel: to.is_none().then_some("c"),
+                to,
+                event: "e",
+                data: &data,
+                from: Some(&m),
+                ts,
+                attachments,
+            };
+            let (b, _) = realtime_event(&e);
+            assert_eq!(event_ts(&b), Some(ts));
+            // A subscription's shared part: the frame without its `}]`.
+            assert_eq!(event_ts(&b[..b.len() - 2]), Some(ts));
+        }
+        let p = presence("c", "join", &m, 5);
+        assert_eq!(event_ts(&p), None);
+        for other in [
+            &b"2"[..],
+            br#"43[{"ok":true}]"#,
+            br#"42["event",{"a":5}]"#,
+            b"42",
+        ] {
+            assert_eq!(event_ts(other), None);
+        }
     }
 
     #[test]

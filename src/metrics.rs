@@ -10,7 +10,9 @@
 //! Deliveries and their latency are measured where a RealtimeEvent frame is
 //! handed to a client transport ([`Metrics::packet_out`]): the latency is
 //! `now - ts` of the frame (epoch milliseconds, so millisecond resolution),
-//! i.e. from the publish to the write of the recipient's batch.
+//! i.e. from the publish to the write of the recipient's batch. The `ts` is
+//! read from the frame's last bytes, where `frame` writes it
+//! ([`crate::frame::event_ts`]): no search through the frame.
 //!
 //! Never blocks the shard: `with_label_values` (a lock) runs only on rare
 //! paths (a refusal, a close, a REST request) or at shard start.
@@ -25,6 +27,7 @@ use proto::engineio::Outgoing;
 use shards::{now_ms, CloseReason};
 
 use crate::auth::Refusal;
+use crate::frame;
 
 /// Every metric family, registered once per process.
 pub struct Families {
@@ -154,11 +157,11 @@ impl Metrics {
         self.packets_out.inc();
         self.bytes_out.inc_by(p.len() as u64);
         let bytes = match p {
-            // A subscription's frame: `ts` is in the shared part.
+            // A subscription's frame: `ts` ends the shared part.
             Outgoing::Text(b) | Outgoing::TextParts(b, _) => b,
             Outgoing::Binary(_) => return,
         };
-        if let Some(ts) = event_ts(bytes) {
+        if let Some(ts) = frame::event_ts(bytes) {
             self.deliveries.inc();
             let ms = now_ms().saturating_sub(ts);
             self.latency.observe(ms as f64 / 1000.0);
@@ -248,35 +251,6 @@ pub fn encode(view: &InstanceView<'_>) -> Vec<u8> {
         tracing::warn!("encoding metrics: {e}");
     }
     out
-}
-
-/// The `ts` of a RealtimeEvent frame (`42["event",{...,"ts":N}]`, or with
-/// attachments `45<n>-["event",...]`, or with a trailing `subscriptionId`);
-/// `None` for every other packet.
-fn event_ts(frame: &[u8]) -> Option<u64> {
-    const HEAD: &[u8] = b"[\"event\",{";
-    let rest = frame.strip_prefix(b"4")?;
-    let rest = match rest.first()? {
-        b'2' => &rest[1..],
-        b'5' => {
-            let dash = rest.iter().position(|&c| c == b'-')?;
-            &rest[dash + 1..]
-        }
-        _ => return None,
-    };
-    if !rest.starts_with(HEAD) {
-        return None;
-    }
-    // `ts` is the last key the encoder writes before an optional
-    // `subscriptionId` (which holds no quote), so search from the end.
-    const KEY: &[u8] = b"\"ts\":";
-    let at = rest.windows(KEY.len()).rposition(|w| w == KEY)?;
-    let digits = &rest[at + KEY.len()..];
-    let end = digits
-        .iter()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
 /// The Redis shard's counters, read at scrape time from its atomics (the
@@ -400,19 +374,6 @@ pub fn register_cluster(stats: Arc<crate::cluster::ClusterStats>, instance: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_ts_of_frames() {
-        let f = br#"42["event",{"id":"a","channel":"c","event":"e","data":{"ts":1},"from":null,"ts":1764000000000}]"#;
-        assert_eq!(event_ts(f), Some(1764000000000));
-        let sub = br#"42["event",{"id":"a","data":null,"ts":17,"subscriptionId":"x.1"}]"#;
-        assert_eq!(event_ts(sub), Some(17));
-        let bin = br#"451-["event",{"id":"a","data":{"_placeholder":true,"num":0},"ts":5}]"#;
-        assert_eq!(event_ts(bin), Some(5));
-        assert_eq!(event_ts(br#"42["presence",{"channel":"c","ts":5}]"#), None);
-        assert_eq!(event_ts(b"2"), None);
-        assert_eq!(event_ts(br#"43[{"ok":true}]"#), None);
-    }
 
     #[test]
     fn scrape_has_the_families() {

@@ -6,6 +6,7 @@
 //! (`{"event": E | [E...], "where": {"dot.path": VALUE}}`). Nothing here panics on client input.
 
 use serde_json::{Map, Value};
+use shards::Topic;
 
 /// Longest channel name (and subscription topic), in bytes.
 pub const MAX_CHANNEL_BYTES: usize = 200;
@@ -150,29 +151,22 @@ pub fn channel_arg(arg: Option<&Value>) -> Result<String, Fail> {
     Ok(name.clone())
 }
 
-/// A subscription topic: one channel, or every channel starting with a prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Topic {
-    Exact(String),
-    /// The prefix, without its trailing `*` (empty for `*`).
-    Prefix(String),
+/// Validates and splits a subscription topic; a trailing `*` makes it a
+/// prefix pattern (`*` alone matches every channel).
+pub fn parse_topic(topic: &str) -> Result<Topic, Fail> {
+    validate_topic(topic)?;
+    Ok(match topic.strip_suffix('*') {
+        Some(prefix) => Topic::Prefix(prefix.into()),
+        None => Topic::Exact(topic.into()),
+    })
 }
 
-impl Topic {
-    /// Validates and splits a topic; a trailing `*` makes it a prefix pattern.
-    pub fn parse(topic: &str) -> Result<Topic, Fail> {
-        validate_topic(topic)?;
-        Ok(match topic.strip_suffix('*') {
-            Some(prefix) => Topic::Prefix(prefix.to_owned()),
-            None => Topic::Exact(topic.to_owned()),
-        })
-    }
-
-    pub fn matches(&self, channel: &str) -> bool {
-        match self {
-            Topic::Exact(name) => name == channel,
-            Topic::Prefix(prefix) => channel.starts_with(prefix.as_str()),
-        }
+/// A topic as the client wrote it (`chat:room1` or `chat:*`): the inverse of
+/// [`parse_topic`].
+pub fn topic_text(topic: &Topic) -> String {
+    match topic {
+        Topic::Exact(c) => c.to_string(),
+        Topic::Prefix(p) => format!("{p}*"),
     }
 }
 
@@ -401,18 +395,18 @@ mod tests {
 
     #[test]
     fn topics() {
-        assert_eq!(Topic::parse("chat:a"), Ok(Topic::Exact("chat:a".into())));
-        assert_eq!(Topic::parse("chat:*"), Ok(Topic::Prefix("chat:".into())));
-        assert_eq!(Topic::parse("*"), Ok(Topic::Prefix(String::new())));
-        assert_eq!(code(Topic::parse("")), InvalidChannel);
-        assert_eq!(code(Topic::parse("a\u{7}*")), InvalidChannel);
+        assert_eq!(parse_topic("chat:a"), Ok(Topic::Exact("chat:a".into())));
+        assert_eq!(parse_topic("chat:*"), Ok(Topic::Prefix("chat:".into())));
+        assert_eq!(parse_topic("*"), Ok(Topic::Prefix("".into())));
+        assert_eq!(code(parse_topic("")), InvalidChannel);
+        assert_eq!(code(parse_topic("a\u{7}*")), InvalidChannel);
         assert_eq!(code(validate_topic(&"a".repeat(201))), InvalidChannel);
         assert!(validate_topic(&format!("{}*", "a".repeat(199))).is_ok());
-        let p = Topic::parse("chat:*").unwrap();
+        let p = parse_topic("chat:*").unwrap();
         assert!(p.matches("chat:") && p.matches("chat:room1"));
         assert!(!p.matches("chat") && !p.matches("news:1"));
-        assert!(Topic::parse("*").unwrap().matches("anything"));
-        let e = Topic::parse("chat:a").unwrap();
+        assert!(parse_topic("*").unwrap().matches("anything"));
+        let e = parse_topic("chat:a").unwrap();
         assert!(e.matches("chat:a") && !e.matches("chat:ab"));
     }
 

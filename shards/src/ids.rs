@@ -10,6 +10,20 @@ use std::fmt;
 /// Index of a shard (one pinned executor) inside this instance.
 pub type ShardId = usize;
 
+/// A set of shards, one bit per shard: who wants a topic.
+pub type ShardMask = u64;
+
+/// Most shards one instance runs: one per bit of a [`ShardMask`]. The
+/// `--shards` flag is clamped to it, and ids naming a shard at or past it
+/// are refused as malformed.
+pub const MAX_SHARDS: usize = ShardMask::BITS as usize;
+
+/// The [`ShardMask`] holding only `shard` (which must be below [`MAX_SHARDS`]).
+pub fn shard_bit(shard: ShardId) -> ShardMask {
+    debug_assert!(shard < MAX_SHARDS);
+    1 << (shard % MAX_SHARDS)
+}
+
 /// A socket owned by shard `shard` on this instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketKey {
@@ -31,7 +45,7 @@ impl SocketKey {
         let seq = u64::from_str_radix(parts.next()?, 16).ok()?;
         let shard = usize::from_str_radix(parts.next()?, 16).ok()?;
         let instance = parts.next()?;
-        if instance.is_empty() || shard > 1024 {
+        if instance.is_empty() || shard >= MAX_SHARDS {
             return None;
         }
         Some((instance, SocketKey { shard, seq }))
@@ -49,7 +63,9 @@ impl fmt::Display for SocketKey {
 /// that the kernel hands to another shard can be routed to the owner.
 pub fn session_owner(sid: &str) -> Option<ShardId> {
     let head = sid.get(..2)?;
-    usize::from_str_radix(head, 16).ok()
+    usize::from_str_radix(head, 16)
+        .ok()
+        .filter(|&s| s < MAX_SHARDS)
 }
 
 #[cfg(test)]
@@ -65,6 +81,13 @@ mod tests {
         let w = k.wire("inst-a1");
         assert_eq!(w, "inst-a1-3-0000000000001234");
         assert_eq!(SocketKey::parse(&w), Some(("inst-a1", k)));
+        let last = SocketKey {
+            shard: MAX_SHARDS - 1,
+            seq: 1,
+        };
+        assert_eq!(SocketKey::parse(&last.wire("i")), Some(("i", last)));
+        let past = format!("i-{:x}-1", MAX_SHARDS);
+        assert_eq!(SocketKey::parse(&past), None);
     }
 
     #[test]
@@ -78,6 +101,8 @@ mod tests {
     fn session_owner_reads_prefix() {
         assert_eq!(session_owner("0aXYZ"), Some(10));
         assert_eq!(session_owner("z"), None);
+        assert_eq!(session_owner("3fXYZ"), Some(MAX_SHARDS - 1));
+        assert_eq!(session_owner("40XYZ"), None);
         assert_eq!(session_owner("é1"), None);
     }
 }

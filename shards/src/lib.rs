@@ -8,8 +8,11 @@
 //!   shards want which topics. `!Send`: only its own executor touches it.
 //! - [`outbox::Outbox`] is a socket's bounded send queue; overflow disconnects
 //!   the socket as a slow consumer instead of stalling the shard.
-//! - [`mailbox`] is the only door between shards.
+//! - [`mailbox`] is the only door between shards; [`replies`] holds the
+//!   questions a shard asked and awaits answers to.
 //! - [`ids`] says where things live: a socket id carries its owner shard.
+//! - [`interest::InterestMap`]: which shards want which topics, one bit per
+//!   shard (each shard's replica of its peers, and the cluster link's).
 //!
 //! # The publish path, as this crate sees it
 //! 1. The application on shard A encodes the RealtimeEvent once into `Bytes`
@@ -35,15 +38,19 @@
 
 pub mod channels;
 pub mod ids;
+pub mod interest;
 pub mod mailbox;
 pub mod outbox;
+pub mod replies;
 pub mod runtime;
 pub mod shard;
 
 pub use channels::{Data, Member, MemberView, Publication, SubFilter, Topic};
-pub use ids::{session_owner, ShardId, SocketKey};
+pub use ids::{session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
+pub use interest::InterestMap;
 pub use mailbox::{Request, Response};
 pub use outbox::{CloseReason, Direct, DirectSink, Outbox};
+pub use replies::Replies;
 pub use runtime::{start, RuntimeConfig, ShardHandle};
 pub use shard::{now_ms, DirectSent, Shard, Uplink};
 

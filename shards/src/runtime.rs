@@ -12,6 +12,7 @@ use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::ids::MAX_SHARDS;
 use crate::mailbox::{Mailbox, ShardMsg};
 use crate::shard::Shard;
 
@@ -36,7 +37,7 @@ where
     F: Fn(Rc<Shard>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let n = cfg.shards.clamp(1, 64);
+    let n = cfg.shards.clamp(1, MAX_SHARDS);
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.mailbox_capacity.max(16));
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {

@@ -26,6 +26,7 @@ use crate::channels::{
     Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic,
 };
 use crate::ids::{ShardId, SocketKey};
+use crate::interest::InterestMap;
 use crate::mailbox::{Mailbox, Request, Response, ShardMsg};
 
 type AdoptFn = Box<dyn Fn(OwnedFd, Vec<u8>)>;
@@ -38,41 +39,6 @@ pub trait Uplink {
     /// This shard gained (`on`) or lost interest in a topic. For a gain the
     /// future completes once other instances will forward the topic here.
     fn interest(&self, topic: Topic, on: bool) -> Pin<Box<dyn Future<Output = ()>>>;
-}
-
-/// Which shards (bit per shard) want a topic.
-#[derive(Default)]
-struct Interest {
-    exact: HashMap<Arc<str>, u64>,
-    prefix: HashMap<Arc<str>, u64>,
-}
-
-impl Interest {
-    fn set(&mut self, shard: ShardId, topic: &Topic, on: bool) {
-        let (map, key) = match topic {
-            Topic::Exact(k) => (&mut self.exact, k),
-            Topic::Prefix(k) => (&mut self.prefix, k),
-        };
-        let bit = 1u64 << (shard % 64);
-        if on {
-            *map.entry(key.clone()).or_default() |= bit;
-        } else if let Some(m) = map.get_mut(key) {
-            *m &= !bit;
-            if *m == 0 {
-                map.remove(key);
-            }
-        }
-    }
-
-    fn shards_for(&self, channel: &str) -> u64 {
-        let mut mask = self.exact.get(channel).copied().unwrap_or(0);
-        for (p, m) in &self.prefix {
-            if channel.starts_with(&**p) {
-                mask |= m;
-            }
-        }
-        mask
-    }
 }
 
 /// One core's state.
@@ -90,7 +56,7 @@ pub struct Shard {
     nr_shards: usize,
     instance: Arc<str>,
     channels: RefCell<Channels>,
-    interest: RefCell<Interest>,
+    interest: RefCell<InterestMap>,
     sockets: RefCell<HashMap<u64, Rc<Member>>>,
     mailbox: Rc<Mailbox>,
     last_id: Cell<(u64, u64)>,
@@ -347,7 +313,7 @@ impl Shard {
         if to.shard >= self.nr_shards {
             return DirectSent::Done(false);
         }
-        let qid = self.mailbox.expect_reply();
+        let qid = self.mailbox.replies().expect();
         let req = Request::Direct {
             seq: to.seq,
             text,
@@ -359,7 +325,7 @@ impl Shard {
             req,
         };
         if self.mailbox.send_to(to.shard, msg).await.is_err() {
-            self.mailbox.cancel_reply(qid);
+            self.mailbox.replies().cancel(qid);
             return DirectSent::Done(false);
         }
         DirectSent::Waiting(qid)
@@ -368,7 +334,7 @@ impl Shard {
     /// Whether the direct message queued as `qid` reached its socket.
     pub async fn direct_answer(&self, qid: u64) -> bool {
         matches!(
-            self.mailbox.wait_reply(qid).await,
+            self.mailbox.replies().wait(qid).await,
             Some(Response::Delivered(true))
         )
     }
@@ -449,9 +415,9 @@ impl Shard {
                 self.channels.borrow().deliver(&p);
             }
             ShardMsg::Interest { from, topic, on } => {
-                self.interest.borrow_mut().set(from, &topic, on)
+                self.interest.borrow_mut().set(from, &topic, on);
             }
-            ShardMsg::Response { qid, resp } => self.mailbox.complete(qid, resp),
+            ShardMsg::Response { qid, resp } => self.mailbox.replies().complete(qid, resp),
             ShardMsg::Request { from, qid, req } => {
                 let resp = self.answer(from, req);
                 let mailbox = self.mailbox.clone();

@@ -400,7 +400,7 @@ async fn direct(
                 text,
                 attachments: att,
             };
-            matches!(c.ask(q).await, Some(shards::Response::Delivered(true)))
+            matches!(c.ask(q).await, Some(crate::cluster::Reply::Delivered(true)))
         }
         _ => match shard.direct_send(key, text, att).await {
             DirectSent::Done(d) => d,
@@ -428,10 +428,7 @@ async fn direct(
 
 async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
     let topic_str = str_field(&arg, "topic")?;
-    let topic = match rules::Topic::parse(topic_str)? {
-        rules::Topic::Exact(c) => Topic::Exact(c.into()),
-        rules::Topic::Prefix(p) => Topic::Prefix(p.into()),
-    };
+    let topic = rules::parse_topic(topic_str)?;
     if let Some(grant) = &g.claims.borrow().channels {
         if !grant.allows_topic(topic_str) {
             return Err(Fail::new(
@@ -537,7 +534,7 @@ async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
             .subs
             .borrow()
             .iter()
-            .filter(|(_, topic)| !grant.allows_topic(&topic_text(topic)))
+            .filter(|(_, topic)| !grant.allows_topic(&rules::topic_text(topic)))
             .map(|(id, _)| id.clone())
             .collect();
         (channels, subs)
@@ -555,13 +552,5 @@ async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
             shard.unsubscribe(g.member.key, &id, &topic).await;
             s.ctx.metrics.unsubscribed();
         }
-    }
-}
-
-/// A subscription topic as the client wrote it (`chat:room1` or `chat:*`).
-fn topic_text(topic: &Topic) -> String {
-    match topic {
-        Topic::Exact(c) => c.to_string(),
-        Topic::Prefix(p) => format!("{p}*"),
     }
 }

@@ -6,14 +6,14 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use shards::{MemberView, Response};
+use shards::MemberView;
 
-use crate::cluster::Query;
+use crate::cluster::{Query, Reply};
 use crate::ctx::ShardCtx;
 
 pub async fn member_count(ctx: &Rc<ShardCtx>, channel: &Arc<str>) -> usize {
     if let Some(c) = &ctx.cluster {
-        if let Some(Response::Count(n)) = c.ask(Query::Count(channel.clone())).await {
+        if let Some(Reply::Count(n)) = c.ask(Query::Count(channel.clone())).await {
             return n;
         }
     }
@@ -22,7 +22,7 @@ pub async fn member_count(ctx: &Rc<ShardCtx>, channel: &Arc<str>) -> usize {
 
 pub async fn members(ctx: &Rc<ShardCtx>, channel: &Arc<str>) -> Vec<MemberView> {
     if let Some(c) = &ctx.cluster {
-        if let Some(Response::Members(v)) = c.ask(Query::Members(channel.clone())).await {
+        if let Some(Reply::Members(v)) = c.ask(Query::Members(channel.clone())).await {
             return v;
         }
     }
@@ -32,7 +32,7 @@ pub async fn members(ctx: &Rc<ShardCtx>, channel: &Arc<str>) -> Vec<MemberView> 
 /// Active channels with member counts.
 pub async fn channels(ctx: &Rc<ShardCtx>) -> Vec<(Arc<str>, usize)> {
     if let Some(c) = &ctx.cluster {
-        if let Some(Response::Channels(v)) = c.ask(Query::Channels).await {
+        if let Some(Reply::Channels(v)) = c.ask(Query::Channels).await {
             return v;
         }
     }
@@ -43,7 +43,7 @@ pub async fn channels(ctx: &Rc<ShardCtx>) -> Vec<(Arc<str>, usize)> {
 pub async fn connections(ctx: &Rc<ShardCtx>) -> Vec<(String, Vec<usize>)> {
     let local = ctx.shard.connections_per_shard().await;
     if let Some(c) = &ctx.cluster {
-        if let Some(Response::Instances(mut v)) = c.ask(Query::Instances).await {
+        if let Some(Reply::Instances(mut v)) = c.ask(Query::Instances).await {
             // This instance's own figures are fresher than its heartbeat.
             for (id, shards) in v.iter_mut() {
                 if **id == **ctx.shard.instance() {

@@ -66,11 +66,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use shards::{Response, Topic};
+use shards::{shard_bit, InterestMap, Topic};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::cluster::msg::{FromCluster, ToCluster};
+use crate::cluster::msg::{FromCluster, Reply, ToCluster};
 use crate::cluster::port::ShardPort;
 use crate::cluster::wire::Envelope;
 
@@ -125,8 +125,7 @@ struct Link {
     /// The last channel whose member hash the rolling TTL refresh reached.
     sweep_after: Option<String>,
     /// Shards (bit per shard) that want each exact channel / prefix.
-    exact: HashMap<String, u64>,
-    prefix: HashMap<String, u64>,
+    interest: InterestMap,
     /// This instance's presence, rewritten after Redis comes back (ordered,
     /// so the rolling TTL refresh can resume where it stopped).
     members: BTreeMap<String, HashMap<String, String>>,
@@ -174,8 +173,7 @@ pub fn spawn(
         last_beat: Instant::now(),
         sweep_after: None,
         withdrawn: false,
-        exact: HashMap::new(),
-        prefix: HashMap::new(),
+        interest: InterestMap::default(),
         members: BTreeMap::new(),
         connections: vec![0; shards],
         seq: 0,
@@ -266,7 +264,7 @@ impl Link {
                 p.send(
                     FromCluster::Reply {
                         qid,
-                        resp: Response::Delivered(false),
+                        resp: Reply::Delivered(false),
                     },
                     &self.stats.publishes_dropped,
                 );
@@ -289,11 +287,11 @@ impl Link {
             Err(_) => return self.down("connect timed out"),
         };
         let (mut sink, stream) = pubsub.split();
-        let mut topics: Vec<String> = self.exact.keys().map(|c| self.topic(c)).collect();
+        let mut topics: Vec<String> = self.interest.exact().map(|c| self.topic(c)).collect();
         topics.push(self.inbox(&self.cfg.instance));
         let patterns: Vec<String> = self
-            .prefix
-            .keys()
+            .interest
+            .prefixes()
             .map(|p| format!("{}*", esc_glob(&self.topic(p))))
             .collect();
         let subscribed = async {
@@ -323,7 +321,7 @@ impl Link {
         );
     }
 
-    fn reply(&self, shard: usize, qid: u64, resp: Response) {
+    fn reply(&self, shard: usize, qid: u64, resp: Reply) {
         if let Some(p) = self.ports.get(shard) {
             p.send(
                 FromCluster::Reply { qid, resp },
@@ -422,7 +420,7 @@ impl Link {
                     self.flush(&mut pipe, &mut queued).await;
                     self.interest(shard, topic, on).await;
                     if let Some(qid) = reply {
-                        self.reply(shard, qid, Response::Done);
+                        self.reply(shard, qid, Reply::Done);
                     }
                 }
                 ToCluster::Query { shard, qid, q } => {
@@ -472,26 +470,16 @@ impl Link {
     }
 
     async fn interest(&mut self, shard: usize, topic: Topic, on: bool) {
-        let bit = 1u64 << (shard % 64);
-        let (map, key) = match &topic {
-            Topic::Exact(c) => (&mut self.exact, c.to_string()),
-            Topic::Prefix(p) => (&mut self.prefix, p.to_string()),
-        };
-        let before = map.get(&key).copied().unwrap_or(0);
-        let after = if on { before | bit } else { before & !bit };
-        if after == 0 {
-            map.remove(&key);
-        } else {
-            map.insert(key.clone(), after);
-        }
-        if (before == 0) == (after == 0) {
+        if !self.interest.set(shard, &topic, on) {
             return;
         }
-        let (Some(conn), subscribe) = (self.conn.as_mut(), after != 0) else {
+        let name = match &topic {
+            Topic::Exact(c) | Topic::Prefix(c) => self.topic(c),
+        };
+        let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let name = format!("{}:ch:{key}", self.cfg.prefix);
-        let r = match (&topic, subscribe) {
+        let r = match (&topic, on) {
             (Topic::Exact(_), true) => bounded(conn.sink.subscribe(&name)).await,
             (Topic::Exact(_), false) => bounded(conn.sink.unsubscribe(&name)).await,
             (Topic::Prefix(_), true) => {
@@ -516,14 +504,9 @@ impl Link {
                 if origin == self.cfg.instance || !self.first_sighting(origin, seq) {
                     return;
                 }
-                let mut mask = self.exact.get(&*p.channel).copied().unwrap_or(0);
-                for (prefix, m) in &self.prefix {
-                    if p.channel.starts_with(prefix.as_str()) {
-                        mask |= m;
-                    }
-                }
+                let mask = self.interest.shards_for(&p.channel);
                 for (i, port) in self.ports.iter().enumerate() {
-                    if mask & (1 << i) != 0 {
+                    if mask & shard_bit(i) != 0 {
                         self.stats.deliveries_in.fetch_add(1, Ordering::Relaxed);
                         port.send(
                             FromCluster::Deliver(p.clone()),
@@ -567,7 +550,7 @@ impl Link {
             },
             Envelope::DirectRes { req, ok } => {
                 if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
-                    self.reply(shard, qid, Response::Delivered(ok));
+                    self.reply(shard, qid, Reply::Delivered(ok));
                 }
             }
         }
@@ -578,7 +561,7 @@ impl Link {
     fn first_sighting(&mut self, origin: String, seq: u64) -> bool {
         // Redis sends one copy per matching subscription of this instance:
         // only a single exact topic and no pattern can never match twice.
-        if self.prefix.is_empty() {
+        if !self.interest.has_prefixes() {
             return true;
         }
         let id = (origin, seq);

@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::AsyncReadExt;
-use shards::{MemberView, Publication, Response, Shard, ShardId, Topic, Uplink};
+use shards::{MemberView, Publication, Replies, Shard, ShardId, Topic, Uplink};
 use tokio::sync::mpsc;
 
 pub use link::{ClusterStats, LinkConfig};
-pub use msg::{FromCluster, Query, ToCluster};
+pub use msg::{FromCluster, Query, Reply, ToCluster};
 use port::ShardEnd;
 
 /// What `run::start` builds before the shards exist.
@@ -86,6 +86,7 @@ impl Cluster {
             tx: self.tx.clone(),
             stats: self.stats.clone(),
             reported: Cell::new(usize::MAX),
+            replies: Rc::default(),
         });
         shard.set_uplink(link.clone());
         let end = self
@@ -119,6 +120,8 @@ pub struct ClusterLink {
     pub stats: Arc<ClusterStats>,
     /// The connection count last sent to the Redis shard.
     reported: Cell<usize>,
+    /// Questions sent to the Redis shard, awaiting its [`Reply`].
+    replies: Rc<Replies<Reply>>,
 }
 
 impl Uplink for ClusterLink {
@@ -129,9 +132,6 @@ impl Uplink for ClusterLink {
     }
 
     fn interest(&self, topic: Topic, on: bool) -> Pin<Box<dyn Future<Output = ()>>> {
-        let Some(shard) = self.shard.upgrade() else {
-            return Box::pin(async {});
-        };
         if !on {
             let _ = self.tx.try_send(ToCluster::Interest {
                 shard: self.id,
@@ -142,7 +142,7 @@ impl Uplink for ClusterLink {
             return Box::pin(async {});
         }
         self.sync_connections();
-        let qid = shard.mailbox().expect_reply();
+        let qid = self.replies.expect();
         let msg = ToCluster::Interest {
             shard: self.id,
             topic,
@@ -150,23 +150,24 @@ impl Uplink for ClusterLink {
             reply: Some(qid),
         };
         if self.tx.try_send(msg).is_err() {
-            shard.mailbox().cancel_reply(qid);
+            self.replies.cancel(qid);
             return Box::pin(async {});
         }
+        let replies = self.replies.clone();
         Box::pin(async move {
-            wait(&shard, qid).await;
+            wait(&replies, qid).await;
         })
     }
 }
 
-async fn wait(shard: &Shard, qid: u64) -> Option<Response> {
+async fn wait(replies: &Replies<Reply>, qid: u64) -> Option<Reply> {
     let timed_out = async {
         shards::rt::sleep(ASK_TIMEOUT).await;
         None
     };
-    let r = futures_lite::future::or(shard.mailbox().wait_reply(qid), timed_out).await;
+    let r = futures_lite::future::or(replies.wait(qid), timed_out).await;
     if r.is_none() {
-        shard.mailbox().cancel_reply(qid);
+        replies.cancel(qid);
     }
     r
 }
@@ -214,10 +215,9 @@ impl ClusterLink {
     }
 
     /// Asks the cluster; `None` when Redis is away or too slow.
-    pub async fn ask(&self, q: Query) -> Option<Response> {
-        let shard = self.shard.upgrade()?;
+    pub async fn ask(&self, q: Query) -> Option<Reply> {
         self.sync_connections();
-        let qid = shard.mailbox().expect_reply();
+        let qid = self.replies.expect();
         if self
             .tx
             .try_send(ToCluster::Query {
@@ -227,11 +227,11 @@ impl ClusterLink {
             })
             .is_err()
         {
-            shard.mailbox().cancel_reply(qid);
+            self.replies.cancel(qid);
             return None;
         }
-        match wait(&shard, qid).await {
-            Some(Response::Unavailable) | None => None,
+        match wait(&self.replies, qid).await {
+            Some(Reply::Unavailable) | None => None,
             r => r,
         }
     }
@@ -266,7 +266,7 @@ async fn receive(shard: Rc<Shard>, link: Rc<ClusterLink>, end: ShardEnd) {
                         .tx
                         .try_send(ToCluster::DirectResult { origin, req, ok });
                 }
-                FromCluster::Reply { qid, resp } => shard.mailbox().complete(qid, resp),
+                FromCluster::Reply { qid, resp } => link.replies.complete(qid, resp),
             }
         }
     }

@@ -1,11 +1,11 @@
 //! What a shard and the Redis shard (`link`) say to each other: requests
 //! out ([`ToCluster`], with the cluster-wide [`Query`]s), deliveries and
-//! answers back ([`FromCluster`]).
+//! answers back ([`FromCluster`], with the cluster's own [`Reply`]).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use shards::{MemberView, Publication, Response, ShardId, Topic};
+use shards::{MemberView, Publication, ShardId, Topic};
 
 /// Shard → Redis shard.
 pub enum ToCluster {
@@ -74,6 +74,24 @@ pub enum FromCluster {
     },
     Reply {
         qid: u64,
-        resp: Response,
+        resp: Reply,
     },
+}
+
+/// The Redis shard's answer to a [`Query`] or to a subscribing
+/// [`ToCluster::Interest`].
+#[derive(Debug)]
+pub enum Reply {
+    /// The subscription is in place.
+    Done,
+    /// The cluster link could not answer (Redis unreachable): fall back to
+    /// this instance's own view.
+    Unavailable,
+    Count(usize),
+    Members(Vec<MemberView>),
+    Channels(Vec<(Arc<str>, usize)>),
+    /// Connected sockets per shard of each live instance.
+    Instances(Vec<(String, Vec<usize>)>),
+    /// Whether a direct message reached its socket on another instance.
+    Delivered(bool),
 }

@@ -4,7 +4,7 @@
 
 use std::ops::Bound;
 
-use shards::Response;
+use crate::cluster::msg::Reply;
 use tokio::time::Instant;
 
 use super::{bounded, Link};
@@ -145,7 +145,7 @@ impl Link {
             .collect();
         for req in expired {
             if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
-                self.reply(shard, qid, Response::Delivered(false));
+                self.reply(shard, qid, Reply::Delivered(false));
             }
         }
         if self.conn.is_none() || self.withdrawn {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use shards::Response;
+use crate::cluster::msg::Reply;
 use tokio::time::Instant;
 
 use super::{bounded, Link};
@@ -27,11 +27,11 @@ impl Link {
 
     /// Answers a question; `None` when the answer comes later (a direct
     /// message waits for the target instance).
-    pub(super) async fn query(&mut self, shard: usize, qid: u64, q: Query) -> Option<Response> {
+    pub(super) async fn query(&mut self, shard: usize, qid: u64, q: Query) -> Option<Reply> {
         if self.conn.is_none() {
             return Some(match q {
-                Query::Direct { .. } => Response::Delivered(false),
-                _ => Response::Unavailable,
+                Query::Direct { .. } => Reply::Delivered(false),
+                _ => Reply::Unavailable,
             });
         }
         let r = bounded(self.query_redis(shard, qid, q)).await;
@@ -39,7 +39,7 @@ impl Link {
             Ok(resp) => resp,
             Err(e) => {
                 self.down(&e.to_string());
-                Some(Response::Unavailable)
+                Some(Reply::Unavailable)
             }
         }
     }
@@ -49,7 +49,7 @@ impl Link {
         shard: usize,
         qid: u64,
         q: Query,
-    ) -> redis::RedisResult<Option<Response>> {
+    ) -> redis::RedisResult<Option<Reply>> {
         if let Query::Direct {
             instance,
             shard: to_shard,
@@ -76,7 +76,7 @@ impl Link {
                 .query_async(conn)
                 .await?;
             if receivers == 0 {
-                return Ok(Some(Response::Delivered(false)));
+                return Ok(Some(Reply::Delivered(false)));
             }
             self.pending_direct
                 .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
@@ -91,7 +91,7 @@ impl Link {
                 }
                 let conn = &mut self.cmd()?;
                 let counts: Vec<Option<usize>> = pipe.query_async(conn).await?;
-                Response::Count(counts.into_iter().flatten().sum())
+                Reply::Count(counts.into_iter().flatten().sum())
             }
             Query::Members(channel) => {
                 for i in &live {
@@ -99,7 +99,7 @@ impl Link {
                 }
                 let conn = &mut self.cmd()?;
                 let lists: Vec<Vec<String>> = pipe.query_async(conn).await?;
-                Response::Members(
+                Reply::Members(
                     lists
                         .iter()
                         .flatten()
@@ -117,7 +117,7 @@ impl Link {
                 for (k, n) in maps.into_iter().flatten() {
                     *sum.entry(k).or_default() += n;
                 }
-                Response::Channels(
+                Reply::Channels(
                     sum.into_iter()
                         .filter(|(_, n)| *n > 0)
                         .map(|(k, n)| (k.into(), n))
@@ -144,7 +144,7 @@ impl Link {
                     .collect();
                 out.push((self.cfg.instance.clone(), self.connections.clone()));
                 out.sort();
-                Response::Instances(out)
+                Reply::Instances(out)
             }
             Query::Direct { .. } => unreachable!("handled above"),
         };
