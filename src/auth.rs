@@ -1,4 +1,4 @@
-//! JWT authentication (contract §2 and §8).
+//! JWT authentication (docs/protocol.md, "Authentication").
 //!
 //! This module owns: finding the token of a connection ([`pick_token`]), verifying it against
 //! the configured algorithm and key ([`Verifier`]) into the [`Claims`] the gateway uses, the

@@ -11,7 +11,7 @@ use crate::auth::Verifier;
 /// Which Socket.IO application the server runs on top of the protocol layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The gateway of the contract: JWT auth, channels, presence.
+    /// The gateway: JWT auth, channels, presence.
     Gateway,
     /// The handlers the official socket.io-protocol / engine.io-protocol
     /// test suites expect: no auth, echo.

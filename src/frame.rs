@@ -19,7 +19,7 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push_str(&json_str(s));
 }
 
-/// A RealtimeEvent about to be encoded (contract §4).
+/// A RealtimeEvent about to be encoded.
 pub struct Event<'a> {
     pub id: &'a str,
     /// `None` for a direct message.

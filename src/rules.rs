@@ -1,4 +1,4 @@
-//! Validation rules of the client-facing API (contract §3 and §8), as pure functions.
+//! Validation rules of the client-facing API (docs/protocol.md), as pure functions.
 //!
 //! This module owns: the error codes and their wire form (`{"code","message"}`), the channel,
 //! topic and event-name rules, the parsing of the channel argument of `join`/`leave`/`members`,
@@ -22,7 +22,7 @@ pub const RESERVED_EVENTS: [&str; 6] = [
     "removeListener",
 ];
 
-/// The error codes of contract §3.
+/// The error codes a client can receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,

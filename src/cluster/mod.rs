@@ -1,4 +1,4 @@
-//! Several instances as one cluster, through Redis (contract §7).
+//! Several instances as one cluster, through Redis.
 //!
 //! - `link`: the Redis shard, a dedicated thread owning every Redis
 //!   connection (subscriptions by interest, pipelined publishes, presence

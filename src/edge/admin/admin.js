@@ -1,5 +1,5 @@
 // socket-gateway admin page. Plain browser JavaScript, no build step, no library.
-// Talks to the REST API (contract §5) and /metrics with the admin token or API key
+// Talks to the REST API (docs/protocol.md) and /metrics with the admin token or API key
 // kept in sessionStorage. Everything user-supplied is rendered with textContent.
 'use strict';
 

@@ -1,4 +1,4 @@
-//! The handlers of the REST routes (contract §5) and `/metrics`. Each one
+//! The handlers of the REST routes (docs/protocol.md) and `/metrics`. Each one
 //! answers from the shard that accepted the request; views of other shards
 //! and instances come from `crate::views`, `/metrics` from this instance only.
 

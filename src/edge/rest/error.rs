@@ -1,7 +1,7 @@
 //! A REST request's failure: its HTTP status and the JSON error body, and
 //! how a gateway failure (`rules::Fail`) maps onto one.
 
-/// A failed request: its status and the contract's error body.
+/// A failed request: its status and the protocol's error body.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: u16,

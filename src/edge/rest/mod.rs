@@ -1,5 +1,5 @@
-//! The operator's HTTP surface on the gateway's port: the REST API (contract
-//! §5), `/metrics` (Prometheus text) and the admin page at `/socket`.
+//! The operator's HTTP surface on the gateway's port: the REST API
+//! (docs/protocol.md), `/metrics` (Prometheus text) and the admin page at `/socket`.
 //!
 //! [`serve`] is the one entry from the server's router. For every request it
 //! (1) matches the route — an unknown one is 404 before anything else; (2)
