@@ -275,7 +275,7 @@ describe('clients/js: every method', () => {
   });
 });
 
-describe('clients/js: errors carry the protocol's codes', () => {
+describe('clients/js: errors carry the protocol codes', () => {
   let srv;
   before(async () => { srv = await startGateway(await freePort()); });
   after(async () => { closeClients(); await srv?.stop(); });
