@@ -5,7 +5,7 @@
 //! small state record and, once upgraded, a tungstenite `WebSocket` with a 4 KiB read buffer.
 //!
 //! This file owns the schedule ([`run`]: start connections at the rate, expire the slow ones,
-//! settle, sample the server, hold, close, sample again) and the [`Engine`] that dispatches
+//! settle, sample the server, hold, close, sample again) and the `Engine` that dispatches
 //! epoll events to connections. One connection's handshake lives in [`handshake`]; the
 //! figures and their rendering in [`report`].
 

@@ -11,10 +11,10 @@
 //! |----------------|----------------------------------------------------------------------|
 //! | [`options`]    | what a run is asked to do (scenario, membership, CO correction, …)   |
 //! | [`packets`]    | the Socket.IO events sent and the classification of those received  |
-//! | [`slot`]       | one connection and its role (subscriber, publisher, peer, churner)   |
-//! | [`machine`]    | the event machine: slots, epoll, timer, what each event does        |
-//! | [`setup`]      | before the window: plan, connect and join everyone, the barrier      |
-//! | [`measure`]    | the window: start, send, churn, drain, collect the figures           |
+//! | `slot`       | one connection and its role (subscriber, publisher, peer, churner)   |
+//! | `machine`    | the event machine: slots, epoll, timer, what each event does        |
+//! | `setup`      | before the window: plan, connect and join everyone, the barrier      |
+//! | `measure`    | the window: start, send, churn, drain, collect the figures           |
 //! | [`report`]     | the figures, their merging over processes, the table                 |
 //! | [`processes`]  | `--processes N`: spawning the children, `READY`/`GO`, merging        |
 //!

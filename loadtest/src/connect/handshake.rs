@@ -1,5 +1,5 @@
 //! One `connect` connection from TCP connect to Socket.IO connected, and held after that:
-//! the handshake state machine ([`Phase`]) that [`Conn::drive`] advances on each epoll
+//! the handshake state machine (`Phase`) that `Conn::drive` advances on each epoll
 //! event, and the parsing it needs (the HTTP upgrade response head, the Engine.IO /
 //! Socket.IO packet types that matter while connecting).
 //!

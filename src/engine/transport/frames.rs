@@ -38,7 +38,7 @@ fn parts(p: &Outgoing) -> (u8, &[u8], &[u8]) {
 }
 
 /// Writes as much of `packets`' frames as the socket takes now, never
-/// waiting: one `sendmsg` per [`CHUNK`] packets, stopping at the first short
+/// waiting: one `sendmsg` per `CHUNK` packets, stopping at the first short
 /// write. Returns the bytes written (0 when the socket's buffer is full) and
 /// whether that was all of them.
 pub fn send_frames(fd: RawFd, packets: &[Outgoing]) -> io::Result<(usize, bool)> {

@@ -66,7 +66,7 @@ fn record_client_close(sid: &Rc<str>) {
     });
 }
 
-/// Whether `sid` was closed by its client within [`CLOSED_LINGER`] with no
+/// Whether `sid` was closed by its client within `CLOSED_LINGER` with no
 /// GET waiting; true once.
 pub fn closed_by_client(sid: &str) -> bool {
     CLOSED.with(|c| {

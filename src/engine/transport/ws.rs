@@ -6,7 +6,7 @@
 //! by [`frames`]: a queued batch goes out in one gathered `sendmsg` (headers
 //! and shared payloads, no copy), not one `send` per message. While the
 //! writer is idle and `--ws-direct-writes` is on, the task lends the
-//! session's outbox a [`WsSink`], so a delivery is written by the publisher's
+//! session's outbox a `WsSink`, so a delivery is written by the publisher's
 //! loop at once (one `sendmsg`, no task switch); the first one the kernel
 //! does not take whole sends everything after it back through the queue.
 //! Off by default: under load the queue coalesces several deliveries to a
