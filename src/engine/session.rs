@@ -121,7 +121,9 @@ pub struct Session {
     /// Set when a PING is sent: the scheduled ping time + ping timeout.
     pub pong_deadline: Cell<Option<Instant>>,
     /// Until the layer above connects: when the session is closed for want
-    /// of a connection (`--connect-timeout`).
+    /// of a connection (`--connect-timeout`). `Some` exactly while the
+    /// session is pending (counted in the instance's pending sessions, not
+    /// its connections); a raw Engine.IO session is never pending.
     connect_deadline: Cell<Option<Instant>>,
     /// A plain Engine.IO session (the engine.io-protocol suite's
     /// `/engine.io/` path): no Socket.IO layer, message packets echoed.
@@ -130,9 +132,6 @@ pub struct Session {
     /// for a slow consumer can abort a write stuck on a full TCP buffer.
     pub ws_fd: Cell<Option<std::os::fd::RawFd>>,
     handler: Box<dyn EngineHandler>,
-    /// No connection has succeeded yet: counted in the instance's pending
-    /// sessions, not its connections.
-    pending: Cell<bool>,
     ended: Cell<bool>,
 }
 
@@ -198,7 +197,6 @@ impl Session {
             raw,
             ws_fd: Cell::new(None),
             handler: (engine.new_handler)(),
-            pending: Cell::new(!raw),
             ended: Cell::new(false),
             engine: engine.clone(),
             ctx,
@@ -236,7 +234,7 @@ impl Session {
 
     /// No connection has succeeded on this session yet.
     pub fn is_pending(&self) -> bool {
-        self.pending.get()
+        self.connect_deadline.get().is_some()
     }
 
     pub fn is_ended(&self) -> bool {
@@ -262,13 +260,12 @@ impl Session {
     /// A connection succeeded: a pending session (whose slot was taken)
     /// becomes connected, and no connect deadline applies any more.
     pub fn mark_connected(&self) {
-        if self.pending.replace(false) {
+        if self.connect_deadline.take().is_some() {
             self.ctx
                 .cfg
                 .pending_sessions
                 .fetch_sub(1, Ordering::Relaxed);
         }
-        self.connect_deadline.set(None);
     }
 
     /// A text packet from either transport.
@@ -333,7 +330,7 @@ impl Session {
         self.engine.sessions.borrow_mut().remove(&self.sid);
         let cfg = &self.ctx.cfg;
         cfg.open_sessions.fetch_sub(1, Ordering::Relaxed);
-        if self.pending.get() {
+        if self.is_pending() {
             cfg.pending_sessions.fetch_sub(1, Ordering::Relaxed);
         } else {
             cfg.connected_sessions.fetch_sub(1, Ordering::Relaxed);
