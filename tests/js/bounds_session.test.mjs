@@ -6,18 +6,14 @@
 // still be served after each attack shares the attacked shard.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import net from 'node:net';
 import WebSocket from 'ws';
 import { startServer, connect, ack, mint, uniq, record, until, sleep, closeAll, io } from './fixture.mjs';
+import { rssKiB, witness } from './raw.mjs';
 
 const MiB = 1024 * 1024;
 const MAX_PAYLOAD = 1_000_000;
 const SEND_QUEUE_BYTES = 1_048_576;
-
-function rssKiB(pid) {
-  return Number(/VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
-}
 
 /** Samples the server's VmRSS every few ms until stop(); returns the peak in KiB. */
 function rssWatch(srv) {
@@ -34,29 +30,6 @@ async function metricSum(srv, name, labels = '') {
     if (m && m[1] === name && (m[2] ?? '').includes(labels)) sum += Number(m[3]);
   }
   return sum;
-}
-
-/** A member and a publisher on the server; roundTrip() proves the shard still serves. */
-async function witness(srv) {
-  const ch = uniq('witness');
-  const a = await connect(srv, { transports: ['websocket'] });
-  const b = await connect(srv, { transports: ['websocket'] });
-  srv.sockets.delete(a); srv.sockets.delete(b);
-  assert.equal((await ack(a, 'join', ch)).ok, true);
-  const got = record(a, 'event');
-  let n = 0;
-  return {
-    async roundTrip(what) {
-      assert.ok(srv.proc.exitCode === null && srv.proc.signalCode === null, `the gateway still runs after ${what}`);
-      n += 1;
-      const marker = `${what}#${n}`;
-      const res = await ack(b, 'publish', { channel: ch, event: 'witness', data: marker });
-      assert.equal(res.ok, true, `witness publish after ${what}: ${JSON.stringify(res)}`);
-      await until(() => got.some((e) => e.data === marker), `the witness round trip after ${what}`);
-      assert.ok(a.connected && b.connected, `the witness is still connected after ${what}`);
-    },
-    close() { a.close(); b.close(); },
-  };
 }
 
 /** A raw websocket Engine.IO client; with a token, also the Socket.IO CONNECT. */
