@@ -201,15 +201,14 @@ impl Conn {
     }
 
     /// Writes what is queued until the kernel stops accepting. Err on a broken connection.
-    #[allow(clippy::result_unit_err)]
-    pub fn flush(&mut self) -> Result<(), ()> {
+    pub fn flush(&mut self) -> io::Result<()> {
         while self.woff < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.woff..]) {
-                Ok(0) => return Err(()),
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => self.woff += k,
                 Err(e) if would_block(&e) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(()),
+                Err(e) => return Err(e),
             }
         }
         self.wbuf.clear();

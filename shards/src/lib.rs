@@ -48,7 +48,7 @@ pub mod shard;
 pub use channels::{Data, Member, MemberView, Publication, SubFilter, Topic};
 pub use ids::{session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
 pub use interest::InterestMap;
-pub use mailbox::{Request, Response};
+pub use mailbox::{PeerGone, Request, Response};
 pub use outbox::{CloseReason, Direct, DirectSink, Outbox};
 pub use replies::Replies;
 pub use runtime::{start, RuntimeConfig, ShardHandle};

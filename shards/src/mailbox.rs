@@ -90,10 +90,13 @@ impl Mailbox {
     }
 
     /// Sends, waiting while the peer's mailbox is full (backpressure on the
-    /// sending task only; the shard keeps running). Returns the message if
-    /// the peer is gone.
-    pub async fn send_to(&self, to: ShardId, msg: ShardMsg) -> Result<(), ()> {
-        self.senders.send_to(to, msg).await.map_err(drop)
+    /// sending task only; the shard keeps running). Fails only when the peer
+    /// shard has stopped (shutdown), and then the message is dropped.
+    pub async fn send_to(&self, to: ShardId, msg: ShardMsg) -> Result<(), PeerGone> {
+        self.senders
+            .send_to(to, msg)
+            .await
+            .map_err(|_| PeerGone(to))
     }
 
     /// Questions sent to peers and not yet answered.
@@ -117,3 +120,15 @@ impl Mailbox {
         &self.replies
     }
 }
+
+/// A message could not be delivered: the peer shard has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerGone(pub ShardId);
+
+impl std::fmt::Display for PeerGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shard {} has stopped", self.0)
+    }
+}
+
+impl std::error::Error for PeerGone {}
