@@ -41,7 +41,7 @@ pub struct GwSocket {
     /// without an offset replays from here.
     pub(crate) since: Cell<u64>,
     /// What a recovery still has to give it once its CONNECT is answered.
-    pub(crate) pending: RefCell<Option<crate::app::recovery::Pending>>,
+    pub(crate) pending: RefCell<Option<Box<crate::app::recovery::Pending>>>,
     leeway: u64,
     /// Token bucket for `--max-events-per-sec`: tokens left, last refill.
     bucket: Cell<(f64, std::time::Instant)>,

@@ -293,14 +293,14 @@ fn recover_here(
     };
     let g = h.g;
     *g.claims.borrow_mut() = claims;
-    *g.pending.borrow_mut() = Some(Pending {
+    *g.pending.borrow_mut() = Some(Box::new(Pending {
         replay: Vec::new(),
         local: Local::After {
             offset,
             since: g.since.get(),
         },
         rejoin: g.member.is_hidden(),
-    });
+    }));
     Ok(g)
 }
 
@@ -369,11 +369,11 @@ async fn take_over(
         let to = shard.id();
         ask(shard, key.shard, Req::SetMoved { seq: key.seq, to }).await;
     }
-    *g.pending.borrow_mut() = Some(Pending {
+    *g.pending.borrow_mut() = Some(Box::new(Pending {
         replay,
         local: Local::Since { from, skip },
         rejoin: c.hidden,
-    });
+    }));
     Ok(g)
 }
 
@@ -402,6 +402,7 @@ pub fn resume(s: &Rc<Session>, g: &Rc<GwSocket>) {
     let ctx = &s.ctx;
     let shard = &ctx.shard;
     let m = &g.member;
+    let p = *p;
     let mut out = p.replay;
     match p.local {
         Local::After { offset, since } => {
