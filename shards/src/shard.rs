@@ -110,7 +110,9 @@ impl Shard {
     /// Turns connection state recovery on for this shard (before it serves):
     /// everything it delivers is logged within `bounds`.
     pub fn enable_recovery(&self, bounds: LogBounds) {
-        let _ = self.log.set(RefCell::new(Log::new(bounds)));
+        let mut log = Log::new(bounds);
+        log.trim(now_ms());
+        let _ = self.log.set(RefCell::new(log));
     }
 
     pub fn recovery_enabled(&self) -> bool {
@@ -140,7 +142,7 @@ impl Shard {
 
     fn log_publication(&self, p: &Arc<Publication>) {
         if let Some(l) = self.log.get() {
-            l.borrow_mut().push(Entry::Publication(p.clone()), now_ms());
+            l.borrow_mut().push(Entry::Publication(p.clone()));
         }
     }
 
@@ -589,7 +591,7 @@ impl Shard {
                     text: text.clone(),
                     attachments: attachments.to_vec(),
                 };
-                l.borrow_mut().push(e, now_ms());
+                l.borrow_mut().push(e);
                 true
             }
             _ => false,
