@@ -25,7 +25,8 @@ use proto::engineio::Outgoing;
 use crate::channels::{
     direct_frame, Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic,
 };
-use crate::ids::{ShardId, SocketKey};
+use crate::history::{History, HistoryBounds, HistoryPage, HistoryQuery};
+use crate::ids::{channel_home, ShardId, SocketKey};
 use crate::interest::InterestMap;
 use crate::mailbox::{AppMsg, Mailbox, Request, Response, ShardMsg};
 use crate::recovery::{Entry, Log, LogBounds, Miss};
@@ -73,6 +74,9 @@ pub struct Shard {
     uplink: RefCell<Option<Rc<dyn Uplink>>>,
     /// With connection state recovery on: what this shard delivered.
     log: OnceCell<RefCell<Log>>,
+    /// With history on: the recent events of the channels whose home is
+    /// this shard.
+    history: OnceCell<RefCell<History>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -98,7 +102,76 @@ impl Shard {
             app: RefCell::new(None),
             uplink: RefCell::new(None),
             log: OnceCell::new(),
+            history: OnceCell::new(),
         }
+    }
+
+    /// Turns channel history on for this shard (before it serves; every
+    /// shard of the instance alike, since publishing shards decide where
+    /// to record from their own setting). A size of 0 leaves it off.
+    pub fn enable_history(&self, bounds: HistoryBounds) {
+        if bounds.size > 0 {
+            let _ = self.history.set(RefCell::new(History::new(bounds)));
+        }
+    }
+
+    /// The shard that keeps `channel`'s history.
+    pub fn home_of(&self, channel: &str) -> ShardId {
+        channel_home(channel, self.nr_shards)
+    }
+
+    /// Where `p` is recorded: its channel's home, when history is on and
+    /// it is an event (presence is not kept).
+    fn history_home(&self, p: &Publication) -> Option<ShardId> {
+        (self.history.get().is_some() && !p.members_only).then(|| self.home_of(&p.channel))
+    }
+
+    /// Records `p` in this shard's history (this shard is its home).
+    fn record(&self, p: &Publication) {
+        if let Some(h) = self.history.get() {
+            h.borrow_mut()
+                .record(&p.channel, &p.text, p.object_range(), now_ms());
+        }
+    }
+
+    /// This shard's history: bytes held, events kept.
+    pub fn history_size(&self) -> (usize, usize) {
+        self.history.get().map_or((0, 0), |h| {
+            let h = h.borrow();
+            (h.bytes(), h.len())
+        })
+    }
+
+    /// Drops history older than its age bound (a timer calls it, so an
+    /// idle shard's history empties too).
+    pub fn trim_history(&self) {
+        if let Some(h) = self.history.get() {
+            h.borrow_mut().trim(now_ms());
+        }
+    }
+
+    /// `channel`'s history as `query` asks for it, from its home shard;
+    /// `None` when that shard cannot answer (it stopped). Without history,
+    /// an empty page.
+    pub async fn history(&self, channel: Arc<str>, query: HistoryQuery) -> Option<HistoryPage> {
+        let home = self.home_of(&channel);
+        if home == self.id {
+            return Some(self.local_history(&channel, &query));
+        }
+        match self
+            .mailbox
+            .ask(self.id, home, Request::History { channel, query })
+            .await
+        {
+            Some(Response::History(page)) => Some(page),
+            _ => None,
+        }
+    }
+
+    fn local_history(&self, channel: &str, query: &HistoryQuery) -> HistoryPage {
+        self.history.get().map_or_else(HistoryPage::default, |h| {
+            h.borrow_mut().query(channel, query, now_ms())
+        })
     }
 
     /// Turns connection state recovery on for this shard (before it serves):
@@ -435,13 +508,20 @@ impl Shard {
     }
 
     /// Forwards to every interested peer, then delivers on this shard.
-    /// Returns the number of deliveries on this shard.
+    /// The channel's home shard records it in the channel's history: with
+    /// the delivery it gets anyway, or, when it has no recipient, through a
+    /// record-only message. Returns the number of deliveries on this shard.
     pub async fn publish(&self, p: Publication) -> usize {
         let mask = self.interest.borrow().shards_for(&p.channel);
         let local = mask & (1 << self.id) != 0;
         let remote = mask & !(1 << self.id);
+        let home = self.history_home(&p);
+        let record_only = home.filter(|&h| h != self.id && remote & (1 << h) == 0);
         let uplink = self.uplink.borrow().clone();
-        if remote == 0 && uplink.is_none() && self.log.get().is_none() {
+        if remote == 0 && record_only.is_none() && uplink.is_none() && self.log.get().is_none() {
+            if home == Some(self.id) {
+                self.record(&p);
+            }
             return if local {
                 self.channels.borrow().deliver(&p)
             } else {
@@ -456,10 +536,17 @@ impl Shard {
         // holds this shard for its whole length, so forwarding after it
         // would run the shards' fan-outs one after the other.
         for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
-            let _ = self
-                .mailbox
-                .send_to(peer, ShardMsg::Deliver(p.clone()))
-                .await;
+            let msg = ShardMsg::Deliver {
+                p: p.clone(),
+                record: home == Some(peer),
+            };
+            let _ = self.mailbox.send_to(peer, msg).await;
+        }
+        if let Some(h) = record_only {
+            let _ = self.mailbox.send_to(h, ShardMsg::Record(p.clone())).await;
+        }
+        if home == Some(self.id) {
+            self.record(&p);
         }
         if local {
             self.deliver_logged(&p)
@@ -627,9 +714,13 @@ impl Shard {
     /// from a spawned task.
     pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Deliver(p) => {
+            ShardMsg::Deliver { p, record } => {
+                if record {
+                    self.record(&p);
+                }
                 self.deliver_logged(&p);
             }
+            ShardMsg::Record(p) => self.record(&p),
             ShardMsg::Relay { origin, to, qid } => {
                 let mailbox = self.mailbox.clone();
                 let msg = ShardMsg::Request {
@@ -725,6 +816,9 @@ impl Shard {
             Request::Channels => Response::Channels(self.channels.borrow().channel_counts()),
             Request::Connections => Response::Connections(self.local_connections()),
             Request::Ping => Response::Done,
+            Request::History { channel, query } => {
+                Response::History(self.local_history(&channel, &query))
+            }
             // Handled in `handle` (it needs a task).
             Request::App(_) => Response::Done,
         }
