@@ -9,21 +9,31 @@
 //! queue: the RealtimeEvent object is kept as a slice of the frame already
 //! encoded for the recipients, never copied.
 //!
+//! A channel's events are kept in the order they were published, by the
+//! monotonic clock read when the publishing shard took them: a publish
+//! acknowledged before another one started is older, even when the second
+//! reached the home first (it was published on the home, the first one is
+//! still in the mailbox). Such an event goes in a few places from the end;
+//! every other one is pushed at the end.
+//!
 //! Three bounds, all enforced on every push: events per channel
 //! (`--history-size`), age (the recovery window; none when it is 0), and
 //! the shard's bytes (`--history-bytes`), which drops the shard's oldest
 //! events first, whatever their channel. The binary attachments of an event
 //! are not kept: its object names them by their placeholders.
 //!
-//! Eviction in age order across channels uses one queue of every recorded
-//! event in record order (`Order`). An event that leaves its channel
-//! another way (its channel's size bound) stays in that queue as a stale
-//! record until it reaches the front or the queue is compacted, which
-//! happens once stale records outnumber kept events: every push stays
-//! amortised O(1) and the queue at most twice as long as what is kept.
+//! Eviction in age order across channels uses one queue with a record per
+//! push, in push order (`Order`): the record at its front says which
+//! channel loses its oldest event. A channel's events that left another way
+//! (its size bound) leave their records behind, stale; a channel knows how
+//! many (its records minus its events), and those are consumed first, when
+//! they reach the front or when the queue is compacted, once stale records
+//! outnumber kept events: every push stays amortised O(1) and the queue at
+//! most about twice as long as what is kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -32,8 +42,9 @@ use bytes::Bytes;
 pub struct HistoryBounds {
     /// Events kept per channel; 0 keeps none.
     pub size: usize,
-    /// Events older than this (ms) are dropped; 0: no age bound.
-    pub max_age_ms: u64,
+    /// Events published longer ago than this are dropped; zero: no age
+    /// bound.
+    pub max_age: Duration,
     /// The shard's history (events, their frames and bookkeeping) is kept
     /// below this many bytes.
     pub max_bytes: usize,
@@ -44,7 +55,7 @@ pub struct HistoryBounds {
 pub struct HistoryQuery {
     /// At most this many events: the newest of those asked for.
     pub limit: Option<usize>,
-    /// Only events recorded after the one with this id. An id no longer
+    /// Only the events kept after the one with this id. An id no longer
     /// kept (or never seen) selects the events whose id sorts after it:
     /// ids begin with their publish time.
     pub since: Option<String>,
@@ -63,8 +74,8 @@ pub struct HistoryPage {
 
 /// One kept event.
 struct Kept {
-    /// Its place in the shard's record order.
-    seq: u64,
+    /// When it was published (the publishing shard's monotonic clock).
+    at: Instant,
     /// The RealtimeEvent object: a slice of the shared frame.
     object: Bytes,
     /// The id is `object[ID_START..id_end]`.
@@ -87,12 +98,20 @@ struct Channel {
     /// The map's key, shared by the channel's [`Order`] records.
     name: Arc<str>,
     events: VecDeque<Kept>,
+    /// Its records in the order queue: one per event kept, plus one per
+    /// event its size bound dropped (stale) not consumed yet.
+    records: usize,
 }
 
-/// An event in the shard's record order.
+impl Channel {
+    fn stale(&self) -> usize {
+        self.records - self.events.len()
+    }
+}
+
+/// A push, in the shard's push order.
 struct Order {
-    seq: u64,
-    at_ms: u64,
+    at: Instant,
     channel: Arc<str>,
 }
 
@@ -113,8 +132,6 @@ pub struct History {
     stale: usize,
     /// Events kept, over every channel.
     kept: usize,
-    next_seq: u64,
-    last_ms: u64,
     /// Frames and bookkeeping of kept events and channels (the order
     /// queue's records are added by [`History::bytes`]).
     bytes: usize,
@@ -128,8 +145,6 @@ impl History {
             order: VecDeque::new(),
             stale: 0,
             kept: 0,
-            next_seq: 0,
-            last_ms: 0,
             bytes: 0,
             bounds,
         }
@@ -154,54 +169,51 @@ impl History {
         self.channels.len()
     }
 
-    /// Records the event whose object is `frame[object]` in `channel`'s
-    /// history. Anything that is not a RealtimeEvent object is ignored.
+    /// Records the event published at `at` whose object is `frame[object]`
+    /// in `channel`'s history. Anything that is not a RealtimeEvent object
+    /// is ignored.
     pub fn record(
         &mut self,
         channel: &str,
         frame: &Bytes,
         object: std::ops::Range<usize>,
-        now_ms: u64,
+        at: Instant,
     ) {
         if self.bounds.size == 0 {
             return;
         }
-        let Some(obj) = frame.get(object.clone()) else {
+        let Some(id_end) = frame.get(object.clone()).and_then(id_end) else {
             return;
         };
-        let Some(id_end) = id_end(obj) else {
-            return;
+        let ch = match self.channels.get_mut(channel) {
+            Some(ch) => ch,
+            None => {
+                let name: Arc<str> = channel.into();
+                self.bytes += CHANNEL_COST + name.len();
+                let ch = Channel {
+                    name: name.clone(),
+                    events: VecDeque::new(),
+                    records: 0,
+                };
+                self.channels.entry(name).or_insert(ch)
+            }
         };
-        let now_ms = now_ms.max(self.last_ms);
-        self.last_ms = now_ms;
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if !self.channels.contains_key(channel) {
-            let name: Arc<str> = channel.into();
-            self.bytes += CHANNEL_COST + name.len();
-            let ch = Channel {
-                name: name.clone(),
-                events: VecDeque::new(),
-            };
-            self.channels.insert(name, ch);
-        }
-        let Some(ch) = self.channels.get_mut(channel) else {
-            return;
-        };
-        let cost = frame.len() + KEPT_COST;
-        ch.events.push_back(Kept {
-            seq,
+        let kept = Kept {
+            at,
             object: frame.slice(object),
             id_end,
-            cost,
-        });
+            cost: frame.len() + KEPT_COST,
+        };
+        self.bytes += kept.cost;
+        self.kept += 1;
+        // Published before events already kept: it reached this shard late.
+        let later = ch.events.iter().rev().take_while(|k| k.at > at).count();
+        ch.events.insert(ch.events.len() - later, kept);
+        ch.records += 1;
         self.order.push_back(Order {
-            seq,
-            at_ms: now_ms,
+            at,
             channel: ch.name.clone(),
         });
-        self.bytes += cost;
-        self.kept += 1;
         while ch.events.len() > self.bounds.size {
             if let Some(gone) = ch.events.pop_front() {
                 self.bytes -= gone.cost;
@@ -209,37 +221,32 @@ impl History {
                 self.stale += 1;
             }
         }
-        self.trim(now_ms);
+        self.trim(at);
         self.compact();
     }
 
     /// Drops what is older than the age bound or over the budget, oldest
     /// first across channels.
-    pub fn trim(&mut self, now_ms: u64) {
-        let oldest = match self.bounds.max_age_ms {
-            0 => 0,
-            age => now_ms.saturating_sub(age),
-        };
+    pub fn trim(&mut self, now: Instant) {
+        let max_age = self.bounds.max_age;
+        let expired =
+            |at: Instant| !max_age.is_zero() && now.saturating_duration_since(at) > max_age;
         while let Some(o) = self.order.front() {
-            let live = is_live(&self.channels, o);
-            if live && o.at_ms >= oldest && self.bytes() <= self.bounds.max_bytes {
+            if !expired(o.at) && self.bytes() <= self.bounds.max_bytes {
                 break;
             }
-            if live {
-                // The oldest record kept is its channel's oldest event:
-                // a channel's events leave from its front only.
-                if let Some(ch) = self.channels.get_mut(&*o.channel) {
-                    if let Some(gone) = ch.events.pop_front() {
-                        self.bytes -= gone.cost;
-                        self.kept -= 1;
-                    }
-                    if ch.events.is_empty() {
-                        self.bytes -= CHANNEL_COST + ch.name.len();
-                        self.channels.remove(&*o.channel);
-                    }
+            if let Some(ch) = self.channels.get_mut(&*o.channel) {
+                if ch.stale() > 0 {
+                    self.stale -= 1;
+                } else if let Some(gone) = ch.events.pop_front() {
+                    self.bytes -= gone.cost;
+                    self.kept -= 1;
                 }
-            } else {
-                self.stale -= 1;
+                ch.records -= 1;
+                if ch.records == 0 {
+                    self.bytes -= CHANNEL_COST + ch.name.len();
+                    self.channels.remove(&*o.channel);
+                }
             }
             self.order.pop_front();
         }
@@ -249,13 +256,29 @@ impl History {
     }
 
     /// Drops the stale records of the order queue once they outnumber the
-    /// kept events.
+    /// kept events: each channel's oldest ones.
     fn compact(&mut self) {
         if self.stale <= self.kept + STALE_SLACK {
             return;
         }
-        let channels = &self.channels;
-        self.order.retain(|o| is_live(channels, o));
+        let mut drop: HashMap<Arc<str>, usize> = self
+            .channels
+            .values()
+            .filter(|c| c.stale() > 0)
+            .map(|c| (c.name.clone(), c.stale()))
+            .collect();
+        self.order.retain(|o| match drop.get_mut(&*o.channel) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        });
+        for (name, _) in drop {
+            if let Some(ch) = self.channels.get_mut(&name) {
+                ch.records = ch.events.len();
+            }
+        }
         self.stale = 0;
         if self.order.capacity() > 2 * self.order.len() + 64 {
             self.order.shrink_to(self.order.len() + 64);
@@ -264,8 +287,8 @@ impl History {
 
     /// `channel`'s events as `q` asks for them (after the age bound is
     /// applied), oldest first.
-    pub fn query(&mut self, channel: &str, q: &HistoryQuery, now_ms: u64) -> HistoryPage {
-        self.trim(now_ms.max(self.last_ms));
+    pub fn query(&mut self, channel: &str, q: &HistoryQuery, now: Instant) -> HistoryPage {
+        self.trim(now);
         let Some(ch) = self.channels.get(channel) else {
             return HistoryPage::default();
         };
@@ -297,15 +320,6 @@ impl History {
     }
 }
 
-/// Whether an order record's event is still kept: its channel's events
-/// leave from the front, so it is kept unless it is older than the front.
-fn is_live(channels: &HashMap<Arc<str>, Channel>, o: &Order) -> bool {
-    channels
-        .get(&*o.channel)
-        .and_then(|c| c.events.front())
-        .is_some_and(|k| k.seq <= o.seq)
-}
-
 /// Where the id of a RealtimeEvent object (`{"id":"<id>",...`) ends. Ids
 /// never hold a quote or a backslash.
 fn id_end(object: &[u8]) -> Option<usize> {
@@ -317,6 +331,12 @@ fn id_end(object: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A time `ms` after a fixed start.
+    fn t(ms: u64) -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now) + Duration::from_millis(ms)
+    }
 
     fn frame(id: &str, pad: usize) -> (Bytes, std::ops::Range<usize>) {
         let obj = format!(
@@ -330,7 +350,7 @@ mod tests {
 
     fn rec(h: &mut History, ch: &str, id: &str, at: u64) {
         let (f, r) = frame(id, 0);
-        h.record(ch, &f, r, at);
+        h.record(ch, &f, r, t(at));
     }
 
     fn ids(p: &HistoryPage) -> Vec<String> {
@@ -354,9 +374,14 @@ mod tests {
     fn bounds(size: usize, max_age_ms: u64, max_bytes: usize) -> HistoryBounds {
         HistoryBounds {
             size,
-            max_age_ms,
+            max_age: Duration::from_millis(max_age_ms),
             max_bytes,
         }
+    }
+
+    /// Query at time `ms`.
+    fn at(h: &mut History, ch: &str, q: &HistoryQuery, ms: u64) -> HistoryPage {
+        h.query(ch, q, t(ms))
     }
 
     #[test]
@@ -366,12 +391,12 @@ mod tests {
             rec(&mut h, "a", &format!("a{i}"), i);
         }
         rec(&mut h, "b", "b0", 9);
-        let p = h.query("a", &all(), 10);
+        let p = at(&mut h, "a", &all(), 10);
         assert_eq!(ids(&p), ["a2", "a3", "a4"]);
         assert_eq!(&p.top[..], b"a4");
-        assert_eq!(ids(&h.query("b", &all(), 10)), ["b0"]);
+        assert_eq!(ids(&at(&mut h, "b", &all(), 10)), ["b0"]);
         assert_eq!(h.len(), 4);
-        let none = h.query("nothing", &all(), 10);
+        let none = at(&mut h, "nothing", &all(), 10);
         assert!(none.events.is_empty() && none.top.is_empty());
     }
 
@@ -379,14 +404,14 @@ mod tests {
     fn objects_are_slices_of_the_frame() {
         let mut h = History::new(bounds(3, 0, 1 << 20));
         let (f, r) = frame("x1", 4);
-        h.record("a", &f, r.clone(), 1);
-        let p = h.query("a", &all(), 1);
+        h.record("a", &f, r.clone(), t(1));
+        let p = at(&mut h, "a", &all(), 1);
         assert_eq!(&p.events[0][..], &f[r.clone()]);
         assert_eq!(p.events[0].as_ptr(), f[r].as_ptr(), "no copy");
         // Not a RealtimeEvent object: ignored.
         let presence = Bytes::from_static(b"42[\"presence\",{\"channel\":\"a\"}]");
         let start = presence.iter().position(|&c| c == b'{').unwrap();
-        h.record("a", &presence, start..presence.len() - 1, 2);
+        h.record("a", &presence, start..presence.len() - 1, t(2));
         assert_eq!(h.len(), 1);
     }
 
@@ -401,15 +426,18 @@ mod tests {
             since: since.map(str::to_string),
             max_bytes: usize::MAX,
         };
-        assert_eq!(ids(&h.query("a", &q(Some(2), None), 9)), ["04", "05"]);
-        assert_eq!(ids(&h.query("a", &q(None, Some("03")), 9)), ["04", "05"]);
-        assert_eq!(ids(&h.query("a", &q(Some(1), Some("01")), 9)), ["05"]);
-        assert!(ids(&h.query("a", &q(None, Some("05")), 9)).is_empty());
+        assert_eq!(ids(&at(&mut h, "a", &q(Some(2), None), 9)), ["04", "05"]);
+        assert_eq!(ids(&at(&mut h, "a", &q(None, Some("03")), 9)), ["04", "05"]);
+        assert_eq!(ids(&at(&mut h, "a", &q(Some(1), Some("01")), 9)), ["05"]);
+        assert!(ids(&at(&mut h, "a", &q(None, Some("05")), 9)).is_empty());
         // An id no longer kept: the events whose id sorts after it.
-        assert_eq!(ids(&h.query("a", &q(None, Some("035")), 9)), ["04", "05"]);
-        assert_eq!(ids(&h.query("a", &q(None, Some("")), 9)).len(), 6);
-        assert!(ids(&h.query("a", &q(None, Some("zz")), 9)).is_empty());
-        assert_eq!(&h.query("a", &q(Some(1), Some("05")), 9).top[..], b"05");
+        assert_eq!(
+            ids(&at(&mut h, "a", &q(None, Some("035")), 9)),
+            ["04", "05"]
+        );
+        assert_eq!(ids(&at(&mut h, "a", &q(None, Some("")), 9)).len(), 6);
+        assert!(ids(&at(&mut h, "a", &q(None, Some("zz")), 9)).is_empty());
+        assert_eq!(&at(&mut h, "a", &q(Some(1), Some("05")), 9).top[..], b"05");
     }
 
     #[test]
@@ -417,21 +445,25 @@ mod tests {
         let mut h = History::new(bounds(10, 0, 1 << 20));
         for i in 0..4 {
             let (f, r) = frame(&format!("0{i}"), 100);
-            h.record("a", &f, r, i);
+            h.record("a", &f, r, t(i));
         }
         let q = HistoryQuery {
             limit: None,
             since: Some("00".into()),
             max_bytes: 300,
         };
-        let p = h.query("a", &q, 9);
+        let p = at(&mut h, "a", &q, 9);
         assert_eq!(ids(&p), ["01", "02"]);
         assert_eq!(&p.top[..], b"03");
         let one = HistoryQuery {
             max_bytes: 1,
             ..all()
         };
-        assert_eq!(ids(&h.query("a", &one, 9)), ["00"], "the first always fits");
+        assert_eq!(
+            ids(&at(&mut h, "a", &one, 9)),
+            ["00"],
+            "the first always fits"
+        );
     }
 
     #[test]
@@ -440,10 +472,10 @@ mod tests {
         rec(&mut h, "a", "a0", 0);
         rec(&mut h, "b", "b0", 50);
         rec(&mut h, "a", "a1", 120);
-        assert_eq!(ids(&h.query("a", &all(), 120)), ["a1"]);
-        assert_eq!(ids(&h.query("b", &all(), 149)), ["b0"]);
-        assert!(h.query("b", &all(), 151).events.is_empty());
-        h.trim(1000);
+        assert_eq!(ids(&at(&mut h, "a", &all(), 120)), ["a1"]);
+        assert_eq!(ids(&at(&mut h, "b", &all(), 149)), ["b0"]);
+        assert!(at(&mut h, "b", &all(), 151).events.is_empty());
+        h.trim(t(1000));
         assert!(h.is_empty());
         assert_eq!(h.channels(), 0);
         assert_eq!(h.bytes(), 0);
@@ -462,17 +494,17 @@ mod tests {
         }
         assert!(h.bytes() <= budget, "{} > {budget}", h.bytes());
         assert!(
-            h.query("b", &all(), 20).events.is_empty(),
+            at(&mut h, "b", &all(), 20).events.is_empty(),
             "b0 was the oldest"
         );
-        let a = ids(&h.query("a", &all(), 20));
+        let a = ids(&at(&mut h, "a", &all(), 20));
         assert_eq!(a.last().map(String::as_str), Some("a9"));
         assert!(a.len() >= 4, "{a:?}");
     }
 
     fn rec_pad(h: &mut History, ch: &str, id: &str, at: u64) {
         let (f, r) = frame(id, 200);
-        h.record(ch, &f, r, at);
+        h.record(ch, &f, r, t(at));
     }
 
     #[test]
@@ -484,8 +516,30 @@ mod tests {
         }
         assert_eq!(h.len(), 3);
         assert!(h.order.len() <= 3 + STALE_SLACK + 1, "{}", h.order.len());
-        assert_eq!(ids(&h.query("quiet", &all(), 0)), ["q0"]);
-        assert_eq!(ids(&h.query("hot", &all(), 0)), ["h09998", "h09999"]);
+        assert_eq!(ids(&at(&mut h, "quiet", &all(), 0)), ["q0"]);
+        assert_eq!(ids(&at(&mut h, "hot", &all(), 0)), ["h09998", "h09999"]);
+    }
+
+    #[test]
+    fn publish_order_even_when_an_event_arrives_late() {
+        let mut h = History::new(bounds(3, 0, 1 << 20));
+        rec(&mut h, "a", "a1", 1);
+        rec(&mut h, "a", "a3", 3);
+        rec(&mut h, "a", "b2", 2);
+        let p = at(&mut h, "a", &all(), 9);
+        assert_eq!(ids(&p), ["a1", "b2", "a3"]);
+        assert_eq!(&p.top[..], b"a3");
+        let since = HistoryQuery {
+            since: Some("b2".into()),
+            ..all()
+        };
+        assert_eq!(ids(&at(&mut h, "a", &since, 9)), ["a3"]);
+        // The size bound drops the earliest published, not the earliest received.
+        rec(&mut h, "a", "b0", 0);
+        assert_eq!(ids(&at(&mut h, "a", &all(), 9)), ["a1", "b2", "a3"]);
+        rec(&mut h, "a", "a4", 4);
+        assert_eq!(ids(&at(&mut h, "a", &all(), 9)), ["b2", "a3", "a4"]);
+        assert_eq!(h.len(), 3);
     }
 
     #[test]

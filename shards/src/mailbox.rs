@@ -13,6 +13,7 @@
 use std::any::Any;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use glommio::channels::channel_mesh::Senders;
@@ -25,15 +26,18 @@ use crate::replies::Replies;
 /// A message from one shard to another.
 pub enum ShardMsg {
     /// Deliver to this shard's members and subscriptions of the channel;
-    /// with `record`, this shard is the channel's home and records it in
-    /// the channel's history too.
+    /// with `record` (when it was published), this shard is the channel's
+    /// home and records it in the channel's history too.
     Deliver {
         p: Arc<Publication>,
-        record: bool,
+        record: Option<Instant>,
     },
-    /// Only record in the channel's history: this shard is its home and
-    /// has no recipient of it.
-    Record(Arc<Publication>),
+    /// Only record in the channel's history, as published at `at`: this
+    /// shard is its home and has no recipient of it.
+    Record {
+        p: Arc<Publication>,
+        at: Instant,
+    },
     /// Shard `from` gained (`on`) or lost interest in a topic.
     Interest {
         from: ShardId,

@@ -17,7 +17,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use proto::engineio::Outgoing;
@@ -126,11 +126,12 @@ impl Shard {
         (self.history.get().is_some() && !p.members_only).then(|| self.home_of(&p.channel))
     }
 
-    /// Records `p` in this shard's history (this shard is its home).
-    fn record(&self, p: &Publication) {
+    /// Records `p`, published at `at`, in this shard's history (this shard
+    /// is its home).
+    fn record(&self, p: &Publication, at: Instant) {
         if let Some(h) = self.history.get() {
             h.borrow_mut()
-                .record(&p.channel, &p.text, p.object_range(), now_ms());
+                .record(&p.channel, &p.text, p.object_range(), at);
         }
     }
 
@@ -146,15 +147,20 @@ impl Shard {
     /// idle shard's history empties too).
     pub fn trim_history(&self) {
         if let Some(h) = self.history.get() {
-            h.borrow_mut().trim(now_ms());
+            h.borrow_mut().trim(Instant::now());
         }
     }
 
     /// `channel`'s history as `query` asks for it, from its home shard;
     /// `None` when that shard cannot answer (it stopped). Without history,
-    /// an empty page.
+    /// an empty page. Every publication acknowledged before the question
+    /// is in the answer: the home first handles what every other shard
+    /// sent it so far ([`Shard::fence`]), records included.
     pub async fn history(&self, channel: Arc<str>, query: HistoryQuery) -> Option<HistoryPage> {
         let home = self.home_of(&channel);
+        if self.nr_shards > 1 && self.history.get().is_some() {
+            self.fence(home).await;
+        }
         if home == self.id {
             return Some(self.local_history(&channel, &query));
         }
@@ -170,7 +176,7 @@ impl Shard {
 
     fn local_history(&self, channel: &str, query: &HistoryQuery) -> HistoryPage {
         self.history.get().map_or_else(HistoryPage::default, |h| {
-            h.borrow_mut().query(channel, query, now_ms())
+            h.borrow_mut().query(channel, query, Instant::now())
         })
     }
 
@@ -314,15 +320,25 @@ impl Shard {
     }
 
     /// Waits until shard `to` has handled everything every other peer sent
-    /// it so far (each peer relays a ping to it; links are FIFO).
+    /// it so far (each peer relays a ping to it; links are FIFO). When `to`
+    /// is this shard, each peer is pinged instead: its answer comes after
+    /// everything it sent here before.
     pub async fn fence(&self, to: ShardId) {
         let mut waits = Vec::new();
         for peer in self.peers().filter(|&p| p != to) {
             let qid = self.mailbox.replies().expect();
-            let msg = ShardMsg::Relay {
-                origin: self.id,
-                to,
-                qid,
+            let msg = if to == self.id {
+                ShardMsg::Request {
+                    from: self.id,
+                    qid,
+                    req: Request::Ping,
+                }
+            } else {
+                ShardMsg::Relay {
+                    origin: self.id,
+                    to,
+                    qid,
+                }
             };
             if self.mailbox.send_to(peer, msg).await.is_err() {
                 self.mailbox.replies().cancel(qid);
@@ -516,11 +532,14 @@ impl Shard {
         let local = mask & (1 << self.id) != 0;
         let remote = mask & !(1 << self.id);
         let home = self.history_home(&p);
+        // Its place in the channel's history: a publish acknowledged before
+        // another started is older, whichever reaches the home first.
+        let at = Instant::now();
         let record_only = home.filter(|&h| h != self.id && remote & (1 << h) == 0);
         let uplink = self.uplink.borrow().clone();
         if remote == 0 && record_only.is_none() && uplink.is_none() && self.log.get().is_none() {
             if home == Some(self.id) {
-                self.record(&p);
+                self.record(&p, at);
             }
             return if local {
                 self.channels.borrow().deliver(&p)
@@ -538,15 +557,18 @@ impl Shard {
         for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
             let msg = ShardMsg::Deliver {
                 p: p.clone(),
-                record: home == Some(peer),
+                record: (home == Some(peer)).then_some(at),
             };
             let _ = self.mailbox.send_to(peer, msg).await;
         }
         if let Some(h) = record_only {
-            let _ = self.mailbox.send_to(h, ShardMsg::Record(p.clone())).await;
+            let _ = self
+                .mailbox
+                .send_to(h, ShardMsg::Record { p: p.clone(), at })
+                .await;
         }
         if home == Some(self.id) {
-            self.record(&p);
+            self.record(&p, at);
         }
         if local {
             self.deliver_logged(&p)
@@ -715,12 +737,12 @@ impl Shard {
     pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Deliver { p, record } => {
-                if record {
-                    self.record(&p);
+                if let Some(at) = record {
+                    self.record(&p, at);
                 }
                 self.deliver_logged(&p);
             }
-            ShardMsg::Record(p) => self.record(&p),
+            ShardMsg::Record { p, at } => self.record(&p, at),
             ShardMsg::Relay { origin, to, qid } => {
                 let mailbox = self.mailbox.clone();
                 let msg = ShardMsg::Request {

@@ -239,7 +239,7 @@ fn history_lives_on_the_home_shard() {
         async move {
             shard.enable_history(shards::HistoryBounds {
                 size: 2,
-                max_age_ms: 0,
+                max_age: Duration::ZERO,
                 max_bytes: 1 << 20,
             });
             if shard.id() == 1 {

@@ -46,7 +46,7 @@ pub fn start(ctx: &Rc<ShardCtx>) {
     }
     ctx.shard.enable_history(HistoryBounds {
         size: cfg.history_size,
-        max_age_ms: cfg.recovery_window.as_millis() as u64,
+        max_age: cfg.recovery_window,
         max_bytes: cfg.history_bytes,
     });
     let weak = Rc::downgrade(ctx);
