@@ -285,9 +285,17 @@ impl Publication {
 
     /// The event object's JSON text (the RealtimeEvent or presence object).
     pub fn object(&self) -> &[u8] {
-        let head = &self.text[..self.obj_end.min(self.text.len())];
-        let start = head.iter().position(|&c| c == b'{').unwrap_or(head.len());
-        &head[start..]
+        &self.text[self.object_range()]
+    }
+
+    /// Where [`Publication::object`] lies in `text`.
+    pub fn object_range(&self) -> Range<usize> {
+        let end = self.obj_end.min(self.text.len());
+        let start = self.text[..end]
+            .iter()
+            .position(|&c| c == b'{')
+            .unwrap_or(end);
+        start..end
     }
 
     /// The frame for one member.

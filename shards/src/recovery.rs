@@ -6,7 +6,7 @@
 //! (it is detached), and what it received just before may not have reached
 //! it. When it comes back with the offset of the last frame it got, the log
 //! is read after that offset and every entry is given to it again as
-//! [`crate::Channels::deliver`] would have: the log is shared by all the
+//! [`crate::channels::Channels::deliver`] would have: the log is shared by all the
 //! shard's sockets (one entry per publication, not per recipient), and
 //! membership decides at replay time. An offset no longer in the log means
 //! the replay cannot be whole, and the recovery fails.
