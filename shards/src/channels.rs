@@ -277,6 +277,17 @@ pub struct Publication {
     pub obj_end: usize,
 }
 
+impl std::fmt::Debug for Publication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publication")
+            .field("channel", &self.channel)
+            .field("event", &self.event)
+            .field("bytes", &self.text.len())
+            .field("attachments", &self.attachments.len())
+            .finish()
+    }
+}
+
 impl Publication {
     /// The recovery offset its frame carries, if any.
     pub fn offset(&self) -> Option<&str> {

@@ -292,32 +292,44 @@ impl History {
         let Some(ch) = self.channels.get(channel) else {
             return HistoryPage::default();
         };
-        let events = &ch.events;
-        let top = events
-            .back()
-            .map(|k| k.object.slice(ID_START..k.id_end))
-            .unwrap_or_default();
-        let asked: Vec<&Kept> = match q.since.as_deref().map(str::as_bytes) {
-            None => events.iter().collect(),
-            Some(since) => match events.iter().rposition(|k| k.id() == since) {
-                Some(i) => events.range(i + 1..).collect(),
-                None => events.iter().filter(|k| k.id() > since).collect(),
-            },
-        };
-        let limit = q.limit.unwrap_or(usize::MAX);
-        let newest = &asked[asked.len().saturating_sub(limit)..];
-        let mut out = Vec::with_capacity(newest.len());
-        let mut used = 0;
-        for k in newest {
-            let n = k.object.len() + 1;
-            if !out.is_empty() && used + n > q.max_bytes {
-                break;
-            }
-            used += n;
-            out.push(k.object.clone());
-        }
-        HistoryPage { events: out, top }
+        let kept: Vec<(&[u8], &Bytes)> = ch.events.iter().map(|k| (k.id(), &k.object)).collect();
+        select(&kept, q)
     }
+}
+
+/// The page `q` asks for of a channel's kept events, `(id, object)` oldest
+/// first: wherever they are kept (this store, or another's read back).
+pub fn select(kept: &[(&[u8], &Bytes)], q: &HistoryQuery) -> HistoryPage {
+    let top = kept
+        .last()
+        .map(|(id, _)| Bytes::copy_from_slice(id))
+        .unwrap_or_default();
+    let asked: Vec<(&[u8], &Bytes)> = match q.since.as_deref().map(str::as_bytes) {
+        None => kept.to_vec(),
+        Some(since) => match kept.iter().rposition(|(id, _)| *id == since) {
+            Some(i) => kept[i + 1..].to_vec(),
+            // Ids begin with their publish time.
+            None => kept.iter().filter(|(id, _)| *id > since).copied().collect(),
+        },
+    };
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let newest = &asked[asked.len().saturating_sub(limit)..];
+    let mut out = Vec::with_capacity(newest.len());
+    let mut used = 0;
+    for (_, object) in newest {
+        let n = object.len() + 1;
+        if !out.is_empty() && used + n > q.max_bytes {
+            break;
+        }
+        used += n;
+        out.push((*object).clone());
+    }
+    HistoryPage { events: out, top }
+}
+
+/// A RealtimeEvent object's id, if it starts with one.
+pub fn object_id(object: &[u8]) -> Option<&[u8]> {
+    Some(&object[ID_START..id_end(object)?])
 }
 
 /// Where the id of a RealtimeEvent object (`{"id":"<id>",...`) ends. Ids

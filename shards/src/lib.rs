@@ -57,7 +57,7 @@ pub mod shard;
 pub use channels::{
     direct_frame, frame_offset, object_end, Data, Member, MemberView, Publication, SubFilter, Topic,
 };
-pub use history::{HistoryBounds, HistoryPage, HistoryQuery};
+pub use history::{object_id, select, HistoryBounds, HistoryPage, HistoryQuery};
 pub use ids::{channel_home, session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
 pub use interest::InterestMap;
 pub use mailbox::{AppMsg, PeerGone, Request, Response};

@@ -116,6 +116,38 @@ fn positive(n: Option<u64>) -> Result<usize, Fail> {
     }
 }
 
+/// With a cluster (and recovery on, which keeps each channel's stream in
+/// Redis), the channel's history as Redis keeps it: every instance's
+/// publishes. `None` without one, or when Redis does not answer (then this
+/// instance's own history is used).
+async fn cluster_history(
+    ctx: &ShardCtx,
+    channel: &Arc<str>,
+    q: &HistoryQuery,
+) -> Option<shards::HistoryPage> {
+    let c = ctx.cluster.as_ref()?;
+    if !ctx.cfg.recovery() || ctx.cfg.history_size == 0 {
+        return None;
+    }
+    let ask = crate::cluster::Query::History {
+        channel: channel.clone(),
+        max_age_ms: ctx.cfg.recovery_window.as_millis() as u64,
+    };
+    let crate::cluster::Reply::History(events) = c.ask(ask).await? else {
+        return None;
+    };
+    let objects: Vec<bytes::Bytes> = events
+        .iter()
+        .map(|p| p.text.slice(p.object_range()))
+        .collect();
+    let kept: Vec<(&[u8], &bytes::Bytes)> = objects
+        .iter()
+        .filter_map(|o| Some((shards::object_id(o)?, o)))
+        .collect();
+    let from = kept.len().saturating_sub(ctx.cfg.history_size);
+    Some(shards::select(&kept[from..], q))
+}
+
 /// Asks the channel's home shard and encodes the answer. `limit` is capped
 /// at `--history-size`; the events stop before the answer would pass
 /// `--max-payload` (the oldest of those asked for go first, so asking
@@ -129,11 +161,13 @@ pub async fn answer(ctx: &ShardCtx, ask: Ask) -> Result<String, Fail> {
         since: ask.since,
         max_bytes: budget,
     };
-    let page = ctx
-        .shard
-        .history(ask.channel, query)
-        .await
-        .ok_or_else(|| Fail::new(ErrorCode::Internal, "the channel's shard did not answer"))?;
+    let page =
+        match cluster_history(ctx, &ask.channel, &query).await {
+            Some(page) => page,
+            None => ctx.shard.history(ask.channel, query).await.ok_or_else(|| {
+                Fail::new(ErrorCode::Internal, "the channel's shard did not answer")
+            })?,
+        };
     let top = json_str(&String::from_utf8_lossy(&page.top));
     let size: usize = page.events.iter().map(|e| e.len() + 1).sum();
     let mut out = String::with_capacity(ENVELOPE + channel.len() + top.len() + size);
