@@ -581,7 +581,7 @@ impl Channels {
             .channels
             .get(&*p.channel)
             .and_then(|c| c.pos.get(&m.key.seq).map(|&i| c.list[i].log_pos));
-        if member_since.is_some_and(|since| since < pos) {
+        if member_since.is_some_and(|since| since <= pos) {
             out.push((p.frame_for(m.recover), p.attachments.clone()));
         }
         if p.members_only {
@@ -591,7 +591,7 @@ impl Channels {
         let data = Data::new(p.data());
         for s in self.subscriptions_for(&p.channel) {
             if s.member.key == m.key
-                && s.log_pos < pos
+                && s.log_pos <= pos
                 && s.filter.as_ref().is_none_or(|f| f.matches(&p.event, &data))
             {
                 out.push((parts.frame(s), p.attachments.clone()));
@@ -786,13 +786,15 @@ mod tests {
         c.join(&ch, &b, 0, 0);
         let p = publication("chat:1", None);
         let mut out = Vec::new();
-        c.replay_publication(&a, &p, 5, &mut out);
+        c.replay_publication(&a, &p, 4, &mut out);
         assert!(out.is_empty(), "logged before it joined");
-        c.replay_publication(&a, &p, 6, &mut out);
+        // Joined when the log's next position was 5: the entry logged at 5
+        // came after the join.
+        c.replay_publication(&a, &p, 5, &mut out);
         assert_eq!(out.len(), 1, "a member, the subscription came later");
         out.clear();
-        c.replay_publication(&a, &p, 8, &mut out);
-        assert_eq!(out.len(), 2);
+        c.replay_publication(&a, &p, 7, &mut out);
+        assert_eq!(out.len(), 2, "the subscription made at 7 gets the entry logged at 7");
         out.clear();
         c.replay_publication(&a, &publication("chat:1", Some("u")), 8, &mut out);
         assert!(out.is_empty(), "echo:false");
