@@ -112,10 +112,11 @@ export function unsignedToken(claims = {}) {
 
 /**
  * Connect a socket.io-client socket. Resolves with the connected socket or rejects with the
- * connect_error. opts: token (null = none), sub, claims, auth, transports, and any io() option.
+ * connect_error. opts: token (null = none), sub, claims, auth, transports, url (another address
+ * for srv, e.g. a proxy in front of it), and any io() option.
  */
 export function connect(srv, opts = {}) {
-  const { token: tok, sub, claims, auth, transports, ...rest } = opts;
+  const { token: tok, sub, claims, auth, transports, url, ...rest } = opts;
   const token = tok === undefined ? mint({ ...(sub ? { sub } : {}), ...(claims || {}) }) : tok;
   const ioOpts = {
     transports: transports ?? srv.transports,
@@ -127,7 +128,7 @@ export function connect(srv, opts = {}) {
   if (auth !== undefined) ioOpts.auth = auth;
   else if (token !== null) ioOpts.auth = { token };
   if (ioOpts.transports === undefined) delete ioOpts.transports;
-  const socket = io(srv.url, ioOpts);
+  const socket = io(url ?? srv.url, ioOpts);
   srv.sockets.add(socket);
   return new Promise((resolve, reject) => {
     const onConnect = () => { socket.off('connect_error', onErr); resolve(socket); };
