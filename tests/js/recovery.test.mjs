@@ -3,7 +3,9 @@
 // the real gateway. A socket that reconnects within the window gets its id, memberships and
 // subscriptions back and every missed event and presence exactly once, in order, before anything
 // newer; presence does not flap within the grace; recovery that cannot be complete is a new socket;
-// `recover: false` and `--recovery-window 0` leave the wire exactly as without recovery.
+// `recover: false` and `--recovery-window 0` leave the wire exactly as without recovery. With Redis,
+// a socket recovers on another instance, also after its own was SIGKILLed (needs a Redis at
+// REDIS_URL, default redis://127.0.0.1:6379).
 //
 // Two shards by default: a reconnect lands on either shard (SO_REUSEPORT picks one per TCP
 // connection), so the tests that reconnect several sockets at once take both the same-shard and
@@ -11,6 +13,7 @@
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import net from 'node:net';
 import {
   startServer, connect, ack, mint, uniq, uniqUser, until, sleep, closeAll, checkEvent, ARRIVE_MS,
 } from './fixture.mjs';
@@ -707,5 +710,188 @@ describe('recovery: opting out and turning it off', () => {
     const c = await back;
     assert.ok(!c.recovered);
     assert.notEqual(c.id, id0);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// across instances: history and recoverable sockets live in Redis
+
+const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+
+/** One Redis command on a fresh connection (ASCII arguments, no AUTH); resolves with the reply. */
+function redisCmd(...args) {
+  const u = new URL(REDIS_URL);
+  const enc = `*${args.length}\r\n${args.map((x) => `$${Buffer.byteLength(String(x))}\r\n${x}\r\n`).join('')}`;
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: u.hostname || '127.0.0.1', port: Number(u.port || 6379) });
+    let buf = '';
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`Redis ${args[0]}: no answer`)); }, 3000);
+    s.on('connect', () => s.write(enc));
+    s.on('error', (e) => { clearTimeout(t); reject(new Error(`Redis at ${REDIS_URL}: ${e.message}`)); });
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      const v = parseReply(buf);
+      if (v) { clearTimeout(t); s.destroy(); if (v[0] instanceof Error) reject(v[0]); else resolve(v[0]); }
+    });
+  });
+}
+
+/** One RESP reply from the start of buf: [value, rest], or null while incomplete. */
+function parseReply(buf) {
+  const nl = buf.indexOf('\r\n');
+  if (nl < 0) return null;
+  const [head, line, rest] = [buf[0], buf.slice(1, nl), buf.slice(nl + 2)];
+  if (head === '+') return [line, rest];
+  if (head === '-') return [new Error(line), rest];
+  if (head === ':') return [Number(line), rest];
+  if (head === '$') {
+    const n = Number(line);
+    if (n < 0) return [null, rest];
+    return Buffer.byteLength(rest, 'latin1') < n + 2 ? null : [rest.slice(0, n), rest.slice(n + 2)];
+  }
+  if (head === '*') {
+    const items = [];
+    let r = rest;
+    for (let k = 0; k < Number(line); k += 1) {
+      const x = parseReply(r);
+      if (!x) return null;
+      items.push(x[0]);
+      [, r] = x;
+    }
+    return [items, r];
+  }
+  return [new Error(`unexpected reply ${JSON.stringify(buf.slice(0, 20))}`), ''];
+}
+
+async function dropPrefix(prefix) {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redisCmd('SCAN', cursor, 'MATCH', `${prefix}:*`, 'COUNT', '1000');
+    cursor = next;
+    if (keys.length) await redisCmd('DEL', ...keys);
+  } while (cursor !== '0');
+}
+
+describe(`recovery across instances (Redis at ${REDIS_URL}, --presence-grace ${GRACE})`, () => {
+  const prefix = `trec${crypto.randomBytes(4).toString('hex')}`;
+  const nodes = [];
+  const startNode = async (name) => {
+    const node = await startServer({
+      shards: 2,
+      extraArgs: ['--redis-url', REDIS_URL, '--redis-prefix', prefix, '--instance-id', `${name}${crypto.randomBytes(3).toString('hex')}`,
+        '--heartbeat-interval', '500', '--instance-expiry', '3000', '--presence-grace', String(GRACE)],
+    });
+    nodes.push(node);
+    return node;
+  };
+  let A;
+  let B;
+  before(async () => {
+    try {
+      assert.equal(await redisCmd('PING'), 'PONG');
+    } catch (e) {
+      throw new Error(`these tests need a running Redis (REDIS_URL=${REDIS_URL}): ${e.message}`);
+    }
+    [A, B] = await Promise.all([startNode('a'), startNode('b')]);
+  });
+  after(async () => {
+    await closeProxies();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await dropPrefix(prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
+  });
+  afterEach(async () => { for (const n of nodes) closeAll(n); await closeProxies(); });
+
+  it('a socket cut from one instance recovers on another: same id, its channel and subscription, everything missed once and in order, no presence flap', { timeout: 90000 }, async () => {
+    const proxy = await proxyFor(A);
+    const ch = uniq('moving');
+    const topic = uniq('moving');
+    const m = await connectVia(A, proxy);
+    const tm = tape(m);
+    const oA = await connect(A);
+    const oB = await connect(B);
+    const toB = tape(oB);
+    await ack(m, 'join', ch);
+    const sb = await ack(m, 'subscribe', { topic });
+    assert.equal(sb.ok, true);
+    await ack(oB, 'join', ch);
+    await until(() => presenceOf(toB.presence(), 'join', oB.id).length === 1, 'the joins');
+    const warm = await publish(oA, ch, 'warm', { i: -1 });
+    await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
+    const id0 = m.id;
+    const markB = toB.mark();
+
+    await cut(proxy, [m]);
+    const acks = okAll(await Promise.all([
+      ...Array.from({ length: 20 }, (_, i) => publish(oA, ch, 'm', { i })),
+      ...Array.from({ length: 20 }, (_, i) => publish(oB, ch, 'm', { i })),
+      ...Array.from({ length: 10 }, (_, i) => publish(oB, topic, 't', { i })),
+      ...Array.from({ length: 10 }, (_, i) => direct(oB, id0, 'dm', { i })),
+    ]), 'while away');
+    proxy.retarget(B.port);
+    const back = nextConnect(m);
+    proxy.resume();
+    const c = await back;
+    assert.equal(c.recovered, true, 'recovered on the other instance');
+    assert.equal(c.id, id0);
+    const newer = await publish(oA, ch, 'newer', { i: 1000 });
+    const want = new Set([`${warm.id}|-`, `${newer.id}|-`]);
+    acks.slice(0, 40).forEach((a) => want.add(`${a.id}|-`));
+    acks.slice(40, 50).forEach((a) => want.add(`${a.id}|${sb.subscriptionId}`));
+    acks.slice(50).forEach((a) => want.add(`${a.id}|-`));
+    await until(() => tm.events().length >= want.size, () => `deliveries ${tm.events().length} of ${want.size}`, 30000);
+    await sleep(300);
+    const evs = tm.events();
+    const seen = assertOnce(evs, 'moved socket');
+    assert.deepEqual([...want].filter((k) => !seen.has(k)), [], 'missing');
+    assert.deepEqual([...seen.keys()].filter((k) => !want.has(k)), [], 'unexpected');
+    assertStreamsInOrder(evs, 'moved socket');
+    const k = evs.findIndex((e) => e.id === newer.id);
+    assert.equal(k, evs.length - 1, 'the event published after the recovery comes last');
+    assertOffsets(tm, 'moved socket');
+    // no leave/join for a cut shorter than the grace, and listed once, cluster-wide
+    const x = await connect(A);
+    await ack(x, 'join', ch);
+    await until(() => presenceOf(toB.presence(), 'join', x.id).length === 1, 'the marker join');
+    assert.deepEqual(toB.log.slice(markB).filter((y) => y.kind === 'presence').map((y) => `${y.v.type}:${y.v.member.socketId}`), [`join:${x.id}`]);
+    for (const s of [oA, oB]) assert.deepEqual((await memberIds(s, ch)).filter((y) => y === id0), [id0]);
+    // routed to its new instance now
+    const d = await direct(oA, id0, 'after', null);
+    assert.equal(d.ok, true);
+    await until(() => tm.events().some((e) => e.id === d.id), 'a direct message reaches it on its new instance');
+  });
+
+  it('a socket whose instance was SIGKILLed recovers on another instance', { timeout: 90000 }, async () => {
+    const K = await startNode('k');
+    const proxy = await proxyFor(K);
+    const ch = uniq('killed');
+    const m = await connectVia(K, proxy);
+    const tm = tape(m);
+    const oB = await connect(B);
+    await ack(m, 'join', ch);
+    await ack(oB, 'join', ch);
+    const warm = await publish(oB, ch, 'warm', { i: -1 });
+    await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
+    const id0 = m.id;
+    proxy.pause();
+    const gone = new Promise((r) => K.proc.once('exit', r));
+    K.proc.kill('SIGKILL');
+    await gone;
+    await until(() => !m.connected, 'the client sees its instance die');
+    const acks = okAll(await Promise.all(Array.from({ length: 10 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const dm = await direct(oB, id0, 'dm', { i: 0 });
+    assert.equal(dm.ok, true, `direct to a socket of a killed instance, within the window: ${JSON.stringify(dm)}`);
+    proxy.retarget(B.port);
+    const back = nextConnect(m);
+    proxy.resume();
+    const c = await back;
+    assert.equal(c.recovered, true, 'recovered on the surviving instance');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().length >= 12, () => `deliveries ${tm.events().length} of 12`, 30000);
+    await sleep(300);
+    const evs = tm.events();
+    assertOnce(evs, 'after SIGKILL');
+    assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), [warm.id, ...acks.map((a) => a.id)]);
+    assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id]);
+    assert.deepEqual((await memberIds(oB, ch)).filter((y) => y === id0), [id0]);
   });
 });
