@@ -52,37 +52,39 @@ fn sockets(n: usize, subscribe: bool) -> (Channels, Vec<Rc<Member>>, Arc<str>) {
     let ms: Vec<Rc<Member>> = (0..n as u64)
         .map(|seq| {
             let key = SocketKey { shard: 0, seq };
-            Rc::new(Member {
+            Rc::new(Member::new(
                 key,
-                socket_id: key.wire("bench").into(),
-                user_id: format!("user{seq}").into(),
-                info: None,
-                outbox: Rc::new(Outbox::new(1024, usize::MAX)),
-            })
+                key.wire("bench").into(),
+                format!("user{seq}").into(),
+                None,
+                false,
+                Rc::new(Outbox::new(1024, usize::MAX)),
+            ))
         })
         .collect();
     for (i, m) in ms.iter().enumerate() {
         if subscribe {
             let id: Arc<str> = format!("sub-{i}").into();
-            c.subscribe(id, m.clone(), Topic::Exact(ch.clone()), None);
+            c.subscribe(id, m.clone(), Topic::Exact(ch.clone()), None, 0);
         } else {
-            c.join(&ch, m, 0);
+            c.join(&ch, m, 0, 0);
         }
     }
     (c, ms, ch)
 }
 
+const FRAME: &[u8] = br#"42["event",{"id":"01a2126ceabc00000000-1-bench","channel":"chat:room1","event":"message","data":{"text":"Hello everyone!"},"from":{"socketId":"bench-0-1","userId":"user123"},"ts":1764000000000}]"#;
+
 fn publication(channel: &Arc<str>) -> Publication {
     Publication {
         channel: channel.clone(),
         event: "message".into(),
-        text: Bytes::from_static(
-            br#"42["event",{"id":"01a2126ceabc00000000-1-bench","channel":"chat:room1","event":"message","data":{"text":"Hello everyone!"},"from":{"socketId":"bench-0-1","userId":"user123"},"ts":1764000000000}]"#,
-        ),
+        text: Bytes::from_static(FRAME),
         attachments: Vec::new(),
         data: 0..0,
         skip_user: None,
         members_only: false,
+        obj_end: FRAME.len() - 1,
     }
 }
 
@@ -107,13 +109,14 @@ fn large_publish() -> String {
 
 /// The gateway-side cost of one publish, before any delivery.
 fn publish_cost(c: &mut Criterion) {
-    let from = Member {
-        key: SocketKey { shard: 0, seq: 1 },
-        socket_id: "bench-0-1".into(),
-        user_id: "user123".into(),
-        info: None,
-        outbox: Rc::new(Outbox::new(1, usize::MAX)),
-    };
+    let from = Member::new(
+        SocketKey { shard: 0, seq: 1 },
+        "bench-0-1".into(),
+        "user123".into(),
+        None,
+        false,
+        Rc::new(Outbox::new(1, usize::MAX)),
+    );
     let large = large_publish();
     let mut g = c.benchmark_group("publish_cost");
     for (name, text) in [("small", SMALL_PUBLISH), ("1k", large.as_str())] {
@@ -136,7 +139,7 @@ fn publish_cost(c: &mut Criterion) {
 
 fn drain(ms: &[Rc<Member>], scratch: &mut Vec<Outgoing>) {
     for m in ms {
-        m.outbox.drain_into(scratch, usize::MAX);
+        m.outbox().drain_into(scratch, usize::MAX);
         scratch.clear();
     }
 }
@@ -214,16 +217,17 @@ fn cross_shard_run(publishes: usize) -> Duration {
             let ch: Arc<str> = "c".into();
             if shard.id() == 1 {
                 let key = shard.next_key();
-                let m = Rc::new(Member {
+                let m = Rc::new(Member::new(
                     key,
-                    socket_id: key.wire("b").into(),
-                    user_id: "u".into(),
-                    info: None,
-                    outbox: Rc::new(Outbox::new(publishes + 1, usize::MAX)),
-                });
+                    key.wire("b").into(),
+                    "u".into(),
+                    None,
+                    false,
+                    Rc::new(Outbox::new(publishes + 1, usize::MAX)),
+                ));
                 shard.join(&ch, &m).await;
                 ready.store(true, Ordering::SeqCst);
-                while m.outbox.len() < publishes {
+                while m.outbox().len() < publishes {
                     shards::rt::sleep(Duration::from_micros(200)).await;
                 }
             } else {

@@ -161,6 +161,33 @@ pub struct RuntimeArgs {
         default_value_t = 1_048_576
     )]
     pub send_queue_bytes: usize,
+    /// Milliseconds a socket that lost its connection (without a Socket.IO
+    /// DISCONNECT) stays recoverable: its memberships and subscriptions are
+    /// kept, `direct` to it is accepted, and a reconnect with its `pid` gets
+    /// everything it missed. 0 turns connection state recovery off.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_RECOVERY_WINDOW",
+        default_value_t = 120_000
+    )]
+    pub recovery_window: u64,
+    /// Milliseconds a recoverable socket stays listed as a member (no
+    /// `leave`); at most the recovery window.
+    #[arg(long, env = "SOCKET_GATEWAY_PRESENCE_GRACE", default_value_t = 15_000)]
+    pub presence_grace: u64,
+    /// Bytes of delivered frames each shard keeps for recovering sockets
+    /// (older ones are dropped first; a socket whose offset was dropped
+    /// reconnects as a new socket).
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_RECOVERY_LOG_BYTES",
+        default_value_t = 64 << 20
+    )]
+    pub recovery_log_bytes: usize,
+    /// Events each channel's history keeps (also bounded by the recovery
+    /// window's age).
+    #[arg(long, env = "SOCKET_GATEWAY_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
     /// Binary attachments one BINARY_EVENT/BINARY_ACK may announce; more
     /// closes the session. Their bytes, with the header packet's, must stay
     /// within --max-payload. 10 is socket.io-client's own decoder limit: a
@@ -342,6 +369,10 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         max_attachments: rt.max_attachments.min(proto::socketio::MAX_ATTACHMENTS),
         max_connections: rt.max_connections,
         max_pending_sessions: rt.max_pending_sessions,
+        recovery_window: Duration::from_millis(rt.recovery_window),
+        presence_grace: Duration::from_millis(rt.presence_grace.min(rt.recovery_window)),
+        recovery_log_bytes: rt.recovery_log_bytes.max(1 << 16),
+        history_size: rt.history_size,
         cors_origins: rt.cors_origin.clone(),
         api_key: None,
         instance_id: instance_id.into(),

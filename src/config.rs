@@ -56,6 +56,14 @@ pub struct Config {
     /// Sessions not yet connected allowed on this instance, apart from
     /// `max_connections`.
     pub max_pending_sessions: usize,
+    /// How long a dropped socket stays recoverable (zero: recovery off).
+    pub recovery_window: Duration,
+    /// How long a recoverable socket stays listed (no `leave`).
+    pub presence_grace: Duration,
+    /// Each shard's recovery log budget.
+    pub recovery_log_bytes: usize,
+    /// Events kept per channel's history.
+    pub history_size: usize,
     pub cors_origins: Vec<String>,
     /// Static key accepted as `Authorization: Bearer <key>` by the REST API
     /// and the admin page (`--api-key`), besides an admin JWT.
@@ -81,6 +89,11 @@ pub fn take_slot(n: &AtomicUsize, max: usize) -> bool {
 }
 
 impl Config {
+    /// Connection state recovery is on (`--recovery-window` > 0).
+    pub fn recovery(&self) -> bool {
+        !self.recovery_window.is_zero()
+    }
+
     /// The `Access-Control-Allow-Origin` value for a request's `Origin`
     /// under `--cors-origin` (see [`crate::http::allowed_origin`]).
     pub fn cors_allow(&self, origin: Option<&str>) -> Option<String> {

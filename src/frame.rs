@@ -34,11 +34,14 @@ pub struct Event<'a> {
     pub ts: u64,
     /// Binary attachments relayed with `data` (its placeholders refer to them).
     pub attachments: usize,
+    /// The frame carries its id as the recovery offset (its last argument).
+    pub offset: bool,
 }
 
 /// `42["event",{...}]` (or `45<n>-[...]` with attachments), and where `data`
-/// sits in it. The frame ends with `}]` so a subscription delivery can
-/// append its `subscriptionId`.
+/// sits in it; with `offset`, `42["event",{...},"<id>"]`. A subscription
+/// delivery inserts its `subscriptionId` before the object's `}`
+/// ([`shards::object_end`]).
 pub fn realtime_event(e: &Event<'_>) -> (Bytes, Range<usize>) {
     let data = e.data.get();
     let mut out = String::with_capacity(160 + e.event.len() + e.id.len() + data.len());
@@ -75,8 +78,19 @@ pub fn realtime_event(e: &Event<'_>) -> (Bytes, Range<usize>) {
         None => out.push_str("null"),
     }
     // `ts` last, right before the closing `}]`: `event_ts` reads it there.
-    let _ = write!(out, ",\"ts\":{}}}]", e.ts);
+    let _ = write!(out, ",\"ts\":{}}}", e.ts);
+    push_offset(&mut out, e.offset.then_some(e.id));
     (Bytes::from(out), span)
+}
+
+/// The frame's tail: `,"<offset>"]`, or `]`.
+fn push_offset(out: &mut String, offset: Option<&str>) {
+    if let Some(o) = offset {
+        out.push_str(",\"");
+        out.push_str(o);
+        out.push('"');
+    }
+    out.push(']');
 }
 
 /// The `ts` of a frame built by [`realtime_event`], read back from its end
@@ -99,7 +113,12 @@ pub fn event_ts(frame: &[u8]) -> Option<u64> {
     if !rest.starts_with(HEAD) {
         return None;
     }
-    let body = rest.strip_suffix(b"}]").unwrap_or(rest);
+    let body = if rest.ends_with(b"]") {
+        &rest[..shards::object_end(rest)]
+    } else {
+        rest
+    };
+    let body = body.strip_suffix(b"}").unwrap_or(body);
     let digits = body
         .iter()
         .rev()
@@ -122,14 +141,16 @@ fn member_json(out: &mut String, socket_id: &str, user_id: &str, info: Option<&s
     out.push_str(info.unwrap_or("null"));
 }
 
-/// `42["presence",{"channel","type","member","ts"}]`.
-pub fn presence(channel: &str, kind: &str, m: &Member, ts: u64) -> Bytes {
+/// `42["presence",{"channel","type","member","ts"}]`, with `offset` as
+/// its last argument when given.
+pub fn presence(channel: &str, kind: &str, m: &Member, ts: u64, offset: Option<&str>) -> Bytes {
     let mut out = String::with_capacity(160);
     out.push_str("42[\"presence\",{\"channel\":");
     push_json_str(&mut out, channel);
     let _ = write!(out, ",\"type\":\"{kind}\",\"member\":");
     member_json(&mut out, &m.socket_id, &m.user_id, m.info.as_deref());
-    let _ = write!(out, "}},\"ts\":{ts}}}]");
+    let _ = write!(out, "}},\"ts\":{ts}}}");
+    push_offset(&mut out, offset);
     Bytes::from(out)
 }
 
@@ -156,13 +177,14 @@ mod tests {
     use std::rc::Rc;
 
     fn member() -> Member {
-        Member {
-            key: SocketKey { shard: 0, seq: 1 },
-            socket_id: "i-0-1".into(),
-            user_id: "user\"1".into(),
-            info: Some("{\"a\":1}".into()),
-            outbox: Rc::new(Outbox::new(1, usize::MAX)),
-        }
+        Member::new(
+            SocketKey { shard: 0, seq: 1 },
+            "i-0-1".into(),
+            "user\"1".into(),
+            Some("{\"a\":1}".into()),
+            false,
+            Rc::new(Outbox::new(1, usize::MAX)),
+        )
     }
 
     #[test]
@@ -178,6 +200,7 @@ mod tests {
             from: Some(&m),
             ts: 5,
             attachments: 0,
+            offset: false,
         };
         let (b, _) = realtime_event(&e);
         let s = std::str::from_utf8(&b).unwrap();
@@ -193,9 +216,12 @@ mod tests {
     fn event_ts_reads_back_what_realtime_event_wrote() {
         let m = member();
         let data = RawValue::from_string(r#"{"ts":1,"n":7}"#.into()).unwrap();
-        for (to, attachments, ts) in [(None, 0, 1764000000000), (Some("i-1"), 3, 0)] {
+        let cases = [(None, 0, 1764000000000), (Some("i-1"), 3, 0)];
+        for ((to, attachments, ts), offset) in
+            cases.into_iter().flat_map(|c| [(c, false), (c, true)])
+        {
             let e = Event {
-                id: "1",
+                id: "0a-1-i",
                 channel: to.is_none().then_some("c"),
                 to,
                 event: "e",
@@ -203,13 +229,19 @@ mod tests {
                 from: Some(&m),
                 ts,
                 attachments,
+                offset,
             };
             let (b, _) = realtime_event(&e);
             assert_eq!(event_ts(&b), Some(ts));
-            // A subscription's shared part: the frame without its `}]`.
-            assert_eq!(event_ts(&b[..b.len() - 2]), Some(ts));
+            let end = shards::object_end(&b);
+            assert_eq!(shards::frame_offset(&b), offset.then_some("0a-1-i"));
+            // A subscription's shared head: the frame up to its object's `}`.
+            assert_eq!(event_ts(&b[..end - 1]), Some(ts));
+            // A frame without its offset, for a socket that does not recover.
+            assert_eq!(event_ts(&b[..end]), Some(ts));
         }
-        let p = presence("c", "join", &m, 5);
+        let p = presence("c", "join", &m, 5, Some("x"));
+        assert_eq!(shards::frame_offset(&p), Some("x"));
         assert_eq!(event_ts(&p), None);
         for other in [
             &b"2"[..],
@@ -236,6 +268,7 @@ mod tests {
                 from: Some(&m),
                 ts: 5,
                 attachments,
+                offset: false,
             };
             let (b, span) = realtime_event(&e);
             let s = std::str::from_utf8(&b).unwrap();
@@ -253,13 +286,14 @@ mod tests {
             from: None,
             ts: 1,
             attachments: 0,
+            offset: false,
         });
         assert_eq!(&b[span], b"null");
     }
 
     #[test]
     fn presence_is_valid_json() {
-        let b = presence("c", "join", &member(), 7);
+        let b = presence("c", "join", &member(), 7, None);
         let v: Value = serde_json::from_str(&std::str::from_utf8(&b).unwrap()[2..]).unwrap();
         assert_eq!(v[1]["member"]["info"]["a"], 1);
         assert_eq!(v[1]["type"], "join");

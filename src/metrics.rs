@@ -50,6 +50,10 @@ pub struct Families {
     auth_refusals: IntCounterVec,
     rest_requests: IntCounterVec,
     delivery_latency: HistogramVec,
+    recoveries: IntCounterVec,
+    replayed: IntCounterVec,
+    recoverable: IntGaugeVec,
+    recovery_log_bytes: IntGaugeVec,
 }
 
 const PREFIX: &str = "socket_gateway_";
@@ -105,6 +109,10 @@ pub fn families() -> &'static Families {
             auth_refusals: counter(&r, "auth_refusals_total", "Refused Socket.IO connects by reason", &["instance", "shard", "reason"]),
             rest_requests: counter(&r, "rest_requests_total", "REST API requests by route and status", &["instance", "shard", "route", "status"]),
             delivery_latency: latency,
+            recoveries: counter(&r, "recoveries_total", "Connection state recoveries attempted, by result (recovered, or why not)", &["instance", "shard", "result"]),
+            replayed: counter(&r, "recovery_replayed_total", "Frames given again to recovered sockets", is),
+            recoverable: gauge(&r, "recoverable_sockets", "Sockets whose connection dropped, held for recovery", is),
+            recovery_log_bytes: gauge(&r, "recovery_log_bytes", "Bytes of delivered frames each shard keeps for recovering sockets", is),
             registry: r,
         }
     })
@@ -122,6 +130,9 @@ pub struct Metrics {
     slow_consumers: IntCounter,
     subscriptions: IntGauge,
     latency: Histogram,
+    replayed: IntCounter,
+    recoverable: IntGauge,
+    recovery_log_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -138,6 +149,9 @@ impl Metrics {
             slow_consumers: f.slow_consumers.with_label_values(&l),
             subscriptions: f.subscriptions.with_label_values(&l),
             latency: f.delivery_latency.with_label_values(&l),
+            replayed: f.replayed.with_label_values(&l),
+            recoverable: f.recoverable.with_label_values(&l),
+            recovery_log_bytes: f.recovery_log_bytes.with_label_values(&l),
             instance: instance.clone(),
             shard: s,
         }
@@ -158,7 +172,7 @@ impl Metrics {
         self.bytes_out.inc_by(p.len() as u64);
         let bytes = match p {
             // A subscription's frame: `ts` ends the shared part.
-            Outgoing::Text(b) | Outgoing::TextParts(b, _) => b,
+            Outgoing::Text(b) | Outgoing::TextParts(b, _, _) => b,
             Outgoing::Binary(_) => return,
         };
         if let Some(ts) = frame::event_ts(bytes) {
@@ -174,6 +188,24 @@ impl Metrics {
 
     pub fn unsubscribed(&self) {
         self.subscriptions.dec();
+    }
+
+    /// One recovery attempt's result: `recovered`, or why it was not.
+    pub fn recovery(&self, result: &str) {
+        families()
+            .recoveries
+            .with_label_values(&[&self.instance, &self.shard, result])
+            .inc();
+    }
+
+    pub fn replayed(&self, n: usize) {
+        self.replayed.inc_by(n as u64);
+    }
+
+    /// Sockets held for recovery on this shard, and its log's bytes.
+    pub fn recovery_state(&self, held: usize, log_bytes: usize) {
+        self.recoverable.set(held as i64);
+        self.recovery_log_bytes.set(log_bytes as i64);
     }
 
     pub fn auth_refused(&self, reason: Refusal) {

@@ -105,13 +105,14 @@ fn check_arg(v: &Value) {
 /// verbatim slice of the text (or `null` when it had none).
 fn check_publish(text: &str) {
     use std::rc::Rc;
-    let member = Member {
-        key: SocketKey { shard: 0, seq: 1 },
-        socket_id: "i-0-1".into(),
-        user_id: "u".into(),
-        info: None,
-        outbox: Rc::new(Outbox::new(1, usize::MAX)),
-    };
+    let member = Member::new(
+        SocketKey { shard: 0, seq: 1 },
+        "i-0-1".into(),
+        "u".into(),
+        None,
+        false,
+        Rc::new(Outbox::new(1, usize::MAX)),
+    );
     if let Ok(p) = socket_gateway::app::publish::publish_event_text(text, &member, "id", 1) {
         let frame = std::str::from_utf8(&p.text).expect("a frame is UTF-8");
         // Syntax only: `data` may hold numbers beyond a double (relayed as sent).

@@ -10,7 +10,7 @@
 //! A publication's `data` stays the publisher's JSON text inside that frame;
 //! filters that read it share one parse per publication on this shard.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::rc::Rc;
@@ -29,7 +29,72 @@ pub struct Member {
     pub user_id: Arc<str>,
     /// The token's `info` claim as raw JSON; `None` shows as `null`.
     pub info: Option<Arc<str>>,
-    pub outbox: Rc<Outbox>,
+    /// Its frames carry the recovery offset as their last argument.
+    pub recover: bool,
+    /// Where its deliveries go: the outbox of the session it is attached to.
+    outbox: RefCell<Rc<Outbox>>,
+    /// Its transport is gone and it waits to be recovered: deliveries skip
+    /// it (the shard's recovery log keeps them), `direct` is still accepted.
+    detached: Cell<bool>,
+    /// Left out of member lists and counts (its presence grace ended).
+    hidden: Cell<bool>,
+}
+
+impl Member {
+    pub fn new(
+        key: SocketKey,
+        socket_id: Arc<str>,
+        user_id: Arc<str>,
+        info: Option<Arc<str>>,
+        recover: bool,
+        outbox: Rc<Outbox>,
+    ) -> Self {
+        Member {
+            key,
+            socket_id,
+            user_id,
+            info,
+            recover,
+            outbox: RefCell::new(outbox),
+            detached: Cell::new(false),
+            hidden: Cell::new(false),
+        }
+    }
+
+    /// The outbox its deliveries go to.
+    pub fn outbox(&self) -> Rc<Outbox> {
+        self.outbox.borrow().clone()
+    }
+
+    /// Queues a packet for it; `false` when it is detached or its queue
+    /// refused it (closed, or over its bound).
+    pub fn push(&self, p: Outgoing, attachments: &[Bytes]) -> bool {
+        !self.detached.get() && self.outbox.borrow().push_all(p, attachments)
+    }
+
+    /// Its transport is gone: deliveries skip it until [`Member::attach`].
+    pub fn detach(&self) {
+        self.detached.set(true);
+    }
+
+    pub fn is_detached(&self) -> bool {
+        self.detached.get()
+    }
+
+    /// Attaches it to a (new) session's outbox and resumes deliveries.
+    pub fn attach(&self, outbox: Rc<Outbox>) {
+        *self.outbox.borrow_mut() = outbox;
+        self.detached.set(false);
+        self.hidden.set(false);
+    }
+
+    pub fn set_hidden(&self, hidden: bool) {
+        self.hidden.set(hidden);
+    }
+
+    pub fn is_hidden(&self) -> bool {
+        self.hidden.get()
+    }
 }
 
 /// A member as reported to a `members` query (Send: crosses shards).
@@ -146,8 +211,51 @@ pub struct Subscription {
     pub member: Rc<Member>,
     pub topic: Topic,
     pub filter: Option<Rc<dyn SubFilter>>,
-    /// `,"subscriptionId":"<id>"}]`, the tail that replaces the frame's `}]`.
+    /// `,"subscriptionId":"<id>"}`, inserted in place of the object's `}`.
     suffix: Bytes,
+    /// The shard's recovery log position when it was made.
+    log_pos: u64,
+}
+
+/// Where the event object of an encoded `event`/`presence` frame ends:
+/// `frame[..end]` ends with the object's `}`; `frame[end..]` is `]`, or
+/// `,"<offset>"]` when the frame carries a recovery offset. Offsets never
+/// hold a quote or a backslash, so the tail is found from the end.
+pub fn object_end(frame: &[u8]) -> usize {
+    let n = frame.len();
+    if frame.ends_with(b"\"]") && n >= 2 {
+        if let Some(q) = frame[..n - 2].iter().rposition(|&c| c == b'"') {
+            if q >= 2 && frame[q - 1] == b',' && frame[q - 2] == b'}' {
+                return q - 1;
+            }
+        }
+    }
+    n.saturating_sub(1)
+}
+
+/// The recovery offset a frame carries, if any (see [`object_end`]).
+pub fn frame_offset(frame: &[u8]) -> Option<&str> {
+    let end = object_end(frame);
+    let tail = frame.get(end + 2..frame.len().checked_sub(2)?)?;
+    std::str::from_utf8(tail).ok().filter(|t| !t.is_empty())
+}
+
+static CLOSE: &[u8] = b"]";
+
+/// A frame (`head` up to its object's end, `tail` after it) as one
+/// recipient gets it: with the offset when it recovers, without otherwise.
+fn frame_for(text: &Bytes, end: usize, recover: bool) -> Outgoing {
+    if recover || end + 1 == text.len() {
+        Outgoing::Text(text.clone())
+    } else {
+        Outgoing::TextParts(text.slice(..end), Bytes::new(), Bytes::from_static(CLOSE))
+    }
+}
+
+/// A direct message's frame as its recipient gets it.
+pub fn direct_frame(text: Bytes, recover: bool) -> Outgoing {
+    let end = object_end(&text);
+    frame_for(&text, end, recover)
 }
 
 /// An encoded event on its way to a channel's recipients (Send + Sync; one
@@ -165,9 +273,28 @@ pub struct Publication {
     pub skip_user: Option<Arc<str>>,
     /// Presence events go to members only, never to subscriptions.
     pub members_only: bool,
+    /// Where the event object ends in `text` ([`object_end`]).
+    pub obj_end: usize,
 }
 
 impl Publication {
+    /// The recovery offset its frame carries, if any.
+    pub fn offset(&self) -> Option<&str> {
+        frame_offset(&self.text)
+    }
+
+    /// The event object's JSON text (the RealtimeEvent or presence object).
+    pub fn object(&self) -> &[u8] {
+        let head = &self.text[..self.obj_end.min(self.text.len())];
+        let start = head.iter().position(|&c| c == b'{').unwrap_or(head.len());
+        &head[start..]
+    }
+
+    /// The frame for one member.
+    fn frame_for(&self, recover: bool) -> Outgoing {
+        frame_for(&self.text, self.obj_end, recover)
+    }
+
     /// `data`'s JSON text (`null` when the publication has none).
     pub fn data(&self) -> &[u8] {
         match self.text.get(self.data.clone()) {
@@ -177,10 +304,26 @@ impl Publication {
     }
 }
 
+/// One membership: the member, when it joined (ms) and the shard's
+/// recovery log position then (a replay never gives it older frames).
+struct Joined {
+    m: Rc<Member>,
+    at: u64,
+    log_pos: u64,
+}
+
 #[derive(Default)]
 struct ChannelMembers {
-    list: Vec<(Rc<Member>, u64)>,
+    list: Vec<Joined>,
     pos: HashMap<u64, usize>,
+    /// How many in `list` are hidden (detached past their presence grace).
+    hidden: usize,
+}
+
+impl ChannelMembers {
+    fn shown(&self) -> usize {
+        self.list.len().saturating_sub(self.hidden)
+    }
 }
 
 /// The channel and subscription index of one shard.
@@ -206,6 +349,7 @@ impl Channels {
         channel: &Arc<str>,
         m: &Rc<Member>,
         now_ms: u64,
+        log_pos: u64,
     ) -> Option<InterestChange> {
         let had_interest = self.interest_in(channel);
         let ch = self.channels.entry(channel.clone()).or_default();
@@ -213,7 +357,11 @@ impl Channels {
             return None;
         }
         ch.pos.insert(m.key.seq, ch.list.len());
-        ch.list.push((m.clone(), now_ms));
+        ch.list.push(Joined {
+            m: m.clone(),
+            at: now_ms,
+            log_pos,
+        });
         Some(if had_interest {
             InterestChange::None
         } else {
@@ -225,9 +373,12 @@ impl Channels {
     pub fn leave(&mut self, channel: &str, key: SocketKey) -> Option<InterestChange> {
         let ch = self.channels.get_mut(channel)?;
         let i = ch.pos.remove(&key.seq)?;
-        ch.list.swap_remove(i);
-        if let Some((moved, _)) = ch.list.get(i) {
-            ch.pos.insert(moved.key.seq, i);
+        let gone = ch.list.swap_remove(i);
+        if gone.m.is_hidden() {
+            ch.hidden = ch.hidden.saturating_sub(1);
+        }
+        if let Some(moved) = ch.list.get(i) {
+            ch.pos.insert(moved.m.key.seq, i);
         }
         if ch.list.is_empty() {
             let (name, _) = self.channels.remove_entry(channel)?;
@@ -238,30 +389,45 @@ impl Channels {
         Some(InterestChange::None)
     }
 
+    /// Members shown in lists and counts (hidden ones left out).
     pub fn member_count(&self, channel: &str) -> usize {
-        self.channels.get(channel).map_or(0, |c| c.list.len())
+        self.channels.get(channel).map_or(0, ChannelMembers::shown)
     }
 
     pub fn members(&self, channel: &str) -> Vec<MemberView> {
         self.channels.get(channel).map_or_else(Vec::new, |c| {
             c.list
                 .iter()
-                .map(|(m, at)| MemberView {
-                    socket_id: m.socket_id.clone(),
-                    user_id: m.user_id.clone(),
-                    info: m.info.clone(),
-                    joined_at: *at,
+                .filter(|j| !j.m.is_hidden())
+                .map(|j| MemberView {
+                    socket_id: j.m.socket_id.clone(),
+                    user_id: j.m.user_id.clone(),
+                    info: j.m.info.clone(),
+                    joined_at: j.at,
                 })
                 .collect()
         })
     }
 
-    /// Every channel with local members, and how many.
+    /// Every channel with local members shown, and how many.
     pub fn channel_counts(&self) -> Vec<(Arc<str>, usize)> {
         self.channels
             .iter()
-            .map(|(k, v)| (k.clone(), v.list.len()))
+            .map(|(k, v)| (k.clone(), v.shown()))
+            .filter(|(_, n)| *n > 0)
             .collect()
+    }
+
+    /// Hides or shows a member in `channel`'s lists and counts (after
+    /// [`Member::set_hidden`] changed).
+    pub fn note_hidden(&mut self, channel: &str, hidden: bool) {
+        if let Some(c) = self.channels.get_mut(channel) {
+            c.hidden = if hidden {
+                c.hidden + 1
+            } else {
+                c.hidden.saturating_sub(1)
+            };
+        }
     }
 
     pub fn subscribe(
@@ -270,17 +436,19 @@ impl Channels {
         member: Rc<Member>,
         topic: Topic,
         filter: Option<Rc<dyn SubFilter>>,
+        log_pos: u64,
     ) -> InterestChange {
         let mut suffix = BytesMut::with_capacity(id.len() + 22);
         suffix.extend_from_slice(b",\"subscriptionId\":");
         suffix.extend_from_slice(serde_json::to_string(&*id).unwrap_or_default().as_bytes());
-        suffix.extend_from_slice(b"}]");
+        suffix.extend_from_slice(b"}");
         let sub = Subscription {
             id,
             member,
             topic: topic.clone(),
             filter,
             suffix: suffix.freeze(),
+            log_pos,
         };
         match &topic {
             Topic::Exact(c) => {
@@ -346,11 +514,8 @@ impl Channels {
         let mut n = 0;
         let skip = |m: &Member| p.skip_user.as_deref().is_some_and(|u| *u == *m.user_id);
         if let Some(ch) = self.channels.get(&*p.channel) {
-            for (m, _) in &ch.list {
-                if !skip(m)
-                    && m.outbox
-                        .push_all(Outgoing::Text(p.text.clone()), &p.attachments)
-                {
+            for j in &ch.list {
+                if !skip(&j.m) && j.m.push(p.frame_for(j.m.recover), &p.attachments) {
                     n += 1;
                 }
             }
@@ -358,27 +523,88 @@ impl Channels {
         if p.members_only {
             return n;
         }
-        // Every subscription's frame is this plus its own suffix, gathered
-        // by the writer: no copy per delivery.
-        let body = p.text.slice(..p.text.len().saturating_sub(2));
+        let parts = SubParts::new(p);
         let data = Data::new(p.data());
-        let exact = self.exact_subs.get(&*p.channel).into_iter().flatten();
-        let prefixed = self
-            .prefix_subs
-            .iter()
-            .filter(|s| s.topic.matches(&p.channel));
-        for s in exact.chain(prefixed) {
+        for s in self.subscriptions_for(&p.channel) {
             if skip(&s.member) || !s.filter.as_ref().is_none_or(|f| f.matches(&p.event, &data)) {
                 continue;
             }
-            if s.member.outbox.push_all(
-                Outgoing::TextParts(body.clone(), s.suffix.clone()),
-                &p.attachments,
-            ) {
+            if s.member.push(parts.frame(s), &p.attachments) {
                 n += 1;
             }
         }
         n
+    }
+
+    fn subscriptions_for<'a>(&'a self, channel: &'a str) -> impl Iterator<Item = &'a Subscription> {
+        let exact = self.exact_subs.get(channel).into_iter().flatten();
+        let prefixed = self
+            .prefix_subs
+            .iter()
+            .filter(move |s| s.topic.matches(channel));
+        exact.chain(prefixed)
+    }
+
+    /// What member `m` would have been given of a publication logged at
+    /// `pos`, had it been attached: its frames (membership and
+    /// subscriptions, as [`Channels::deliver`] decides them), pushed to `out`.
+    pub fn replay_publication(
+        &self,
+        m: &Member,
+        p: &Publication,
+        pos: u64,
+        out: &mut Vec<(Outgoing, Vec<Bytes>)>,
+    ) {
+        if p.skip_user.as_deref().is_some_and(|u| *u == *m.user_id) {
+            return;
+        }
+        let member_since = self
+            .channels
+            .get(&*p.channel)
+            .and_then(|c| c.pos.get(&m.key.seq).map(|&i| c.list[i].log_pos));
+        if member_since.is_some_and(|since| since < pos) {
+            out.push((p.frame_for(m.recover), p.attachments.clone()));
+        }
+        if p.members_only {
+            return;
+        }
+        let parts = SubParts::new(p);
+        let data = Data::new(p.data());
+        for s in self.subscriptions_for(&p.channel) {
+            if s.member.key == m.key
+                && s.log_pos < pos
+                && s.filter.as_ref().is_none_or(|f| f.matches(&p.event, &data))
+            {
+                out.push((parts.frame(s), p.attachments.clone()));
+            }
+        }
+    }
+}
+
+/// The shared parts of one publication's subscription frames: every
+/// subscription's frame is the head, its own `subscriptionId` insert, and a
+/// tail, gathered by the writer: no copy per delivery.
+struct SubParts {
+    head: Bytes,
+    tail_offset: Bytes,
+}
+
+impl SubParts {
+    fn new(p: &Publication) -> Self {
+        let end = p.obj_end.min(p.text.len());
+        SubParts {
+            head: p.text.slice(..end.saturating_sub(1)),
+            tail_offset: p.text.slice(end..),
+        }
+    }
+
+    fn frame(&self, s: &Subscription) -> Outgoing {
+        let tail = if s.member.recover {
+            self.tail_offset.clone()
+        } else {
+            Bytes::from_static(CLOSE)
+        };
+        Outgoing::TextParts(self.head.clone(), s.suffix.clone(), tail)
     }
 }
 
@@ -387,13 +613,14 @@ mod tests {
     use super::*;
 
     fn member(seq: u64, user: &str) -> Rc<Member> {
-        Rc::new(Member {
-            key: SocketKey { shard: 0, seq },
-            socket_id: format!("i-0-{seq:x}").into(),
-            user_id: user.into(),
-            info: None,
-            outbox: Rc::new(Outbox::new(100, usize::MAX)),
-        })
+        Rc::new(Member::new(
+            SocketKey { shard: 0, seq },
+            format!("i-0-{seq:x}").into(),
+            user.into(),
+            None,
+            false,
+            Rc::new(Outbox::new(100, usize::MAX)),
+        ))
     }
 
     fn publication(channel: &str, skip: Option<&str>) -> Publication {
@@ -405,6 +632,7 @@ mod tests {
             data: 0..0,
             skip_user: skip.map(Into::into),
             members_only: false,
+            obj_end: 18,
         }
     }
 
@@ -414,12 +642,12 @@ mod tests {
         let a = member(1, "u");
         let ch: Arc<str> = "c".into();
         assert_eq!(
-            c.join(&ch, &a, 1),
+            c.join(&ch, &a, 1, 0),
             Some(InterestChange::Gained(Topic::Exact(ch.clone())))
         );
-        assert_eq!(c.join(&ch, &a, 2), None);
+        assert_eq!(c.join(&ch, &a, 2, 0), None);
         let b = member(2, "v");
-        assert_eq!(c.join(&ch, &b, 3), Some(InterestChange::None));
+        assert_eq!(c.join(&ch, &b, 3, 0), Some(InterestChange::None));
         assert_eq!(c.member_count("c"), 2);
         assert_eq!(c.leave("c", a.key), Some(InterestChange::None));
         assert_eq!(c.leave("c", a.key), None);
@@ -436,13 +664,19 @@ mod tests {
         let a = member(1, "u");
         let b = member(2, "v");
         let ch: Arc<str> = "chat:1".into();
-        c.join(&ch, &a, 0);
-        c.join(&ch, &b, 0);
-        c.subscribe("s1".into(), b.clone(), Topic::Prefix("chat:".into()), None);
+        c.join(&ch, &a, 0, 0);
+        c.join(&ch, &b, 0, 0);
+        c.subscribe(
+            "s1".into(),
+            b.clone(),
+            Topic::Prefix("chat:".into()),
+            None,
+            0,
+        );
         assert_eq!(c.deliver(&publication("chat:1", Some("u"))), 2);
-        assert!(a.outbox.is_empty());
+        assert!(a.outbox().is_empty());
         let mut got = Vec::new();
-        b.outbox.drain_into(&mut got, 10);
+        b.outbox().drain_into(&mut got, 10);
         assert_eq!(
             got[0],
             Outgoing::Text(Bytes::from_static(b"42[\"event\",{\"x\":1}]"))
@@ -475,13 +709,14 @@ mod tests {
         let seen = Rc::new(Seen(Default::default()));
         for (id, m) in [("s1", &a), ("s2", &b)] {
             let f: Rc<dyn SubFilter> = seen.clone();
-            c.subscribe(id.into(), m.clone(), Topic::Exact("c".into()), Some(f));
+            c.subscribe(id.into(), m.clone(), Topic::Exact("c".into()), Some(f), 0);
         }
         let text = br#"42["event",{"data":{"z":1.50,"k":1,"big":12345678901234567890123},"ts":1}]"#;
         let start = text.windows(7).position(|w| w == b"\"data\":").unwrap() + 7;
         let end = text.windows(5).position(|w| w == b",\"ts\"").unwrap();
         let mut p = publication("c", None);
         p.text = Bytes::from_static(text);
+        p.obj_end = object_end(text);
         p.data = start..end;
         assert_eq!(c.deliver(&p), 2);
         let seen = seen.0.borrow();
@@ -492,11 +727,72 @@ mod tests {
         );
         assert_eq!(seen[0].1, seen[1].1, "one parse per delivery run");
         let mut got = Vec::new();
-        a.outbox.drain_into(&mut got, 10);
+        a.outbox().drain_into(&mut got, 10);
         let mut joined = Vec::new();
         proto::engineio::encode_payload([&got[0]], &mut joined);
         assert!(joined.starts_with(&text[..text.len() - 2]));
         assert_eq!(publication("c", None).data(), b"null");
+    }
+
+    #[test]
+    fn offsets_sit_after_the_object() {
+        let with = br#"42["event",{"id":"a","x":"}\","},"00ab-0-i"]"#;
+        assert_eq!(object_end(with), with.len() - 12);
+        assert_eq!(frame_offset(with), Some("00ab-0-i"));
+        let without = br#"42["event",{"id":"a","x":"\",\"]"}]"#;
+        assert_eq!(object_end(without), without.len() - 1);
+        assert_eq!(frame_offset(without), None);
+        assert_eq!(frame_offset(b""), None);
+        assert_eq!(frame_offset(b"\"]"), None);
+        let text = Bytes::from_static(with);
+        let mut joined = Vec::new();
+        proto::engineio::encode_payload([&direct_frame(text.clone(), false)], &mut joined);
+        assert_eq!(joined, br#"42["event",{"id":"a","x":"}\","}]"#.to_vec());
+        assert_eq!(direct_frame(text.clone(), true), Outgoing::Text(text));
+    }
+
+    #[test]
+    fn replay_follows_membership_and_subscriptions() {
+        let mut c = Channels::default();
+        let (a, b) = (member(1, "u"), member(2, "v"));
+        let ch: Arc<str> = "chat:1".into();
+        c.join(&ch, &a, 0, 5);
+        c.subscribe(
+            "s1".into(),
+            a.clone(),
+            Topic::Prefix("chat:".into()),
+            None,
+            7,
+        );
+        c.join(&ch, &b, 0, 0);
+        let p = publication("chat:1", None);
+        let mut out = Vec::new();
+        c.replay_publication(&a, &p, 5, &mut out);
+        assert!(out.is_empty(), "logged before it joined");
+        c.replay_publication(&a, &p, 6, &mut out);
+        assert_eq!(out.len(), 1, "a member, the subscription came later");
+        out.clear();
+        c.replay_publication(&a, &p, 8, &mut out);
+        assert_eq!(out.len(), 2);
+        out.clear();
+        c.replay_publication(&a, &publication("chat:1", Some("u")), 8, &mut out);
+        assert!(out.is_empty(), "echo:false");
+    }
+
+    #[test]
+    fn hidden_members_are_left_out_of_lists() {
+        let mut c = Channels::default();
+        let (a, b) = (member(1, "u"), member(2, "v"));
+        let ch: Arc<str> = "c".into();
+        c.join(&ch, &a, 0, 0);
+        c.join(&ch, &b, 0, 0);
+        a.set_hidden(true);
+        c.note_hidden("c", true);
+        assert_eq!(c.member_count("c"), 1);
+        assert_eq!(c.members("c").len(), 1);
+        assert_eq!(c.channel_counts(), vec![(ch.clone(), 1)]);
+        c.leave("c", a.key);
+        assert_eq!(c.member_count("c"), 1);
     }
 
     #[test]

@@ -41,18 +41,22 @@ pub mod ids;
 pub mod interest;
 pub mod mailbox;
 pub mod outbox;
+pub mod recovery;
 pub mod replies;
 pub mod runtime;
 pub mod shard;
 
-pub use channels::{Data, Member, MemberView, Publication, SubFilter, Topic};
+pub use channels::{
+    direct_frame, frame_offset, object_end, Data, Member, MemberView, Publication, SubFilter, Topic,
+};
 pub use ids::{session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
 pub use interest::InterestMap;
-pub use mailbox::{PeerGone, Request, Response};
+pub use mailbox::{AppMsg, PeerGone, Request, Response};
 pub use outbox::{CloseReason, Direct, DirectSink, Outbox};
+pub use recovery::{LogBounds, Miss};
 pub use replies::Replies;
 pub use runtime::{start, RuntimeConfig, ShardHandle};
-pub use shard::{now_ms, DirectSent, Shard, Uplink};
+pub use shard::{now_ms, DirectSent, Replay, Shard, Uplink};
 
 /// The runtime pieces the I/O edge uses, so glommio stays behind this crate.
 pub mod rt {

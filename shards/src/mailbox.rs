@@ -10,6 +10,7 @@
 //! future on the asking shard. The receive loop never awaits a send itself
 //! (answers go out from spawned tasks), so two full mailboxes cannot deadlock.
 
+use std::any::Any;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -46,7 +47,18 @@ pub enum ShardMsg {
         fd: OwnedFd,
         buffered: Vec<u8>,
     },
+    /// Send `to` a [`Request::Ping`] on behalf of `origin`, answered to
+    /// `origin` as `qid`: once answered, `to` has handled everything this
+    /// shard sent it before (each link is FIFO).
+    Relay {
+        origin: ShardId,
+        to: ShardId,
+        qid: u64,
+    },
 }
+
+/// A question or answer of the application above the runtime, opaque here.
+pub type AppMsg = Box<dyn Any + Send>;
 
 pub enum Request {
     /// Shard `from` gained interest in a topic; answered once recorded, so a
@@ -61,10 +73,13 @@ pub enum Request {
     },
     Channels,
     Connections,
+    /// Answered `Done` once handled; see [`ShardMsg::Relay`].
+    Ping,
+    /// For the application's handler ([`crate::Shard::on_app_request`]).
+    App(AppMsg),
 }
 
 /// A shard's answer to a peer's [`Request`].
-#[derive(Debug)]
 pub enum Response {
     Done,
     Count(usize),
@@ -72,6 +87,21 @@ pub enum Response {
     Delivered(bool),
     Channels(Vec<(Arc<str>, usize)>),
     Connections(usize),
+    App(AppMsg),
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Response::Done => write!(f, "Done"),
+            Response::Count(n) => write!(f, "Count({n})"),
+            Response::Members(v) => write!(f, "Members({})", v.len()),
+            Response::Delivered(b) => write!(f, "Delivered({b})"),
+            Response::Channels(v) => write!(f, "Channels({})", v.len()),
+            Response::Connections(n) => write!(f, "Connections({n})"),
+            Response::App(_) => write!(f, "App(..)"),
+        }
+    }
 }
 
 /// This shard's side of the mesh: senders to every peer and the table of

@@ -10,7 +10,7 @@
 //! [`Channels::deliver`]. Order per publisher per channel holds because a
 //! publisher lives on one shard and each peer link is FIFO.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -23,13 +23,18 @@ use bytes::Bytes;
 use proto::engineio::Outgoing;
 
 use crate::channels::{
-    Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic,
+    direct_frame, Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic,
 };
 use crate::ids::{ShardId, SocketKey};
 use crate::interest::InterestMap;
-use crate::mailbox::{Mailbox, Request, Response, ShardMsg};
+use crate::mailbox::{AppMsg, Mailbox, Request, Response, ShardMsg};
+use crate::recovery::{Entry, Log, LogBounds, Miss};
 
 type AdoptFn = Box<dyn Fn(OwnedFd, Vec<u8>)>;
+type AppFn = Box<dyn Fn(ShardId, AppMsg) -> Pin<Box<dyn Future<Output = AppMsg>>>>;
+
+/// Frames (and their attachments) a recovering socket is given again.
+pub type Replay = Vec<(Outgoing, Vec<Bytes>)>;
 
 /// Where a shard sends what must leave this instance (the cluster link).
 /// Kept as a trait so this crate knows nothing of Redis.
@@ -58,10 +63,16 @@ pub struct Shard {
     channels: RefCell<Channels>,
     interest: RefCell<InterestMap>,
     sockets: RefCell<HashMap<u64, Rc<Member>>>,
+    /// Sockets of this shard's id space recovered on another shard: `direct`
+    /// to them is forwarded there.
+    moved: RefCell<HashMap<u64, ShardId>>,
     mailbox: Rc<Mailbox>,
     last_id: Cell<(u64, u64)>,
     adopt: RefCell<Option<AdoptFn>>,
+    app: RefCell<Option<Rc<AppFn>>>,
     uplink: RefCell<Option<Rc<dyn Uplink>>>,
+    /// With connection state recovery on: what this shard delivered.
+    log: OnceCell<RefCell<Log>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -80,10 +91,174 @@ impl Shard {
             channels: RefCell::default(),
             interest: RefCell::default(),
             sockets: RefCell::default(),
+            moved: RefCell::default(),
             mailbox: Rc::new(mailbox),
             last_id: Cell::new((0, 0)),
             adopt: RefCell::new(None),
+            app: RefCell::new(None),
             uplink: RefCell::new(None),
+            log: OnceCell::new(),
+        }
+    }
+
+    /// Turns connection state recovery on for this shard (before it serves):
+    /// everything it delivers is logged within `bounds`.
+    pub fn enable_recovery(&self, bounds: LogBounds) {
+        let _ = self.log.set(RefCell::new(Log::new(bounds)));
+    }
+
+    pub fn recovery_enabled(&self) -> bool {
+        self.log.get().is_some()
+    }
+
+    /// The recovery log's position now (0 without recovery): a socket or a
+    /// membership made now is given nothing logged before it.
+    pub fn log_pos(&self) -> u64 {
+        self.log.get().map_or(0, |l| l.borrow().next_pos())
+    }
+
+    /// The recovery log's bytes and entries.
+    pub fn log_size(&self) -> (usize, usize) {
+        self.log
+            .get()
+            .map_or((0, 0), |l| (l.borrow().bytes(), l.borrow().len()))
+    }
+
+    /// Drops log entries older than the window (a timer calls it, so an idle
+    /// shard's log empties too).
+    pub fn trim_log(&self) {
+        if let Some(l) = self.log.get() {
+            l.borrow_mut().trim(now_ms());
+        }
+    }
+
+    fn log_publication(&self, p: &Arc<Publication>) {
+        if let Some(l) = self.log.get() {
+            l.borrow_mut().push(Entry::Publication(p.clone()), now_ms());
+        }
+    }
+
+    /// Delivers `p` on this shard and logs it.
+    fn deliver_logged(&self, p: &Arc<Publication>) -> usize {
+        self.log_publication(p);
+        self.channels.borrow().deliver(p)
+    }
+
+    /// What socket `m` of this shard must be given again: every logged
+    /// entry after the one carrying `offset` (without one, since `since`)
+    /// that it would have received.
+    pub fn replay(&self, m: &Member, offset: Option<&str>, since: u64) -> Result<Replay, Miss> {
+        let mut out = Vec::new();
+        self.replay_into(m, offset, since, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Shard::replay`], appending to `out`.
+    pub fn replay_into(
+        &self,
+        m: &Member,
+        offset: Option<&str>,
+        since: u64,
+        out: &mut Replay,
+    ) -> Result<(), Miss> {
+        let Some(log) = self.log.get() else {
+            return Err(Miss::OffsetGone);
+        };
+        let log = log.borrow();
+        let channels = self.channels.borrow();
+        for (pos, e) in log.after(offset, since)? {
+            match e {
+                Entry::Publication(p) => channels.replay_publication(m, p, pos, out),
+                Entry::Direct {
+                    seq,
+                    text,
+                    attachments,
+                } if *seq == m.key.seq => {
+                    out.push((direct_frame(text.clone(), m.recover), attachments.clone()));
+                }
+                Entry::Direct { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the log holds the entry carrying `offset`.
+    pub fn log_has(&self, offset: &str) -> bool {
+        self.log
+            .get()
+            .is_some_and(|l| l.borrow().after(Some(offset), 0).is_ok())
+    }
+
+    /// Whether the log still holds everything from position `since` on.
+    pub fn log_holds_since(&self, since: u64) -> bool {
+        self.log
+            .get()
+            .is_some_and(|l| l.borrow().after(None, since).is_ok())
+    }
+
+    /// A socket's member-list visibility changed (presence grace): updates
+    /// the counts of its channels.
+    pub fn set_hidden(&self, m: &Member, channels: &[Arc<str>], hidden: bool) {
+        if m.is_hidden() == hidden {
+            return;
+        }
+        m.set_hidden(hidden);
+        let mut c = self.channels.borrow_mut();
+        for ch in channels {
+            c.note_hidden(ch, hidden);
+        }
+    }
+
+    /// Socket `seq` (of this shard's id space) now lives on shard `to`.
+    pub fn set_moved(&self, seq: u64, to: ShardId) {
+        self.moved.borrow_mut().insert(seq, to);
+    }
+
+    /// Socket `seq` no longer lives anywhere else.
+    pub fn clear_moved(&self, seq: u64) {
+        self.moved.borrow_mut().remove(&seq);
+    }
+
+    /// Where socket `seq` of this shard's id space moved to, if it did.
+    pub fn moved_to(&self, seq: u64) -> Option<ShardId> {
+        self.moved.borrow().get(&seq).copied()
+    }
+
+    /// Installs the application's handler of [`Request::App`] questions.
+    pub fn on_app_request(
+        &self,
+        f: impl Fn(ShardId, AppMsg) -> Pin<Box<dyn Future<Output = AppMsg>>> + 'static,
+    ) {
+        *self.app.borrow_mut() = Some(Rc::new(Box::new(f)));
+    }
+
+    /// Asks shard `to`'s application; `None` if it is gone.
+    pub async fn ask_app(&self, to: ShardId, req: AppMsg) -> Option<AppMsg> {
+        match self.mailbox.ask(self.id, to, Request::App(req)).await {
+            Some(Response::App(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Waits until shard `to` has handled everything every other peer sent
+    /// it so far (each peer relays a ping to it; links are FIFO).
+    pub async fn fence(&self, to: ShardId) {
+        let mut waits = Vec::new();
+        for peer in self.peers().filter(|&p| p != to) {
+            let qid = self.mailbox.replies().expect();
+            let msg = ShardMsg::Relay {
+                origin: self.id,
+                to,
+                qid,
+            };
+            if self.mailbox.send_to(peer, msg).await.is_err() {
+                self.mailbox.replies().cancel(qid);
+            } else {
+                waits.push(qid);
+            }
+        }
+        for qid in waits {
+            self.mailbox.replies().wait(qid).await;
         }
     }
 
@@ -153,8 +328,8 @@ impl Shard {
 
     /// Delivers a publication that arrived from another instance to this
     /// shard's recipients (never forwarded again).
-    pub fn deliver_from_cluster(&self, p: &Publication) -> usize {
-        self.channels.borrow().deliver(p)
+    pub fn deliver_from_cluster(&self, p: &Arc<Publication>) -> usize {
+        self.deliver_logged(p)
     }
 
     /// Delivers a direct message that arrived from another instance.
@@ -177,7 +352,8 @@ impl Shard {
 
     /// Joins `m` to `channel`; `false` when it already was a member.
     pub async fn join(&self, channel: &Arc<str>, m: &Rc<Member>) -> bool {
-        let change = self.channels.borrow_mut().join(channel, m, now_ms());
+        let pos = self.log_pos();
+        let change = self.channels.borrow_mut().join(channel, m, now_ms(), pos);
         match change {
             None => false,
             Some(c) => {
@@ -206,7 +382,11 @@ impl Shard {
         topic: Topic,
         filter: Option<Rc<dyn SubFilter>>,
     ) {
-        let c = self.channels.borrow_mut().subscribe(id, m, topic, filter);
+        let pos = self.log_pos();
+        let c = self
+            .channels
+            .borrow_mut()
+            .subscribe(id, m, topic, filter, pos);
         self.announce(c).await;
     }
 
@@ -261,7 +441,7 @@ impl Shard {
         let local = mask & (1 << self.id) != 0;
         let remote = mask & !(1 << self.id);
         let uplink = self.uplink.borrow().clone();
-        if remote == 0 && uplink.is_none() {
+        if remote == 0 && uplink.is_none() && self.log.get().is_none() {
             return if local {
                 self.channels.borrow().deliver(&p)
             } else {
@@ -282,7 +462,7 @@ impl Shard {
                 .await;
         }
         if local {
-            self.channels.borrow().deliver(&p)
+            self.deliver_logged(&p)
         } else {
             0
         }
@@ -308,14 +488,31 @@ impl Shard {
         attachments: Vec<Bytes>,
     ) -> DirectSent {
         if to.shard == self.id {
-            return DirectSent::Done(self.direct_local(to.seq, text, &attachments));
+            match self.moved_to(to.seq) {
+                None => return DirectSent::Done(self.direct_local(to.seq, text, &attachments)),
+                Some(there) if there == self.id => {
+                    return DirectSent::Done(self.direct_local(to.seq, text, &attachments))
+                }
+                Some(there) => return self.direct_to_shard(there, to.seq, text, attachments).await,
+            }
         }
         if to.shard >= self.nr_shards {
             return DirectSent::Done(false);
         }
+        self.direct_to_shard(to.shard, to.seq, text, attachments)
+            .await
+    }
+
+    async fn direct_to_shard(
+        &self,
+        shard: ShardId,
+        seq: u64,
+        text: Bytes,
+        attachments: Vec<Bytes>,
+    ) -> DirectSent {
         let qid = self.mailbox.replies().expect();
         let req = Request::Direct {
-            seq: to.seq,
+            seq,
             text,
             attachments,
         };
@@ -324,7 +521,7 @@ impl Shard {
             qid,
             req,
         };
-        if self.mailbox.send_to(to.shard, msg).await.is_err() {
+        if self.mailbox.send_to(shard, msg).await.is_err() {
             self.mailbox.replies().cancel(qid);
             return DirectSent::Done(false);
         }
@@ -339,9 +536,28 @@ impl Shard {
         )
     }
 
+    /// A direct message to socket `seq` living on this shard. A detached
+    /// socket accepts it (the recovery log keeps it for its return).
     fn direct_local(&self, seq: u64, text: Bytes, attachments: &[Bytes]) -> bool {
-        let m = self.sockets.borrow().get(&seq).cloned();
-        m.is_some_and(|m| m.outbox.push_all(Outgoing::Text(text), attachments))
+        let Some(m) = self.sockets.borrow().get(&seq).cloned() else {
+            return false;
+        };
+        let logged = match self.log.get() {
+            Some(l) if m.recover => {
+                let e = Entry::Direct {
+                    seq,
+                    text: text.clone(),
+                    attachments: attachments.to_vec(),
+                };
+                l.borrow_mut().push(e, now_ms());
+                true
+            }
+            _ => false,
+        };
+        if m.is_detached() {
+            return logged;
+        }
+        m.push(direct_frame(text, m.recover), attachments) || logged
     }
 
     /// Members of `channel` on every shard of this instance.
@@ -412,12 +628,69 @@ impl Shard {
     pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Deliver(p) => {
-                self.channels.borrow().deliver(&p);
+                self.deliver_logged(&p);
+            }
+            ShardMsg::Relay { origin, to, qid } => {
+                let mailbox = self.mailbox.clone();
+                let msg = ShardMsg::Request {
+                    from: origin,
+                    qid,
+                    req: Request::Ping,
+                };
+                glommio::spawn_local(async move {
+                    let _ = mailbox.send_to(to, msg).await;
+                })
+                .detach();
             }
             ShardMsg::Interest { from, topic, on } => {
                 self.interest.borrow_mut().set(from, &topic, on);
             }
             ShardMsg::Response { qid, resp } => self.mailbox.replies().complete(qid, resp),
+            ShardMsg::Request {
+                from,
+                qid,
+                req: Request::App(a),
+            } => {
+                let Some(f) = self.app.borrow().clone() else {
+                    return;
+                };
+                let fut = f(from, a);
+                let mailbox = self.mailbox.clone();
+                glommio::spawn_local(async move {
+                    let resp = Response::App(fut.await);
+                    let _ = mailbox
+                        .send_to(from, ShardMsg::Response { qid, resp })
+                        .await;
+                })
+                .detach();
+            }
+            ShardMsg::Request {
+                from,
+                qid,
+                req:
+                    Request::Direct {
+                        seq,
+                        text,
+                        attachments,
+                    },
+            } if self.moved_to(seq).is_some_and(|s| s != self.id) => {
+                // Recovered on another shard: pass it on, answer with its answer.
+                let there = self.moved_to(seq).unwrap_or(self.id);
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    let sent = me.direct_to_shard(there, seq, text, attachments).await;
+                    let ok = match sent {
+                        DirectSent::Done(ok) => ok,
+                        DirectSent::Waiting(q) => me.direct_answer(q).await,
+                    };
+                    let resp = Response::Delivered(ok);
+                    let _ = me
+                        .mailbox
+                        .send_to(from, ShardMsg::Response { qid, resp })
+                        .await;
+                })
+                .detach();
+            }
             ShardMsg::Request { from, qid, req } => {
                 let resp = self.answer(from, req);
                 let mailbox = self.mailbox.clone();
@@ -451,6 +724,9 @@ impl Shard {
             } => Response::Delivered(self.direct_local(seq, text, &attachments)),
             Request::Channels => Response::Channels(self.channels.borrow().channel_counts()),
             Request::Connections => Response::Connections(self.local_connections()),
+            Request::Ping => Response::Done,
+            // Handled in `handle` (it needs a task).
+            Request::App(_) => Response::Done,
         }
     }
 }

@@ -13,13 +13,14 @@ use shards::{Member, Outbox, Publication, RuntimeConfig, Shard, ShardHandle, Soc
 
 fn member(shard: &Shard, user: &str) -> Rc<Member> {
     let key = shard.next_key();
-    Rc::new(Member {
+    Rc::new(Member::new(
         key,
-        socket_id: key.wire(shard.instance()).into(),
-        user_id: user.into(),
-        info: None,
-        outbox: Rc::new(Outbox::new(1000, usize::MAX)),
-    })
+        key.wire(shard.instance()).into(),
+        user.into(),
+        None,
+        false,
+        Rc::new(Outbox::new(1000, usize::MAX)),
+    ))
 }
 
 fn publication(channel: &str, text: &'static str) -> Publication {
@@ -31,16 +32,19 @@ fn publication(channel: &str, text: &'static str) -> Publication {
         data: 0..0,
         skip_user: None,
         members_only: false,
+        obj_end: text.len() - 1,
     }
 }
 
 fn texts(m: &Member) -> Vec<String> {
     let mut out = Vec::new();
-    m.outbox.drain_into(&mut out, 1000);
+    m.outbox().drain_into(&mut out, 1000);
     out.into_iter()
         .map(|o| match o {
             Outgoing::Text(b) | Outgoing::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-            Outgoing::TextParts(a, b) => String::from_utf8_lossy(&[a, b].concat()).into_owned(),
+            Outgoing::TextParts(a, b, c) => {
+                String::from_utf8_lossy(&[a, b, c].concat()).into_owned()
+            }
         })
         .collect()
 }
@@ -127,7 +131,7 @@ fn publish_crosses_shards_in_order() {
                 // join/subscribe return once shard 0 has recorded the interest.
                 joined.store(true, Ordering::SeqCst);
                 for _ in 0..200 {
-                    if m.outbox.len() >= 101 {
+                    if m.outbox().len() >= 101 {
                         break;
                     }
                     shards::rt::sleep(Duration::from_millis(10)).await;

@@ -21,7 +21,7 @@ pub struct Echo;
 impl App for Echo {
     type Socket = Rc<str>;
 
-    fn connect(
+    async fn connect(
         &self,
         _s: &Rc<Session>,
         nsp: &str,
@@ -38,7 +38,14 @@ impl App for Echo {
         id.to_string()
     }
 
-    fn on_connected(self: &Rc<Self>, s: &Rc<Session>, nsp: &str, writes: u64, auth: Option<Value>) {
+    fn on_connected(
+        self: &Rc<Self>,
+        s: &Rc<Session>,
+        nsp: &str,
+        _socket: &Rc<str>,
+        writes: u64,
+        auth: Option<Value>,
+    ) {
         // The official suite's client reads the CONNECT ack, then waits for
         // the next message: a websocket writes the ack on its own.
         let this = s.clone();
@@ -69,7 +76,13 @@ impl App for Echo {
         on_event(s, nsp, ack, data, att)
     }
 
-    async fn on_disconnect(&self, _s: &Rc<Session>, _id: &Rc<str>) {}
+    async fn on_disconnect(
+        &self,
+        _s: &Rc<Session>,
+        _id: &Rc<str>,
+        _reason: Option<shards::CloseReason>,
+    ) {
+    }
 }
 
 /// A random socket id (20 url-safe characters).

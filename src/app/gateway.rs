@@ -25,13 +25,23 @@ use crate::frame;
 use crate::rules::{self, ErrorCode, Fail, Filter};
 use crate::sio::{self, App, Refused};
 
+/// A socket's subscriptions by id: topic and filter.
+pub(crate) type Subs = HashMap<Arc<str>, (Topic, Option<Filter>)>;
+
 /// One authenticated socket on namespace `/`.
 pub struct GwSocket {
     pub member: Rc<Member>,
-    claims: RefCell<Claims>,
-    channels: RefCell<Vec<Arc<str>>>,
-    subs: RefCell<HashMap<Arc<str>, Topic>>,
-    next_sub: Cell<u64>,
+    pub(crate) claims: RefCell<Claims>,
+    pub(crate) channels: RefCell<Vec<Arc<str>>>,
+    pub(crate) subs: RefCell<Subs>,
+    pub(crate) next_sub: Cell<u64>,
+    /// The secret half of its recovery id (`pid`); 0 when it does not recover.
+    pub(crate) secret: u128,
+    /// The shard's recovery log position when it connected: a recovery
+    /// without an offset replays from here.
+    pub(crate) since: Cell<u64>,
+    /// What a recovery still has to give it once its CONNECT is answered.
+    pub(crate) pending: RefCell<Option<Box<crate::app::recovery::Pending>>>,
     leeway: u64,
     /// Token bucket for `--max-events-per-sec`: tokens left, last refill.
     bucket: Cell<(f64, std::time::Instant)>,
@@ -63,13 +73,25 @@ impl SubFilter for Filter {
     }
 }
 
-/// The gateway as the Socket.IO layer's application.
-pub struct Gateway;
+/// The gateway as the Socket.IO layer's application (one per shard).
+pub struct Gateway {
+    pub(crate) held: crate::app::recovery::Held,
+}
+
+impl Gateway {
+    pub fn new(ctx: &Rc<crate::ctx::ShardCtx>) -> Rc<Self> {
+        let gw = Rc::new(Gateway {
+            held: Default::default(),
+        });
+        crate::app::recovery::start(ctx, &gw);
+        gw
+    }
+}
 
 impl App for Gateway {
     type Socket = Rc<GwSocket>;
 
-    fn connect(
+    async fn connect(
         &self,
         s: &Rc<Session>,
         nsp: &str,
@@ -78,7 +100,7 @@ impl App for Gateway {
         if nsp != "/" {
             return Err(Refused::invalid_namespace());
         }
-        connect(s, auth).map_err(|reason| {
+        connect(self, s, auth).await.map_err(|reason| {
             s.ctx.metrics.auth_refused(reason);
             Refused(format!(
                 "{{\"message\":\"unauthorized\",\"data\":{{\"reason\":\"{}\"}}}}",
@@ -89,6 +111,21 @@ impl App for Gateway {
 
     fn socket_id(&self, g: &Rc<GwSocket>) -> String {
         g.member.socket_id.to_string()
+    }
+
+    fn pid(&self, g: &Rc<GwSocket>) -> Option<String> {
+        (g.secret != 0).then(|| crate::app::recovery::pid(g))
+    }
+
+    fn on_connected(
+        self: &Rc<Self>,
+        s: &Rc<Session>,
+        _nsp: &str,
+        g: &Rc<GwSocket>,
+        _writes: u64,
+        _auth: Option<Value>,
+    ) {
+        crate::app::recovery::resume(s, g);
     }
 
     async fn on_event(
@@ -103,8 +140,15 @@ impl App for Gateway {
         on_event(s, g, ack, data, att).await
     }
 
-    async fn on_disconnect(&self, s: &Rc<Session>, g: &Rc<GwSocket>) {
-        disconnect(s, g).await
+    async fn on_disconnect(
+        &self,
+        s: &Rc<Session>,
+        g: &Rc<GwSocket>,
+        reason: Option<shards::CloseReason>,
+    ) {
+        if !crate::app::recovery::hold(self, s, g, reason) {
+            disconnect(&s.ctx, g).await
+        }
     }
 
     fn expired(&self, g: &Rc<GwSocket>, now_secs: u64) -> bool {
@@ -113,51 +157,93 @@ impl App for Gateway {
 }
 
 /// Checks the CONNECT's token (auth payload, then the handshake's Bearer
-/// header, then its `token` query) and registers the socket on this shard.
-pub fn connect(s: &Rc<Session>, auth: Option<&Value>) -> Result<Rc<GwSocket>, Refusal> {
+/// header, then its `token` query); then recovers the socket its `pid`
+/// names, or registers a new one on this shard.
+async fn connect(
+    gw: &Gateway,
+    s: &Rc<Session>,
+    auth: Option<&Value>,
+) -> Result<Rc<GwSocket>, Refusal> {
     let verifier = s.ctx.cfg.verifier.as_ref().ok_or(Refusal::MissingToken)?;
     let hs = &s.handshake;
     let token = pick_token(auth, hs.bearer.as_deref(), hs.query_token.as_deref())
         .ok_or(Refusal::MissingToken)?;
     let claims = verifier.verify(token)?;
+    let recover =
+        s.ctx.cfg.recovery() && auth.and_then(|a| a.get("recover")) != Some(&Value::Bool(false));
+    let claims = if recover {
+        match crate::app::recovery::recover(gw, s, auth, claims).await {
+            Ok(g) => return Ok(g),
+            Err(claims) => claims,
+        }
+    } else {
+        claims
+    };
     let shard = &s.ctx.shard;
     let key = shard.next_key();
-    let member = Rc::new(Member {
+    let member = Rc::new(Member::new(
         key,
-        socket_id: key.wire(shard.instance()).into(),
-        user_id: claims.sub.as_str().into(),
-        info: claims.info.as_ref().map(|i| i.to_string().into()),
-        outbox: s.outbox.clone(),
-    });
+        key.wire(shard.instance()).into(),
+        claims.sub.as_str().into(),
+        claims.info.as_ref().map(|i| i.to_string().into()),
+        recover,
+        s.outbox.clone(),
+    ));
     shard.register(member.clone());
-    Ok(Rc::new(GwSocket {
+    let secret = if recover {
+        rand::random::<u128>().max(1)
+    } else {
+        0
+    };
+    Ok(new_socket(
+        member,
+        claims,
+        secret,
+        shard.log_pos(),
+        verifier.leeway_secs(),
+    ))
+}
+
+pub(crate) fn new_socket(
+    member: Rc<Member>,
+    claims: Claims,
+    secret: u128,
+    since: u64,
+    leeway: u64,
+) -> Rc<GwSocket> {
+    Rc::new(GwSocket {
         member,
         claims: RefCell::new(claims),
         channels: RefCell::default(),
         subs: RefCell::default(),
         next_sub: Cell::new(1),
+        secret,
+        since: Cell::new(since),
+        pending: RefCell::new(None),
         bucket: Cell::new((f64::MAX, std::time::Instant::now())),
         refused: Cell::new(0),
-        leeway: verifier.leeway_secs(),
-    }))
+        leeway,
+    })
 }
 
-/// Leaves every channel (presence `leave` to the remaining members), drops
-/// every subscription and forgets the socket.
-pub async fn disconnect(s: &Rc<Session>, g: &Rc<GwSocket>) {
-    let shard = &s.ctx.shard;
+/// Leaves every channel (presence `leave` to the remaining members, unless
+/// it was already sent), drops every subscription and forgets the socket.
+pub async fn disconnect(ctx: &Rc<crate::ctx::ShardCtx>, g: &Rc<GwSocket>) {
+    let shard = &ctx.shard;
     shard.unregister(g.member.key);
+    let hidden = g.member.is_hidden();
     let channels = std::mem::take(&mut *g.channels.borrow_mut());
     for ch in channels {
-        if shard.leave(&ch, g.member.key).await {
-            left(s, g, &ch).await;
+        if shard.leave(&ch, g.member.key).await && !hidden {
+            left(ctx, g, &ch).await;
         }
     }
     let subs = std::mem::take(&mut *g.subs.borrow_mut());
-    for (id, topic) in subs {
+    for (id, (topic, _)) in subs {
         shard.unsubscribe(g.member.key, &id, &topic).await;
-        s.ctx.metrics.unsubscribed();
+        ctx.metrics.unsubscribed();
     }
+    crate::app::recovery::forget(ctx, g).await;
 }
 
 /// One client event: parse `[name, arg]`, run it, answer.
@@ -281,17 +367,7 @@ async fn join(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<
     let ch: Arc<str> = name.into();
     if shard.join(&ch, &g.member).await {
         g.channels.borrow_mut().push(ch.clone());
-        if let Some(c) = &s.ctx.cluster {
-            let m = &g.member;
-            let view = shards::MemberView {
-                socket_id: m.socket_id.clone(),
-                user_id: m.user_id.clone(),
-                info: m.info.clone(),
-                joined_at: now_ms(),
-            };
-            c.join(&ch, view);
-        }
-        presence(s, g, &ch, "join").await;
+        joined(&s.ctx, g, &ch).await;
     }
     let n = crate::app::views::member_count(&s.ctx, &ch).await;
     Ok(format!(
@@ -305,7 +381,7 @@ async fn leave(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result
     let shard = &s.ctx.shard;
     if shard.leave(&name, g.member.key).await {
         g.channels.borrow_mut().retain(|c| **c != *name);
-        left(s, g, &name.as_str().into()).await;
+        left(&s.ctx, g, &name.as_str().into()).await;
     }
     Ok(format!(
         "{{\"ok\":true,\"channel\":{}}}",
@@ -313,27 +389,46 @@ async fn leave(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result
     ))
 }
 
-/// After `g` left `channel`: out of the cluster's presence, `leave` to the
-/// remaining members.
-async fn left(s: &Rc<Session>, g: &GwSocket, channel: &Arc<str>) {
-    if let Some(c) = &s.ctx.cluster {
-        c.leave(channel, &g.member.socket_id);
+/// After `g` joined `channel` (or came back to it): in the cluster's
+/// presence, `join` to every member, itself included.
+pub(crate) async fn joined(ctx: &crate::ctx::ShardCtx, g: &GwSocket, channel: &Arc<str>) {
+    if let Some(c) = &ctx.cluster {
+        let m = &g.member;
+        let view = shards::MemberView {
+            socket_id: m.socket_id.clone(),
+            user_id: m.user_id.clone(),
+            info: m.info.clone(),
+            joined_at: now_ms(),
+        };
+        c.join(channel, view);
     }
-    presence(s, g, channel, "leave").await;
+    presence(ctx, g, channel, "join").await;
 }
 
-async fn presence(s: &Rc<Session>, g: &GwSocket, channel: &str, kind: &str) {
-    let text = frame::presence(channel, kind, &g.member, now_ms());
+/// After `g` left `channel` (or its presence grace ended): out of the
+/// cluster's presence, `leave` to the remaining members.
+pub(crate) async fn left(ctx: &crate::ctx::ShardCtx, g: &GwSocket, channel: &Arc<str>) {
+    if let Some(c) = &ctx.cluster {
+        c.leave(channel, &g.member.socket_id);
+    }
+    presence(ctx, g, channel, "leave").await;
+}
+
+async fn presence(ctx: &crate::ctx::ShardCtx, g: &GwSocket, channel: &str, kind: &str) {
+    let shard = &ctx.shard;
+    let id = shard.recovery_enabled().then(|| shard.next_event_id());
+    let text = frame::presence(channel, kind, &g.member, now_ms(), id.as_deref());
     let p = Publication {
         channel: channel.into(),
         event: "presence".into(),
+        obj_end: shards::object_end(&text),
         text,
         attachments: Vec::new(),
         data: 0..0,
         skip_user: None,
         members_only: true,
     };
-    s.ctx.shard.publish(p).await;
+    shard.publish(p).await;
 }
 
 async fn publish(
@@ -347,6 +442,7 @@ async fn publish(
         arg,
         &g.member,
         now_ms(),
+        shard.recovery_enabled(),
         att,
         |channel| check_grant(g, channel),
         || shard.next_event_id(),
@@ -389,6 +485,7 @@ async fn direct(
         from: Some(&g.member),
         ts: now_ms(),
         attachments: att.len(),
+        offset: shard.recovery_enabled(),
     };
     let (text, _) = frame::realtime_event(&ev);
     let delivered = match &s.ctx.cluster {
@@ -437,9 +534,9 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
             ));
         }
     }
-    let filter: Option<Rc<dyn SubFilter>> = match arg.get("filter") {
+    let filter = match arg.get("filter") {
         None | Some(Value::Null) => None,
-        Some(f) => Some(Rc::new(Filter::parse(f)?)),
+        Some(f) => Some(Filter::parse(f)?),
     };
     let max = s.ctx.cfg.max_channels_per_socket;
     if g.subs.borrow().len() >= max {
@@ -450,8 +547,11 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
     let n = g.next_sub.get();
     g.next_sub.set(n + 1);
     let id: Arc<str> = format!("{}.{n}", g.member.socket_id).into();
-    g.subs.borrow_mut().insert(id.clone(), topic.clone());
+    g.subs
+        .borrow_mut()
+        .insert(id.clone(), (topic.clone(), filter.clone()));
     s.ctx.metrics.subscribed();
+    let filter = filter.map(|f| Rc::new(f) as Rc<dyn SubFilter>);
     s.ctx
         .shard
         .subscribe(id.clone(), g.member.clone(), topic, filter)
@@ -465,7 +565,7 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
 async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
     let id = str_field(&arg, "subscriptionId")?;
     let topic = g.subs.borrow_mut().remove(id);
-    let Some(topic) = topic else {
+    let Some((topic, _)) = topic else {
         return Err(Fail::new(
             ErrorCode::UnknownSubscription,
             "this socket holds no such subscription",
@@ -534,7 +634,7 @@ async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
             .subs
             .borrow()
             .iter()
-            .filter(|(_, topic)| !grant.allows_topic(&rules::topic_text(topic)))
+            .filter(|(_, (topic, _))| !grant.allows_topic(&rules::topic_text(topic)))
             .map(|(id, _)| id.clone())
             .collect();
         (channels, subs)
@@ -543,12 +643,12 @@ async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
     for ch in channels {
         g.channels.borrow_mut().retain(|c| *c != ch);
         if shard.leave(&ch, g.member.key).await {
-            left(s, g, &ch).await;
+            left(&s.ctx, g, &ch).await;
         }
     }
     for id in subs {
         let topic = g.subs.borrow_mut().remove(&id);
-        if let Some(topic) = topic {
+        if let Some((topic, _)) = topic {
             shard.unsubscribe(g.member.key, &id, &topic).await;
             s.ctx.metrics.unsubscribed();
         }

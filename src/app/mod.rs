@@ -7,4 +7,5 @@
 pub mod echo;
 pub mod gateway;
 pub mod publish;
+pub mod recovery;
 pub mod views;

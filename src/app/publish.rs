@@ -51,11 +51,13 @@ pub async fn broadcast(
         from: None,
         ts: now_ms(),
         attachments: 0,
+        offset: shard.recovery_enabled(),
     };
     let (text, data) = frame::realtime_event(&ev);
     let p = Publication {
         channel: channel.into(),
         event: event.into(),
+        obj_end: shards::object_end(&text),
         text,
         attachments: Vec::new(),
         data,
@@ -67,12 +69,14 @@ pub async fn broadcast(
 }
 
 /// A `publish` argument checked (`grant` decides the channel claim) and
-/// encoded into its one shared frame; also the event's id (`next_id`,
-/// taken once the argument passed).
+/// encoded into its one shared frame (with its id as the recovery offset
+/// when `offset`); also the event's id (`next_id`, taken once the argument
+/// passed).
 pub fn publication(
     arg: Option<&RawValue>,
     from: &Member,
     ts: u64,
+    offset: bool,
     att: Vec<Bytes>,
     grant: impl FnOnce(&str) -> Result<(), Fail>,
     next_id: impl FnOnce() -> String,
@@ -94,11 +98,13 @@ pub fn publication(
         from: Some(from),
         ts,
         attachments: att.len(),
+        offset,
     };
     let (text, data) = frame::realtime_event(&ev);
     let p = Publication {
         channel: (*channel).into(),
         event: (*event).into(),
+        obj_end: shards::object_end(&text),
         text,
         attachments: att,
         data,
@@ -119,7 +125,15 @@ pub fn publish_event_text(
     ts: u64,
 ) -> Result<Publication, Fail> {
     let (_name, arg) = parse_args(Some(text))?;
-    let (p, _) = publication(arg, from, ts, Vec::new(), |_| Ok(()), || id.to_string())?;
+    let (p, _) = publication(
+        arg,
+        from,
+        ts,
+        false,
+        Vec::new(),
+        |_| Ok(()),
+        || id.to_string(),
+    )?;
     Ok(p)
 }
 
@@ -144,13 +158,14 @@ mod tests {
     use crate::rules::Filter;
 
     fn member() -> Member {
-        Member {
-            key: SocketKey { shard: 0, seq: 1 },
-            socket_id: "i-0-1".into(),
-            user_id: "u".into(),
-            info: None,
-            outbox: Rc::new(Outbox::new(1, 1 << 20)),
-        }
+        Member::new(
+            SocketKey { shard: 0, seq: 1 },
+            "i-0-1".into(),
+            "u".into(),
+            None,
+            false,
+            Rc::new(Outbox::new(1, 1 << 20)),
+        )
     }
 
     #[test]

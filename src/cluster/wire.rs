@@ -155,6 +155,7 @@ impl Envelope {
                 let p = Publication {
                     channel: channel.into(),
                     event: event.into(),
+                    obj_end: shards::object_end(&text),
                     text,
                     attachments,
                     data,
@@ -208,6 +209,7 @@ mod tests {
             data: 21..42,
             skip_user: Some("u1".into()),
             members_only: false,
+            obj_end: 40,
         };
         let e = Envelope::Publish {
             origin: "i1".into(),
@@ -267,6 +269,7 @@ mod tests {
             data: 0..0,
             skip_user: None,
             members_only: false,
+            obj_end: 22,
         };
         let enc = |data: std::ops::Range<usize>| {
             let p = Publication { data, ..clone(&p) };
@@ -297,6 +300,7 @@ mod tests {
             data: p.data.clone(),
             skip_user: p.skip_user.clone(),
             members_only: p.members_only,
+            obj_end: p.obj_end,
         }
     }
 }

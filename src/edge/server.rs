@@ -66,7 +66,7 @@ pub async fn run_shard(
         live_websockets: Cell::new(0),
         ws_batch: RefCell::new(Vec::new()),
     });
-    let engine = Engine::new(ctx.clone(), handler_factory(ctx.cfg.mode));
+    let engine = Engine::new(ctx.clone(), handler_factory(&ctx));
     let adopt_engine = engine.clone();
     shard.on_adopt(move |fd: OwnedFd, buffered| {
         let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
@@ -101,10 +101,10 @@ pub async fn run_shard(
 
 /// The Socket.IO application every session of this instance runs, chosen
 /// once from `--mode`.
-fn handler_factory(mode: Mode) -> HandlerFactory {
-    match mode {
+fn handler_factory(ctx: &Rc<ShardCtx>) -> HandlerFactory {
+    match ctx.cfg.mode {
         Mode::Gateway => {
-            let app = Rc::new(Gateway);
+            let app = Gateway::new(ctx);
             Box::new(move || Box::new(SioSession::new(app.clone())) as Box<dyn EngineHandler>)
         }
         Mode::ProtocolSuite => {

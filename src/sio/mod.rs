@@ -37,7 +37,7 @@ pub trait App: 'static {
     /// One connected socket's state.
     type Socket: Clone;
     /// A CONNECT on `nsp` with its auth payload: the socket, or a refusal.
-    fn connect(
+    async fn connect(
         &self,
         s: &Rc<Session>,
         nsp: &str,
@@ -45,12 +45,18 @@ pub trait App: 'static {
     ) -> Result<Self::Socket, Refused>;
     /// The socket's id, as the CONNECT ack tells the client.
     fn socket_id(&self, socket: &Self::Socket) -> String;
+    /// The socket's private recovery id, sent in the CONNECT ack as `pid`
+    /// (socket.io-client sends it back, with its last offset, to recover).
+    fn pid(&self, _socket: &Self::Socket) -> Option<String> {
+        None
+    }
     /// After the CONNECT ack is queued (`writes`: the outbox's write count
     /// before it was).
     fn on_connected(
         self: &Rc<Self>,
         _s: &Rc<Session>,
         _nsp: &str,
+        _socket: &Self::Socket,
         _writes: u64,
         _auth: Option<Value>,
     ) {
@@ -65,8 +71,14 @@ pub trait App: 'static {
         data: Option<&str>,
         att: Vec<Bytes>,
     );
-    /// The socket is gone (DISCONNECT, or its session ended).
-    async fn on_disconnect(&self, s: &Rc<Session>, socket: &Self::Socket);
+    /// The socket is gone: a DISCONNECT from the client (`reason` `None`),
+    /// or its session ended for `reason`.
+    async fn on_disconnect(
+        &self,
+        s: &Rc<Session>,
+        socket: &Self::Socket,
+        reason: Option<shards::CloseReason>,
+    );
     /// Whether the socket's credentials have expired (the session is then
     /// disconnected).
     fn expired(&self, _socket: &Self::Socket, _now_secs: u64) -> bool {
@@ -169,7 +181,7 @@ impl<A: App> SioSession<A> {
         att: Vec<Bytes>,
     ) {
         match kind {
-            Sio::Connect => self.connect(s, nsp, data),
+            Sio::Connect => self.connect(s, nsp, data).await,
             Sio::Disconnect => self.disconnect(s, nsp).await,
             Sio::Event | Sio::BinaryEvent => {
                 if let Some(sock) = self.socket(nsp) {
@@ -180,7 +192,7 @@ impl<A: App> SioSession<A> {
         }
     }
 
-    fn connect(&self, s: &Rc<Session>, nsp: &str, data: Option<&str>) {
+    async fn connect(&self, s: &Rc<Session>, nsp: &str, data: Option<&str>) {
         if self.is_connected(nsp) {
             return;
         }
@@ -199,7 +211,7 @@ impl<A: App> SioSession<A> {
             );
             return;
         }
-        let socket = match self.app.connect(s, nsp, auth.as_ref()) {
+        let socket = match self.app.connect(s, nsp, auth.as_ref()).await {
             Ok(socket) => socket,
             Err(Refused(body)) => {
                 if promote {
@@ -210,18 +222,23 @@ impl<A: App> SioSession<A> {
             }
         };
         s.mark_connected();
+        if s.is_ended() {
+            // The transport went away while the app was connecting.
+            self.app.on_disconnect(s, &socket, s.outbox.closed()).await;
+            return;
+        }
         let sid = self.app.socket_id(&socket);
-        self.sockets.borrow_mut().push((nsp.to_string(), socket));
+        let ack = match self.app.pid(&socket) {
+            Some(pid) => format!("{{\"sid\":\"{sid}\",\"pid\":\"{pid}\"}}"),
+            None => format!("{{\"sid\":\"{sid}\"}}"),
+        };
+        self.sockets
+            .borrow_mut()
+            .push((nsp.to_string(), socket.clone()));
         // Taken before the ack is queued: a websocket may write it at once.
         let writes = s.outbox.writes();
-        send(
-            s,
-            Sio::Connect,
-            nsp,
-            None,
-            Some(&format!("{{\"sid\":\"{sid}\"}}")),
-        );
-        self.app.on_connected(s, nsp, writes, auth);
+        send(s, Sio::Connect, nsp, None, Some(&ack));
+        self.app.on_connected(s, nsp, &socket, writes, auth);
     }
 
     async fn disconnect(&self, s: &Rc<Session>, nsp: &str) {
@@ -233,7 +250,7 @@ impl<A: App> SioSession<A> {
                 .map(|i| socks.remove(i).1)
         };
         if let Some(sock) = removed {
-            self.app.on_disconnect(s, &sock).await;
+            self.app.on_disconnect(s, &sock, None).await;
         }
     }
 }
@@ -289,9 +306,10 @@ impl<A: App> EngineHandler for SioSession<A> {
             return;
         }
         let (this, app) = (s.clone(), self.app.clone());
+        let reason = s.outbox.closed();
         shards::rt::spawn_local(async move {
             for (_, sock) in sockets {
-                app.on_disconnect(&this, &sock).await;
+                app.on_disconnect(&this, &sock, reason).await;
             }
         })
         .detach();

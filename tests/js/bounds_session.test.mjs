@@ -50,7 +50,7 @@ async function rawWs(srv, token) {
   const c = { ws, inbox, get closed() { return closed; }, openedAt: Date.now() };
   c.whenClosed = (ms, what = 'the server closes the websocket') => until(() => closed, what, ms);
   if (token) {
-    ws.send(`40${JSON.stringify({ token })}`);
+    ws.send(`40${JSON.stringify({ token, recover: false })}`);
     const conn = await until(() => inbox.find((m) => m.startsWith('40') || m.startsWith('44')), 'the CONNECT answer');
     assert.ok(conn.startsWith('40{'), `CONNECT answered ${conn}`);
     c.sid = JSON.parse(conn.slice(2)).sid;

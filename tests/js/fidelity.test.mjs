@@ -35,7 +35,7 @@ async function rawClient(srv, token) {
     return inbox.splice(i, 1)[0];
   };
   await take((m) => m.startsWith('0'), 'the Engine.IO open packet');
-  ws.send(`40${JSON.stringify({ token })}`);
+  ws.send(`40${JSON.stringify({ token, recover: false })}`);
   const conn = await take((m) => m.startsWith('40') || m.startsWith('44'), 'the CONNECT answer');
   assert.ok(conn.startsWith('40'), `CONNECT answered ${conn}`);
   let ackId = 0;

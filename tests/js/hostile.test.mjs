@@ -334,7 +334,7 @@ describe('hostile clients: half-open connections and missing PONGs (--ping-inter
   it('a polling client that stops polling is closed', async () => {
     const sid = await pollingOpen(srv);
     const res = await fetch(`${srv.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, {
-      method: 'POST', headers: { 'Content-Type': 'text/plain;charset=UTF-8' }, body: `40${JSON.stringify({ token: mint() })}`,
+      method: 'POST', headers: { 'Content-Type': 'text/plain;charset=UTF-8' }, body: `40${JSON.stringify({ token: mint(), recover: false })}`,
     });
     assert.equal(res.status, 200);
     await w.check('a polling client that stops polling');

@@ -114,7 +114,7 @@ export async function rawClient(srv, token, { answerPings = true, connectNsp = t
     whenClosed: (timeout = ARRIVE_MS) => until(() => closed, 'the raw websocket closes', timeout),
   };
   if (connectNsp) {
-    ws.send(`40${JSON.stringify({ token })}`);
+    ws.send(`40${JSON.stringify({ token, recover: false })}`);
     const conn = await next((m) => m.startsWith('40') || m.startsWith('44'));
     assert.ok(conn.startsWith('40'), `CONNECT answered ${conn}`);
     c.sid = JSON.parse(conn.slice(2)).sid;
@@ -200,7 +200,7 @@ export async function rawTcpWs(srv) {
 /** rawTcpWs + Socket.IO CONNECT. */
 export async function rawTcpSio(srv) {
   const c = await rawTcpWs(srv);
-  c.send(wsFrame(0x1, `40${JSON.stringify({ token: mint() })}`));
+  c.send(wsFrame(0x1, `40${JSON.stringify({ token: mint(), recover: false })}`));
   await c.waitText((t) => t.startsWith('40{'), 'the Socket.IO CONNECT answer');
   return c;
 }

@@ -31,8 +31,11 @@ const FILTER_BYTES = 4096;
 const PER_CHANNEL = 1 * KiB;
 const PER_SUBSCRIPTION = 4 * FILTER_BYTES;
 const PACKET = MAX_PAYLOAD + KiB;
+// Node-wide, not per connection, but any connection that publishes can fill it: each shard's
+// recovery log of delivered frames (--recovery-log-bytes, 64 MiB), here one shard.
+const RECOVERY_LOG_BYTES = 64 * MiB;
 const BOUND = 64 * KiB + 2 * MAX_PAYLOAD + 2 * Math.max(SEND_QUEUE_BYTES, PACKET)
-  + MAX_CHANNELS * (PER_CHANNEL + PER_SUBSCRIPTION);
+  + MAX_CHANNELS * (PER_CHANNEL + PER_SUBSCRIPTION) + RECOVERY_LOG_BYTES;
 
 /** A filter of exactly 32 conditions and close to 4 KiB of JSON. */
 function bigFilter(i) {

@@ -137,10 +137,12 @@ fn split_type(text: &str) -> Result<(PacketType, &str), DecodeError> {
 pub enum Outgoing {
     Text(Bytes),
     Binary(Bytes),
-    /// A text packet whose payload is the two parts joined: a frame shared
-    /// by many recipients and one recipient's own tail. Kept apart so that
-    /// neither is copied: a writer gathers them.
-    TextParts(Bytes, Bytes),
+    /// A text packet whose payload is the three parts joined: a frame's
+    /// head shared by many recipients, one recipient's own insert (a
+    /// subscription's `subscriptionId`), and the frame's shared tail (the
+    /// closing `]`, or the recovery offset and `]`). Kept apart so that none
+    /// is copied: a writer gathers them.
+    TextParts(Bytes, Bytes, Bytes),
 }
 
 impl Outgoing {
@@ -148,7 +150,7 @@ impl Outgoing {
     pub fn len(&self) -> usize {
         match self {
             Outgoing::Text(b) | Outgoing::Binary(b) => b.len(),
-            Outgoing::TextParts(a, b) => a.len() + b.len(),
+            Outgoing::TextParts(a, b, c) => a.len() + b.len() + c.len(),
         }
     }
 
@@ -166,9 +168,10 @@ pub fn encode_payload<'a>(packets: impl IntoIterator<Item = &'a Outgoing>, out: 
         }
         match p {
             Outgoing::Text(t) => out.extend_from_slice(t),
-            Outgoing::TextParts(a, b) => {
+            Outgoing::TextParts(a, b, c) => {
                 out.extend_from_slice(a);
                 out.extend_from_slice(b);
+                out.extend_from_slice(c);
             }
             Outgoing::Binary(b) => {
                 out.push(b'b');

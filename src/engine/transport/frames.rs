@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 
 use proto::engineio::Outgoing;
 
-/// Packets per `sendmsg` for a batch (three iovecs each, far below IOV_MAX).
+/// Packets per `sendmsg` for a batch (four iovecs each, far below IOV_MAX).
 const CHUNK: usize = 64;
 
 /// An unmasked server frame header (RFC 6455 §5.2) into `head`; its length.
@@ -28,12 +28,12 @@ pub fn frame_header(opcode: u8, len: usize, head: &mut [u8; 10]) -> usize {
     }
 }
 
-/// The frame's opcode and its payload in (at most) two parts.
-fn parts(p: &Outgoing) -> (u8, &[u8], &[u8]) {
+/// The frame's opcode and its payload in (at most) three parts.
+fn parts(p: &Outgoing) -> (u8, [&[u8]; 3]) {
     match p {
-        Outgoing::Text(b) => (0x1, b, &[]),
-        Outgoing::TextParts(a, b) => (0x1, a, b),
-        Outgoing::Binary(b) => (0x2, b, &[]),
+        Outgoing::Text(b) => (0x1, [b, &[], &[]]),
+        Outgoing::TextParts(a, b, c) => (0x1, [a, b, c]),
+        Outgoing::Binary(b) => (0x2, [b, &[], &[]]),
     }
 }
 
@@ -43,12 +43,12 @@ fn parts(p: &Outgoing) -> (u8, &[u8], &[u8]) {
 /// whether that was all of them.
 pub fn send_frames(fd: RawFd, packets: &[Outgoing]) -> io::Result<(usize, bool)> {
     if let [one] = packets {
-        let (n, len) = send_chunk::<1, 3>(fd, std::slice::from_ref(one))?;
+        let (n, len) = send_chunk::<1, 4>(fd, std::slice::from_ref(one))?;
         return Ok((n, n == len));
     }
     let mut written = 0;
     for chunk in packets.chunks(CHUNK) {
-        let (n, len) = send_chunk::<CHUNK, { 3 * CHUNK }>(fd, chunk)?;
+        let (n, len) = send_chunk::<CHUNK, { 4 * CHUNK }>(fd, chunk)?;
         written += n;
         if n < len {
             return Ok((written, false));
@@ -57,13 +57,13 @@ pub fn send_frames(fd: RawFd, packets: &[Outgoing]) -> io::Result<(usize, bool)>
     Ok((written, true))
 }
 
-/// One gathered `sendmsg` of up to `N` packets (`M` = 3 × `N` iovecs):
+/// One gathered `sendmsg` of up to `N` packets (`M` = 4 × `N` iovecs):
 /// the bytes written and the chunk's length on the wire.
 fn send_chunk<const N: usize, const M: usize>(
     fd: RawFd,
     packets: &[Outgoing],
 ) -> io::Result<(usize, usize)> {
-    debug_assert!(packets.len() <= N && M >= 3 * N);
+    debug_assert!(packets.len() <= N && M >= 4 * N);
     let mut heads = [[0u8; 10]; N];
     let empty = libc::iovec {
         iov_base: std::ptr::null_mut(),
@@ -73,15 +73,16 @@ fn send_chunk<const N: usize, const M: usize>(
     let mut k = 0;
     let mut len = 0;
     for (p, head) in packets.iter().zip(heads.iter_mut()) {
-        let (opcode, a, b) = parts(p);
-        let hl = frame_header(opcode, a.len() + b.len(), head);
-        len += hl + a.len() + b.len();
+        let (opcode, ps) = parts(p);
+        let plen = ps.iter().map(|x| x.len()).sum();
+        let hl = frame_header(opcode, plen, head);
+        len += hl + plen;
         iov[k] = libc::iovec {
             iov_base: head.as_mut_ptr().cast(),
             iov_len: hl,
         };
         k += 1;
-        for part in [a, b] {
+        for part in ps {
             if !part.is_empty() {
                 iov[k] = libc::iovec {
                     // sendmsg only reads through it.
@@ -111,10 +112,10 @@ fn send_chunk<const N: usize, const M: usize>(
 /// The frames' bytes from offset `skip` on (what a short write left), copied.
 pub fn frames_from(packets: &[Outgoing], mut skip: usize, out: &mut Vec<u8>) {
     for p in packets {
-        let (opcode, a, b) = parts(p);
+        let (opcode, [a, b, c]) = parts(p);
         let mut head = [0u8; 10];
-        let hl = frame_header(opcode, a.len() + b.len(), &mut head);
-        for part in [&head[..hl], a, b] {
+        let hl = frame_header(opcode, a.len() + b.len() + c.len(), &mut head);
+        for part in [&head[..hl], a, b, c] {
             if skip >= part.len() {
                 skip -= part.len();
             } else {
@@ -151,7 +152,8 @@ mod tests {
             Outgoing::Text(Bytes::from_static(b"42[\"a\"]")),
             Outgoing::TextParts(
                 Bytes::from_static(b"42[\"event\",{\"x\":1"),
-                Bytes::from_static(b",\"subscriptionId\":\"s\"}]"),
+                Bytes::from_static(b",\"subscriptionId\":\"s\"}"),
+                Bytes::from_static(b",\"o1\"]"),
             ),
             Outgoing::Binary(Bytes::from(vec![7u8; 300])),
             Outgoing::Text(Bytes::from(vec![b'x'; 70_000])),
@@ -180,8 +182,8 @@ mod tests {
     fn expected(ps: &[Outgoing]) -> Vec<(u8, Vec<u8>)> {
         ps.iter()
             .map(|p| {
-                let (op, a, b) = parts(p);
-                (op, [a, b].concat())
+                let (op, ps) = parts(p);
+                (op, ps.concat())
             })
             .collect()
     }
@@ -197,7 +199,7 @@ mod tests {
         assert_eq!(&h[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
         assert_eq!(
             frames_len(&packets()),
-            2 + 7 + 2 + 17 + 23 + 4 + 300 + 10 + 70_000
+            2 + 7 + 2 + 17 + 22 + 6 + 4 + 300 + 10 + 70_000
         );
     }
 
