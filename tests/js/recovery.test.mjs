@@ -467,7 +467,9 @@ describe(`recovery [shards=2 websocket, --presence-grace ${GRACE}]`, () => {
     const c = await back;
     assert.equal(c.recovered, true, 'still recoverable within the window');
     assert.equal(c.id, mid);
-    await until(() => presenceOf(to.presence(), 'join', mid).length === 1 && presenceOf(tm.presence(), 'join', mid).length === 1, 'the join again, to the others and itself');
+    const presenceSince = (t, mark) => t.log.slice(mark).filter((y) => y.kind === 'presence').map((y) => y.v);
+    await until(() => presenceOf(presenceSince(to, oMark), 'join', mid).length === 1 && presenceOf(presenceSince(tm, mMark), 'join', mid).length === 1,
+      'the join again, to the others and itself');
     const x = await connect(srv);
     await ack(x, 'join', ch);
     await until(() => presenceOf(to.presence(), 'join', x.id).length === 1 && presenceOf(tm.presence(), 'join', x.id).length === 1, 'the marker join');
@@ -530,35 +532,6 @@ describe(`recovery [shards=2 websocket, --presence-grace ${GRACE}]`, () => {
     assert.ok(!members.some((x) => x.userId === other), 'no member of the other user');
     await assertNotMember(o, m, tm, ch);
   });
-
-  it('(3) the history no longer holds the offset: a new socket, and none of its channels back (whole or nothing)', { timeout: 60000 }, async () => {
-    const proxy = await proxyFor(srv);
-    const busy = uniq('busy');
-    const calm = uniq('calm');
-    const o = await connect(srv);
-    const m = await connectVia(srv, proxy);
-    const tm = tape(m);
-    await ack(m, 'join', busy);
-    await ack(m, 'join', calm);
-    await ack(o, 'join', calm);
-    const warm = await publish(o, busy, 'warm', { i: -1 });
-    await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
-    const id0 = m.id;
-    await cut(proxy, [m]);
-    // default --history-size 100: 150 more on the busy channel push the offset out
-    okAll(await Promise.all(Array.from({ length: 150 }, (_, i) => publish(o, busy, 'm', { i }))), 'flood');
-    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(o, calm, 'm', { i }))), 'calm');
-    const back = nextConnect(m);
-    proxy.resume();
-    const c = await back;
-    assert.equal(c.recovered, false, 'recovery is whole or not at all');
-    assert.notEqual(c.id, id0);
-    const mark = tm.mark();
-    await sleep(300);
-    assert.deepEqual(tm.log.slice(mark).filter((x) => x.kind === 'event').map((x) => x.v.id), [], 'nothing replayed to a new socket');
-    await assertNotMember(o, m, tm, calm);
-    assert.ok(!(await memberIds(o, busy)).includes(c.id));
-  });
 });
 
 /**
@@ -577,6 +550,46 @@ async function assertNotMember(o, m, tm, ch) {
   const replayed = tm.events().filter((x) => x.channel === ch && x.event !== 'warm');
   assert.deepEqual(replayed, [], 'nothing of the old socket\'s channel reaches the new socket');
 }
+
+describe('recovery: what is kept is bounded [--recovery-log-bytes 65536]', () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ shards: 2, extraArgs: ['--recovery-log-bytes', '65536'] });
+  });
+  after(async () => { await closeProxies(); await srv?.stop(); });
+  afterEach(async () => { closeAll(srv); await closeProxies(); });
+
+  it('(3) the offset is no longer kept: a new socket, and none of its channels back (whole or nothing)', { timeout: 60000 }, async () => {
+    const proxy = await proxyFor(srv);
+    const busy = uniq('busy');
+    const calm = uniq('calm');
+    const o = await connect(srv);
+    const m = await connectVia(srv, proxy);
+    const tm = tape(m);
+    await ack(m, 'join', busy);
+    await ack(m, 'join', calm);
+    await ack(o, 'join', calm);
+    const warm = await publish(o, busy, 'warm', { i: -1 });
+    await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
+    const id0 = m.id;
+    await cut(proxy, [m]);
+    // 150 events of 1 KiB on the busy channel: more than --history-size (100) and than the
+    // 64 KiB the shard may keep, whichever bounds what is kept for the socket
+    const pad = 'x'.repeat(1024);
+    okAll(await Promise.all(Array.from({ length: 150 }, (_, i) => publish(o, busy, 'm', { i, pad }))), 'flood');
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(o, calm, 'm', { i }))), 'calm');
+    const back = nextConnect(m);
+    proxy.resume();
+    const c = await back;
+    assert.equal(c.recovered, false, 'recovery is whole or not at all');
+    assert.notEqual(c.id, id0);
+    const mark = tm.mark();
+    await sleep(300);
+    assert.deepEqual(tm.log.slice(mark).filter((x) => x.kind === 'event').map((x) => x.v.id), [], 'nothing replayed to a new socket');
+    await assertNotMember(o, m, tm, calm);
+    assert.ok(!(await memberIds(o, busy)).includes(c.id));
+  });
+});
 
 describe('recovery: the window [--recovery-window 1500 --presence-grace 500]', () => {
   let srv;
