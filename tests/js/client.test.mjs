@@ -390,8 +390,9 @@ describe('clients/js: recovery through a cut connection', () => {
   let srv;
   let proxy = null;
   before(async () => { srv = await startGateway(await freePort()); });
-  after(async () => { closeClients(); await proxy?.close(); await srv?.stop(); });
-  afterEach(async () => { closeClients(); await proxy?.close(); proxy = null; });
+  // closeClients() sends DISCONNECTs: let them through before the proxy cuts everything
+  after(async () => { closeClients(); await sleep(100); await proxy?.close(); await srv?.stop(); });
+  afterEach(async () => { closeClients(); if (proxy) { await sleep(100); await proxy.close(); } proxy = null; });
 
   /** Cut every connection through the proxy and keep the client out until proxy.resume(). */
   async function cut(rt) {
