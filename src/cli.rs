@@ -427,6 +427,10 @@ pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String
             instance: cfg.instance_id.to_string(),
             heartbeat: Duration::from_millis(c.heartbeat_interval),
             expiry: Duration::from_millis(c.instance_expiry),
+            recovery: cfg.recovery().then(|| crate::cluster::link::RecoveryStore {
+                history_len: cfg.history_size.max(1),
+                ttl_ms: cfg.recovery_window.as_millis() as u64,
+            }),
         });
     }
     cfg.api_key = a.api_key.clone().filter(|k| !k.is_empty());

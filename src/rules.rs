@@ -179,6 +179,23 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The filter as JSON again (what [`Filter::parse`] reads back).
+    pub fn to_json(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        if let Some(e) = &self.events {
+            out.insert("event".into(), Value::from(e.clone()));
+        }
+        if !self.conditions.is_empty() {
+            let w: serde_json::Map<String, Value> = self
+                .conditions
+                .iter()
+                .map(|(path, v)| (path.join("."), v.clone()))
+                .collect();
+            out.insert("where".into(), Value::Object(w));
+        }
+        Value::Object(out)
+    }
+
     /// Parses `{"event": E | [E...], "where": {"dot.path": VALUE, ...}}`. Both keys are
     /// optional; anything else (another key, a non-object filter — `null` included —, an empty
     /// event list, an empty path segment) is `bad_request`.

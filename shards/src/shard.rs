@@ -44,6 +44,12 @@ pub trait Uplink {
     /// This shard gained (`on`) or lost interest in a topic. For a gain the
     /// future completes once other instances will forward the topic here.
     fn interest(&self, topic: Topic, on: bool) -> Pin<Box<dyn Future<Output = ()>>>;
+    /// Passes a fence to shard `to` after everything the uplink sent it so
+    /// far; `to` then answers shard `origin`'s query `qid` through the
+    /// mailbox ([`Shard::answer_fence`]). `false` when it cannot.
+    fn fence(&self, _to: ShardId, _origin: ShardId, _qid: u64) -> bool {
+        false
+    }
 }
 
 /// One core's state.
@@ -182,6 +188,14 @@ impl Shard {
         Ok(())
     }
 
+    /// What member `m` of this shard would have been given of `p` now (a
+    /// publication read back from elsewhere, e.g. another instance's store).
+    pub fn frames_for(&self, m: &Member, p: &Publication, out: &mut Replay) {
+        self.channels
+            .borrow()
+            .replay_publication(m, p, u64::MAX, out);
+    }
+
     /// Whether the log holds the entry carrying `offset`.
     pub fn log_has(&self, offset: &str) -> bool {
         self.log
@@ -224,6 +238,23 @@ impl Shard {
         self.moved.borrow().get(&seq).copied()
     }
 
+    /// Answers a fence the uplink passed on ([`Uplink::fence`]).
+    pub fn answer_fence(&self, origin: ShardId, qid: u64) {
+        let msg = ShardMsg::Response {
+            qid,
+            resp: Response::Done,
+        };
+        if origin == self.id {
+            self.mailbox.replies().complete(qid, Response::Done);
+            return;
+        }
+        let mailbox = self.mailbox.clone();
+        glommio::spawn_local(async move {
+            let _ = mailbox.send_to(origin, msg).await;
+        })
+        .detach();
+    }
+
     /// Installs the application's handler of [`Request::App`] questions.
     pub fn on_app_request(
         &self,
@@ -244,6 +275,15 @@ impl Shard {
     /// it so far (each peer relays a ping to it; links are FIFO).
     pub async fn fence(&self, to: ShardId) {
         let mut waits = Vec::new();
+        let uplink = self.uplink.borrow().clone();
+        if let Some(u) = uplink {
+            let qid = self.mailbox.replies().expect();
+            if u.fence(to, self.id, qid) {
+                waits.push(qid);
+            } else {
+                self.mailbox.replies().cancel(qid);
+            }
+        }
         for peer in self.peers().filter(|&p| p != to) {
             let qid = self.mailbox.replies().expect();
             let msg = ShardMsg::Relay {

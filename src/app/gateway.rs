@@ -40,6 +40,9 @@ pub struct GwSocket {
     /// The shard's recovery log position when it connected: a recovery
     /// without an offset replays from here.
     pub(crate) since: Cell<u64>,
+    /// When it connected (ms): a recovery on another instance without an
+    /// offset starts there.
+    pub(crate) born_ms: Cell<u64>,
     /// What a recovery still has to give it once its CONNECT is answered.
     pub(crate) pending: RefCell<Option<Box<crate::app::recovery::Pending>>>,
     leeway: u64,
@@ -195,13 +198,15 @@ async fn connect(
     } else {
         0
     };
-    Ok(new_socket(
+    let g = new_socket(
         member,
         claims,
         secret,
         shard.log_pos(),
         verifier.leeway_secs(),
-    ))
+    );
+    crate::app::recovery::checkpoint(&s.ctx, &g);
+    Ok(g)
 }
 
 pub(crate) fn new_socket(
@@ -219,6 +224,7 @@ pub(crate) fn new_socket(
         next_sub: Cell::new(1),
         secret,
         since: Cell::new(since),
+        born_ms: Cell::new(now_ms()),
         pending: RefCell::new(None),
         bucket: Cell::new((f64::MAX, std::time::Instant::now())),
         refused: Cell::new(0),
@@ -367,6 +373,7 @@ async fn join(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<
     let ch: Arc<str> = name.into();
     if shard.join(&ch, &g.member).await {
         g.channels.borrow_mut().push(ch.clone());
+        crate::app::recovery::checkpoint(&s.ctx, g);
         joined(&s.ctx, g, &ch).await;
     }
     let n = crate::app::views::member_count(&s.ctx, &ch).await;
@@ -381,6 +388,7 @@ async fn leave(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result
     let shard = &s.ctx.shard;
     if shard.leave(&name, g.member.key).await {
         g.channels.borrow_mut().retain(|c| **c != *name);
+        crate::app::recovery::checkpoint(&s.ctx, g);
         left(&s.ctx, g, &name.as_str().into()).await;
     }
     Ok(format!(
@@ -551,6 +559,7 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
         .borrow_mut()
         .insert(id.clone(), (topic.clone(), filter.clone()));
     s.ctx.metrics.subscribed();
+    crate::app::recovery::checkpoint(&s.ctx, g);
     let filter = filter.map(|f| Rc::new(f) as Rc<dyn SubFilter>);
     s.ctx
         .shard
@@ -573,6 +582,7 @@ async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<St
     };
     s.ctx.shard.unsubscribe(g.member.key, id, &topic).await;
     s.ctx.metrics.unsubscribed();
+    crate::app::recovery::checkpoint(&s.ctx, g);
     Ok("{\"ok\":true}".into())
 }
 
@@ -653,4 +663,5 @@ async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
             s.ctx.metrics.unsubscribed();
         }
     }
+    crate::app::recovery::checkpoint(&s.ctx, g);
 }

@@ -77,6 +77,7 @@ use crate::cluster::wire::Envelope;
 mod member;
 mod presence;
 mod queries;
+mod recovery;
 
 use member::member_json;
 
@@ -88,6 +89,18 @@ pub struct LinkConfig {
     pub instance: String,
     pub heartbeat: Duration,
     pub expiry: Duration,
+    /// With connection state recovery: what is kept in Redis for sockets
+    /// to recover on another instance.
+    pub recovery: Option<RecoveryStore>,
+}
+
+/// Bounds of the recovery data kept in Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryStore {
+    /// Entries each channel's stream keeps (approximately: `MAXLEN ~`).
+    pub history_len: usize,
+    /// How long a stream or a socket's state outlives its last write.
+    pub ttl_ms: u64,
 }
 
 /// Counters and state shared with the shards (metrics, `/readyz`).
@@ -136,6 +149,17 @@ struct Link {
     next_req: u64,
     /// Direct messages waiting for the target instance's answer.
     pending_direct: HashMap<u64, (usize, u64, Instant)>,
+    /// SHA1s of the publish and direct scripts, loaded at connect (with
+    /// recovery only).
+    scripts: Option<(String, String)>,
+    /// Sockets of other instances recovered here: (instance, seq) → shard.
+    adopted: HashMap<(String, u64), usize>,
+    /// Adopted sockets per other instance (its inbox is subscribed while > 0).
+    adopted_from: HashMap<String, usize>,
+    /// This instance's sockets recovered elsewhere: their direct messages
+    /// are answered there, not here.
+    gone: HashSet<u64>,
+    gone_order: VecDeque<u64>,
 }
 
 fn esc_glob(s: &str) -> String {
@@ -181,6 +205,11 @@ pub fn spawn(
         seen_order: VecDeque::new(),
         next_req: 1,
         pending_direct: HashMap::new(),
+        scripts: None,
+        adopted: HashMap::new(),
+        adopted_from: HashMap::new(),
+        gone: HashSet::new(),
+        gone_order: VecDeque::new(),
         cfg,
     };
     std::thread::Builder::new()
@@ -289,6 +318,7 @@ impl Link {
         let (mut sink, stream) = pubsub.split();
         let mut topics: Vec<String> = self.interest.exact().map(|c| self.topic(c)).collect();
         topics.push(self.inbox(&self.cfg.instance));
+        topics.extend(self.adopted_from.keys().map(|i| self.inbox(i)));
         let patterns: Vec<String> = self
             .interest
             .prefixes()
@@ -303,6 +333,13 @@ impl Link {
         };
         if let Err(e) = bounded(subscribed).await {
             return self.down(&e.to_string());
+        }
+        let mut cmd = cmd;
+        if self.cfg.recovery.is_some() {
+            match bounded(recovery::load_scripts(&mut cmd)).await {
+                Ok(s) => self.scripts = Some(s),
+                Err(e) => return self.down(&e.to_string()),
+            }
         }
         self.conn = Some(Conn { cmd, sink });
         self.stream = Some(stream);
@@ -346,12 +383,29 @@ impl Link {
                     }
                     self.seq += 1;
                     let topic = self.topic(&p.channel);
+                    let channel = p.channel.clone();
                     let env = Envelope::Publish {
                         origin: self.cfg.instance.clone(),
                         seq: self.seq,
                         p,
                     };
-                    pipe.publish(topic, env.encode()).ignore();
+                    match (&self.scripts, self.cfg.recovery) {
+                        // One command: kept in the channel's stream and published.
+                        (Some((publish, _)), Some(r)) => {
+                            pipe.cmd("EVALSHA")
+                                .arg(publish)
+                                .arg(1)
+                                .arg(self.history_key(&channel))
+                                .arg(topic)
+                                .arg(env.encode())
+                                .arg(r.history_len)
+                                .arg(r.ttl_ms)
+                                .ignore();
+                        }
+                        _ => {
+                            pipe.publish(topic, env.encode()).ignore();
+                        }
+                    }
                     self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
                     queued += 1;
                 }
@@ -402,6 +456,40 @@ impl Link {
                     let ok = self.conn.is_some()
                         && bounded(self.forget_instance(&me, None)).await.is_ok();
                     let _ = done.send(ok);
+                }
+                ToCluster::Checkpoint { socket_id, state } => {
+                    let key = self.state_key(&socket_id);
+                    match (state, self.cfg.recovery) {
+                        (Some(json), Some(r)) => {
+                            pipe.cmd("SET")
+                                .arg(key)
+                                .arg(json)
+                                .arg("PX")
+                                .arg(r.ttl_ms)
+                                .ignore();
+                        }
+                        _ => {
+                            pipe.del(key).ignore();
+                        }
+                    }
+                    queued += 1;
+                }
+                ToCluster::Relay { to, origin, qid } => {
+                    if let Some(p) = self.ports.get(to) {
+                        p.send(
+                            FromCluster::Relay { origin, qid },
+                            &self.stats.publishes_dropped,
+                        );
+                    }
+                }
+                ToCluster::Adopt {
+                    instance,
+                    seq,
+                    shard,
+                    on,
+                } => {
+                    self.flush(&mut pipe, &mut queued).await;
+                    self.adopt(instance, seq, shard, on).await;
                 }
                 ToCluster::DirectResult { origin, req, ok } => {
                     pipe.publish(
@@ -499,6 +587,55 @@ impl Link {
         let Some(env) = Envelope::decode(msg.get_payload_bytes()) else {
             return;
         };
+        let own_inbox = msg.get_channel_name() == self.inbox(&self.cfg.instance);
+        let env = match env {
+            Envelope::DirectReq { seq, .. } if own_inbox && self.gone.contains(&seq) => {
+                // Recovered by another instance, which answers for it.
+                return;
+            }
+            Envelope::DirectReq {
+                origin,
+                req,
+                seq,
+                text,
+                attachments,
+                ..
+            } if !own_inbox => {
+                // Another instance's inbox, subscribed for a socket recovered here.
+                let inbox = msg.get_channel_name();
+                let instance = inbox.rsplit(':').next().unwrap_or_default().to_string();
+                if let Some(&shard) = self.adopted.get(&(instance, seq)) {
+                    if let Some(port) = self.ports.get(shard) {
+                        port.send(
+                            FromCluster::Direct {
+                                seq,
+                                text,
+                                attachments,
+                                origin,
+                                req,
+                            },
+                            &self.stats.publishes_dropped,
+                        );
+                    }
+                }
+                return;
+            }
+            Envelope::DirectRes { .. } | Envelope::Forget { .. } if !own_inbox => return,
+            Envelope::Forget { shard, seq } => {
+                self.gone.insert(seq);
+                self.gone_order.push_back(seq);
+                if self.gone_order.len() > 65_536 {
+                    if let Some(old) = self.gone_order.pop_front() {
+                        self.gone.remove(&old);
+                    }
+                }
+                if let Some(port) = self.ports.get(shard) {
+                    port.send(FromCluster::Forget { seq }, &self.stats.publishes_dropped);
+                }
+                return;
+            }
+            env => env,
+        };
         match env {
             Envelope::Publish { origin, seq, p } => {
                 if origin == self.cfg.instance || !self.first_sighting(origin, seq) {
@@ -553,6 +690,7 @@ impl Link {
                     self.reply(shard, qid, Reply::Delivered(ok));
                 }
             }
+            Envelope::Forget { .. } => {}
         }
     }
 

@@ -32,7 +32,7 @@ use shards::{MemberView, Publication, Replies, Shard, ShardId, Topic, Uplink};
 use tokio::sync::mpsc;
 
 pub use link::{ClusterStats, LinkConfig};
-pub use msg::{FromCluster, Query, Reply, ToCluster};
+pub use msg::{FromCluster, Missed, Query, Reply, ToCluster};
 use port::ShardEnd;
 
 /// What `run::start` builds before the shards exist.
@@ -87,6 +87,7 @@ impl Cluster {
             stats: self.stats.clone(),
             reported: Cell::new(usize::MAX),
             replies: Rc::default(),
+            on_forget: Default::default(),
         });
         shard.set_uplink(link.clone());
         let end = self
@@ -112,6 +113,8 @@ impl Cluster {
     }
 }
 
+type ForgetFn = Box<dyn Fn(u64)>;
+
 /// One shard's connection to the Redis shard.
 pub struct ClusterLink {
     shard: Weak<Shard>,
@@ -122,6 +125,9 @@ pub struct ClusterLink {
     reported: Cell<usize>,
     /// Questions sent to the Redis shard, awaiting its [`Reply`].
     replies: Rc<Replies<Reply>>,
+    /// What the application does when another instance recovered one of
+    /// this shard's sockets (by `seq`).
+    on_forget: std::cell::RefCell<Option<ForgetFn>>,
 }
 
 impl Uplink for ClusterLink {
@@ -129,6 +135,12 @@ impl Uplink for ClusterLink {
         if self.tx.try_send(ToCluster::Publish(p.clone())).is_err() {
             self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn fence(&self, to: ShardId, origin: ShardId, qid: u64) -> bool {
+        self.tx
+            .try_send(ToCluster::Relay { to, origin, qid })
+            .is_ok()
     }
 
     fn interest(&self, topic: Topic, on: bool) -> Pin<Box<dyn Future<Output = ()>>> {
@@ -193,6 +205,31 @@ impl ClusterLink {
             channel: channel.clone(),
             socket_id: socket_id.clone(),
         });
+    }
+
+    /// Stores (or, with `None`, deletes) a recoverable socket's state for
+    /// other instances.
+    pub fn checkpoint(&self, socket_id: &Arc<str>, state: Option<String>) {
+        let _ = self.tx.try_send(ToCluster::Checkpoint {
+            socket_id: socket_id.clone(),
+            state,
+        });
+    }
+
+    /// A socket of `instance` recovered on this shard (`on`), or gone again.
+    pub fn adopt(&self, instance: &str, seq: u64, on: bool) {
+        let _ = self.tx.try_send(ToCluster::Adopt {
+            instance: instance.to_string(),
+            seq,
+            shard: self.id,
+            on,
+        });
+    }
+
+    /// Installs what happens when another instance recovered one of this
+    /// shard's sockets.
+    pub fn on_forget(&self, f: impl Fn(u64) + 'static) {
+        *self.on_forget.borrow_mut() = Some(Box::new(f));
     }
 
     /// Sends this shard's connection count to the Redis shard if it changed
@@ -267,6 +304,12 @@ async fn receive(shard: Rc<Shard>, link: Rc<ClusterLink>, end: ShardEnd) {
                         .try_send(ToCluster::DirectResult { origin, req, ok });
                 }
                 FromCluster::Reply { qid, resp } => link.replies.complete(qid, resp),
+                FromCluster::Relay { origin, qid } => shard.answer_fence(origin, qid),
+                FromCluster::Forget { seq } => {
+                    if let Some(f) = &*link.on_forget.borrow() {
+                        f(seq);
+                    }
+                }
             }
         }
     }

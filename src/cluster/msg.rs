@@ -45,6 +45,28 @@ pub enum ToCluster {
     Withdraw {
         done: std::sync::mpsc::Sender<bool>,
     },
+    /// A recoverable socket's state for another instance to recover it
+    /// from (`None`: it is gone for good).
+    Checkpoint {
+        socket_id: Arc<str>,
+        state: Option<String>,
+    },
+    /// Pass a fence to shard `to` through its port: it answers shard
+    /// `origin`'s query `qid` once it has handled everything sent before.
+    Relay {
+        to: ShardId,
+        origin: ShardId,
+        qid: u64,
+    },
+    /// Socket `seq` of instance `instance` (recovered here) now lives on
+    /// shard `shard` (`on`), or is gone (`!on`): direct messages to it
+    /// arrive on that instance's inbox.
+    Adopt {
+        instance: String,
+        seq: u64,
+        shard: ShardId,
+        on: bool,
+    },
 }
 
 /// Questions about the whole cluster.
@@ -60,6 +82,39 @@ pub enum Query {
         text: Bytes,
         attachments: Vec<Bytes>,
     },
+    /// The checkpoint of a socket another instance held, if the secret and
+    /// the user match; its instance is told to let it go.
+    RecoverState {
+        socket_id: String,
+        secret: String,
+        sub: String,
+    },
+    /// What the socket missed: the history streams of `channels` and its
+    /// own direct stream, after `offset` (or from `since_ms`).
+    RecoverEntries {
+        socket_id: String,
+        channels: Vec<Arc<str>>,
+        offset: Option<String>,
+        since_ms: u64,
+    },
+}
+
+/// One frame a recovering socket missed, read back from Redis.
+pub enum Missed {
+    Publication(Arc<Publication>),
+    Direct {
+        text: Bytes,
+        attachments: Vec<Bytes>,
+    },
+}
+
+impl std::fmt::Debug for Missed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missed::Publication(p) => write!(f, "Publication({})", p.channel),
+            Missed::Direct { text, .. } => write!(f, "Direct({} bytes)", text.len()),
+        }
+    }
 }
 
 /// Redis shard → one shard.
@@ -75,6 +130,16 @@ pub enum FromCluster {
     Reply {
         qid: u64,
         resp: Reply,
+    },
+    /// Answer shard `origin`'s query `qid` (a fence, see [`ToCluster::Relay`]).
+    Relay {
+        origin: ShardId,
+        qid: u64,
+    },
+    /// Another instance recovered this shard's socket `seq`: let it go
+    /// without presence.
+    Forget {
+        seq: u64,
     },
 }
 
@@ -94,4 +159,10 @@ pub enum Reply {
     Instances(Vec<(String, Vec<usize>)>),
     /// Whether a direct message reached its socket on another instance.
     Delivered(bool),
+    /// A recoverable socket's stored state (JSON).
+    State(String),
+    /// What a recovering socket missed, in order.
+    Missed(Vec<Missed>),
+    /// Recovery is not possible, and why.
+    Refused(&'static str),
 }

@@ -16,6 +16,7 @@ const VERSION: u8 = 2;
 const KIND_PUBLISH: u8 = 1;
 const KIND_DIRECT_REQ: u8 = 2;
 const KIND_DIRECT_RES: u8 = 3;
+const KIND_FORGET: u8 = 4;
 
 /// One message between instances.
 pub enum Envelope {
@@ -39,6 +40,12 @@ pub enum Envelope {
     DirectRes {
         req: u64,
         ok: bool,
+    },
+    /// Socket `(shard, seq)` of the receiving instance was recovered by
+    /// another instance: let it go without presence, answer nothing for it.
+    Forget {
+        shard: usize,
+        seq: u64,
     },
 }
 
@@ -126,6 +133,11 @@ impl Envelope {
                 w.u64(*req);
                 w.0.push(*ok as u8);
             }
+            Envelope::Forget { shard, seq } => {
+                w.0.push(KIND_FORGET);
+                w.u64(*shard as u64);
+                w.u64(*seq);
+            }
         }
         w.0
     }
@@ -179,6 +191,10 @@ impl Envelope {
             KIND_DIRECT_RES => Some(Envelope::DirectRes {
                 req: r.u64()?,
                 ok: r.u8()? != 0,
+            }),
+            KIND_FORGET => Some(Envelope::Forget {
+                shard: r.u64()? as usize,
+                seq: r.u64()?,
             }),
             _ => None,
         }

@@ -69,18 +69,36 @@ impl Link {
                 attachments,
             };
             let inbox = self.inbox(&instance);
-            let conn = &mut self.cmd()?;
-            let receivers: i64 = redis::cmd("PUBLISH")
-                .arg(inbox)
-                .arg(env.encode())
-                .query_async(conn)
-                .await?;
-            if receivers == 0 {
-                return Ok(Some(Reply::Delivered(false)));
+            let socket_id = shards::SocketKey {
+                shard: to_shard,
+                seq,
+            }
+            .wire(&instance);
+            if let Some(kept) = self.send_direct(inbox, socket_id, env.encode()).await? {
+                return Ok(Some(Reply::Delivered(kept)));
             }
             self.pending_direct
                 .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
             return Ok(None);
+        }
+        match q {
+            Query::RecoverState {
+                socket_id,
+                secret,
+                sub,
+            } => return Ok(Some(self.recover_state(&socket_id, &secret, &sub).await?)),
+            Query::RecoverEntries {
+                socket_id,
+                channels,
+                offset,
+                since_ms,
+            } => {
+                let r = self
+                    .recover_entries(&socket_id, &channels, offset.as_deref(), since_ms)
+                    .await?;
+                return Ok(Some(r));
+            }
+            _ => {}
         }
         let live = self.live_instances().await?;
         let mut pipe = redis::pipe();
@@ -146,7 +164,9 @@ impl Link {
                 out.sort();
                 Reply::Instances(out)
             }
-            Query::Direct { .. } => unreachable!("handled above"),
+            Query::Direct { .. } | Query::RecoverState { .. } | Query::RecoverEntries { .. } => {
+                unreachable!("handled above")
+            }
         };
         Ok(Some(resp))
     }

@@ -1,0 +1,286 @@
+//! What Redis keeps so that a socket can recover on another instance than
+//! the one it was connected to (one that was killed, say), and how it is
+//! read back.
+//!
+//! Keys, under `<prefix>:` (the braces are hash tags: everything about one
+//! channel, or one socket, sits in one slot of a Redis Cluster):
+//! - `h:{<channel>}`: a stream of the channel's publications (the cluster
+//!   envelope as published), `MAXLEN ~ --history-size`, expiring a recovery
+//!   window after its last entry. Written by the same script that publishes,
+//!   so a publish stays one command and one round trip.
+//! - `rs:{<socket id>}`: a recoverable socket's state (JSON: secret, user,
+//!   channels, subscriptions), rewritten when they change, deleted when the
+//!   socket is gone for good, expiring a window after its last write.
+//! - `d:{<socket id>}`: direct messages to a socket that has a state, kept by
+//!   the script that sends them.
+//!
+//! Recovery reads the streams of the socket's channels and its direct
+//! stream from a little before its offset's time (or from when it
+//! connected), drops what precedes the offset in the stream that holds it,
+//! and merges the rest in stream order. Events sent shortly before the
+//! offset's event but not yet received may come again, with the same id.
+
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use serde_json::Value;
+
+use super::Link;
+use crate::cluster::msg::{Missed, Reply};
+use crate::cluster::wire::Envelope;
+
+/// Keeps a publication in its channel's stream and publishes it.
+const PUBLISH: &str = r"
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return redis.call('PUBLISH', ARGV[1], ARGV[2])";
+
+/// Keeps a direct message for a socket that has a recoverable state, and
+/// publishes it to the target instance's inbox: {receivers, kept}.
+const DIRECT: &str = r"
+local kept = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  kept = 1
+end
+return {redis.call('PUBLISH', ARGV[1], ARGV[2]), kept}";
+
+/// How long before its offset's event a recovering socket is given events
+/// of its other channels again: what may have been in flight to it.
+const SLACK_MS: u64 = 2000;
+
+pub(super) async fn load_scripts(
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<(String, String)> {
+    let load = |s: &'static str| {
+        let mut c = redis::cmd("SCRIPT");
+        c.arg("LOAD").arg(s);
+        c
+    };
+    let publish: String = load(PUBLISH).query_async(conn).await?;
+    let direct: String = load(DIRECT).query_async(conn).await?;
+    Ok((publish, direct))
+}
+
+/// The publisher's clock in an event id (`<ms, 12 hex><counter>-…`).
+fn id_ms(id: &str) -> Option<u64> {
+    u64::from_str_radix(id.get(..12)?, 16).ok()
+}
+
+/// A stream entry id's (ms, seq), for ordering.
+fn entry_pos(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+type Entries = Vec<(String, Vec<Vec<u8>>)>;
+
+impl Link {
+    pub(super) fn history_key(&self, channel: &str) -> String {
+        format!("{}:h:{{{channel}}}", self.cfg.prefix)
+    }
+    pub(super) fn state_key(&self, socket_id: &str) -> String {
+        format!("{}:rs:{{{socket_id}}}", self.cfg.prefix)
+    }
+    pub(super) fn direct_key(&self, socket_id: &str) -> String {
+        format!("{}:d:{{{socket_id}}}", self.cfg.prefix)
+    }
+
+    /// Counts a socket of `instance` recovered here (or gone again), and
+    /// listens on that instance's inbox while any is here.
+    pub(super) async fn adopt(&mut self, instance: String, seq: u64, shard: usize, on: bool) {
+        let inbox = self.inbox(&instance);
+        let key = (instance.clone(), seq);
+        let change = if on {
+            let new = self.adopted.insert(key, shard).is_none();
+            let n = self.adopted_from.entry(instance.clone()).or_default();
+            *n += new as usize;
+            new && *n == 1
+        } else {
+            let had = self.adopted.remove(&key).is_some();
+            let n = self.adopted_from.entry(instance.clone()).or_default();
+            *n = n.saturating_sub(had as usize);
+            let last = had && *n == 0;
+            if *n == 0 {
+                self.adopted_from.remove(&instance);
+            }
+            last
+        };
+        if !change {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let r = if on {
+            super::bounded(conn.sink.subscribe(&inbox)).await
+        } else {
+            super::bounded(conn.sink.unsubscribe(&inbox)).await
+        };
+        if let Err(e) = r {
+            self.down(&e.to_string());
+        }
+    }
+
+    /// A direct message to another instance's socket, through the script
+    /// that also keeps it for the socket if it is recoverable. `None` when
+    /// the answer comes from the target instance.
+    pub(super) async fn send_direct(
+        &mut self,
+        inbox: String,
+        socket_id: String,
+        env: Vec<u8>,
+    ) -> redis::RedisResult<Option<bool>> {
+        let (scripts, store) = (self.scripts.clone(), self.cfg.recovery);
+        let conn = &mut self.cmd()?;
+        let (receivers, kept): (i64, i64) = match (scripts, store) {
+            (Some((_, direct)), Some(r)) => {
+                redis::cmd("EVALSHA")
+                    .arg(direct)
+                    .arg(2)
+                    .arg(self.state_key(&socket_id))
+                    .arg(self.direct_key(&socket_id))
+                    .arg(inbox)
+                    .arg(env)
+                    .arg(r.history_len)
+                    .arg(r.ttl_ms)
+                    .query_async(conn)
+                    .await?
+            }
+            _ => {
+                let n: i64 = redis::cmd("PUBLISH")
+                    .arg(inbox)
+                    .arg(env)
+                    .query_async(conn)
+                    .await?;
+                (n, 0)
+            }
+        };
+        // Nobody listens (its instance is gone) but it is kept for the socket.
+        Ok((receivers == 0).then_some(kept == 1))
+    }
+
+    /// The stored state of a socket, if `secret` and `sub` match; its
+    /// instance is told to let it go.
+    pub(super) async fn recover_state(
+        &mut self,
+        socket_id: &str,
+        secret: &str,
+        sub: &str,
+    ) -> redis::RedisResult<Reply> {
+        let key = self.state_key(socket_id);
+        let conn = &mut self.cmd()?;
+        let json: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
+        let Some(json) = json else {
+            return Ok(Reply::Refused("unknown_pid"));
+        };
+        let v: Value = serde_json::from_str(&json).unwrap_or_default();
+        if v["secret"].as_str() != Some(secret) {
+            return Ok(Reply::Refused("unknown_pid"));
+        }
+        if v["sub"].as_str() != Some(sub) {
+            return Ok(Reply::Refused("other_user"));
+        }
+        if let Some((instance, k)) = shards::SocketKey::parse(socket_id) {
+            let env = Envelope::Forget {
+                shard: k.shard,
+                seq: k.seq,
+            };
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(self.inbox(instance))
+                .arg(env.encode())
+                .query_async(conn)
+                .await?;
+        }
+        Ok(Reply::State(json))
+    }
+
+    /// What a socket missed, from the streams of its channels and its
+    /// direct stream; refused when a stream no longer reaches back far
+    /// enough.
+    pub(super) async fn recover_entries(
+        &mut self,
+        socket_id: &str,
+        channels: &[Arc<str>],
+        offset: Option<&str>,
+        since_ms: u64,
+    ) -> redis::RedisResult<Reply> {
+        let from = match offset.and_then(id_ms) {
+            Some(ms) => ms.saturating_sub(SLACK_MS),
+            None => since_ms,
+        };
+        let history_len = self.cfg.recovery.map_or(0, |r| r.history_len);
+        let mut keys: Vec<String> = channels.iter().map(|c| self.history_key(c)).collect();
+        keys.push(self.direct_key(socket_id));
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("XRANGE").arg(k).arg(format!("{from}-0")).arg("+");
+            pipe.cmd("XRANGE")
+                .arg(k)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+            pipe.cmd("XLEN").arg(k);
+        }
+        let conn = &mut self.cmd()?;
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        let mut all: Vec<((u64, u64), Missed)> = Vec::new();
+        for chunk in replies.chunks(3) {
+            let [range, first, len] = chunk else { continue };
+            let range: Entries = redis::from_redis_value(range)?;
+            let first: Entries = redis::from_redis_value(first)?;
+            let len: usize = redis::from_redis_value(len)?;
+            let oldest = first.first().map(|(id, _)| entry_pos(id).0);
+            if len >= history_len && oldest.is_some_and(|ms| ms > from) {
+                // Trimmed past where this socket must start.
+                return Ok(Reply::Refused("offset_gone"));
+            }
+            let mut missed: Vec<((u64, u64), Missed, Option<String>)> = Vec::new();
+            for (id, fields) in range {
+                let Some(env) = fields.get(1).and_then(|b| Envelope::decode(b)) else {
+                    continue;
+                };
+                let m = match env {
+                    Envelope::Publish { p, .. } => Missed::Publication(p),
+                    Envelope::DirectReq {
+                        text, attachments, ..
+                    } => Missed::Direct { text, attachments },
+                    _ => continue,
+                };
+                let off = match &m {
+                    Missed::Publication(p) => p.offset().map(str::to_string),
+                    Missed::Direct { text, .. } => shards::frame_offset(text).map(str::to_string),
+                };
+                missed.push((entry_pos(&id), m, off));
+            }
+            // The stream that holds the offset starts right after it.
+            if let Some(o) = offset {
+                if let Some(i) = missed
+                    .iter()
+                    .position(|(_, _, off)| off.as_deref() == Some(o))
+                {
+                    missed.drain(..=i);
+                }
+            }
+            all.extend(missed.into_iter().map(|(pos, m, _)| (pos, m)));
+        }
+        all.sort_by_key(|(pos, _)| *pos);
+        Ok(Reply::Missed(all.into_iter().map(|(_, m)| m).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_positions() {
+        assert_eq!(id_ms("019ad0a1b2c300000001-0-inst"), Some(0x019ad0a1b2c3));
+        assert_eq!(id_ms("xyz"), None);
+        assert_eq!(entry_pos("1764000000000-3"), (1764000000000, 3));
+        assert!(entry_pos("5-1") < entry_pos("5-2"));
+        assert!(entry_pos("5-9") < entry_pos("6-0"));
+    }
+}
