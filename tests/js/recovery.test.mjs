@@ -916,7 +916,12 @@ describe(`recovery across instances (Redis at ${REDIS_URL}, --presence-grace ${G
     await ack(x, 'join', ch);
     await until(() => presenceOf(toB.presence(), 'join', x.id).length === 1, 'the marker join');
     assert.deepEqual(toB.log.slice(markB).filter((y) => y.kind === 'presence').map((y) => `${y.v.type}:${y.v.member.socketId}`), [`join:${x.id}`]);
-    for (const s of [oA, oB]) assert.deepEqual((await memberIds(s, ch)).filter((y) => y === id0), [id0]);
+    // its old instance lets it go: listed once, by every instance (given a moment to settle)
+    for (const s of [oA, oB]) {
+      let last;
+      await until(async () => { last = (await memberIds(s, ch)).filter((y) => y === id0); return last.length === 1; },
+        () => `listed once by members on ${s === oA ? 'A' : 'B'} (listed ${last.length} times)`, 10000);
+    }
     // routed to its new instance now
     const d = await direct(oA, id0, 'after', null);
     assert.equal(d.ok, true);
@@ -955,6 +960,9 @@ describe(`recovery across instances (Redis at ${REDIS_URL}, --presence-grace ${G
     assertOnce(evs, 'after SIGKILL');
     assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), [warm.id, ...acks.map((a) => a.id)]);
     assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id]);
-    assert.deepEqual((await memberIds(oB, ch)).filter((y) => y === id0), [id0]);
+    // the killed instance's member lists leave the views when it expires (--instance-expiry 3000)
+    let last;
+    await until(async () => { last = (await memberIds(oB, ch)).filter((y) => y === id0); return last.length === 1; },
+      () => `listed once by members (listed ${last.length} times)`, 10000);
   });
 });
