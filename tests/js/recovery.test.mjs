@@ -434,6 +434,31 @@ describe(`recovery [shards=2 websocket, --presence-grace ${GRACE}]`, () => {
     assertOffsets(t, 'no-offset recovery');
   });
 
+  it('a subscription made after the last event received: the first event it carries is replayed', { timeout: 60000 }, async () => {
+    const proxy = await proxyFor(srv);
+    const first = uniq('first');
+    const topic = uniq('topic');
+    const r = await connectVia(srv, proxy);
+    const t = tape(r);
+    await ack(r, 'join', first);
+    await until(() => t.presence().length === 1, 'an offset (its own join)');
+    const id0 = r.id;
+    // after the offset: a subscription (no presence: nothing is sent or logged for it)
+    const sb = await ack(r, 'subscribe', { topic });
+    assert.equal(sb.ok, true);
+    const pub = await connect(srv);
+    await cut(proxy, [r]);
+    const e1 = await publish(pub, topic, 'm', { i: 0 });
+    const e2 = await publish(pub, first, 'm', { i: 1 });
+    const back = nextConnect(r);
+    proxy.resume();
+    const c = await back;
+    assert.equal(c.recovered, true);
+    assert.equal(c.id, id0);
+    await until(() => t.events().length >= 2, () => `2 events; got ${JSON.stringify(t.events().map((e) => e.data))}`);
+    assert.deepEqual(t.events().map(keyOf).sort(), [`${e1.id}|${sb.subscriptionId}`, `${e2.id}|-`].sort());
+  });
+
   it('recovers with the default transports (polling, then the upgrade) too', { timeout: 60000 }, async () => {
     const proxy = await proxyFor(srv);
     const ch = uniq('poll');
