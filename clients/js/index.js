@@ -20,9 +20,11 @@ import { io } from 'socket.io-client';
 /** The connection states, in the order a session goes through them. */
 export const STATES = Object.freeze(['connecting', 'connected', 'reconnecting', 'disconnected']);
 
-// How many recent deliveries are remembered to drop a replayed duplicate. A duplicate is an event
-// that was in flight when the connection broke, so it comes back among the first replayed ones.
-const RECENT_DELIVERIES = 1024;
+// How many recent deliveries are remembered to drop a replayed duplicate. The gateway gives an
+// event twice only around the moment the connection broke (in flight then, or, recovering on
+// another instance, published shortly before the last one received), so the copy follows the
+// original within a few seconds' worth of deliveries.
+const RECENT_DELIVERIES = 2048;
 
 /** An Error carrying the protocol's error code (or timeout / disconnected / closed). */
 export class RealtimeError extends Error {
