@@ -557,6 +557,34 @@ describe(`recovery [shards=2 websocket, --presence-grace ${GRACE}]`, () => {
     await until(() => tm.events().some((y) => y.id === e.id), 'a member again');
   });
 
+  it('the token of a recovering socket is checked like any handshake: expired is refused, then a valid one recovers', { timeout: 60000 }, async () => {
+    const proxy = await proxyFor(srv);
+    const ch = uniq('expired');
+    const user = uniqUser('exp');
+    const m = await connectVia(srv, proxy, { sub: user });
+    const tm = tape(m);
+    await ack(m, 'join', ch);
+    await until(() => tm.presence().length === 1, 'an offset');
+    const id0 = m.id;
+    const pub = await connect(srv);
+    await cut(proxy, [m]);
+    const e = await publish(pub, ch, 'm', { i: 0 });
+    m.auth = { token: mint({ sub: user, exp: Math.floor(Date.now() / 1000) - 3600 }) };
+    const refused = new Promise((resolve) => m.once('connect_error', resolve));
+    proxy.resume();
+    const err = await refused;
+    assert.equal(err.message, 'unauthorized');
+    assert.equal(err.data && err.data.reason, 'expired');
+    // socket.io-client stops after a CONNECT_ERROR; connecting again sends the pid again
+    m.auth = { token: mint({ sub: user }) };
+    const back = nextConnect(m);
+    m.connect();
+    const c = await back;
+    assert.equal(c.recovered, true, 'a refused attempt does not end the recoverable socket');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().some((x) => x.id === e.id), 'the missed event');
+  });
+
   it('(3) an unknown pid: a new socket, recovered false, no memberships', { timeout: 60000 }, async () => {
     const proxy = await proxyFor(srv);
     const ch = uniq('unknown');
