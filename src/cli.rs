@@ -185,9 +185,19 @@ pub struct RuntimeArgs {
     )]
     pub recovery_log_bytes: usize,
     /// Events each channel's history keeps (also bounded by the recovery
-    /// window's age).
+    /// window's age, when it is not 0, and by --history-bytes). 0 keeps no
+    /// history.
     #[arg(long, env = "SOCKET_GATEWAY_HISTORY_SIZE", default_value_t = 100)]
     pub history_size: usize,
+    /// Bytes of channel history each shard keeps, over all the channels
+    /// whose home it is (events, their frames and bookkeeping); beyond it
+    /// the shard's oldest events are dropped first, whatever their channel.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_HISTORY_BYTES",
+        default_value_t = 32 << 20
+    )]
+    pub history_bytes: usize,
     /// Binary attachments one BINARY_EVENT/BINARY_ACK may announce; more
     /// closes the session. Their bytes, with the header packet's, must stay
     /// within --max-payload. 10 is socket.io-client's own decoder limit: a
@@ -373,6 +383,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         presence_grace: Duration::from_millis(rt.presence_grace.min(rt.recovery_window)),
         recovery_log_bytes: rt.recovery_log_bytes.max(1 << 16),
         history_size: rt.history_size,
+        history_bytes: rt.history_bytes.max(1 << 16),
         cors_origins: rt.cors_origin.clone(),
         api_key: None,
         instance_id: instance_id.into(),

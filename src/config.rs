@@ -62,8 +62,10 @@ pub struct Config {
     pub presence_grace: Duration,
     /// Each shard's recovery log budget.
     pub recovery_log_bytes: usize,
-    /// Events kept per channel's history.
+    /// Events kept per channel's history (0: no history).
     pub history_size: usize,
+    /// Each shard's history budget (the channels whose home it is).
+    pub history_bytes: usize,
     pub cors_origins: Vec<String>,
     /// Static key accepted as `Authorization: Bearer <key>` by the REST API
     /// and the admin page (`--api-key`), besides an admin JWT.

@@ -54,6 +54,8 @@ pub struct Families {
     replayed: IntCounterVec,
     recoverable: IntGaugeVec,
     recovery_log_bytes: IntGaugeVec,
+    history_bytes: IntGaugeVec,
+    history_events: IntGaugeVec,
 }
 
 const PREFIX: &str = "socket_gateway_";
@@ -113,6 +115,8 @@ pub fn families() -> &'static Families {
             replayed: counter(&r, "recovery_replayed_total", "Frames given again to recovered sockets", is),
             recoverable: gauge(&r, "recoverable_sockets", "Sockets whose connection dropped, held for recovery", is),
             recovery_log_bytes: gauge(&r, "recovery_log_bytes", "Bytes of delivered frames each shard keeps for recovering sockets", is),
+            history_bytes: gauge(&r, "history_bytes", "Bytes of channel history each shard keeps (bounded by --history-bytes; sampled every second)", is),
+            history_events: gauge(&r, "history_events", "Events kept in the channel histories of each shard (sampled every second)", is),
             registry: r,
         }
     })
@@ -133,6 +137,8 @@ pub struct Metrics {
     replayed: IntCounter,
     recoverable: IntGauge,
     recovery_log_bytes: IntGauge,
+    history_bytes: IntGauge,
+    history_events: IntGauge,
 }
 
 impl Metrics {
@@ -152,6 +158,8 @@ impl Metrics {
             replayed: f.replayed.with_label_values(&l),
             recoverable: f.recoverable.with_label_values(&l),
             recovery_log_bytes: f.recovery_log_bytes.with_label_values(&l),
+            history_bytes: f.history_bytes.with_label_values(&l),
+            history_events: f.history_events.with_label_values(&l),
             instance: instance.clone(),
             shard: s,
         }
@@ -206,6 +214,12 @@ impl Metrics {
     pub fn recovery_state(&self, held: usize, log_bytes: usize) {
         self.recoverable.set(held as i64);
         self.recovery_log_bytes.set(log_bytes as i64);
+    }
+
+    /// This shard's channel history: bytes held and events kept.
+    pub fn history_state(&self, bytes: usize, events: usize) {
+        self.history_bytes.set(bytes as i64);
+        self.history_events.set(events as i64);
     }
 
     pub fn auth_refused(&self, reason: Refusal) {

@@ -277,6 +277,17 @@ pub struct Publication {
     pub obj_end: usize,
 }
 
+impl std::fmt::Debug for Publication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publication")
+            .field("channel", &self.channel)
+            .field("event", &self.event)
+            .field("bytes", &self.text.len())
+            .field("attachments", &self.attachments.len())
+            .finish()
+    }
+}
+
 impl Publication {
     /// The recovery offset its frame carries, if any.
     pub fn offset(&self) -> Option<&str> {
@@ -285,9 +296,17 @@ impl Publication {
 
     /// The event object's JSON text (the RealtimeEvent or presence object).
     pub fn object(&self) -> &[u8] {
-        let head = &self.text[..self.obj_end.min(self.text.len())];
-        let start = head.iter().position(|&c| c == b'{').unwrap_or(head.len());
-        &head[start..]
+        &self.text[self.object_range()]
+    }
+
+    /// Where [`Publication::object`] lies in `text`.
+    pub fn object_range(&self) -> Range<usize> {
+        let end = self.obj_end.min(self.text.len());
+        let start = self.text[..end]
+            .iter()
+            .position(|&c| c == b'{')
+            .unwrap_or(end);
+        start..end
     }
 
     /// The frame for one member.

@@ -24,6 +24,21 @@ pub fn shard_bit(shard: ShardId) -> ShardMask {
     1 << (shard % MAX_SHARDS)
 }
 
+/// The home shard of a channel: where its history is kept. A stable hash
+/// (FNV-1a) of the name, so every shard computes the same home without
+/// asking, in every run.
+pub fn channel_home(channel: &str, nr_shards: usize) -> ShardId {
+    if nr_shards <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in channel.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % nr_shards as u64) as ShardId
+}
+
 /// A socket owned by shard `shard` on this instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketKey {

@@ -10,7 +10,10 @@
 //!   the socket as a slow consumer instead of stalling the shard.
 //! - [`mailbox`] is the only door between shards; [`replies`] holds the
 //!   questions a shard asked and awaits answers to.
-//! - [`ids`] says where things live: a socket id carries its owner shard.
+//! - [`ids`] says where things live: a socket id carries its owner shard, a
+//!   channel's name its home shard.
+//! - [`history::History`]: the recent events of the channels whose home is
+//!   the shard, kept whether or not they have members.
 //! - [`interest::InterestMap`]: which shards want which topics, one bit per
 //!   shard (each shard's replica of its peers, and the cluster link's).
 //!
@@ -24,6 +27,10 @@
 //! 4. For each other interested shard, the `Arc<Publication>` goes through
 //!    the bounded mailbox — before A's own fan-out, so the shards fan out
 //!    at the same time instead of one after the other.
+//!    The channel's home shard ([`channel_home`]) also records it in the
+//!    channel's [`history`]: A itself when it is the home, else the home
+//!    with the delivery it gets anyway, or through a record-only message
+//!    when it has no recipient. One push, on one shard, per publication.
 //! 5. If A itself is interested, `Channels::deliver` pushes a refcount of
 //!    the frame into each local recipient's [`Outbox`] (a subscription adds
 //!    its own `subscriptionId` tail): no copy, no lock, no allocation. A
@@ -37,6 +44,7 @@
 //! sending socket to every receiving socket, across instances too.
 
 pub mod channels;
+pub mod history;
 pub mod ids;
 pub mod interest;
 pub mod mailbox;
@@ -49,7 +57,8 @@ pub mod shard;
 pub use channels::{
     direct_frame, frame_offset, object_end, Data, Member, MemberView, Publication, SubFilter, Topic,
 };
-pub use ids::{session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
+pub use history::{object_id, select, HistoryBounds, HistoryPage, HistoryQuery};
+pub use ids::{channel_home, session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
 pub use interest::InterestMap;
 pub use mailbox::{AppMsg, PeerGone, Request, Response};
 pub use outbox::{CloseReason, Direct, DirectSink, Outbox};

@@ -13,18 +13,31 @@
 use std::any::Any;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use glommio::channels::channel_mesh::Senders;
 
 use crate::channels::{MemberView, Publication, Topic};
+use crate::history::{HistoryPage, HistoryQuery};
 use crate::ids::ShardId;
 use crate::replies::Replies;
 
 /// A message from one shard to another.
 pub enum ShardMsg {
-    /// Deliver to this shard's members and subscriptions of the channel.
-    Deliver(Arc<Publication>),
+    /// Deliver to this shard's members and subscriptions of the channel;
+    /// with `record` (when it was published), this shard is the channel's
+    /// home and records it in the channel's history too.
+    Deliver {
+        p: Arc<Publication>,
+        record: Option<Instant>,
+    },
+    /// Only record in the channel's history, as published at `at`: this
+    /// shard is its home and has no recipient of it.
+    Record {
+        p: Arc<Publication>,
+        at: Instant,
+    },
     /// Shard `from` gained (`on`) or lost interest in a topic.
     Interest {
         from: ShardId,
@@ -77,6 +90,11 @@ pub enum Request {
     Ping,
     /// For the application's handler ([`crate::Shard::on_app_request`]).
     App(AppMsg),
+    /// A channel's history, asked of its home shard.
+    History {
+        channel: Arc<str>,
+        query: HistoryQuery,
+    },
 }
 
 /// A shard's answer to a peer's [`Request`].
@@ -88,6 +106,7 @@ pub enum Response {
     Channels(Vec<(Arc<str>, usize)>),
     Connections(usize),
     App(AppMsg),
+    History(HistoryPage),
 }
 
 impl std::fmt::Debug for Response {
@@ -100,6 +119,7 @@ impl std::fmt::Debug for Response {
             Response::Channels(v) => write!(f, "Channels({})", v.len()),
             Response::Connections(n) => write!(f, "Connections({n})"),
             Response::App(_) => write!(f, "App(..)"),
+            Response::History(p) => write!(f, "History({})", p.events.len()),
         }
     }
 }

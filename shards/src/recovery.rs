@@ -6,7 +6,7 @@
 //! (it is detached), and what it received just before may not have reached
 //! it. When it comes back with the offset of the last frame it got, the log
 //! is read after that offset and every entry is given to it again as
-//! [`crate::Channels::deliver`] would have: the log is shared by all the
+//! [`crate::channels::Channels::deliver`] would have: the log is shared by all the
 //! shard's sockets (one entry per publication, not per recipient), and
 //! membership decides at replay time. An offset no longer in the log means
 //! the replay cannot be whole, and the recovery fails.
@@ -70,6 +70,10 @@ pub struct Log {
     first: u64,
     bytes: usize,
     bounds: LogBounds,
+    /// The time of the last [`Log::trim`] (ms), stamped on new entries: a
+    /// push reads no clock, and an entry's age is off by at most one trim
+    /// period against a window of minutes.
+    now_ms: u64,
 }
 
 /// Why a replay cannot be whole.
@@ -88,6 +92,7 @@ impl Log {
             first: 0,
             bytes: 0,
             bounds,
+            now_ms: 0,
         }
     }
 
@@ -108,15 +113,23 @@ impl Log {
         self.entries.is_empty()
     }
 
-    pub fn push(&mut self, e: Entry, now_ms: u64) {
+    /// Appends an entry, then drops the oldest while over the byte budget.
+    pub fn push(&mut self, e: Entry) {
         self.bytes += e.bytes();
-        self.entries.push_back((now_ms, e));
-        self.trim(now_ms);
+        self.entries.push_back((self.now_ms, e));
+        if self.bytes > self.bounds.max_bytes {
+            self.drop_front(0);
+        }
     }
 
-    /// Drops what is older than the window or over the budget.
+    /// Drops what is older than the window or over the budget; `now_ms`
+    /// also stamps the entries pushed until the next trim.
     pub fn trim(&mut self, now_ms: u64) {
-        let oldest = now_ms.saturating_sub(self.bounds.max_age_ms);
+        self.now_ms = self.now_ms.max(now_ms);
+        self.drop_front(self.now_ms.saturating_sub(self.bounds.max_age_ms));
+    }
+
+    fn drop_front(&mut self, oldest: u64) {
         while let Some((at, e)) = self.entries.front() {
             if *at >= oldest && self.bytes <= self.bounds.max_bytes {
                 break;
@@ -184,7 +197,8 @@ mod tests {
             max_bytes: 1 << 20,
         });
         for (i, off) in ["a", "b", "c"].iter().enumerate() {
-            log.push(direct(1, off), 10 + i as u64);
+            log.trim(10 + i as u64);
+            log.push(direct(1, off));
         }
         let log: &'static Log = Box::leak(Box::new(log));
         assert_eq!(seqs(log.after(Some("a"), 0).unwrap()), vec![1, 2]);
@@ -199,14 +213,17 @@ mod tests {
             max_age_ms: 100,
             max_bytes: 3 * 90,
         });
-        log.push(direct(1, "a"), 0);
-        log.push(direct(1, "b"), 50);
-        log.push(direct(1, "c"), 150);
+        log.trim(0);
+        log.push(direct(1, "a"));
+        log.trim(50);
+        log.push(direct(1, "b"));
+        log.trim(150);
+        log.push(direct(1, "c"));
         assert_eq!(log.next_pos(), 3);
         assert_eq!(log.len(), 2, "a is older than 100 ms");
         assert_eq!(log.after(None, 0).err(), Some(Miss::Trimmed));
-        for i in 0..10 {
-            log.push(direct(1, "x"), 150 + i);
+        for _ in 0..10 {
+            log.push(direct(1, "x"));
         }
         assert!(log.bytes() <= 3 * 90);
         assert_eq!(log.after(Some("b"), 0).err(), Some(Miss::OffsetGone));

@@ -17,7 +17,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use proto::engineio::Outgoing;
@@ -25,7 +25,8 @@ use proto::engineio::Outgoing;
 use crate::channels::{
     direct_frame, Channels, InterestChange, Member, MemberView, Publication, SubFilter, Topic,
 };
-use crate::ids::{ShardId, SocketKey};
+use crate::history::{History, HistoryBounds, HistoryPage, HistoryQuery};
+use crate::ids::{channel_home, ShardId, SocketKey};
 use crate::interest::InterestMap;
 use crate::mailbox::{AppMsg, Mailbox, Request, Response, ShardMsg};
 use crate::recovery::{Entry, Log, LogBounds, Miss};
@@ -79,6 +80,9 @@ pub struct Shard {
     uplink: RefCell<Option<Rc<dyn Uplink>>>,
     /// With connection state recovery on: what this shard delivered.
     log: OnceCell<RefCell<Log>>,
+    /// With history on: the recent events of the channels whose home is
+    /// this shard.
+    history: OnceCell<RefCell<History>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -104,13 +108,90 @@ impl Shard {
             app: RefCell::new(None),
             uplink: RefCell::new(None),
             log: OnceCell::new(),
+            history: OnceCell::new(),
         }
+    }
+
+    /// Turns channel history on for this shard (before it serves; every
+    /// shard of the instance alike, since publishing shards decide where
+    /// to record from their own setting). A size of 0 leaves it off.
+    pub fn enable_history(&self, bounds: HistoryBounds) {
+        if bounds.size > 0 {
+            let _ = self.history.set(RefCell::new(History::new(bounds)));
+        }
+    }
+
+    /// The shard that keeps `channel`'s history.
+    pub fn home_of(&self, channel: &str) -> ShardId {
+        channel_home(channel, self.nr_shards)
+    }
+
+    /// Where `p` is recorded: its channel's home, when history is on and
+    /// it is an event (presence is not kept).
+    fn history_home(&self, p: &Publication) -> Option<ShardId> {
+        (self.history.get().is_some() && !p.members_only).then(|| self.home_of(&p.channel))
+    }
+
+    /// Records `p`, published at `at`, in this shard's history (this shard
+    /// is its home).
+    fn record(&self, p: &Publication, at: Instant) {
+        if let Some(h) = self.history.get() {
+            h.borrow_mut()
+                .record(&p.channel, &p.text, p.object_range(), at);
+        }
+    }
+
+    /// This shard's history: bytes held, events kept.
+    pub fn history_size(&self) -> (usize, usize) {
+        self.history.get().map_or((0, 0), |h| {
+            let h = h.borrow();
+            (h.bytes(), h.len())
+        })
+    }
+
+    /// Drops history older than its age bound (a timer calls it, so an
+    /// idle shard's history empties too).
+    pub fn trim_history(&self) {
+        if let Some(h) = self.history.get() {
+            h.borrow_mut().trim(Instant::now());
+        }
+    }
+
+    /// `channel`'s history as `query` asks for it, from its home shard;
+    /// `None` when that shard cannot answer (it stopped). Without history,
+    /// an empty page. Every publication acknowledged before the question
+    /// is in the answer: the home first handles what every other shard
+    /// sent it so far ([`Shard::fence`]), records included.
+    pub async fn history(&self, channel: Arc<str>, query: HistoryQuery) -> Option<HistoryPage> {
+        let home = self.home_of(&channel);
+        if self.nr_shards > 1 && self.history.get().is_some() {
+            self.fence(home).await;
+        }
+        if home == self.id {
+            return Some(self.local_history(&channel, &query));
+        }
+        match self
+            .mailbox
+            .ask(self.id, home, Request::History { channel, query })
+            .await
+        {
+            Some(Response::History(page)) => Some(page),
+            _ => None,
+        }
+    }
+
+    fn local_history(&self, channel: &str, query: &HistoryQuery) -> HistoryPage {
+        self.history.get().map_or_else(HistoryPage::default, |h| {
+            h.borrow_mut().query(channel, query, Instant::now())
+        })
     }
 
     /// Turns connection state recovery on for this shard (before it serves):
     /// everything it delivers is logged within `bounds`.
     pub fn enable_recovery(&self, bounds: LogBounds) {
-        let _ = self.log.set(RefCell::new(Log::new(bounds)));
+        let mut log = Log::new(bounds);
+        log.trim(now_ms());
+        let _ = self.log.set(RefCell::new(log));
     }
 
     pub fn recovery_enabled(&self) -> bool {
@@ -140,7 +221,7 @@ impl Shard {
 
     fn log_publication(&self, p: &Arc<Publication>) {
         if let Some(l) = self.log.get() {
-            l.borrow_mut().push(Entry::Publication(p.clone()), now_ms());
+            l.borrow_mut().push(Entry::Publication(p.clone()));
         }
     }
 
@@ -272,7 +353,9 @@ impl Shard {
     }
 
     /// Waits until shard `to` has handled everything every other peer sent
-    /// it so far (each peer relays a ping to it; links are FIFO).
+    /// it so far (each peer relays a ping to it; links are FIFO). When `to`
+    /// is this shard, each peer is pinged instead: its answer comes after
+    /// everything it sent here before.
     pub async fn fence(&self, to: ShardId) {
         let mut waits = Vec::new();
         let uplink = self.uplink.borrow().clone();
@@ -286,10 +369,18 @@ impl Shard {
         }
         for peer in self.peers().filter(|&p| p != to) {
             let qid = self.mailbox.replies().expect();
-            let msg = ShardMsg::Relay {
-                origin: self.id,
-                to,
-                qid,
+            let msg = if to == self.id {
+                ShardMsg::Request {
+                    from: self.id,
+                    qid,
+                    req: Request::Ping,
+                }
+            } else {
+                ShardMsg::Relay {
+                    origin: self.id,
+                    to,
+                    qid,
+                }
             };
             if self.mailbox.send_to(peer, msg).await.is_err() {
                 self.mailbox.replies().cancel(qid);
@@ -475,13 +566,23 @@ impl Shard {
     }
 
     /// Forwards to every interested peer, then delivers on this shard.
-    /// Returns the number of deliveries on this shard.
+    /// The channel's home shard records it in the channel's history: with
+    /// the delivery it gets anyway, or, when it has no recipient, through a
+    /// record-only message. Returns the number of deliveries on this shard.
     pub async fn publish(&self, p: Publication) -> usize {
         let mask = self.interest.borrow().shards_for(&p.channel);
         let local = mask & (1 << self.id) != 0;
         let remote = mask & !(1 << self.id);
+        let home = self.history_home(&p);
+        // Its place in the channel's history: a publish acknowledged before
+        // another started is older, whichever reaches the home first.
+        let at = Instant::now();
+        let record_only = home.filter(|&h| h != self.id && remote & (1 << h) == 0);
         let uplink = self.uplink.borrow().clone();
-        if remote == 0 && uplink.is_none() && self.log.get().is_none() {
+        if remote == 0 && record_only.is_none() && uplink.is_none() && self.log.get().is_none() {
+            if home == Some(self.id) {
+                self.record(&p, at);
+            }
             return if local {
                 self.channels.borrow().deliver(&p)
             } else {
@@ -496,10 +597,20 @@ impl Shard {
         // holds this shard for its whole length, so forwarding after it
         // would run the shards' fan-outs one after the other.
         for peer in self.peers().filter(|s| remote & (1 << s) != 0) {
+            let msg = ShardMsg::Deliver {
+                p: p.clone(),
+                record: (home == Some(peer)).then_some(at),
+            };
+            let _ = self.mailbox.send_to(peer, msg).await;
+        }
+        if let Some(h) = record_only {
             let _ = self
                 .mailbox
-                .send_to(peer, ShardMsg::Deliver(p.clone()))
+                .send_to(h, ShardMsg::Record { p: p.clone(), at })
                 .await;
+        }
+        if home == Some(self.id) {
+            self.record(&p, at);
         }
         if local {
             self.deliver_logged(&p)
@@ -589,7 +700,7 @@ impl Shard {
                     text: text.clone(),
                     attachments: attachments.to_vec(),
                 };
-                l.borrow_mut().push(e, now_ms());
+                l.borrow_mut().push(e);
                 true
             }
             _ => false,
@@ -667,9 +778,13 @@ impl Shard {
     /// from a spawned task.
     pub(crate) fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Deliver(p) => {
+            ShardMsg::Deliver { p, record } => {
+                if let Some(at) = record {
+                    self.record(&p, at);
+                }
                 self.deliver_logged(&p);
             }
+            ShardMsg::Record { p, at } => self.record(&p, at),
             ShardMsg::Relay { origin, to, qid } => {
                 let mailbox = self.mailbox.clone();
                 let msg = ShardMsg::Request {
@@ -765,6 +880,9 @@ impl Shard {
             Request::Channels => Response::Channels(self.channels.borrow().channel_counts()),
             Request::Connections => Response::Connections(self.local_connections()),
             Request::Ping => Response::Done,
+            Request::History { channel, query } => {
+                Response::History(self.local_history(&channel, &query))
+            }
             // Handled in `handle` (it needs a task).
             Request::App(_) => Response::Done,
         }

@@ -192,3 +192,113 @@ fn publish_crosses_shards_in_order() {
         ]
     );
 }
+
+/// A RealtimeEvent frame whose object carries `id`.
+fn event(channel: &str, id: &str) -> Publication {
+    let text = format!("42[\"event\",{{\"id\":\"{id}\",\"channel\":\"{channel}\"}},\"{id}\"]");
+    let text = Bytes::from(text);
+    Publication {
+        channel: channel.into(),
+        event: "m".into(),
+        obj_end: shards::object_end(&text),
+        text,
+        attachments: vec![],
+        data: 0..0,
+        skip_user: None,
+        members_only: false,
+    }
+}
+
+/// A channel name whose home is `home` of 2 shards.
+fn homed(prefix: &str, home: usize) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|c| shards::channel_home(c, 2) == home)
+        .unwrap()
+}
+
+/// Shard 0 publishes to three channels: one whose home is itself (with a
+/// member on shard 1), one whose home is shard 1 with a member there (the
+/// delivery records it) and one whose home is shard 1 without any member
+/// (a record-only message). Both shards then read every history alike.
+#[test]
+fn history_lives_on_the_home_shard() {
+    let (tx, rx) = mpsc::channel::<String>();
+    let joined = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicU64::new(0));
+    let names = [homed("h0:", 0), homed("h1m:", 1), homed("h1:", 1)];
+    let handles = shards::start(config(2), move |shard: Rc<Shard>| {
+        let (tx, joined, published, finished) = (
+            tx.clone(),
+            joined.clone(),
+            published.clone(),
+            finished.clone(),
+        );
+        let names = names.clone();
+        async move {
+            shard.enable_history(shards::HistoryBounds {
+                size: 2,
+                max_age: Duration::ZERO,
+                max_bytes: 1 << 20,
+            });
+            if shard.id() == 1 {
+                let m = member(&shard, "bob");
+                shard.register(m.clone());
+                for c in &names[..2] {
+                    shard.join(&c.as_str().into(), &m).await;
+                }
+                joined.store(true, Ordering::SeqCst);
+                while !published.load(Ordering::SeqCst) {
+                    shards::rt::sleep(Duration::from_millis(5)).await;
+                }
+            } else {
+                while !joined.load(Ordering::SeqCst) {
+                    shards::rt::sleep(Duration::from_millis(5)).await;
+                }
+                for c in &names {
+                    for i in 0..3 {
+                        shard.publish(event(c, &format!("{c}-{i}"))).await;
+                    }
+                }
+                published.store(true, Ordering::SeqCst);
+            }
+            for c in &names {
+                let q = shards::HistoryQuery {
+                    max_bytes: usize::MAX,
+                    ..Default::default()
+                };
+                let page = shard.history(c.as_str().into(), q).await.unwrap();
+                let events: Vec<String> = page
+                    .events
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(e).into_owned())
+                    .collect();
+                let top = String::from_utf8_lossy(&page.top).into_owned();
+                tx.send(format!("{}:{c}:{}:{top}", shard.id(), events.len()))
+                    .unwrap();
+                assert!(events[1].starts_with(&format!("{{\"id\":\"{top}\"")));
+            }
+            // Keep answering the other shard's questions until it is done too.
+            finished.fetch_add(1, Ordering::SeqCst);
+            while finished.load(Ordering::SeqCst) < 2 {
+                shards::rt::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    })
+    .unwrap();
+    let mut got = reports(&rx, 6, WAIT);
+    join_all(handles, WAIT);
+    got.sort();
+    let [a, b, c] = [homed("h0:", 0), homed("h1m:", 1), homed("h1:", 1)];
+    let mut want: Vec<String> = [0, 1]
+        .iter()
+        .flat_map(|s| {
+            [&a, &b, &c]
+                .into_iter()
+                .map(move |ch| format!("{s}:{ch}:2:{ch}-2"))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}

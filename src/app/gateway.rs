@@ -1,8 +1,8 @@
 //! The gateway application on the Socket.IO layer ([`Gateway`], an
 //! [`App`]): authenticates a CONNECT on namespace `/`, then turns each
 //! client event (join, leave, publish, direct, subscribe, unsubscribe,
-//! members, refresh) into shard operations and answers with an ack or an
-//! `error` event.
+//! members, history, refresh) into shard operations and answers with an ack
+//! or an `error` event.
 //!
 //! A publish is checked and encoded exactly once (`publish.rs`), then handed
 //! to the shard, which shares those bytes with every recipient.
@@ -87,6 +87,7 @@ impl Gateway {
             held: Default::default(),
         });
         crate::app::recovery::start(ctx, &gw);
+        crate::app::history::start(ctx);
         gw
     }
 }
@@ -336,6 +337,7 @@ async fn run(
         "subscribe" => subscribe(s, g, object(arg)?).await,
         "unsubscribe" => unsubscribe(s, g, object(arg)?).await,
         "members" => members(s, g, arg.as_ref()).await,
+        "history" => history(s, g, arg.as_ref()).await,
         "refresh" => refresh(s, g, object(arg)?).await,
         _ => Err(bad(&format!(
             "unknown event \"{}\"",
@@ -596,6 +598,13 @@ async fn members(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Resu
         frame::json_str(&name),
         frame::members(&list)
     ))
+}
+
+/// A channel's recent events: allowed where the token allows a join.
+async fn history(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
+    let ask = crate::app::history::event_arg(arg)?;
+    check_grant(g, &ask.channel)?;
+    crate::app::history::answer(&s.ctx, ask).await
 }
 
 async fn refresh(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {

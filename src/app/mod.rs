@@ -1,11 +1,14 @@
 //! The applications on the Socket.IO layer, and what they share with the
 //! REST API: `gateway` (the socket events), `publish` (one publish checked
 //! and encoded, from a socket or from REST), `views` (channel, member and
-//! connection listings, across shards and instances), `echo` (the protocol
-//! suites' handlers).
+//! connection listings, across shards and instances), `history` (a
+//! channel's recent events, from a socket or from REST), `recovery` (sockets
+//! held and recovered across a reconnect), `echo` (the protocol suites'
+//! handlers).
 
 pub mod echo;
 pub mod gateway;
+pub mod history;
 pub mod publish;
 pub mod recovery;
 pub mod views;

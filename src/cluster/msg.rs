@@ -89,6 +89,12 @@ pub enum Query {
         secret: String,
         sub: String,
     },
+    /// A channel's history stream: its events (not presence), oldest first,
+    /// none older than `max_age_ms`.
+    History {
+        channel: Arc<str>,
+        max_age_ms: u64,
+    },
     /// What the socket missed: the history streams of `channels` and its
     /// own direct stream, after `offset` (or from `since_ms`).
     RecoverEntries {
@@ -100,21 +106,13 @@ pub enum Query {
 }
 
 /// One frame a recovering socket missed, read back from Redis.
+#[derive(Debug)]
 pub enum Missed {
     Publication(Arc<Publication>),
     Direct {
         text: Bytes,
         attachments: Vec<Bytes>,
     },
-}
-
-impl std::fmt::Debug for Missed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Missed::Publication(p) => write!(f, "Publication({})", p.channel),
-            Missed::Direct { text, .. } => write!(f, "Direct({} bytes)", text.len()),
-        }
-    }
 }
 
 /// Redis shard → one shard.
@@ -165,4 +163,6 @@ pub enum Reply {
     Missed(Vec<Missed>),
     /// Recovery is not possible, and why.
     Refused(&'static str),
+    /// A channel's kept events, oldest first.
+    History(Vec<Arc<Publication>>),
 }

@@ -114,8 +114,17 @@ describe('admin page [shards=2, chromium]', () => {
     await page.waitForFunction(() => document.getElementById('bc-result').textContent.startsWith('202'), null, T);
     assert.match(await text(page, '#bc-result'), new RegExp(`"id":"${e.id}"`));
 
+    // The channel's recent events list the broadcast, then a publish above it (newest first).
+    await page.locator(`#events tbody tr[data-event-id="${e.id}"]`).waitFor(T);
+    assert.equal(await text(page, '#events-channel'), ch);
+    const row0 = page.locator('#events tbody tr').first();
+    assert.deepEqual(await row0.locator('td').evaluateAll((tds) => tds.slice(1).map((td) => td.textContent)),
+      ['notice', 'REST broadcast', '{"text":"from the admin page","n":42}']);
+    const chat = await ack(alice, 'publish', { channel: ch, event: 'chat', data: 'hi' });
+    await page.waitForFunction((id) => document.querySelector('#events tbody tr')?.dataset.eventId === id, chat.id, T);
+    assert.equal(await page.locator('#events tbody tr').count(), 2);
+
     // The events in / deliveries out rates move; the chart draws.
-    await ack(alice, 'publish', { channel: ch, event: 'chat', data: 'hi' });
     await page.waitForFunction(() => Number(document.getElementById('rate-out').textContent.replace(/,/g, '')) > 0, null, T);
     await page.waitForFunction(() => document.querySelectorAll('#chart-conn polyline, #chart-rate polyline').length === 3, null, T);
 
@@ -144,6 +153,27 @@ describe('admin page [shards=2, chromium]', () => {
     assert.deepEqual(errors, []);
     alice.close();
     bob.close();
+    await context.close();
+  });
+
+  it('opens the recent events of a channel nobody is in, by name', async () => {
+    const { context, page, errors } = await openPage();
+    await page.fill('#credential', API_KEY);
+    await page.click('#signin-form button[type=submit]');
+    await page.locator('#app').waitFor({ state: 'visible', ...T });
+    const ch = uniq('admin-lonely');
+    const s = await connect(srv, { sub: 'dora' });
+    const ids = [];
+    for (let i = 0; i < 3; i += 1) ids.push((await ack(s, 'publish', { channel: ch, event: 'tick', data: { i } })).id);
+    await page.fill('#events-input', ch);
+    await page.click('#events-open button[type=submit]');
+    await page.waitForFunction(() => document.querySelectorAll('#events tbody tr[data-event-id]').length === 3, null, T);
+    const rows = await page.locator('#events tbody tr[data-event-id]').evaluateAll((trs) => trs.map((tr) => [tr.dataset.eventId, tr.cells[2].textContent, tr.cells[3].textContent]));
+    assert.deepEqual(rows, [...ids].reverse().map((id, k) => [id, 'dora', `{"i":${2 - k}}`]));
+    assert.equal(await text(page, '#events-note'), '3 newest events kept');
+    assert.equal(await page.locator('#members tbody td.empty').count(), 1, 'no member');
+    assert.deepEqual(errors, []);
+    s.close();
     await context.close();
   });
 

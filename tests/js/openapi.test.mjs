@@ -98,7 +98,7 @@ describe('OpenAPI document vs the server [shards=2]', () => {
 
   it('is OpenAPI 3 with the documented routes', () => {
     assert.match(doc.openapi, /^3\.0\./);
-    for (const p of ['/api/socket/channels', '/api/socket/channels/{channel}/members', '/api/socket/connections', '/api/socket/broadcast', '/api/socket/openapi.json']) {
+    for (const p of ['/api/socket/channels', '/api/socket/channels/{channel}/members', '/api/socket/channels/{channel}/history', '/api/socket/connections', '/api/socket/broadcast', '/api/socket/openapi.json']) {
       assert.ok(doc.paths[p], p);
     }
     assert.equal(doc.components.securitySchemes.bearer.scheme, 'bearer');
@@ -126,6 +126,9 @@ describe('OpenAPI document vs the server [shards=2]', () => {
     assert.equal((await check(list, { url: '/api/socket/channels?limit=x', headers: auth })).status, 400);
     const members = find('/api/socket/channels/{channel}/members', 'GET');
     assert.equal((await check(members, { url: `/api/socket/channels/${'x'.repeat(201)}/members`, headers: auth })).status, 400);
+    const history = find('/api/socket/channels/{channel}/history', 'GET');
+    assert.equal((await check(history, { url: `/api/socket/channels/${'x'.repeat(201)}/history`, headers: auth })).status, 400);
+    assert.equal((await check(history, { url: '/api/socket/channels/a/history?limit=0', headers: auth })).status, 400);
     const bc = find('/api/socket/broadcast', 'POST');
     const json = { ...auth, 'Content-Type': 'application/json' };
     for (const body of ['{', '{}', '{"channel":"a","event":"connect"}', '{"channel":"","event":"x"}']) {

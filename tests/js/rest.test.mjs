@@ -39,6 +39,7 @@ const post = (srv, body, opts = {}) => call(srv, 'POST', '/api/socket/broadcast'
 const ROUTES = [
   ['GET', '/api/socket/channels'],
   ['GET', '/api/socket/channels/chat%3Aroom1/members'],
+  ['GET', '/api/socket/channels/chat%3Aroom1/history'],
   ['GET', '/api/socket/connections'],
   ['POST', '/api/socket/broadcast'],
   ['GET', '/api/socket/openapi.json'],

@@ -34,8 +34,10 @@ const PACKET = MAX_PAYLOAD + KiB;
 // Node-wide, not per connection, but any connection that publishes can fill it: each shard's
 // recovery log of delivered frames (--recovery-log-bytes, 64 MiB), here one shard.
 const RECOVERY_LOG_BYTES = 64 * MiB;
+// Likewise each shard's channel history (--history-bytes, 32 MiB).
+const HISTORY_BYTES = 32 * MiB;
 const BOUND = 64 * KiB + 2 * MAX_PAYLOAD + 2 * Math.max(SEND_QUEUE_BYTES, PACKET)
-  + MAX_CHANNELS * (PER_CHANNEL + PER_SUBSCRIPTION) + RECOVERY_LOG_BYTES;
+  + MAX_CHANNELS * (PER_CHANNEL + PER_SUBSCRIPTION) + RECOVERY_LOG_BYTES + HISTORY_BYTES;
 
 /** A filter of exactly 32 conditions and close to 4 KiB of JSON. */
 function bigFilter(i) {

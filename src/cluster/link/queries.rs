@@ -87,6 +87,10 @@ impl Link {
                 secret,
                 sub,
             } => return Ok(Some(self.recover_state(&socket_id, &secret, &sub).await?)),
+            Query::History {
+                channel,
+                max_age_ms,
+            } => return Ok(Some(self.history(&channel, max_age_ms).await?)),
             Query::RecoverEntries {
                 socket_id,
                 channels,
@@ -164,9 +168,10 @@ impl Link {
                 out.sort();
                 Reply::Instances(out)
             }
-            Query::Direct { .. } | Query::RecoverState { .. } | Query::RecoverEntries { .. } => {
-                unreachable!("handled above")
-            }
+            Query::Direct { .. }
+            | Query::RecoverState { .. }
+            | Query::RecoverEntries { .. }
+            | Query::History { .. } => unreachable!("handled above"),
         };
         Ok(Some(resp))
     }

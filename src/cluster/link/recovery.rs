@@ -161,6 +161,32 @@ impl Link {
         Ok((receivers == 0).then_some(kept == 1))
     }
 
+    /// A channel's events kept in its stream (presence left out), oldest
+    /// first, none older than `max_age_ms`.
+    pub(super) async fn history(
+        &mut self,
+        channel: &str,
+        max_age_ms: u64,
+    ) -> redis::RedisResult<Reply> {
+        let from = shards::now_ms().saturating_sub(max_age_ms);
+        let key = self.history_key(channel);
+        let conn = &mut self.cmd()?;
+        let range: Entries = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(format!("{from}-0"))
+            .arg("+")
+            .query_async(conn)
+            .await?;
+        let events = range
+            .iter()
+            .filter_map(|(_, fields)| match Envelope::decode(fields.get(1)?) {
+                Some(Envelope::Publish { p, .. }) if !p.members_only => Some(p),
+                _ => None,
+            })
+            .collect();
+        Ok(Reply::History(events))
+    }
+
     /// The stored state of a socket, if `secret` and `sub` match; its
     /// instance is told to let it go.
     pub(super) async fn recover_state(

@@ -6,6 +6,7 @@
 const KEY = 'socket-gateway.credential';
 const HISTORY = 300; // samples kept for the charts (5 minutes at 1/s)
 const PAGE = 200; // channels rendered per page (usable with 10,000 channels)
+const EVENTS = 50; // a channel's newest events shown from its history
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -250,8 +251,9 @@ async function selectChannel(name) {
   state.selected = name;
   for (const tr of $('channels').tBodies[0].rows) tr.classList.toggle('selected', tr.dataset.channel === name);
   $('members-channel').textContent = name;
+  $('events-channel').textContent = name;
   $('bc-channel').value = name;
-  await loadMembers();
+  await Promise.all([loadMembers(), loadEvents()]);
 }
 
 async function loadMembers() {
@@ -296,6 +298,49 @@ function renderMembers(members) {
     : `${fmt(members.length)} member${members.length === 1 ? '' : 's'}`;
 }
 
+// ------------------------------------------------------------------ recent events (channel history)
+
+async function loadEvents() {
+  const name = state.selected;
+  if (!name) return;
+  try {
+    const { body } = await api(`/api/socket/channels/${encodeURIComponent(name)}/history?limit=${EVENTS}`);
+    if (name !== state.selected) return;
+    renderEvents(body.events);
+  } catch (e) {
+    if (e.status !== 401) $('events-note').textContent = e.message;
+  }
+}
+
+/** Newest first; data shown as JSON, shortened (the full text in the tooltip). */
+function renderEvents(events) {
+  const tbody = $('events').tBodies[0];
+  const frag = document.createDocumentFragment();
+  for (const e of [...events].reverse()) {
+    const tr = document.createElement('tr');
+    tr.dataset.eventId = e.id;
+    const at = new Date(e.ts);
+    cell(tr, at.toLocaleTimeString()).title = `${at.toISOString()}\n${e.id}`;
+    cell(tr, e.event).className = 'mono';
+    const from = cell(tr, e.from ? e.from.userId : 'REST broadcast');
+    from.title = e.from ? e.from.socketId : 'from: null';
+    const data = JSON.stringify(e.data) ?? 'null';
+    const td = cell(tr, data.length > 160 ? `${data.slice(0, 157)}…` : data);
+    td.className = 'mono';
+    td.title = data;
+    frag.appendChild(tr);
+  }
+  if (events.length === 0) {
+    const tr = document.createElement('tr');
+    const td = cell(tr, 'No event kept for this channel.');
+    td.colSpan = 4;
+    td.className = 'empty';
+    frag.appendChild(tr);
+  }
+  tbody.replaceChildren(frag);
+  $('events-note').textContent = `${fmt(events.length)} newest event${events.length === 1 ? '' : 's'} kept`;
+}
+
 // ------------------------------------------------------------------ broadcast
 
 async function broadcast(ev) {
@@ -320,6 +365,7 @@ async function broadcast(ev) {
     });
     out.className = 'result';
     out.textContent = `${status} ${text}`;
+    if (payload.channel === state.selected) loadEvents();
   } catch (e) {
     out.className = 'result bad';
     out.textContent = e.body && typeof e.body === 'object' ? `${e.status} ${JSON.stringify(e.body)}` : e.message;
@@ -338,6 +384,7 @@ function start() {
     setInterval(tickMetrics, 1000),
     setInterval(loadChannels, 2000),
     setInterval(loadMembers, 2000),
+    setInterval(loadEvents, 2000),
   ];
 }
 
@@ -358,6 +405,11 @@ function init() {
   $('channels').tBodies[0].addEventListener('click', (ev) => {
     const tr = ev.target.closest('tr[data-channel]');
     if (tr) selectChannel(tr.dataset.channel);
+  });
+  $('events-open').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = $('events-input').value.trim();
+    if (name) selectChannel(name);
   });
   $('broadcast-form').addEventListener('submit', broadcast);
   if (state.credential) signIn(state.credential);

@@ -11,7 +11,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::app::views;
+use crate::app::{history, views};
 use crate::args::{self, Fields};
 use crate::ctx::ShardCtx;
 use crate::edge::rest::error::ApiError;
@@ -52,9 +52,7 @@ pub async fn channels(ctx: &Rc<ShardCtx>, req: &Request) -> Result<Reply, ApiErr
 /// `GET /api/socket/channels/:channel/members`; the segment is
 /// percent-decoded (`chat%3Aroom1` is `chat:room1`).
 pub async fn members(ctx: &Rc<ShardCtx>, raw: &str) -> Result<Reply, ApiError> {
-    let name = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| Fail::new(ErrorCode::InvalidChannel, "channel name is not UTF-8"))?;
+    let name = decode_channel(raw)?;
     rules::validate_channel(&name)?;
     let channel: Arc<str> = name.as_ref().into();
     let list = views::members(ctx, &channel).await;
@@ -64,6 +62,24 @@ pub async fn members(ctx: &Rc<ShardCtx>, raw: &str) -> Result<Reply, ApiError> {
         frame::members(&list)
     );
     Ok(Reply::json(200, body))
+}
+
+/// `GET /api/socket/channels/:channel/history[?limit=N][&since=ID]`: the
+/// object the `history` socket event acks, for any channel.
+pub async fn history(ctx: &Rc<ShardCtx>, raw: &str, req: &Request) -> Result<Reply, ApiError> {
+    let name = decode_channel(raw)?;
+    let limit = req.query_param("limit");
+    let since = req.query_param("since");
+    let ask = history::rest_arg(&name, limit.as_deref(), since.as_deref())?;
+    Ok(Reply::json(200, history::answer(ctx, ask).await?))
+}
+
+/// A channel segment of a path, percent-decoded (`chat%3Aroom1` is
+/// `chat:room1`).
+fn decode_channel(raw: &str) -> Result<std::borrow::Cow<'_, str>, Fail> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| Fail::new(ErrorCode::InvalidChannel, "channel name is not UTF-8"))
 }
 
 /// `GET /api/socket/connections`.

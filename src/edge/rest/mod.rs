@@ -41,6 +41,8 @@ enum Route {
     Channels,
     /// The channel segment as it appears in the path (still encoded).
     Members(String),
+    /// The channel segment, still encoded.
+    History(String),
     Connections,
     Broadcast,
     OpenApi,
@@ -59,6 +61,9 @@ impl Route {
             "/metrics" => Route::Metrics,
             _ => {
                 if let Some(rest) = path.strip_prefix("/api/socket/channels/") {
+                    if let Some(ch) = rest.strip_suffix("/history") {
+                        return Some(Route::History(ch.to_string()));
+                    }
                     let ch = rest.strip_suffix("/members")?;
                     return Some(Route::Members(ch.to_string()));
                 }
@@ -92,6 +97,7 @@ impl Route {
         match self {
             Route::Channels => "/api/socket/channels",
             Route::Members(_) => "/api/socket/channels/:channel/members",
+            Route::History(_) => "/api/socket/channels/:channel/history",
             Route::Connections => "/api/socket/connections",
             Route::Broadcast => "/api/socket/broadcast",
             Route::OpenApi => "/api/socket/openapi.json",
@@ -252,6 +258,7 @@ async fn handle(
     match route {
         Route::Channels => api::channels(ctx, req).await,
         Route::Members(raw) => api::members(ctx, raw).await,
+        Route::History(raw) => api::history(ctx, raw, req).await,
         Route::Connections => api::connections(ctx).await,
         Route::Broadcast => api::broadcast(ctx, req, &body).await,
         Route::OpenApi => Ok(Reply::json(200, OPENAPI)),
@@ -299,6 +306,10 @@ mod tests {
         assert_eq!(
             Route::parse("/api/socket/channels/a/b/members"),
             Some(Route::Members("a/b".into()))
+        );
+        assert_eq!(
+            Route::parse("/api/socket/channels/chat%3Aroom1/history"),
+            Some(Route::History("chat%3Aroom1".into()))
         );
         assert_eq!(Route::parse("/api/socket/channels/x"), None);
         assert_eq!(Route::parse("/api/socket/nope"), None);
