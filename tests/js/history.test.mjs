@@ -128,9 +128,14 @@ describe(`history [shards=2, --history-size ${SIZE}]`, () => {
     assert.equal(res.ok, true, JSON.stringify(res));
     assert.equal(res.channel, ch);
     assert.deepEqual(res.events, []);
+    assert.equal(typeof res.offset, 'string', 'the offset is a string even with nothing kept');
     const r = await rest(srv, historyPath(ch));
     assert.equal(r.status, 200, r.text);
-    assert.deepEqual(r.json.events, []);
+    assert.deepEqual(r.json, res);
+    // that offset, passed back later, gives what came after it
+    const pub = await connect(srv);
+    const ids = await publishN(pub, ch, 2);
+    checkHistory(await ack(a, 'history', { channel: ch, since: res.offset }), ch, ids);
   });
 
   it(`keeps at most --history-size (${SIZE}) events per channel, the newest`, async () => {
