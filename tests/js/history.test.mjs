@@ -2,10 +2,14 @@
 // GET /api/socket/channels/:channel/history answer a channel's recent events, oldest first, with the
 // offset of the newest; `limit` and `since` narrow it; a channel keeps its history with no members;
 // it is bounded by --history-size and by the recovery window's age; bad arguments are bad_request.
+// With Redis, a channel's history is the cluster's: the same answer on every instance (needs a
+// Redis at REDIS_URL, default redis://127.0.0.1:6379).
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import {
   startServer, connect, ack, mint, uniq, until, sleep, closeAll, checkEvent, isErr,
+  REDIS_URL, redisCmd, dropRedisKeys,
 } from './fixture.mjs';
 import { rawClient } from './raw.mjs';
 
@@ -243,5 +247,72 @@ describe('history: bounded by the recovery window\'s age [--recovery-window 1000
     checkHistory(await ack(a, 'history', { channel: ch }), ch, fresh);
     const r = await rest(srv, historyPath(ch));
     checkHistory(r.json, ch, fresh);
+  });
+});
+
+describe(`history across instances (Redis at ${REDIS_URL}, --history-size ${SIZE})`, () => {
+  const prefix = `thist${crypto.randomBytes(4).toString('hex')}`;
+  let A;
+  let B;
+  const node = (name) => startServer({
+    shards: 2,
+    extraArgs: ['--redis-url', REDIS_URL, '--redis-prefix', prefix, '--instance-id', `${name}${crypto.randomBytes(3).toString('hex')}`,
+      '--heartbeat-interval', '500', '--instance-expiry', '3000', '--history-size', String(SIZE), '--api-key', API_KEY],
+  });
+  before(async () => {
+    try {
+      assert.equal(await redisCmd(REDIS_URL, 'PING'), 'PONG');
+    } catch (e) {
+      throw new Error(`these tests need a running Redis (REDIS_URL=${REDIS_URL}): ${e.message}`);
+    }
+    [A, B] = await Promise.all([node('a'), node('b')]);
+  });
+  after(async () => {
+    await Promise.all([A?.stop(), B?.stop()]);
+    await dropRedisKeys(REDIS_URL, prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
+  });
+  afterEach(() => { closeAll(A); closeAll(B); });
+
+  it('every instance answers the same history: what all of them published, in publish order', async () => {
+    const ch = uniq('shared');
+    const pa = await connect(A);
+    const pb = await connect(B);
+    const ids = [];
+    for (let i = 0; i < 6; i += 1) {
+      const r = await ack(i % 2 ? pb : pa, 'publish', { channel: ch, event: 'm', data: { i } });
+      assert.equal(r.ok, true, JSON.stringify(r));
+      ids.push(r.id);
+    }
+    const b = await fetch(`${B.url}/api/socket/broadcast`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${API_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ channel: ch, event: 'news', data: { i: 6 } }),
+    });
+    assert.equal(b.status, 202);
+    ids.push((await b.json()).id);
+    const onA = checkHistory(await ack(pa, 'history', { channel: ch }), ch, ids);
+    assert.deepEqual(onA.events.map((e) => e.data.i), [0, 1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(onA.events.map((e) => e.from && e.from.socketId), [pa.id, pb.id, pa.id, pb.id, pa.id, pb.id, null]);
+    const onB = await ack(pb, 'history', { channel: ch });
+    assert.deepEqual(onB, onA, 'the same answer on both instances');
+    for (const srv of [A, B]) {
+      const r = await rest(srv, historyPath(ch));
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(r.json, onA, 'REST answers the same on every instance');
+    }
+    checkHistory(await ack(pb, 'history', { channel: ch, limit: 2 }), ch, ids.slice(5));
+    checkHistory(await ack(pa, 'history', { channel: ch, since: ids[3] }), ch, ids.slice(4));
+  });
+
+  it(`keeps the newest --history-size (${SIZE}) across instances`, async () => {
+    const ch = uniq('bounded');
+    const pa = await connect(A);
+    const pb = await connect(B);
+    const ids = [];
+    for (let i = 0; i < SIZE + 5; i += 1) {
+      const r = await ack(i % 2 ? pb : pa, 'publish', { channel: ch, event: 'm', data: { i } });
+      ids.push(r.id);
+    }
+    for (const s of [pa, pb]) checkHistory(await ack(s, 'history', { channel: ch }), ch, ids.slice(5));
   });
 });

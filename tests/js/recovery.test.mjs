@@ -13,9 +13,9 @@
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import net from 'node:net';
 import {
   startServer, connect, ack, mint, uniq, uniqUser, until, sleep, closeAll, checkEvent, ARRIVE_MS,
+  REDIS_URL, redisCmd, dropRedisKeys,
 } from './fixture.mjs';
 import { rawClient } from './raw.mjs';
 import { startProxy } from './proxy.mjs';
@@ -832,61 +832,6 @@ describe('recovery: opting out and turning it off', () => {
 // ---------------------------------------------------------------------------------------------
 // across instances: history and recoverable sockets live in Redis
 
-const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
-
-/** One Redis command on a fresh connection (ASCII arguments, no AUTH); resolves with the reply. */
-function redisCmd(...args) {
-  const u = new URL(REDIS_URL);
-  const enc = `*${args.length}\r\n${args.map((x) => `$${Buffer.byteLength(String(x))}\r\n${x}\r\n`).join('')}`;
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: u.hostname || '127.0.0.1', port: Number(u.port || 6379) });
-    let buf = '';
-    const t = setTimeout(() => { s.destroy(); reject(new Error(`Redis ${args[0]}: no answer`)); }, 3000);
-    s.on('connect', () => s.write(enc));
-    s.on('error', (e) => { clearTimeout(t); reject(new Error(`Redis at ${REDIS_URL}: ${e.message}`)); });
-    s.on('data', (d) => {
-      buf += d.toString('latin1');
-      const v = parseReply(buf);
-      if (v) { clearTimeout(t); s.destroy(); if (v[0] instanceof Error) reject(v[0]); else resolve(v[0]); }
-    });
-  });
-}
-
-/** One RESP reply from the start of buf: [value, rest], or null while incomplete. */
-function parseReply(buf) {
-  const nl = buf.indexOf('\r\n');
-  if (nl < 0) return null;
-  const [head, line, rest] = [buf[0], buf.slice(1, nl), buf.slice(nl + 2)];
-  if (head === '+') return [line, rest];
-  if (head === '-') return [new Error(line), rest];
-  if (head === ':') return [Number(line), rest];
-  if (head === '$') {
-    const n = Number(line);
-    if (n < 0) return [null, rest];
-    return Buffer.byteLength(rest, 'latin1') < n + 2 ? null : [rest.slice(0, n), rest.slice(n + 2)];
-  }
-  if (head === '*') {
-    const items = [];
-    let r = rest;
-    for (let k = 0; k < Number(line); k += 1) {
-      const x = parseReply(r);
-      if (!x) return null;
-      items.push(x[0]);
-      [, r] = x;
-    }
-    return [items, r];
-  }
-  return [new Error(`unexpected reply ${JSON.stringify(buf.slice(0, 20))}`), ''];
-}
-
-async function dropPrefix(prefix) {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redisCmd('SCAN', cursor, 'MATCH', `${prefix}:*`, 'COUNT', '1000');
-    cursor = next;
-    if (keys.length) await redisCmd('DEL', ...keys);
-  } while (cursor !== '0');
-}
 
 describe(`recovery across instances (Redis at ${REDIS_URL}, --presence-grace ${GRACE})`, () => {
   const prefix = `trec${crypto.randomBytes(4).toString('hex')}`;
@@ -904,7 +849,7 @@ describe(`recovery across instances (Redis at ${REDIS_URL}, --presence-grace ${G
   let B;
   before(async () => {
     try {
-      assert.equal(await redisCmd('PING'), 'PONG');
+      assert.equal(await redisCmd(REDIS_URL, 'PING'), 'PONG');
     } catch (e) {
       throw new Error(`these tests need a running Redis (REDIS_URL=${REDIS_URL}): ${e.message}`);
     }
@@ -913,7 +858,7 @@ describe(`recovery across instances (Redis at ${REDIS_URL}, --presence-grace ${G
   after(async () => {
     await closeProxies();
     await Promise.all(nodes.map((n) => n.stop()));
-    await dropPrefix(prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
+    await dropRedisKeys(REDIS_URL, prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
   });
   afterEach(async () => { for (const n of nodes) closeAll(n); await closeProxies(); });
 
