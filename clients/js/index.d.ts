@@ -82,13 +82,17 @@ export interface RealtimeEvent<D = Json> {
   subscriptionId?: string;
 }
 
-/** A channel's recent events (oldest first) and the offset of its newest one. */
+/**
+ * A channel's recent events, oldest first, and `offset`: the id of the newest event the channel
+ * keeps ('' when none). At most one packet: when the last event is not `offset`, ask again `since`
+ * it for the rest.
+ */
 export interface HistoryAck { ok: true; channel: string; events: RealtimeEvent[]; offset: string }
 
 export interface HistoryOptions {
-  /** At most this many (the newest ones). */
+  /** At most this many, the newest ones (a positive integer). */
   limit?: number;
-  /** Only events after this offset (an event id, or a previous answer's `offset`). */
+  /** Only events after this one: an event id, or an earlier answer's `offset` ('' = all). */
   since?: string;
 }
 
