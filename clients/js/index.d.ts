@@ -11,6 +11,12 @@ export declare const STATES: readonly ConnectionState[];
 export interface ConnectionEvent {
   state: ConnectionState;
   reason?: string;
+  /**
+   * With state 'connected': true when the gateway recovered the socket (same socket id, channels
+   * and subscriptions kept, missed events replayed), false for a new socket (rejoined and
+   * re-subscribed by the client).
+   */
+  recovered?: boolean;
 }
 
 /** The contract's error codes, plus the client's own (timeout, disconnected, closed, connect_error). */
@@ -76,6 +82,20 @@ export interface RealtimeEvent<D = Json> {
   subscriptionId?: string;
 }
 
+/**
+ * A channel's recent events, oldest first, and `offset`: the id of the newest event the channel
+ * keeps ('' when none). At most one packet: when the last event is not `offset`, ask again `since`
+ * it for the rest.
+ */
+export interface HistoryAck { ok: true; channel: string; events: RealtimeEvent[]; offset: string }
+
+export interface HistoryOptions {
+  /** At most this many, the newest ones (a positive integer). */
+  limit?: number;
+  /** Only events after this one: an event id, or an earlier answer's `offset` ('' = all). */
+  since?: string;
+}
+
 export interface PresenceEvent {
   channel: string;
   type: 'join' | 'leave';
@@ -126,6 +146,11 @@ export type RealtimeOptions = TokenSource & Partial<ManagerOptions & SocketOptio
   refreshMarginSeconds?: number | false;
   /** Connect at once (default true); otherwise call connect(). */
   autoConnect?: boolean;
+  /**
+   * Ask the gateway to keep this socket recoverable across reconnects (default true). false sends
+   * `recover: false` with the token: every reconnect is then a new socket.
+   */
+  recover?: boolean;
 };
 
 export declare class Subscription<D = Json> {
@@ -134,7 +159,7 @@ export declare class Subscription<D = Json> {
   readonly handler: EventHandler<D>;
   /** false once unsubscribed */
   readonly active: boolean;
-  /** The server's current subscription id; changes after a reconnect, null while offline. */
+  /** The server's current subscription id: null while offline, the same again after a recovered reconnect, a new one otherwise. */
   readonly id: string | null;
   /** Stop receiving. Resolves with the server's ack (or {ok:true} when offline / already done). */
   unsubscribe(): Promise<UnsubscribeAck>;
@@ -153,6 +178,8 @@ export declare class SocketClient {
   subscribe<D = Json>(topic: string, handler: EventHandler<D>): Promise<Subscription<D>>;
   subscribe<D = Json>(topic: string, filter: Filter | undefined | null, handler: EventHandler<D>): Promise<Subscription<D>>;
   members(channel: string): Promise<MembersAck>;
+  /** A channel's recent events, oldest first; allowed like joinChannel. */
+  history(channel: string, opts?: HistoryOptions): Promise<HistoryAck>;
 
   /** Membership deliveries on one channel. */
   onChannel<D = Json>(channel: string, handler: EventHandler<D>): Off;
@@ -174,6 +201,8 @@ export declare class Realtime {
   readonly state: ConnectionState;
   /** True once connected with channels and subscriptions restored. */
   readonly connected: boolean;
+  /** True while connected on a socket the gateway recovered after a reconnect. */
+  readonly recovered: boolean;
   /** This connection's socket id (undefined while not connected). */
   readonly socketId: string | undefined;
   /** The underlying socket.io-client socket. */

@@ -9,14 +9,22 @@
 // not_found, unknown_subscription, too_large, rate_limited, unauthorized, internal) or one of the
 // client's own: timeout, disconnected, closed.
 //
-// Across reconnects the client rejoins the channels it is in and re-subscribes its subscriptions
-// (the server hands out new subscription ids; the Subscription handles keep working). With
-// `getToken`, a fresh token is asked for before every connect and sent with `refresh` before the
-// current one expires.
+// Across reconnects the gateway normally recovers the socket (socket.io-client sends the recovery
+// id and the last offset it saw; the gateway answers with the same socket id and replays what was
+// missed): then nothing is redone. When the gateway starts a new socket instead, the client rejoins
+// the channels it is in and re-subscribes its subscriptions (the server hands out new subscription
+// ids; the Subscription handles keep working). With `getToken`, a fresh token is asked for before
+// every connect and sent with `refresh` before the current one expires.
 import { io } from 'socket.io-client';
 
 /** The connection states, in the order a session goes through them. */
 export const STATES = Object.freeze(['connecting', 'connected', 'reconnecting', 'disconnected']);
+
+// How many recent deliveries are remembered to drop a replayed duplicate. The gateway gives an
+// event twice only around the moment the connection broke (in flight then, or, recovering on
+// another instance, published shortly before the last one received), so the copy follows the
+// original within a few seconds' worth of deliveries.
+const RECENT_DELIVERIES = 2048;
 
 /** An Error carrying the protocol's error code (or timeout / disconnected / closed). */
 export class RealtimeError extends Error {
@@ -41,6 +49,27 @@ export function decodeJwt(token) {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch {
     return null;
+  }
+}
+
+// The last `capacity` keys seen, to drop a delivery that arrives twice (a Set plus a ring that
+// evicts the oldest, so memory stays bounded however long the client runs).
+class RecentKeys {
+  constructor(capacity) {
+    this._set = new Set();
+    this._ring = new Array(capacity);
+    this._next = 0;
+  }
+
+  /** Remembers key; false when it was already among the recent ones. */
+  add(key) {
+    if (this._set.has(key)) return false;
+    const evicted = this._ring[this._next];
+    if (evicted !== undefined) this._set.delete(evicted);
+    this._ring[this._next] = key;
+    this._next = (this._next + 1) % this._ring.length;
+    this._set.add(key);
+    return true;
   }
 }
 
@@ -85,7 +114,8 @@ class Emitter {
 /**
  * Create a realtime client and start connecting (unless `autoConnect: false`).
  * Options: url (required), token or getToken, requestTimeout (ms, default 10000),
- * refreshMarginSeconds (default 30; false disables refresh), and any socket.io-client option.
+ * refreshMarginSeconds (default 30; false disables refresh), recover (default true; false asks the
+ * gateway for no recovery), and any socket.io-client option.
  */
 export function createRealtime(options = {}) {
   return new Realtime(options);
@@ -101,6 +131,7 @@ export class Realtime extends Emitter {
       requestTimeout = 10000,
       refreshMarginSeconds = 30,
       autoConnect = true,
+      recover = true,
       ...ioOptions
     } = options;
     if (typeof url !== 'string' || url === '') throw new TypeError('createRealtime: `url` is required');
@@ -118,6 +149,10 @@ export class Realtime extends Emitter {
     this._channels = new Set(); // channels to be in (rejoined after a reconnect)
     this._subs = new Set(); // live Subscription handles
     this._subsById = new Map(); // current server subscription id -> Subscription
+    // While offline: the server ids of the last connection (id -> Subscription); a recovered
+    // socket still holds them on the server.
+    this._offlineSubs = new Map();
+    this._recent = new RecentKeys(RECENT_DELIVERIES);
     this._pending = []; // requests waiting for the connection: { send, fail }
     this._refreshTimer = null;
     this._retryTimer = null;
@@ -128,17 +163,19 @@ export class Realtime extends Emitter {
     this._delay = ioOptions.reconnectionDelay ?? 1000;
     this._delayMax = ioOptions.reconnectionDelayMax ?? 5000;
 
+    // socket.io-client adds its recovery id and last offset to this payload by itself.
+    const optOut = recover === false ? { recover: false } : {};
     const auth = getToken
       ? (cb) => {
         Promise.resolve()
           .then(() => getToken())
-          .then((tok) => { this._token = tok; cb({ token: tok }); })
+          .then((tok) => { this._token = tok; cb({ token: tok, ...optOut }); })
           .catch((err) => {
             this._emit('error', new RealtimeError('unauthorized', `getToken failed: ${err && err.message ? err.message : err}`, { cause: err }));
-            cb({});
+            cb({ ...optOut });
           });
       }
-      : { token };
+      : { token, ...optOut };
 
     this._socket = io(url, { forceNew: true, ...ioOptions, auth, autoConnect: false });
     this._wire();
@@ -163,6 +200,9 @@ export class Realtime extends Emitter {
 
   /** True once connected and the channels/subscriptions are restored. */
   get connected() { return this._state === 'connected'; }
+
+  /** True while connected on a recovered socket (same id, nothing missed since the last connection). */
+  get recovered() { return this._socket.connected && this._socket.recovered === true; }
 
   /** The underlying socket.io-client Socket (for anything this API does not cover). */
   get socket() { return this._socket; }
@@ -230,6 +270,8 @@ export class Realtime extends Emitter {
       this._failPending(new RealtimeError('disconnected', 'gave up reconnecting'));
       this._setState('disconnected', { reason: 'reconnect_failed' });
     });
+    // An `event` or `presence` carries one more, last argument: the offset socket.io-client keeps
+    // for recovery. Only the payload goes on to the application's handlers.
     s.on('event', (e) => this._onEvent(e));
     s.on('presence', (p) => this._emit('presence', p));
     s.on('error', (e) => {
@@ -238,11 +280,41 @@ export class Realtime extends Emitter {
     });
   }
 
-  async _onConnect() {
+  _onConnect() {
     const session = ++this._session;
     this._connectedAt = Date.now();
     this._scheduleRefresh(this._token);
+    const recovered = this._socket.recovered === true;
+    const offline = this._offlineSubs;
+    this._offlineSubs = new Map();
     // Restore first (its packets go out before anything queued by the user meanwhile).
+    const work = recovered ? this._resume(offline) : this._restore(session);
+    const pending = this._pending;
+    this._pending = [];
+    for (const p of pending) p.send();
+    if (work.length === 0) { this._setState('connected', { recovered }); return; }
+    Promise.all(work).then(() => {
+      if (session !== this._session || !this._socket.connected) return;
+      this._setState('connected', { recovered });
+    });
+  }
+
+  // A recovered socket kept its channels and subscriptions on the server, with the same ids:
+  // take the ids back, and drop on the server the subscriptions unsubscribed while offline.
+  _resume(offline) {
+    for (const [id, sub] of offline) {
+      if (sub.active) {
+        sub._setId(id);
+        this._subsById.set(id, sub);
+      } else {
+        this._send('unsubscribe', { subscriptionId: id }).catch(() => {});
+      }
+    }
+    return [];
+  }
+
+  // A new socket: join the channels again and subscribe again (the server gives new ids).
+  _restore(session) {
     const work = [];
     for (const channel of this._channels) {
       work.push(this._send('join', channel).catch((err) => {
@@ -265,18 +337,14 @@ export class Realtime extends Emitter {
         this._emit('error', new RealtimeError(err.code, `could not re-subscribe to ${sub.topic}: ${err.message}`, { topic: sub.topic }));
       }));
     }
-    const pending = this._pending;
-    this._pending = [];
-    for (const p of pending) p.send();
-    await Promise.all(work);
-    if (session !== this._session || !this._socket.connected) return;
-    this._setState('connected');
+    return work;
   }
 
   _onDisconnect(reason) {
     this._session += 1;
     if (this._refreshTimer) { clearTimeout(this._refreshTimer); this._refreshTimer = null; }
-    // server subscription ids die with the socket
+    // No server subscription is usable while offline; a recovered socket gets these ids back.
+    for (const [id, sub] of this._subsById) this._offlineSubs.set(id, sub);
     this._subsById.clear();
     for (const sub of this._subs) sub._setId(null);
     if (this._closed) { this._setState('disconnected', { reason }); return; }
@@ -314,6 +382,12 @@ export class Realtime extends Emitter {
   }
 
   _onEvent(e) {
+    // A recovered socket may get again an event that was in flight when the connection broke: the
+    // same id (through the same subscription, or the membership) is delivered once.
+    if (e && typeof e.id === 'string') {
+      const key = e.subscriptionId === undefined ? e.id : `${e.id}\u0000${e.subscriptionId}`;
+      if (!this._recent.add(key)) return;
+    }
     this._emit('event', e);
     if (e && e.subscriptionId !== undefined) {
       const sub = this._subsById.get(e.subscriptionId);
@@ -425,7 +499,7 @@ export class Subscription {
     this._id = null;
   }
 
-  /** The server's current id for this subscription (changes after a reconnect; null while offline). */
+  /** The server's current id for this subscription: null while offline, the same again after a recovered reconnect, a new one otherwise. */
   get id() { return this._id; }
 
   _setId(id) { this._id = id; }
@@ -437,7 +511,8 @@ export class Subscription {
     this.active = false;
     rt._subs.delete(this);
     const id = this._id;
-    if (id === null) return { ok: true }; // offline: the server subscription is already gone
+    // Offline: a recovered socket drops it then (the offline map still names it).
+    if (id === null) return { ok: true };
     rt._subsById.delete(id);
     this._id = null;
     try {
@@ -507,6 +582,17 @@ export class SocketClient {
   /** The members of a channel, cluster-wide. Ack: {ok, channel, members: [{socketId, userId, info, joinedAt}]}. */
   members(channel) {
     return this._rt._send('members', channel);
+  }
+
+  /**
+   * A channel's recent events, oldest first: all that is kept, the last `limit`, or only those
+   * after the offset `since` (an event id). Ack: {ok, channel, events: [RealtimeEvent], offset}.
+   */
+  history(channel, { limit, since } = {}) {
+    const arg = { channel };
+    if (limit !== undefined) arg.limit = limit;
+    if (since !== undefined) arg.since = since;
+    return this._rt._send('history', arg);
   }
 
   /** Events delivered to a channel you joined (membership deliveries). Returns an off() function. */

@@ -1,12 +1,14 @@
 // The JavaScript client package (clients/js, `createRealtime`) against the real gateway: every
-// method, errors with codes, lifecycle across a server restart on the same port, token refresh
-// before expiry, and reconnection after the server disconnects an expired socket.
+// method, errors with codes, lifecycle across a server restart on the same port, recovery after a
+// cut connection (nothing redone, nothing missed, nothing twice), token refresh before expiry, and
+// reconnection after the server disconnects an expired socket.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import fs from 'node:fs';
 import { GATEWAY_BIN, SECRET, ARRIVE_MS, mint, uniq, uniqUser, until, sleep } from './fixture.mjs';
+import { startProxy } from './proxy.mjs';
 import { createRealtime, RealtimeError, decodeJwt } from '../../clients/js/index.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -27,10 +29,11 @@ async function freePort() {
   }
 }
 
-async function startGateway(port, { leeway } = {}) {
+async function startGateway(port, { leeway, extraArgs = [] } = {}) {
   if (!fs.existsSync(GATEWAY_BIN)) throw new Error(`gateway binary not found at ${GATEWAY_BIN} (set GATEWAY_BIN)`);
   const args = ['serve', '--listen', `127.0.0.1:${port}`, '--shards', '2', '--no-pin', '--jwt-secret', SECRET, '--log-level', 'warn'];
   if (leeway !== undefined) args.push('--jwt-leeway', String(leeway));
+  args.push(...extraArgs);
   for (let attempt = 0; ; attempt++) {
     const proc = spawn(GATEWAY_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -69,12 +72,13 @@ async function startGateway(port, { leeway } = {}) {
 const clients = new Set();
 const FAST = { reconnectionDelay: 100, reconnectionDelayMax: 500, requestTimeout: ARRIVE_MS };
 
-/** createRealtime, tracked for cleanup; records its connection states and errors. */
+/** createRealtime, tracked for cleanup; records its connection states (and events) and errors. */
 function realtimeFor(url, opts = {}) {
   const rt = createRealtime({ url, ...FAST, ...opts });
   rt.states = [];
+  rt.connections = [];
   rt.errors = [];
-  rt.on('connection', ({ state }) => rt.states.push(state));
+  rt.on('connection', (c) => { rt.states.push(c.state); rt.connections.push(c); });
   rt.on('error', (e) => rt.errors.push(e));
   clients.add(rt);
   return rt;
@@ -354,6 +358,8 @@ describe('clients/js: reconnection across a server restart on the same port', ()
     await Promise.all([waitState(a, 'connected', 30000), waitState(b, 'connected', 30000)]);
 
     assert.deepEqual(a.states, ['connecting', 'connected', 'reconnecting', 'connected']);
+    assert.equal(a.connections.at(-1).recovered, false, 'a restarted gateway cannot recover the socket');
+    assert.equal(a.recovered, false);
     assert.ok(tokensA >= 2, `getToken asked again for the reconnect (${tokensA})`);
     assert.notEqual(a.socketId, firstSocketId);
 
@@ -377,6 +383,200 @@ describe('clients/js: reconnection across a server restart on the same port', ()
     await sleep(100);
     assert.equal(viaSub.length, 1, 'unsubscribed after the restart');
     assert.deepEqual(a.errors.filter((e) => e.code !== 'connect_error'), [], 'no errors besides failed connection attempts');
+  });
+});
+
+describe('clients/js: recovery through a cut connection', () => {
+  let srv;
+  let proxy = null;
+  before(async () => { srv = await startGateway(await freePort()); });
+  // closeClients() sends DISCONNECTs: let them through before the proxy cuts everything
+  after(async () => { closeClients(); await sleep(100); await proxy?.close(); await srv?.stop(); });
+  afterEach(async () => { closeClients(); if (proxy) { await sleep(100); await proxy.close(); } proxy = null; });
+
+  /** Cut every connection through the proxy and keep the client out until proxy.resume(). */
+  async function cut(rt) {
+    proxy.pause();
+    proxy.cutAll();
+    await waitState(rt, 'reconnecting');
+  }
+
+  it('a recovered reconnect keeps the socket id and subscription ids, redoes nothing, and delivers what was missed once, payload only', { timeout: 60000 }, async () => {
+    proxy = await startProxy(srv.port);
+    const a = realtimeFor(proxy.url, { token: mint({ sub: uniqUser('a') }), transports: ['websocket'] });
+    const b = realtimeFor(srv.url, { token: mint({ sub: uniqUser('b') }) });
+    const ch = uniq();
+    const prefix = uniq('game');
+    await a.socketClient.joinChannel(ch);
+    await b.ready();
+    const onCh = [];
+    const viaSub = [];
+    const direct = [];
+    const presence = [];
+    const all = [];
+    const sub = await a.socketClient.subscribe(`${prefix}:*`, (...args) => viaSub.push(args));
+    a.socketClient.onChannel(ch, (...args) => onCh.push(args));
+    a.socketClient.onDirect((...args) => direct.push(args));
+    a.socketClient.onPresence(ch, (...args) => presence.push(args));
+    a.on('event', (...args) => all.push(args));
+    await b.socketClient.publish(ch, 'message', { i: 0 });
+    await until(() => onCh.length === 1, 'a delivery before the cut');
+    const id0 = a.socketId;
+    const subId0 = sub.id;
+    const out = [];
+    a.socket.onAnyOutgoing((event) => out.push(event));
+
+    await cut(a);
+    assert.equal(a.socketId, undefined);
+    assert.equal(sub.id, null, 'no usable subscription id while offline');
+    for (let i = 1; i <= 5; i += 1) await b.socketClient.publish(ch, 'message', { i });
+    for (let i = 0; i < 3; i += 1) await b.socketClient.publish(`${prefix}:x`, 'score', { i });
+    for (let i = 0; i < 2; i += 1) assert.equal((await b.socketClient.directMessage(id0, 'note', { i })).ok, true, 'a direct message to the away socket is accepted');
+    const c = realtimeFor(srv.url, { token: mint({ sub: uniqUser('c') }) });
+    await c.socketClient.joinChannel(ch);
+    proxy.resume();
+    await waitState(a, 'connected', 30000);
+
+    assert.deepEqual(a.states, ['connecting', 'connected', 'reconnecting', 'connected']);
+    assert.deepEqual(a.connections.at(-1), { state: 'connected', recovered: true });
+    assert.equal(a.recovered, true);
+    assert.equal(a.socketId, id0, 'the same socket id');
+    assert.equal(sub.id, subId0, 'the same subscription id');
+    assert.deepEqual(a.socketClient.channels, [ch]);
+    await until(() => onCh.length === 6 && viaSub.length === 3 && direct.length === 2 && presence.some(([p]) => p.member.socketId === c.socketId),
+      () => `missed deliveries (channel ${onCh.length}/6, subscription ${viaSub.length}/3, direct ${direct.length}/2, presence ${presence.length})`);
+    assert.deepEqual(out.filter((e) => e === 'join' || e === 'subscribe'), [], 'nothing rejoined or re-subscribed');
+    for (const args of [...onCh, ...viaSub, ...direct, ...presence, ...all]) assert.equal(args.length, 1, `handlers get the payload only: ${JSON.stringify(args)}`);
+    assert.deepEqual(onCh.map(([e]) => e.data.i), [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(viaSub.map(([e]) => [e.data.i, e.subscriptionId]), [[0, subId0], [1, subId0], [2, subId0]]);
+    assert.deepEqual(direct.map(([e]) => [e.data.i, e.to]), [[0, id0], [1, id0]]);
+    // still live afterwards
+    await b.socketClient.publish(`${prefix}:y`, 'score', { i: 3 });
+    await until(() => viaSub.length === 4, 'the subscription delivers after the recovery');
+    await sleep(100);
+    assert.equal(onCh.length, 6, 'each channel delivery once');
+    assert.deepEqual(a.errors.filter((e) => e.code !== 'connect_error'), []);
+  });
+
+  it('drops a delivery that arrives twice (same id, same subscription), within a bounded memory', async () => {
+    const a = realtimeFor(srv.url, { token: mint({ sub: uniqUser('a') }) });
+    const ch = uniq();
+    await a.socketClient.joinChannel(ch);
+    const onCh = [];
+    const viaSub = [];
+    a.socketClient.onChannel(ch, (e) => onCh.push(e));
+    const sub = await a.socketClient.subscribe(ch, (e) => viaSub.push(e));
+    const all = [];
+    a.on('event', (e) => all.push(e));
+    const pub = await a.socketClient.publish(ch, 'message', { i: 1 });
+    await until(() => onCh.length === 1 && viaSub.length === 1, 'the membership and the subscription delivery: same id, both delivered');
+    assert.equal(onCh[0].id, pub.id);
+    assert.equal(viaSub[0].id, pub.id);
+    assert.equal(viaSub[0].subscriptionId, sub.id);
+    // As a recovered socket may get them again: through socket.io-client's own listener, with an offset.
+    const listeners = a.socket.listeners('event');
+    assert.equal(listeners.length, 1);
+    const deliver = (e) => listeners[0](e, e.id);
+    deliver(onCh[0]);
+    deliver(viaSub[0]);
+    assert.equal(onCh.length, 1, 'the membership copy is not delivered twice');
+    assert.equal(viaSub.length, 1, 'the subscription copy is not delivered twice');
+    assert.equal(all.length, 2);
+    // another id passes; the memory of ids is bounded: long after, an id is new again
+    deliver({ ...onCh[0], id: `${pub.id}-other` });
+    assert.equal(onCh.length, 2);
+    for (let k = 0; k < 5000; k += 1) deliver({ ...onCh[0], id: `filler-${k}` });
+    assert.equal(onCh.length, 5002);
+    deliver(onCh[0]);
+    assert.equal(onCh.length, 5003, 'recent ids only');
+  });
+
+  it('unsubscribe and leaveChannel while offline take effect on the recovered socket', { timeout: 60000 }, async () => {
+    proxy = await startProxy(srv.port);
+    const a = realtimeFor(proxy.url, { token: mint({ sub: uniqUser('a') }), transports: ['websocket'] });
+    const b = realtimeFor(srv.url, { token: mint({ sub: uniqUser('b') }) });
+    const stay = uniq();
+    const go = uniq();
+    const topic = uniq('topic');
+    await a.socketClient.joinChannel(stay);
+    await a.socketClient.joinChannel(go);
+    const viaSub = [];
+    const sub = await a.socketClient.subscribe(topic, (e) => viaSub.push(e));
+    const subId0 = sub.id;
+    const all = [];
+    a.on('event', (e) => all.push(e));
+    const out = [];
+    a.socket.onAnyOutgoing((event, arg) => out.push([event, arg]));
+    await b.ready();
+    await b.socketClient.publish(stay, 'message', 'offset');
+    await until(() => all.length === 1, 'an offset');
+
+    await cut(a);
+    assert.deepEqual(await sub.unsubscribe(), { ok: true }, 'unsubscribing offline resolves');
+    const left = a.socketClient.leaveChannel(go);
+    assert.deepEqual(a.socketClient.channels, [stay]);
+    proxy.resume();
+    await waitState(a, 'connected', 30000);
+    assert.equal(a.connections.at(-1).recovered, true);
+    assert.deepEqual(await left, { ok: true, channel: go });
+    await until(() => out.some(([e, arg]) => e === 'unsubscribe' && arg.subscriptionId === subId0), 'the old subscription dropped on the server');
+    await sleep(200); // the unsubscribe is not awaited by anyone: let it land
+    assert.ok(!(await b.socketClient.members(go)).members.some((m) => m.socketId === a.socketId), 'left');
+    await b.socketClient.publish(topic, 'x', 1);
+    await b.socketClient.publish(go, 'x', 2);
+    await b.socketClient.publish(stay, 'message', 'marker');
+    await until(() => all.some((e) => e.data === 'marker'), 'the marker');
+    await sleep(200);
+    assert.deepEqual(viaSub, []);
+    assert.deepEqual(all.filter((e) => e.event === 'x'), [], 'nothing from the dropped subscription or the left channel');
+  });
+
+  it('recover: false — every reconnect is a new socket: rejoined and re-subscribed, recovered false', { timeout: 60000 }, async () => {
+    proxy = await startProxy(srv.port);
+    const a = realtimeFor(proxy.url, { token: mint({ sub: uniqUser('a') }), transports: ['websocket'], recover: false });
+    const b = realtimeFor(srv.url, { token: mint({ sub: uniqUser('b') }) });
+    const ch = uniq();
+    const topic = uniq('topic');
+    await a.socketClient.joinChannel(ch);
+    const viaSub = [];
+    const sub = await a.socketClient.subscribe(topic, (e) => viaSub.push(e));
+    assert.equal(a.socket._pid, undefined, 'the gateway gave no pid');
+    assert.deepEqual(a.connections.at(-1), { state: 'connected', recovered: false });
+    const id0 = a.socketId;
+    const subId0 = sub.id;
+    const out = [];
+    a.socket.onAnyOutgoing((event) => out.push(event));
+    await cut(a);
+    proxy.resume();
+    await waitState(a, 'connected', 30000);
+    assert.deepEqual(a.connections.at(-1), { state: 'connected', recovered: false });
+    assert.equal(a.recovered, false);
+    assert.notEqual(a.socketId, id0);
+    assert.notEqual(sub.id, subId0);
+    assert.deepEqual(out.filter((e) => e === 'join' || e === 'subscribe').sort(), ['join', 'subscribe']);
+    await b.ready();
+    assert.ok((await b.socketClient.members(ch)).members.some((m) => m.socketId === a.socketId), 'rejoined');
+    await b.socketClient.publish(topic, 'x', 1);
+    await until(() => viaSub.length === 1, 're-subscribed');
+    assert.equal(viaSub[0].subscriptionId, sub.id);
+  });
+
+  it('history(channel, { limit, since }) answers the channel\'s recent events', async () => {
+    const a = realtimeFor(srv.url, { token: mint({ sub: uniqUser('a') }) });
+    const ch = uniq();
+    const ids = [];
+    for (let i = 0; i < 4; i += 1) ids.push((await a.socketClient.publish(ch, 'message', { i })).id);
+    const h = await a.socketClient.history(ch);
+    assert.equal(h.ok, true);
+    assert.equal(h.channel, ch);
+    assert.deepEqual(h.events.map((e) => e.id), ids);
+    assert.deepEqual(h.events.map((e) => e.data.i), [0, 1, 2, 3]);
+    assert.equal(h.offset, ids[3]);
+    assert.deepEqual((await a.socketClient.history(ch, { limit: 2 })).events.map((e) => e.id), ids.slice(2));
+    assert.deepEqual((await a.socketClient.history(ch, { since: ids[0] })).events.map((e) => e.id), ids.slice(1));
+    assert.deepEqual((await a.socketClient.history(ch, { since: h.offset })).events, []);
+    await rejectsWith(a.socketClient.history(42), 'bad_request');
+    await rejectsWith(a.socketClient.history(''), 'invalid_channel');
   });
 });
 

@@ -1,6 +1,7 @@
 // Shared helpers for the end-to-end suite: start the real gateway binary, mint tokens,
 // connect real socket.io-client sockets, and wait for things to arrive.
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import fs from 'node:fs';
@@ -112,10 +113,11 @@ export function unsignedToken(claims = {}) {
 
 /**
  * Connect a socket.io-client socket. Resolves with the connected socket or rejects with the
- * connect_error. opts: token (null = none), sub, claims, auth, transports, and any io() option.
+ * connect_error. opts: token (null = none), sub, claims, auth, transports, url (another address
+ * for srv, e.g. a proxy in front of it), and any io() option.
  */
 export function connect(srv, opts = {}) {
-  const { token: tok, sub, claims, auth, transports, ...rest } = opts;
+  const { token: tok, sub, claims, auth, transports, url, ...rest } = opts;
   const token = tok === undefined ? mint({ ...(sub ? { sub } : {}), ...(claims || {}) }) : tok;
   const ioOpts = {
     transports: transports ?? srv.transports,
@@ -127,7 +129,7 @@ export function connect(srv, opts = {}) {
   if (auth !== undefined) ioOpts.auth = auth;
   else if (token !== null) ioOpts.auth = { token };
   if (ioOpts.transports === undefined) delete ioOpts.transports;
-  const socket = io(srv.url, ioOpts);
+  const socket = io(url ?? srv.url, ioOpts);
   srv.sockets.add(socket);
   return new Promise((resolve, reject) => {
     const onConnect = () => { socket.off('connect_error', onErr); resolve(socket); };
@@ -278,4 +280,64 @@ export function deepEq(a, b) {
   const kb = Object.keys(b);
   if (ka.length !== kb.length) return false;
   return ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && deepEq(a[k], b[k]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis (for tests that run instances as a cluster)
+
+export const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+
+/** One Redis command (ASCII arguments, no AUTH) on a fresh connection; resolves with the reply. */
+export function redisCmd(url, ...args) {
+  const u = new URL(url);
+  const req = `*${args.length}\r\n${args.map((x) => `$${Buffer.byteLength(String(x))}\r\n${x}\r\n`).join('')}`;
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: u.hostname || '127.0.0.1', port: Number(u.port || 6379) });
+    let buf = '';
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`Redis ${args[0]}: no answer within 3 s`)); }, 3000);
+    s.on('connect', () => s.write(req));
+    s.on('error', (e) => { clearTimeout(t); reject(new Error(`Redis at ${url}: ${e.message}`)); });
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      const v = parseResp(buf);
+      if (v) { clearTimeout(t); s.destroy(); if (v[0] instanceof Error) reject(v[0]); else resolve(v[0]); }
+    });
+  });
+}
+
+/** One RESP reply from the start of buf: [value, rest], or null while incomplete. */
+function parseResp(buf) {
+  const nl = buf.indexOf('\r\n');
+  if (nl < 0) return null;
+  const [head, line, rest] = [buf[0], buf.slice(1, nl), buf.slice(nl + 2)];
+  if (head === '+') return [line, rest];
+  if (head === '-') return [new Error(line), rest];
+  if (head === ':') return [Number(line), rest];
+  if (head === '$') {
+    const n = Number(line);
+    if (n < 0) return [null, rest];
+    return Buffer.byteLength(rest, 'latin1') < n + 2 ? null : [rest.slice(0, n), rest.slice(n + 2)];
+  }
+  if (head === '*') {
+    const items = [];
+    let r = rest;
+    for (let k = 0; k < Number(line); k += 1) {
+      const x = parseResp(r);
+      if (!x) return null;
+      items.push(x[0]);
+      [, r] = x;
+    }
+    return [items, r];
+  }
+  return [new Error(`unexpected Redis reply ${JSON.stringify(buf.slice(0, 20))}`), ''];
+}
+
+/** Deletes every key under `prefix:`, so a test leaves a shared Redis as it found it. */
+export async function dropRedisKeys(url, prefix) {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redisCmd(url, 'SCAN', cursor, 'MATCH', `${prefix}:*`, 'COUNT', '1000');
+    cursor = next;
+    if (keys.length) await redisCmd(url, 'DEL', ...keys);
+  } while (cursor !== '0');
 }
