@@ -581,7 +581,7 @@ impl Channels {
             .channels
             .get(&*p.channel)
             .and_then(|c| c.pos.get(&m.key.seq).map(|&i| c.list[i].log_pos));
-        if member_since.is_some_and(|since| since <= pos) {
+        if member_since.is_some_and(|since| since <= pos) && !own_leave(m, p) {
             out.push((p.frame_for(m.recover), p.attachments.clone()));
         }
         if p.members_only {
@@ -598,6 +598,21 @@ impl Channels {
             }
         }
     }
+}
+
+/// Whether `p` is the presence `leave` of `m` itself (sent when its presence
+/// grace ended while it was away): a member is never sent its own leave.
+fn own_leave(m: &Member, p: &Publication) -> bool {
+    if !p.members_only {
+        return false;
+    }
+    let needle = format!(
+        "\"type\":\"leave\",\"member\":{{\"socketId\":\"{}\"",
+        m.socket_id
+    );
+    p.object()
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 /// The shared parts of one publication's subscription frames: every
@@ -794,7 +809,11 @@ mod tests {
         assert_eq!(out.len(), 1, "a member, the subscription came later");
         out.clear();
         c.replay_publication(&a, &p, 7, &mut out);
-        assert_eq!(out.len(), 2, "the subscription made at 7 gets the entry logged at 7");
+        assert_eq!(
+            out.len(),
+            2,
+            "the subscription made at 7 gets the entry logged at 7"
+        );
         out.clear();
         c.replay_publication(&a, &publication("chat:1", Some("u")), 8, &mut out);
         assert!(out.is_empty(), "echo:false");

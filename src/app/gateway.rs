@@ -43,6 +43,10 @@ pub struct GwSocket {
     /// When it connected (ms): a recovery on another instance without an
     /// offset starts there.
     pub(crate) born_ms: Cell<u64>,
+    /// What its last recovery gave it from elsewhere (another shard's log,
+    /// or Redis): a later recovery whose offset is among those frames
+    /// starts there, as this shard's log does not hold them.
+    pub(crate) carry: RefCell<Option<Box<crate::app::recovery::Carry>>>,
     /// What a recovery still has to give it once its CONNECT is answered.
     pub(crate) pending: RefCell<Option<Box<crate::app::recovery::Pending>>>,
     leeway: u64,
@@ -226,6 +230,7 @@ pub(crate) fn new_socket(
         secret,
         since: Cell::new(since),
         born_ms: Cell::new(now_ms()),
+        carry: RefCell::new(None),
         pending: RefCell::new(None),
         bucket: Cell::new((f64::MAX, std::time::Instant::now())),
         refused: Cell::new(0),
@@ -498,34 +503,59 @@ async fn direct(
         offset: shard.recovery_enabled(),
     };
     let (text, _) = frame::realtime_event(&ev);
-    let delivered = match &s.ctx.cluster {
-        Some(c) if !local => {
-            let q = crate::cluster::Query::Direct {
-                instance: instance.to_string(),
-                shard: key.shard,
-                seq: key.seq,
-                text,
-                attachments: att,
-            };
-            matches!(c.ask(q).await, Some(crate::cluster::Reply::Delivered(true)))
-        }
-        _ => match shard.direct_send(key, text, att).await {
-            DirectSent::Done(d) => d,
-            DirectSent::Waiting(qid) => {
-                // Queued for the other shard in order; the socket's next
-                // events go on while this one's answer comes back.
-                let (s, shard) = (s.clone(), shard.clone());
-                shards::rt::spawn_local(async move {
-                    let r = match shard.direct_answer(qid).await {
-                        true => Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}")),
-                        false => Err(not_found_fail()),
-                    };
-                    answer(&s, ack, r);
-                })
-                .detach();
-                return Ok(None);
+    let cluster_direct = |text: Bytes, attachments: Vec<Bytes>| {
+        let q = crate::cluster::Query::Direct {
+            instance: instance.to_string(),
+            shard: key.shard,
+            seq: key.seq,
+            text,
+            attachments,
+        };
+        let c = s.ctx.cluster.clone();
+        async move {
+            match c {
+                Some(c) => matches!(c.ask(q).await, Some(crate::cluster::Reply::Delivered(true))),
+                None => false,
             }
+        }
+    };
+    if !local {
+        let delivered = cluster_direct(text, att).await;
+        return match delivered {
+            true => Ok(Some(format!("{{\"ok\":true,\"id\":\"{id}\"}}"))),
+            false => Err(not_found()),
+        };
+    }
+    // A socket of this instance may have been recovered by another one: a
+    // direct it did not find here is tried through the cluster (the
+    // socket's new instance listens to this one's inbox for it).
+    let retry = s.ctx.cluster.as_ref().map(|_| (text.clone(), att.clone()));
+    let delivered = match shard.direct_send(key, text, att).await {
+        DirectSent::Done(true) => true,
+        DirectSent::Done(false) => match retry {
+            Some((text, att)) => cluster_direct(text, att).await,
+            None => false,
         },
+        DirectSent::Waiting(qid) => {
+            // Queued for the other shard in order; the socket's next
+            // events go on while this one's answer comes back.
+            let (s, shard) = (s.clone(), shard.clone());
+            let again = retry.map(|(text, att)| cluster_direct(text, att));
+            shards::rt::spawn_local(async move {
+                let ok = match (shard.direct_answer(qid).await, again) {
+                    (true, _) => true,
+                    (false, Some(again)) => again.await,
+                    (false, None) => false,
+                };
+                let r = match ok {
+                    true => Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}")),
+                    false => Err(not_found_fail()),
+                };
+                answer(&s, ack, r);
+            })
+            .detach();
+            return Ok(None);
+        }
     };
     if !delivered {
         return Err(not_found());

@@ -62,9 +62,16 @@ pub struct Pending {
     rejoin: bool,
 }
 
+/// Frames a socket was given from elsewhere when it came to this shard,
+/// and this shard's log position then.
+pub struct Carry {
+    frames: Replay,
+    from: u64,
+}
+
 enum Local {
     /// Held here: this shard's log after the offset (or since its start).
-    After { offset: Option<String>, since: u64 },
+    After { offset: Option<String> },
     /// Handed over: this shard's log from where it joined its channels
     /// here, except what the other shard already gave.
     Since { from: u64, skip: HashSet<String> },
@@ -282,14 +289,60 @@ fn check(
     if h.g.claims.borrow().sub != sub {
         return Err("other_user");
     }
-    let whole = match offset {
-        Some(o) => shard.log_has(o),
-        None => shard.log_holds_since(h.g.since.get()),
-    };
-    if !whole {
+    if !covers(shard, &h.g, offset) {
         return Err("offset_gone");
     }
     Ok(())
+}
+
+/// Whether this shard can give `g` everything after `offset` (without one,
+/// since it came here).
+fn covers(shard: &shards::Shard, g: &GwSocket, offset: Option<&str>) -> bool {
+    let carry = g.carry.borrow();
+    let carried = |c: &Carry, o: &str| {
+        c.frames
+            .iter()
+            .any(|(f, _)| offset_of(f).as_deref() == Some(o))
+    };
+    match (offset, carry.as_deref()) {
+        (Some(o), Some(c)) if carried(c, o) => shard.log_holds_since(c.from),
+        (Some(o), _) => shard.log_has(o),
+        (None, Some(c)) => shard.log_holds_since(c.from),
+        (None, None) => shard.log_holds_since(g.since.get()),
+    }
+}
+
+/// Everything `g` must be given again after `offset`, from this shard's
+/// log and what it was last given from elsewhere.
+fn local_replay(
+    shard: &shards::Shard,
+    g: &GwSocket,
+    offset: Option<&str>,
+) -> Result<Replay, shards::Miss> {
+    let carry = g.carry.borrow();
+    let m = &g.member;
+    let Some(c) = carry.as_deref() else {
+        return shard.replay(m, offset, g.since.get());
+    };
+    let at = offset.and_then(|o| {
+        c.frames
+            .iter()
+            .position(|(f, _)| offset_of(f).as_deref() == Some(o))
+    });
+    if offset.is_some() && at.is_none() {
+        // Given after the hand-over: this shard's log has it.
+        return shard.replay(m, offset, g.since.get());
+    }
+    let start = at.map_or(0, |i| i + 1);
+    let mut out: Replay = c.frames[start..].to_vec();
+    let given: HashSet<String> = c.frames.iter().filter_map(|(f, _)| offset_of(f)).collect();
+    let mut mine = Vec::new();
+    shard.replay_into(m, None, c.from, &mut mine)?;
+    out.extend(
+        mine.into_iter()
+            .filter(|(f, _)| offset_of(f).is_none_or(|o| !given.contains(&o))),
+    );
+    Ok(out)
 }
 
 fn recover_here(
@@ -315,10 +368,7 @@ fn recover_here(
     *g.claims.borrow_mut() = claims;
     *g.pending.borrow_mut() = Some(Box::new(Pending {
         replay: Vec::new(),
-        local: Local::After {
-            offset,
-            since: g.since.get(),
-        },
+        local: Local::After { offset },
         rejoin: g.member.is_hidden(),
     }));
     Ok(g)
@@ -581,10 +631,18 @@ pub fn resume(s: &Rc<Session>, g: &Rc<GwSocket>) {
     let p = *p;
     let mut out = p.replay;
     match p.local {
-        Local::After { offset, since } => {
-            let _ = shard.replay_into(m, offset.as_deref(), since, &mut out);
+        Local::After { offset } => {
+            if let Ok(r) = local_replay(shard, g, offset.as_deref()) {
+                out.extend(r);
+            }
         }
         Local::Since { from, skip } => {
+            // What came from elsewhere stays with it: a later recovery whose
+            // offset is one of those frames starts there.
+            *g.carry.borrow_mut() = Some(Box::new(Carry {
+                frames: out.clone(),
+                from,
+            }));
             let mut mine = Vec::new();
             let _ = shard.replay_into(m, None, from, &mut mine);
             out.extend(
@@ -672,9 +730,10 @@ pub fn start(ctx: &Rc<ShardCtx>, gw: &Rc<Gateway>) {
             };
             let c = c.clone();
             shards::rt::spawn_local(async move {
+                let channels = h.g.channels.borrow().clone();
                 drop_silently(&c, &h.g).await;
                 if let Some(l) = &c.cluster {
-                    for ch in h.g.channels.borrow().iter() {
+                    for ch in &channels {
                         l.leave(ch, &h.g.member.socket_id);
                     }
                 }
@@ -775,7 +834,7 @@ async fn answer(ctx: &Rc<ShardCtx>, gw: &Gateway, from: ShardId, req: Req) -> Re
                 return Resp::Refused("unknown_pid");
             };
             let g = h.g;
-            let replay = shard.replay(&g.member, offset.as_deref(), g.since.get());
+            let replay = local_replay(shard, &g, offset.as_deref());
             match replay {
                 Ok(replay) => {
                     drop_silently(ctx, &g).await;

@@ -636,8 +636,11 @@ describe('cluster: three instances on one Redis', () => {
     }, () => `D's members leave the members ack: ${JSON.stringify(lastM)}`, 15000);
     const tMembers = Date.now() - t0;
     assert.equal((await ack(a1, 'join', ch)).members, 1, 'join ack counts only live instances');
-    const dead = await ack(a1, 'direct', { to: d1id, event: 'dm', data: null });
-    assert.ok(isErr(dead, 'not_found'), `direct to a dead instance's socket: ${JSON.stringify(dead)}`);
+    // d1 is recoverable (for the recovery window, on any instance): a direct to it is kept for it.
+    const kept = await ack(a1, 'direct', { to: d1id, event: 'dm', data: null });
+    assert.equal(kept.ok, true, `direct to a recoverable socket of a dead instance: ${JSON.stringify(kept)}`);
+    const dead = await ack(a1, 'direct', { to: `${D.id}-0-0000000000000001`, event: 'dm', data: null });
+    assert.ok(isErr(dead, 'not_found'), `direct to no socket of a dead instance: ${JSON.stringify(dead)}`);
     // publishing still works for the survivors
     await ack(a1, 'publish', { channel: ch, event: 'after', data: null });
     await until(() => ra.length === 1, 'a1 still gets its own channel traffic');
