@@ -463,6 +463,9 @@ async fn publish(
         || shard.next_event_id(),
     )?;
     shard.publish(p).await;
+    if let Some(c) = s.ctx.cluster.as_ref().filter(|_| s.ctx.cfg.recovery()) {
+        c.flushed().await;
+    }
     Ok(format!("{{\"ok\":true,\"id\":\"{id}\"}}"))
 }
 

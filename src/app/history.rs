@@ -140,6 +140,8 @@ async fn cluster_history(
         .iter()
         .map(|p| p.text.slice(p.object_range()))
         .collect();
+    // In stream order: a publish is acknowledged only once its stream has
+    // it (`ClusterLink::flushed`), so this is the order of the acks.
     let kept: Vec<(&[u8], &bytes::Bytes)> = objects
         .iter()
         .filter_map(|o| Some((shards::object_id(o)?, o)))

@@ -70,7 +70,7 @@ use shards::{shard_bit, InterestMap, Topic};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::cluster::msg::{FromCluster, Reply, ToCluster};
+use crate::cluster::msg::{FromCluster, Query, Reply, ToCluster};
 use crate::cluster::port::ShardPort;
 use crate::cluster::wire::Envelope;
 
@@ -374,6 +374,8 @@ impl Link {
         // end), and whether the connection counts changed.
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut counts_changed = false;
+        // Shards waiting for this batch's publishes to be in Redis.
+        let mut flushed: Vec<(usize, u64)> = Vec::new();
         for m in batch {
             match m {
                 ToCluster::Publish(p) => {
@@ -511,6 +513,11 @@ impl Link {
                         self.reply(shard, qid, Reply::Done);
                     }
                 }
+                ToCluster::Query {
+                    shard,
+                    qid,
+                    q: Query::Flushed,
+                } => flushed.push((shard, qid)),
                 ToCluster::Query { shard, qid, q } => {
                     self.flush(&mut pipe, &mut queued).await;
                     let resp = self.query(shard, qid, q).await;
@@ -538,6 +545,13 @@ impl Link {
             queued += 1;
         }
         self.flush(&mut pipe, &mut queued).await;
+        let resp = || match self.conn {
+            Some(_) => Reply::Done,
+            None => Reply::Unavailable,
+        };
+        for (shard, qid) in flushed {
+            self.reply(shard, qid, resp());
+        }
     }
 
     async fn flush(&mut self, pipe: &mut redis::Pipeline, queued: &mut usize) {

@@ -251,6 +251,14 @@ impl ClusterLink {
         }
     }
 
+    /// Resolves once Redis has every publish this shard sent it so far (or
+    /// when Redis is away): with recovery, a publish is acknowledged only
+    /// when its channel's stream holds it, so histories and recoveries on
+    /// any instance see acknowledged publishes in the order of their acks.
+    pub async fn flushed(&self) {
+        let _ = self.ask(Query::Flushed).await;
+    }
+
     /// Asks the cluster; `None` when Redis is away or too slow.
     pub async fn ask(&self, q: Query) -> Option<Reply> {
         self.sync_connections();

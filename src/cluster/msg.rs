@@ -89,6 +89,9 @@ pub enum Query {
         secret: String,
         sub: String,
     },
+    /// Answered `Done` once everything this shard sent before is in Redis
+    /// (with the rest of its batch: it does not cut the pipeline short).
+    Flushed,
     /// A channel's history stream: its events (not presence), oldest first,
     /// none older than `max_age_ms`.
     History {

@@ -168,6 +168,7 @@ impl Link {
                 out.sort();
                 Reply::Instances(out)
             }
+            Query::Flushed => Reply::Done,
             Query::Direct { .. }
             | Query::RecoverState { .. }
             | Query::RecoverEntries { .. }

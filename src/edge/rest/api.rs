@@ -123,6 +123,10 @@ pub async fn broadcast(ctx: &Rc<ShardCtx>, req: &Request, body: &[u8]) -> Result
     let event = field(obj.event, "event")?;
     let data = obj.data.unwrap_or(RawValue::NULL);
     let id = crate::app::publish::broadcast(&ctx.shard, &channel, &event, data).await?;
+    if let Some(c) = ctx.cluster.as_ref().filter(|_| ctx.cfg.recovery()) {
+        // Accepted once its channel's stream holds it (see `flushed`).
+        c.flushed().await;
+    }
     Ok(Reply::json(
         202,
         format!("{{\"ok\":true,\"id\":{}}}", json_str(&id)),
