@@ -206,31 +206,19 @@ pub async fn recover(
         metrics.recovery("unknown_pid");
         return Err(claims);
     };
-    if instance != &**shard.instance() {
-        return match from_cluster(s, pid, key, secret, offset, claims).await {
-            Ok(g) => {
-                metrics.recovery("recovered");
-                Ok(g)
-            }
-            Err(refused) => {
+    let counted = |r: Result<Rc<GwSocket>, Box<(&'static str, Claims)>>| {
+        r.inspect(|_| metrics.recovery("recovered"))
+            .map_err(|refused| {
                 let (why, claims) = *refused;
                 metrics.recovery(why);
-                Err(claims)
-            }
-        };
+                claims
+            })
+    };
+    if instance != &**shard.instance() {
+        return counted(from_cluster(s, pid, key, secret, offset, claims).await);
     }
     if gw.held.borrow().contains_key(&key.seq) {
-        return match recover_here(gw, s, key.seq, secret, offset, claims) {
-            Ok(g) => {
-                metrics.recovery("recovered");
-                Ok(g)
-            }
-            Err(refused) => {
-                let (why, claims) = *refused;
-                metrics.recovery(why);
-                Err(claims)
-            }
-        };
+        return counted(recover_here(gw, s, key.seq, secret, offset, claims));
     }
     let mut owner = match shard.moved_to(key.seq) {
         Some(w) if key.shard == shard.id() => w,
@@ -391,18 +379,8 @@ async fn take_over(
     let Some(verifier) = ctx.cfg.verifier.as_ref() else {
         return Err(claims);
     };
-    let member = Rc::new(Member::new(
-        key,
-        key.wire(shard.instance()).into(),
-        claims.sub.as_str().into(),
-        claims.info.as_ref().map(|i| i.to_string().into()),
-        true,
-        s.outbox.clone(),
-    ));
-    member.detach();
-    shard.register(member.clone());
-    let from = shard.log_pos();
-    let g = new_socket(member, claims, secret, from, verifier.leeway_secs());
+    let id = key.wire(shard.instance()).into();
+    let (g, from) = arriving(s, key, id, claims, secret, verifier.leeway_secs());
     g.next_sub.set(c.next_sub);
     for ch in c.channels {
         if shard.join(&ch, &g.member).await {
@@ -447,6 +425,32 @@ async fn take_over(
     Ok(g)
 }
 
+/// A socket coming to this shard from elsewhere, registered under `key`
+/// with its old id and detached (nothing reaches it before its replay);
+/// also this shard's log position now.
+fn arriving(
+    s: &Rc<Session>,
+    key: SocketKey,
+    socket_id: Arc<str>,
+    claims: Claims,
+    secret: u128,
+    leeway: u64,
+) -> (Rc<GwSocket>, u64) {
+    let shard = &s.ctx.shard;
+    let member = Rc::new(Member::new(
+        key,
+        socket_id,
+        claims.sub.as_str().into(),
+        claims.info.as_ref().map(|i| i.to_string().into()),
+        true,
+        s.outbox.clone(),
+    ));
+    member.detach();
+    shard.register(member.clone());
+    let from = shard.log_pos();
+    (new_socket(member, claims, secret, from, leeway), from)
+}
+
 /// A socket another instance held (perhaps killed since), recovered from
 /// what Redis keeps: its state, then what its channels carried since.
 async fn from_cluster(
@@ -481,18 +485,8 @@ async fn from_cluster(
         shard: shard.id(),
         seq: key.seq,
     };
-    let member = Rc::new(Member::new(
-        local,
-        socket_id.as_str().into(),
-        claims.sub.as_str().into(),
-        claims.info.as_ref().map(|i| i.to_string().into()),
-        true,
-        s.outbox.clone(),
-    ));
-    member.detach();
-    shard.register(member.clone());
-    let from = shard.log_pos();
-    let g = new_socket(member, claims, secret, from, verifier.leeway_secs());
+    let id = socket_id.as_str().into();
+    let (g, from) = arriving(s, local, id, claims, secret, verifier.leeway_secs());
     g.next_sub.set(v["next_sub"].as_u64().unwrap_or(1));
     let since_ms = v["since_ms"].as_u64().unwrap_or(0);
     g.born_ms.set(since_ms);

@@ -619,17 +619,15 @@ impl Link {
                 let inbox = msg.get_channel_name();
                 let instance = inbox.rsplit(':').next().unwrap_or_default().to_string();
                 if let Some(&shard) = self.adopted.get(&(instance, seq)) {
+                    let direct = FromCluster::Direct {
+                        seq,
+                        text,
+                        attachments,
+                        origin,
+                        req,
+                    };
                     if let Some(port) = self.ports.get(shard) {
-                        port.send(
-                            FromCluster::Direct {
-                                seq,
-                                text,
-                                attachments,
-                                origin,
-                                req,
-                            },
-                            &self.stats.publishes_dropped,
-                        );
+                        port.send(direct, &self.stats.publishes_dropped);
                     }
                 }
                 return;

@@ -11,10 +11,8 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import {
-  startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, checkEvent,
+  startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, checkEvent, REDIS_URL, redisCmd,
 } from './fixture.mjs';
-
-const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 const rand = () => crypto.randomBytes(4).toString('hex');
 const MSG_METRIC = 'socket_gateway_cluster_messages_received_total';
 
@@ -59,70 +57,6 @@ function redisPing(url, timeout = 2000) {
       }
     });
     s.on('error', (e) => { clearTimeout(t); reject(new Error(`cannot reach Redis at ${host}:${port}: ${e.message}`)); });
-  });
-}
-
-/** Parses one RESP reply from buf; returns [value, rest] or null when incomplete. */
-function parseResp(buf) {
-  const nl = buf.indexOf('\r\n');
-  if (nl < 0) return null;
-  const head = buf[0];
-  const line = buf.slice(1, nl);
-  const rest = buf.slice(nl + 2);
-  if (head === '+') return [line, rest];
-  if (head === '-') return [new Error(line), rest];
-  if (head === ':') return [Number(line), rest];
-  if (head === '$') {
-    const n = Number(line);
-    if (n < 0) return [null, rest];
-    if (Buffer.byteLength(rest) < n + 2) return null;
-    return [rest.slice(0, n), rest.slice(n + 2)];
-  }
-  if (head === '*') {
-    const n = Number(line);
-    const out = [];
-    let r = rest;
-    for (let i = 0; i < n; i += 1) {
-      const x = parseResp(r);
-      if (!x) return null;
-      out.push(x[0]);
-      [, r] = x;
-    }
-    return [out, r];
-  }
-  throw new Error(`bad RESP: ${JSON.stringify(buf.slice(0, 80))}`);
-}
-
-/** Runs one Redis command (ASCII arguments) on a fresh connection and resolves with its reply. */
-function redisCmd(url, ...args) {
-  const u = new URL(url);
-  const enc = (a) => `*${a.length}\r\n${a.map((x) => `$${Buffer.byteLength(String(x))}\r\n${x}\r\n`).join('')}`;
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: u.hostname || '127.0.0.1', port: Number(u.port || 6379) });
-    let buf = '';
-    let replies = [];
-    const cmds = [];
-    if (u.password) cmds.push(u.username ? ['AUTH', decodeURIComponent(u.username), decodeURIComponent(u.password)] : ['AUTH', decodeURIComponent(u.password)]);
-    cmds.push(args);
-    const t = setTimeout(() => { s.destroy(); reject(new Error(`Redis ${args[0]} timed out`)); }, 3000);
-    s.on('connect', () => s.write(cmds.map(enc).join('')));
-    s.on('data', (d) => {
-      buf += d.toString('latin1');
-      for (;;) {
-        const x = parseResp(buf);
-        if (!x) break;
-        replies.push(x[0]);
-        [, buf] = x;
-      }
-      if (replies.length === cmds.length) {
-        clearTimeout(t);
-        s.destroy();
-        const last = replies[replies.length - 1];
-        replies = [];
-        if (last instanceof Error) reject(last); else resolve(last);
-      }
-    });
-    s.on('error', (e) => { clearTimeout(t); reject(e); });
   });
 }
 

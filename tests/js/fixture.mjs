@@ -287,21 +287,36 @@ export function deepEq(a, b) {
 
 export const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 
-/** One Redis command (ASCII arguments, no AUTH) on a fresh connection; resolves with the reply. */
+/** Runs one Redis command (ASCII arguments) on a fresh connection and resolves with its reply. */
 export function redisCmd(url, ...args) {
   const u = new URL(url);
-  const req = `*${args.length}\r\n${args.map((x) => `$${Buffer.byteLength(String(x))}\r\n${x}\r\n`).join('')}`;
+  const enc = (a) => `*${a.length}\r\n${a.map((x) => `$${Buffer.byteLength(String(x))}\r\n${x}\r\n`).join('')}`;
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: u.hostname || '127.0.0.1', port: Number(u.port || 6379) });
     let buf = '';
-    const t = setTimeout(() => { s.destroy(); reject(new Error(`Redis ${args[0]}: no answer within 3 s`)); }, 3000);
-    s.on('connect', () => s.write(req));
-    s.on('error', (e) => { clearTimeout(t); reject(new Error(`Redis at ${url}: ${e.message}`)); });
+    let replies = [];
+    const cmds = [];
+    if (u.password) cmds.push(u.username ? ['AUTH', decodeURIComponent(u.username), decodeURIComponent(u.password)] : ['AUTH', decodeURIComponent(u.password)]);
+    cmds.push(args);
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`Redis ${args[0]} timed out`)); }, 3000);
+    s.on('connect', () => s.write(cmds.map(enc).join('')));
     s.on('data', (d) => {
       buf += d.toString('latin1');
-      const v = parseResp(buf);
-      if (v) { clearTimeout(t); s.destroy(); if (v[0] instanceof Error) reject(v[0]); else resolve(v[0]); }
+      for (;;) {
+        const x = parseResp(buf);
+        if (!x) break;
+        replies.push(x[0]);
+        [, buf] = x;
+      }
+      if (replies.length === cmds.length) {
+        clearTimeout(t);
+        s.destroy();
+        const last = replies[replies.length - 1];
+        replies = [];
+        if (last instanceof Error) reject(last); else resolve(last);
+      }
     });
+    s.on('error', (e) => { clearTimeout(t); reject(e); });
   });
 }
 
