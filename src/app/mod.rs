@@ -2,7 +2,8 @@
 //! REST API: `gateway` (the socket events), `publish` (one publish checked
 //! and encoded, from a socket or from REST), `views` (channel, member and
 //! connection listings, across shards and instances), `history` (a
-//! channel's recent events, from a socket or from REST), `recovery` (sockets
+//! channel's recent events, from a socket or from REST), `socket` (one
+//! socket's state, presence and removal), `recovery` (sockets
 //! held and recovered across a reconnect), `echo` (the protocol suites'
 //! handlers).
 
@@ -11,4 +12,5 @@ pub mod gateway;
 pub mod history;
 pub mod publish;
 pub mod recovery;
+pub mod socket;
 pub mod views;

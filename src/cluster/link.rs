@@ -52,10 +52,12 @@
 //! A graceful stop calls [`super::Cluster::withdraw`]: the same script,
 //! unconditionally, for this instance, and no heartbeats after it.
 //!
-//! Files: this one holds the thread, the connection and its loop, the
-//! interest bookkeeping and what arrives from Redis; `link/presence.rs` the
-//! per-instance keys and heartbeats; `link/queries.rs` the cluster-wide
-//! views; `link/member.rs` a member's stored JSON. The two `impl Link` files
+//! Files: this one holds the thread, the connection and its loop, and the
+//! interest bookkeeping; `link/inbound.rs` what arrives from Redis;
+//! `link/presence.rs` the per-instance keys and heartbeats;
+//! `link/queries.rs` the cluster-wide views; `link/recovery.rs` what is kept
+//! for recovery on another instance and how it is read back;
+//! `link/member.rs` a member's stored JSON. The `impl Link` files
 //! are children of this one (they use its private fields); this file calls
 //! their methods but imports nothing from them.
 
@@ -66,7 +68,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use shards::{shard_bit, InterestMap, Topic};
+use shards::{InterestMap, Topic};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
@@ -74,6 +76,7 @@ use crate::cluster::msg::{FromCluster, Query, Reply, ToCluster};
 use crate::cluster::port::ShardPort;
 use crate::cluster::wire::Envelope;
 
+mod inbound;
 mod member;
 mod presence;
 mod queries;
@@ -594,137 +597,6 @@ impl Link {
         if let Err(e) = r {
             self.down(&e.to_string());
         }
-    }
-
-    fn on_message(&mut self, msg: redis::Msg) {
-        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-        let Some(env) = Envelope::decode(msg.get_payload_bytes()) else {
-            return;
-        };
-        let own_inbox = msg.get_channel_name() == self.inbox(&self.cfg.instance);
-        let env = match env {
-            Envelope::DirectReq { seq, .. } if own_inbox && self.gone.contains(&seq) => {
-                // Recovered by another instance, which answers for it.
-                return;
-            }
-            Envelope::DirectReq {
-                origin,
-                req,
-                seq,
-                text,
-                attachments,
-                ..
-            } if !own_inbox => {
-                // Another instance's inbox, subscribed for a socket recovered here.
-                let inbox = msg.get_channel_name();
-                let instance = inbox.rsplit(':').next().unwrap_or_default().to_string();
-                if let Some(&shard) = self.adopted.get(&(instance, seq)) {
-                    let direct = FromCluster::Direct {
-                        seq,
-                        text,
-                        attachments,
-                        origin,
-                        req,
-                    };
-                    if let Some(port) = self.ports.get(shard) {
-                        port.send(direct, &self.stats.publishes_dropped);
-                    }
-                }
-                return;
-            }
-            Envelope::DirectRes { .. } | Envelope::Forget { .. } if !own_inbox => return,
-            Envelope::Forget { shard, seq } => {
-                self.gone.insert(seq);
-                self.gone_order.push_back(seq);
-                if self.gone_order.len() > 65_536 {
-                    if let Some(old) = self.gone_order.pop_front() {
-                        self.gone.remove(&old);
-                    }
-                }
-                if let Some(port) = self.ports.get(shard) {
-                    port.send(FromCluster::Forget { seq }, &self.stats.publishes_dropped);
-                }
-                return;
-            }
-            env => env,
-        };
-        match env {
-            Envelope::Publish { origin, seq, p } => {
-                if origin == self.cfg.instance || !self.first_sighting(origin, seq) {
-                    return;
-                }
-                let mask = self.interest.shards_for(&p.channel);
-                for (i, port) in self.ports.iter().enumerate() {
-                    if mask & shard_bit(i) != 0 {
-                        self.stats.deliveries_in.fetch_add(1, Ordering::Relaxed);
-                        port.send(
-                            FromCluster::Deliver(p.clone()),
-                            &self.stats.publishes_dropped,
-                        );
-                    }
-                }
-            }
-            Envelope::DirectReq {
-                origin,
-                req,
-                shard,
-                seq,
-                text,
-                attachments,
-            } => match self.ports.get(shard) {
-                Some(port) => port.send(
-                    FromCluster::Direct {
-                        seq,
-                        text,
-                        attachments,
-                        origin,
-                        req,
-                    },
-                    &self.stats.publishes_dropped,
-                ),
-                None => {
-                    let inbox = self.inbox(&origin);
-                    if let Some(conn) = self.conn.as_mut() {
-                        let mut c = conn.cmd.clone();
-                        let env = Envelope::DirectRes { req, ok: false }.encode();
-                        tokio::spawn(async move {
-                            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                                .arg(inbox)
-                                .arg(env)
-                                .query_async(&mut c)
-                                .await;
-                        });
-                    }
-                }
-            },
-            Envelope::DirectRes { req, ok } => {
-                if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
-                    self.reply(shard, qid, Reply::Delivered(ok));
-                }
-            }
-            Envelope::Forget { .. } => {}
-        }
-    }
-
-    /// Drops the second copy of a publish that matched both an exact and a
-    /// pattern subscription of this instance.
-    fn first_sighting(&mut self, origin: String, seq: u64) -> bool {
-        // Redis sends one copy per matching subscription of this instance:
-        // only a single exact topic and no pattern can never match twice.
-        if !self.interest.has_prefixes() {
-            return true;
-        }
-        let id = (origin, seq);
-        if !self.seen.insert(id.clone()) {
-            return false;
-        }
-        self.seen_order.push_back(id);
-        if self.seen_order.len() > 8192 {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        true
     }
 }
 

@@ -1,0 +1,165 @@
+//! Recovery on another instance: a recoverable socket's state is kept in
+//! Redis whenever it changes ([`checkpoint`]), and a pid naming another
+//! instance is recovered from that state and the channels' streams
+//! (`cluster/link/recovery.rs`), with its old id.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde_json::Value;
+use shards::{SocketKey, SubFilter, Topic};
+
+use super::pending::{Local, Pending};
+use super::state::{arriving, drop_silently, offset_of};
+use crate::app::socket::GwSocket;
+use crate::auth::Claims;
+use crate::cluster::{Missed, Query, Reply};
+use crate::ctx::ShardCtx;
+use crate::engine::session::Session;
+use crate::rules::Filter;
+
+/// A socket another instance held (perhaps killed since), recovered from
+/// what Redis keeps: its state, then what its channels carried since.
+pub(super) async fn from_cluster(
+    s: &Rc<Session>,
+    pid: &str,
+    key: SocketKey,
+    secret: u128,
+    offset: Option<String>,
+    claims: Claims,
+) -> Result<Rc<GwSocket>, Box<(&'static str, Claims)>> {
+    let ctx = &s.ctx;
+    let shard = &ctx.shard;
+    let (Some(c), Some(verifier)) = (&ctx.cluster, ctx.cfg.verifier.as_ref()) else {
+        return Err(Box::new(("unknown_pid", claims)));
+    };
+    let socket_id = pid.rsplit_once('.').map_or(pid, |(id, _)| id).to_string();
+    let instance = SocketKey::parse(&socket_id)
+        .map(|(i, _)| i.to_string())
+        .unwrap_or_default();
+    let q = Query::RecoverState {
+        socket_id: socket_id.clone(),
+        secret: format!("{secret:032x}"),
+        sub: claims.sub.clone(),
+    };
+    let state = match c.ask(q).await {
+        Some(Reply::State(json)) => json,
+        Some(Reply::Refused(why)) => return Err(Box::new((why, claims))),
+        _ => return Err(Box::new(("unknown_pid", claims))),
+    };
+    let v: Value = serde_json::from_str(&state).unwrap_or_default();
+    let local = SocketKey {
+        shard: shard.id(),
+        seq: key.seq,
+    };
+    let id = socket_id.as_str().into();
+    let (g, from) = arriving(s, local, id, claims, secret, verifier.leeway_secs());
+    g.next_sub.set(v["next_sub"].as_u64().unwrap_or(1));
+    let since_ms = v["since_ms"].as_u64().unwrap_or(0);
+    g.born_ms.set(since_ms);
+    let mut streams: Vec<Arc<str>> = Vec::new();
+    for ch in v["channels"].as_array().into_iter().flatten() {
+        let Some(ch) = ch.as_str() else { continue };
+        let ch: Arc<str> = ch.into();
+        if shard.join(&ch, &g.member).await {
+            g.channels.borrow_mut().push(ch.clone());
+            streams.push(ch);
+        }
+    }
+    for sub in v["subs"].as_array().into_iter().flatten() {
+        let (Some(id), Some(topic)) = (sub[0].as_str(), sub[1].as_str()) else {
+            continue;
+        };
+        let Ok(topic) = crate::rules::parse_topic(topic) else {
+            continue;
+        };
+        let filter = Filter::parse(&sub[2]).ok();
+        if let Topic::Exact(c) = &topic {
+            if !streams.contains(c) {
+                streams.push(c.clone());
+            }
+        }
+        let id: Arc<str> = id.into();
+        g.subs
+            .borrow_mut()
+            .insert(id.clone(), (topic.clone(), filter.clone()));
+        let filter = filter.map(|f| Rc::new(f) as Rc<dyn SubFilter>);
+        shard.subscribe(id, g.member.clone(), topic, filter).await;
+    }
+    // Joined here first: every later publish reaches this shard, so the
+    // streams read now leave no gap.
+    let q = Query::RecoverEntries {
+        socket_id: socket_id.clone(),
+        channels: streams,
+        offset,
+        since_ms,
+    };
+    let missed = match c.ask(q).await {
+        Some(Reply::Missed(m)) => m,
+        other => {
+            let why = match other {
+                Some(Reply::Refused(why)) => why,
+                _ => "unavailable",
+            };
+            drop_silently(ctx, &g).await;
+            let claims = g.claims.borrow().clone();
+            return Err(Box::new((why, claims)));
+        }
+    };
+    let mut replay = Vec::new();
+    for m in missed {
+        match m {
+            Missed::Publication(p) => shard.frames_for(&g.member, &p, &mut replay),
+            Missed::Direct { text, attachments } => {
+                replay.push((shards::direct_frame(text, true), attachments));
+            }
+        }
+    }
+    let skip = replay.iter().filter_map(|(f, _)| offset_of(f)).collect();
+    c.adopt(&instance, key.seq, true);
+    for ch in g.channels.borrow().iter() {
+        let view = shards::MemberView {
+            socket_id: g.member.socket_id.clone(),
+            user_id: g.member.user_id.clone(),
+            info: g.member.info.clone(),
+            joined_at: shards::now_ms(),
+        };
+        c.join(ch, view);
+    }
+    checkpoint(ctx, &g);
+    *g.pending.borrow_mut() = Some(Box::new(Pending {
+        replay,
+        local: Local::Since { from, skip },
+        rejoin: false,
+    }));
+    Ok(g)
+}
+
+/// Stores a recoverable socket's state in Redis (with a cluster), so that
+/// another instance can recover it: its secret, user, channels and
+/// subscriptions.
+pub fn checkpoint(ctx: &ShardCtx, g: &GwSocket) {
+    let Some(c) = &ctx.cluster else { return };
+    if g.secret == 0 || !ctx.cfg.recovery() {
+        return;
+    }
+    let subs: Vec<Value> = g
+        .subs
+        .borrow()
+        .iter()
+        .map(|(id, (t, f))| {
+            let f = f.as_ref().map_or(Value::Null, Filter::to_json);
+            serde_json::json!([&**id, crate::rules::topic_text(t), f])
+        })
+        .collect();
+    let channels: Vec<String> = g.channels.borrow().iter().map(|c| c.to_string()).collect();
+    let state = serde_json::json!({
+        "secret": format!("{:032x}", g.secret),
+        "sub": g.claims.borrow().sub,
+        "since_ms": g.born_ms.get(),
+        "next_sub": g.next_sub.get(),
+        "channels": channels,
+        "subs": subs,
+    });
+    c.checkpoint(&g.member.socket_id, Some(state.to_string()));
+}

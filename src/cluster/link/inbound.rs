@@ -1,0 +1,146 @@
+//! What arrives from Redis on the pub/sub connection: publications for
+//! this instance's shards (by interest, each once), direct messages and
+//! their answers on this instance's inbox, and — for sockets recovered
+//! here from another instance — that instance's inbox; a `Forget` when
+//! another instance recovered one of this instance's sockets.
+
+use std::sync::atomic::Ordering;
+
+use shards::shard_bit;
+
+use super::Link;
+use crate::cluster::msg::{FromCluster, Reply};
+use crate::cluster::wire::Envelope;
+
+impl Link {
+    pub(super) fn on_message(&mut self, msg: redis::Msg) {
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        let Some(env) = Envelope::decode(msg.get_payload_bytes()) else {
+            return;
+        };
+        let own_inbox = msg.get_channel_name() == self.inbox(&self.cfg.instance);
+        let env = match env {
+            Envelope::DirectReq { seq, .. } if own_inbox && self.gone.contains(&seq) => {
+                // Recovered by another instance, which answers for it.
+                return;
+            }
+            Envelope::DirectReq {
+                origin,
+                req,
+                seq,
+                text,
+                attachments,
+                ..
+            } if !own_inbox => {
+                // Another instance's inbox, subscribed for a socket recovered here.
+                let inbox = msg.get_channel_name();
+                let instance = inbox.rsplit(':').next().unwrap_or_default().to_string();
+                if let Some(&shard) = self.adopted.get(&(instance, seq)) {
+                    let direct = FromCluster::Direct {
+                        seq,
+                        text,
+                        attachments,
+                        origin,
+                        req,
+                    };
+                    if let Some(port) = self.ports.get(shard) {
+                        port.send(direct, &self.stats.publishes_dropped);
+                    }
+                }
+                return;
+            }
+            Envelope::DirectRes { .. } | Envelope::Forget { .. } if !own_inbox => return,
+            Envelope::Forget { shard, seq } => {
+                self.gone.insert(seq);
+                self.gone_order.push_back(seq);
+                if self.gone_order.len() > 65_536 {
+                    if let Some(old) = self.gone_order.pop_front() {
+                        self.gone.remove(&old);
+                    }
+                }
+                if let Some(port) = self.ports.get(shard) {
+                    port.send(FromCluster::Forget { seq }, &self.stats.publishes_dropped);
+                }
+                return;
+            }
+            env => env,
+        };
+        match env {
+            Envelope::Publish { origin, seq, p } => {
+                if origin == self.cfg.instance || !self.first_sighting(origin, seq) {
+                    return;
+                }
+                let mask = self.interest.shards_for(&p.channel);
+                for (i, port) in self.ports.iter().enumerate() {
+                    if mask & shard_bit(i) != 0 {
+                        self.stats.deliveries_in.fetch_add(1, Ordering::Relaxed);
+                        port.send(
+                            FromCluster::Deliver(p.clone()),
+                            &self.stats.publishes_dropped,
+                        );
+                    }
+                }
+            }
+            Envelope::DirectReq {
+                origin,
+                req,
+                shard,
+                seq,
+                text,
+                attachments,
+            } => match self.ports.get(shard) {
+                Some(port) => port.send(
+                    FromCluster::Direct {
+                        seq,
+                        text,
+                        attachments,
+                        origin,
+                        req,
+                    },
+                    &self.stats.publishes_dropped,
+                ),
+                None => {
+                    let inbox = self.inbox(&origin);
+                    if let Some(conn) = self.conn.as_mut() {
+                        let mut c = conn.cmd.clone();
+                        let env = Envelope::DirectRes { req, ok: false }.encode();
+                        tokio::spawn(async move {
+                            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                                .arg(inbox)
+                                .arg(env)
+                                .query_async(&mut c)
+                                .await;
+                        });
+                    }
+                }
+            },
+            Envelope::DirectRes { req, ok } => {
+                if let Some((shard, qid, _)) = self.pending_direct.remove(&req) {
+                    self.reply(shard, qid, Reply::Delivered(ok));
+                }
+            }
+            Envelope::Forget { .. } => {}
+        }
+    }
+
+    /// Drops the second copy of a publish that matched both an exact and a
+    /// pattern subscription of this instance.
+    fn first_sighting(&mut self, origin: String, seq: u64) -> bool {
+        // Redis sends one copy per matching subscription of this instance:
+        // only a single exact topic and no pattern can never match twice.
+        if !self.interest.has_prefixes() {
+            return true;
+        }
+        let id = (origin, seq);
+        if !self.seen.insert(id.clone()) {
+            return false;
+        }
+        self.seen_order.push_back(id);
+        if self.seen_order.len() > 8192 {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
