@@ -129,6 +129,11 @@ pub struct RuntimeArgs {
         default_value_t = 1000
     )]
     pub max_events_per_sec: u32,
+    /// Joins and leaves per socket per second (bursts of twice that), counted
+    /// apart from --max-events-per-sec: each one is presence for every other
+    /// member. Beyond it: `rate_limited`. 0 = unlimited.
+    #[arg(long, env = "SOCKET_GATEWAY_MAX_JOINS_PER_SEC", default_value_t = 50)]
+    pub max_joins_per_sec: u32,
     /// Channels a socket may be a member of, and subscriptions it may hold (each).
     #[arg(
         long,
@@ -370,6 +375,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         ws_read_buffer: rt.ws_read_buffer.clamp(256, 1 << 20),
         ws_direct_writes: rt.ws_direct_writes,
         max_events_per_sec: rt.max_events_per_sec,
+        max_joins_per_sec: rt.max_joins_per_sec,
         max_channels_per_socket: rt.max_channels_per_socket.max(1),
         shutdown_timeout: Duration::from_millis(rt.shutdown_timeout),
         head_timeout: Duration::from_millis(rt.head_timeout.max(1)),

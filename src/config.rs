@@ -39,6 +39,8 @@ pub struct Config {
     pub ws_direct_writes: bool,
     /// Per-socket event rate (0 = unlimited).
     pub max_events_per_sec: u32,
+    /// Joins and leaves per socket per second (0 = unlimited).
+    pub max_joins_per_sec: u32,
     pub max_channels_per_socket: usize,
     pub shutdown_timeout: Duration,
     /// Time allowed for a whole HTTP request head.

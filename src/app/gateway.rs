@@ -238,6 +238,13 @@ async fn run(
     arg: Option<Value>,
 ) -> Result<String, Fail> {
     match name {
+        "join" | "leave" if !joins_admitted(s, g) => {
+            let n = s.ctx.cfg.max_joins_per_sec;
+            Err(Fail::new(
+                ErrorCode::RateLimited,
+                format!("more than {n} joins and leaves per second (--max-joins-per-sec)"),
+            ))
+        }
         "join" => join(s, g, arg.as_ref()).await,
         "leave" => leave(s, g, arg.as_ref()).await,
         "subscribe" => subscribe(s, g, object(arg)?).await,
@@ -250,6 +257,11 @@ async fn run(
             name.chars().take(100).collect::<String>()
         ))),
     }
+}
+
+fn joins_admitted(s: &Session, g: &GwSocket) -> bool {
+    let n = s.ctx.cfg.max_joins_per_sec;
+    n == 0 || g.admit_join(n)
 }
 
 fn object(arg: Option<Value>) -> Result<Value, Fail> {

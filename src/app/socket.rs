@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use shards::{now_ms, Member, Publication, SubFilter, Topic};
 
@@ -43,6 +44,11 @@ pub struct GwSocket {
     pub(crate) leeway: u64,
     /// Token bucket for `--max-events-per-sec`: tokens left, last refill.
     pub(crate) bucket: Cell<(f64, std::time::Instant)>,
+    /// What the other members last saw of it, per channel whose presence
+    /// changed lately (see [`gate`]); `None` while there is none.
+    pub(crate) presence_gate: RefCell<Option<Box<Gates>>>,
+    /// Token bucket for `--max-joins-per-sec` (joins and leaves).
+    pub(crate) join_bucket: Cell<(f64, std::time::Instant)>,
     /// Events refused in a row; a socket that keeps flooding is cut.
     pub(crate) refused: Cell<u32>,
 }
@@ -50,19 +56,28 @@ pub struct GwSocket {
 impl GwSocket {
     /// Takes one event from the bucket (`per_sec` refill, burst twice that).
     pub(crate) fn admit(&self, per_sec: u32) -> bool {
-        let now = std::time::Instant::now();
-        let (tokens, last) = self.bucket.get();
-        let cap = 2.0 * per_sec as f64;
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * per_sec as f64).min(cap);
-        let ok = tokens >= 1.0;
-        self.bucket
-            .set((if ok { tokens - 1.0 } else { tokens }, now));
-        ok
+        take(&self.bucket, per_sec)
+    }
+
+    /// Takes one join or leave from its own bucket (`--max-joins-per-sec`).
+    pub(crate) fn admit_join(&self, per_sec: u32) -> bool {
+        take(&self.join_bucket, per_sec)
     }
 
     pub fn expired(&self, now_secs: u64) -> bool {
         self.claims.borrow().exp.saturating_add(self.leeway) < now_secs
     }
+}
+
+/// A token bucket: `per_sec` refill, a burst of twice that.
+fn take(bucket: &Cell<(f64, std::time::Instant)>, per_sec: u32) -> bool {
+    let now = std::time::Instant::now();
+    let (tokens, last) = bucket.get();
+    let cap = 2.0 * per_sec as f64;
+    let tokens = (tokens + now.duration_since(last).as_secs_f64() * per_sec as f64).min(cap);
+    let ok = tokens >= 1.0;
+    bucket.set((if ok { tokens - 1.0 } else { tokens }, now));
+    ok
 }
 
 impl SubFilter for Filter {
@@ -90,6 +105,8 @@ pub(crate) fn new_socket(
         carry: RefCell::new(None),
         pending: RefCell::new(None),
         bucket: Cell::new((f64::MAX, std::time::Instant::now())),
+        join_bucket: Cell::new((f64::MAX, std::time::Instant::now())),
+        presence_gate: RefCell::new(None),
         refused: Cell::new(0),
         leeway,
     })
@@ -116,8 +133,9 @@ pub async fn disconnect(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>) {
 }
 
 /// After `g` joined `channel` (or came back to it): in the cluster's
-/// presence, `join` to every member, itself included.
-pub(crate) async fn joined(ctx: &ShardCtx, g: &GwSocket, channel: &Arc<str>) {
+/// presence, `join` to every member, itself included (at most once a
+/// second: see [`gate`]).
+pub(crate) async fn joined(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>) {
     if let Some(c) = &ctx.cluster {
         let m = &g.member;
         let view = shards::MemberView {
@@ -128,16 +146,105 @@ pub(crate) async fn joined(ctx: &ShardCtx, g: &GwSocket, channel: &Arc<str>) {
         };
         c.join(channel, view);
     }
-    presence(ctx, g, channel, "join").await;
+    if gate(ctx, g, channel, true) {
+        presence(ctx, g, channel, "join").await;
+    }
 }
 
 /// After `g` left `channel` (or its presence grace ended): out of the
-/// cluster's presence, `leave` to the remaining members.
-pub(crate) async fn left(ctx: &ShardCtx, g: &GwSocket, channel: &Arc<str>) {
+/// cluster's presence, `leave` to the remaining members (at most once a
+/// second: see [`gate`]).
+pub(crate) async fn left(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>) {
     if let Some(c) = &ctx.cluster {
         c.leave(channel, &g.member.socket_id);
     }
-    presence(ctx, g, channel, "leave").await;
+    if gate(ctx, g, channel, false) {
+        presence(ctx, g, channel, "leave").await;
+    }
+}
+
+/// A socket's presence gates, by channel.
+pub(crate) type Gates = HashMap<Arc<str>, Gate>;
+
+/// What the other members of a channel last saw of a socket.
+pub(crate) struct Gate {
+    /// Shown as a member (its last presence was a `join`).
+    shown: bool,
+    /// When its last `join` and `leave` went out.
+    last: [Option<Instant>; 2],
+    /// A flush is due: it sends the final state if it differs.
+    pending: bool,
+}
+
+/// How often one socket's presence of one kind reaches a channel.
+const PRESENCE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Whether a presence change (`join` when `is_join`) goes out now. A socket
+/// that toggles faster than once a second per kind would make every member
+/// receive every toggle: the change is then held back, and a flush a
+/// second after the last of its kind sends the final state if the members
+/// saw another one (a join and a leave in between cancel out).
+fn gate(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>, is_join: bool) -> bool {
+    let now = Instant::now();
+    let mut slot = g.presence_gate.borrow_mut();
+    let map = slot.get_or_insert_with(Box::default);
+    map.retain(|_, e| {
+        e.pending
+            || e.last
+                .iter()
+                .flatten()
+                .any(|t| now - *t < 2 * PRESENCE_PERIOD)
+    });
+    let e = map.entry(channel.clone()).or_insert(Gate {
+        shown: !is_join,
+        last: [None, None],
+        pending: false,
+    });
+    if e.shown == is_join || e.pending {
+        // Nothing the members see changes now, or the flush will tell them.
+        return false;
+    }
+    let k = usize::from(!is_join);
+    match e.last[k] {
+        Some(t) if now - t < PRESENCE_PERIOD => {
+            e.pending = true;
+            let due = t + PRESENCE_PERIOD;
+            let (ctx, g, ch) = (ctx.clone(), g.clone(), channel.clone());
+            shards::rt::spawn_local(async move {
+                shards::rt::sleep(due.saturating_duration_since(Instant::now())).await;
+                flush(&ctx, &g, &ch).await;
+            })
+            .detach();
+            false
+        }
+        _ => {
+            e.shown = is_join;
+            e.last[k] = Some(now);
+            true
+        }
+    }
+}
+
+/// A held-back presence change: the members get the socket's state now,
+/// if it differs from what they last saw.
+async fn flush(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>) {
+    let member = !g.member.is_hidden() && g.channels.borrow().iter().any(|c| c == channel);
+    let send = {
+        let mut slot = g.presence_gate.borrow_mut();
+        let Some(e) = slot.as_mut().and_then(|m| m.get_mut(channel)) else {
+            return;
+        };
+        e.pending = false;
+        let send = e.shown != member;
+        if send {
+            e.shown = member;
+            e.last[usize::from(!member)] = Some(Instant::now());
+        }
+        send
+    };
+    if send {
+        presence(ctx, g, channel, if member { "join" } else { "leave" }).await;
+    }
 }
 
 async fn presence(ctx: &ShardCtx, g: &GwSocket, channel: &str, kind: &str) {

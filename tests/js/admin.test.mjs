@@ -22,7 +22,7 @@ describe('admin page [shards=2, chromium]', () => {
     // lift the per-socket limits it is not about.
     srv = await startServer({
       shards: 2,
-      extraArgs: ['--api-key', API_KEY, '--max-channels-per-socket', '5000', '--max-events-per-sec', '0'],
+      extraArgs: ['--api-key', API_KEY, '--max-channels-per-socket', '5000', '--max-events-per-sec', '0', '--max-joins-per-sec', '0'],
     });
     browser = await chromium.launch({
       executablePath: CHROMIUM,

@@ -31,7 +31,7 @@ describe('hostile clients: frames, bodies, floods, slow readers [shards=1]', () 
   before(async () => {
     srv = await startServer({
       shards: 1, maxPayload: MAX_PAYLOAD, sendQueue: 256, pingInterval: 120000, pingTimeout: 120000,
-      extraArgs: ['--max-channels-per-socket', String(MAX_CHANNELS), '--max-events-per-sec', '0', '--connect-timeout', '500'],
+      extraArgs: ['--max-channels-per-socket', String(MAX_CHANNELS), '--max-events-per-sec', '0', '--max-joins-per-sec', '0', '--connect-timeout', '500'],
     });
     w = await witness(srv);
     slow.startedAt = Date.now();

@@ -55,7 +55,7 @@ describe('worst case: what one connection can make the node hold, default limits
   before(async () => {
     // Only the rate limit is lifted, so the test fills everything in seconds; it bounds time,
     // not memory.
-    srv = await startServer({ shards: 1, extraArgs: ['--max-events-per-sec', '0'] });
+    srv = await startServer({ shards: 1, extraArgs: ['--max-events-per-sec', '0', '--max-joins-per-sec', '0'] });
   });
   after(async () => { await srv?.stop(); });
 
