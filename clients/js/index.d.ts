@@ -61,7 +61,14 @@ export interface Member {
   info: Json;
   joinedAt: number;
 }
-export interface MembersAck { ok: true; channel: string; members: Member[] }
+export interface MembersAck {
+  ok: true;
+  channel: string;
+  /** Ordered by socket id. */
+  members: Member[];
+  /** Present while more members remain: pass it as `after` for the next page. */
+  next?: string;
+}
 
 export interface Sender { socketId: string; userId: string }
 
@@ -88,6 +95,13 @@ export interface RealtimeEvent<D = Json> {
  * it for the rest.
  */
 export interface HistoryAck { ok: true; channel: string; events: RealtimeEvent[]; offset: string }
+
+export interface MembersOptions {
+  /** At most this many members (a positive integer; above 1000 means 1000; default 1000). */
+  limit?: number;
+  /** Only members whose socket id sorts after this one: an earlier answer's `next`. */
+  after?: string;
+}
 
 export interface HistoryOptions {
   /** At most this many, the newest ones (a positive integer). */
@@ -177,7 +191,7 @@ export declare class SocketClient {
   directMessage(socketId: string, event: string, data?: Json): Promise<DirectAck>;
   subscribe<D = Json>(topic: string, handler: EventHandler<D>): Promise<Subscription<D>>;
   subscribe<D = Json>(topic: string, filter: Filter | undefined | null, handler: EventHandler<D>): Promise<Subscription<D>>;
-  members(channel: string): Promise<MembersAck>;
+  members(channel: string, opts?: MembersOptions): Promise<MembersAck>;
   /** A channel's recent events, oldest first; allowed like joinChannel. */
   history(channel: string, opts?: HistoryOptions): Promise<HistoryAck>;
 

@@ -579,9 +579,18 @@ export class SocketClient {
     return sub;
   }
 
-  /** The members of a channel, cluster-wide. Ack: {ok, channel, members: [{socketId, userId, info, joinedAt}]}. */
-  members(channel) {
-    return this._rt._send('members', channel);
+  /**
+   * The members of a channel, cluster-wide, a page at a time in socket id order: at most `limit`
+   * (1000 at most, and without it), those after the socket id `after`.
+   * Ack: {ok, channel, members: [{socketId, userId, info, joinedAt}], next?}; `next` (present while
+   * more remain) is the `after` of the next page.
+   */
+  members(channel, { limit, after } = {}) {
+    if (limit === undefined && after === undefined) return this._rt._send('members', channel);
+    const arg = { channel };
+    if (limit !== undefined) arg.limit = limit;
+    if (after !== undefined) arg.after = after;
+    return this._rt._send('members', arg);
   }
 
   /**

@@ -493,15 +493,11 @@ async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<St
 }
 
 async fn members(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<String, Fail> {
-    let name: Arc<str> = rules::channel_arg(arg)?.into();
+    let ask = crate::app::members::event_arg(arg)?;
     // Member `info` may be personal data: listed only where the token may join.
-    check_grant(g, &name)?;
-    let list = crate::app::views::members(&s.ctx, &name).await;
-    Ok(format!(
-        "{{\"ok\":true,\"channel\":{},\"members\":{}}}",
-        frame::json_str(&name),
-        frame::members(&list)
-    ))
+    check_grant(g, &ask.channel)?;
+    let fields = crate::app::members::fields(&s.ctx, &ask).await;
+    Ok(format!("{{\"ok\":true,{fields}}}"))
 }
 
 /// A channel's recent events: allowed where the token allows a join.

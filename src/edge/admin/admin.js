@@ -262,13 +262,13 @@ async function loadMembers() {
   try {
     const { body } = await api(`/api/socket/channels/${encodeURIComponent(name)}/members`);
     if (name !== state.selected) return;
-    renderMembers(body.members);
+    renderMembers(body.members, body.next !== undefined);
   } catch (e) {
     if (e.status !== 401) $('members-note').textContent = e.message;
   }
 }
 
-function renderMembers(members) {
+function renderMembers(members, more) {
   const tbody = $('members').tBodies[0];
   const frag = document.createDocumentFragment();
   const sorted = [...members].sort((a, b) => a.joinedAt - b.joinedAt);
@@ -293,8 +293,9 @@ function renderMembers(members) {
     frag.appendChild(tr);
   }
   tbody.replaceChildren(frag);
-  $('members-note').textContent = members.length > 1000
-    ? `showing 1,000 of ${fmt(members.length)}`
+  // The route answers its first page (1,000 members, by socket id) and `next` when more remain.
+  $('members-note').textContent = more
+    ? `showing the first ${fmt(members.length)} (by socket id); more remain`
     : `${fmt(members.length)} member${members.length === 1 ? '' : 's'}`;
 }
 

@@ -5,20 +5,19 @@
 use std::fmt::Write;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::app::{history, views};
+use crate::app::{history, members, views};
 use crate::args::{self, Fields};
 use crate::ctx::ShardCtx;
 use crate::edge::rest::error::ApiError;
-use crate::frame::{self, json_str};
+use crate::frame::json_str;
 use crate::http::{Reply, Request};
 use crate::metrics::{self, InstanceView};
-use crate::rules::{self, ErrorCode, Fail};
+use crate::rules::{ErrorCode, Fail};
 
 /// `GET /api/socket/channels[?prefix=P][&limit=N]`: channels sorted by name;
 /// `total` counts every match, `channels` holds the first `limit` of them.
@@ -49,19 +48,16 @@ pub async fn channels(ctx: &Rc<ShardCtx>, req: &Request) -> Result<Reply, ApiErr
     Ok(Reply::json(200, out))
 }
 
-/// `GET /api/socket/channels/:channel/members`; the segment is
-/// percent-decoded (`chat%3Aroom1` is `chat:room1`).
-pub async fn members(ctx: &Rc<ShardCtx>, raw: &str) -> Result<Reply, ApiError> {
+/// `GET /api/socket/channels/:channel/members[?limit=N][&after=SOCKET_ID]`:
+/// a page of the members, as the `members` socket event gives it; the
+/// segment is percent-decoded (`chat%3Aroom1` is `chat:room1`).
+pub async fn members(ctx: &Rc<ShardCtx>, raw: &str, req: &Request) -> Result<Reply, ApiError> {
     let name = decode_channel(raw)?;
-    rules::validate_channel(&name)?;
-    let channel: Arc<str> = name.as_ref().into();
-    let list = views::members(ctx, &channel).await;
-    let body = format!(
-        "{{\"channel\":{},\"members\":{}}}",
-        json_str(&channel),
-        frame::members(&list)
-    );
-    Ok(Reply::json(200, body))
+    let limit = req.query_param("limit");
+    let after = req.query_param("after");
+    let ask = members::rest_arg(&name, limit.as_deref(), after.as_deref())?;
+    let fields = members::fields(ctx, &ask).await;
+    Ok(Reply::json(200, format!("{{{fields}}}")))
 }
 
 /// `GET /api/socket/channels/:channel/history[?limit=N][&since=ID]`: the

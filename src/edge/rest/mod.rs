@@ -257,7 +257,7 @@ async fn handle(
     };
     match route {
         Route::Channels => api::channels(ctx, req).await,
-        Route::Members(raw) => api::members(ctx, raw).await,
+        Route::Members(raw) => api::members(ctx, raw, req).await,
         Route::History(raw) => api::history(ctx, raw, req).await,
         Route::Connections => api::connections(ctx).await,
         Route::Broadcast => api::broadcast(ctx, req, &body).await,
