@@ -129,6 +129,17 @@ pub struct RuntimeArgs {
         default_value_t = 1000
     )]
     pub max_events_per_sec: u32,
+    /// Members above which a channel sends no per-member join/leave: its
+    /// members get a presence `count` instead (0 = never).
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_PRESENCE_MAX_MEMBERS",
+        default_value_t = 1000
+    )]
+    pub presence_max_members: usize,
+    /// Milliseconds between two presence `count`s of a large channel.
+    #[arg(long, env = "SOCKET_GATEWAY_PRESENCE_INTERVAL", default_value_t = 1000)]
+    pub presence_interval: u64,
     /// Joins and leaves per socket per second (bursts of twice that), counted
     /// apart from --max-events-per-sec: each one is presence for every other
     /// member. Beyond it: `rate_limited`. 0 = unlimited.
@@ -376,6 +387,8 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         ws_direct_writes: rt.ws_direct_writes,
         max_events_per_sec: rt.max_events_per_sec,
         max_joins_per_sec: rt.max_joins_per_sec,
+        presence_max_members: rt.presence_max_members,
+        presence_interval: Duration::from_millis(rt.presence_interval.max(10)),
         max_channels_per_socket: rt.max_channels_per_socket.max(1),
         shutdown_timeout: Duration::from_millis(rt.shutdown_timeout),
         head_timeout: Duration::from_millis(rt.head_timeout.max(1)),

@@ -39,6 +39,10 @@ pub struct Config {
     pub ws_direct_writes: bool,
     /// Per-socket event rate (0 = unlimited).
     pub max_events_per_sec: u32,
+    /// Above this many members a channel's presence is a `count` (0 = never).
+    pub presence_max_members: usize,
+    /// Time between two `count`s of a large channel.
+    pub presence_interval: Duration,
     /// Joins and leaves per socket per second (0 = unlimited).
     pub max_joins_per_sec: u32,
     pub max_channels_per_socket: usize,

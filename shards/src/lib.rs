@@ -65,7 +65,7 @@ pub use outbox::{CloseReason, Direct, DirectSink, Outbox};
 pub use recovery::{LogBounds, Miss};
 pub use replies::Replies;
 pub use runtime::{start, RuntimeConfig, ShardHandle};
-pub use shard::{now_ms, DirectSent, Replay, Shard, Uplink};
+pub use shard::{now_ms, AppAnswer, DirectSent, Replay, Shard, Uplink};
 
 /// The runtime pieces the I/O edge uses, so glommio stays behind this crate.
 pub mod rt {

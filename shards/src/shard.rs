@@ -32,7 +32,10 @@ use crate::mailbox::{AppMsg, Mailbox, Request, Response, ShardMsg};
 use crate::recovery::{Entry, Log, LogBounds, Miss};
 
 type AdoptFn = Box<dyn Fn(OwnedFd, Vec<u8>)>;
-type AppFn = Box<dyn Fn(ShardId, AppMsg) -> Pin<Box<dyn Future<Output = AppMsg>>>>;
+/// An application handler: the answer's future, or the message back when
+/// it is not one of its own.
+pub type AppAnswer = Result<Pin<Box<dyn Future<Output = AppMsg>>>, AppMsg>;
+type AppFn = Box<dyn Fn(ShardId, AppMsg) -> AppAnswer>;
 
 /// Frames (and their attachments) a recovering socket is given again.
 pub type Replay = Vec<(Outgoing, Vec<Bytes>)>;
@@ -76,7 +79,7 @@ pub struct Shard {
     mailbox: Rc<Mailbox>,
     last_id: Cell<(u64, u64)>,
     adopt: RefCell<Option<AdoptFn>>,
-    app: RefCell<Option<Rc<AppFn>>>,
+    app: RefCell<Vec<Rc<AppFn>>>,
     uplink: RefCell<Option<Rc<dyn Uplink>>>,
     /// With connection state recovery on: what this shard delivered.
     log: OnceCell<RefCell<Log>>,
@@ -105,7 +108,7 @@ impl Shard {
             mailbox: Rc::new(mailbox),
             last_id: Cell::new((0, 0)),
             adopt: RefCell::new(None),
-            app: RefCell::new(None),
+            app: RefCell::default(),
             uplink: RefCell::new(None),
             log: OnceCell::new(),
             history: OnceCell::new(),
@@ -336,12 +339,10 @@ impl Shard {
         .detach();
     }
 
-    /// Installs the application's handler of [`Request::App`] questions.
-    pub fn on_app_request(
-        &self,
-        f: impl Fn(ShardId, AppMsg) -> Pin<Box<dyn Future<Output = AppMsg>>> + 'static,
-    ) {
-        *self.app.borrow_mut() = Some(Rc::new(Box::new(f)));
+    /// Adds a handler of [`Request::App`] questions; each question goes to
+    /// the first handler that takes it.
+    pub fn on_app_request(&self, f: impl Fn(ShardId, AppMsg) -> AppAnswer + 'static) {
+        self.app.borrow_mut().push(Rc::new(Box::new(f)));
     }
 
     /// Asks shard `to`'s application; `None` if it is gone.
@@ -806,10 +807,21 @@ impl Shard {
                 qid,
                 req: Request::App(a),
             } => {
-                let Some(f) = self.app.borrow().clone() else {
+                let handlers = self.app.borrow().clone();
+                let mut msg = a;
+                let mut taken = None;
+                for f in handlers {
+                    match f(from, msg) {
+                        Ok(fut) => {
+                            taken = Some(fut);
+                            break;
+                        }
+                        Err(back) => msg = back,
+                    }
+                }
+                let Some(fut) = taken else {
                     return;
                 };
-                let fut = f(from, a);
                 let mailbox = self.mailbox.clone();
                 glommio::spawn_local(async move {
                     let resp = Response::App(fut.await);

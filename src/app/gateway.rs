@@ -35,6 +35,7 @@ impl Gateway {
             held: Rc::default(),
         });
         crate::app::recovery::start(ctx, &gw.held);
+        crate::app::counts::start(ctx);
         crate::app::history::start(ctx);
         gw
     }

@@ -8,6 +8,7 @@
 //! held and recovered across a reconnect), `echo` (the protocol suites'
 //! handlers).
 
+pub mod counts;
 pub mod echo;
 pub mod gateway;
 pub mod history;

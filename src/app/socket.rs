@@ -146,6 +146,9 @@ pub(crate) async fn joined(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<s
         };
         c.join(channel, view);
     }
+    if crate::app::counts::large(ctx, channel, true).await {
+        return;
+    }
     if gate(ctx, g, channel, true) {
         presence(ctx, g, channel, "join").await;
     }
@@ -157,6 +160,9 @@ pub(crate) async fn joined(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<s
 pub(crate) async fn left(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>) {
     if let Some(c) = &ctx.cluster {
         c.leave(channel, &g.member.socket_id);
+    }
+    if crate::app::counts::large(ctx, channel, false).await {
+        return;
     }
     if gate(ctx, g, channel, false) {
         presence(ctx, g, channel, "leave").await;

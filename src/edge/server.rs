@@ -59,6 +59,7 @@ pub async fn run_shard(
         }
     };
     let ctx = Rc::new(ShardCtx {
+        presence_counts: RefCell::default(),
         shard: shard.clone(),
         cfg,
         metrics: Metrics::new(shard.id(), shard.instance()),

@@ -269,14 +269,15 @@ pub fn start(ctx: &Rc<ShardCtx>, held: &Rc<Held>) {
     });
     let (c, w) = (ctx.clone(), Rc::downgrade(held));
     shard.on_app_request(move |from, msg| {
+        let req = msg.downcast::<Req>()?;
         let (c, w) = (c.clone(), w.clone());
-        Box::pin(async move {
-            let resp = match (w.upgrade(), msg.downcast::<Req>()) {
-                (Some(held), Ok(req)) => answer(&c, &held, from, *req).await,
-                _ => Resp::Refused("unknown_pid"),
+        Ok(Box::pin(async move {
+            let resp = match w.upgrade() {
+                Some(held) => answer(&c, &held, from, *req).await,
+                None => Resp::Refused("unknown_pid"),
             };
             Box::new(resp) as AppMsg
-        })
+        }))
     });
     if let Some(link) = &ctx.cluster {
         // Another instance recovered one of this shard's held sockets: it is

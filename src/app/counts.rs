@@ -1,0 +1,112 @@
+//! Presence of large channels: above `--presence-max-members` members, a
+//! join or leave sends no per-member `join`/`leave` to every member (that is
+//! O(members²) in a join storm); the channel is marked instead, on its home
+//! shard, and that shard's timer sends the members
+//! `{"channel","type":"count","count","ts"}` at most once per
+//! `--presence-interval` while the count changes.
+//!
+//! With several instances each instance's home shard sends the counts of
+//! the changes made on that instance, so a member may get one count per
+//! instance in an interval; the count itself is the cluster's.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use shards::{now_ms, AppMsg, Publication};
+
+use crate::app::views;
+use crate::ctx::ShardCtx;
+use crate::frame::json_str;
+
+/// A channel to count, sent to its home shard.
+struct Mark(Arc<str>);
+
+/// Whether `channel` is large (its member count after this change, or
+/// before it for a leave, is above the threshold); if so, its count is
+/// due and no per-member presence goes out.
+pub async fn large(ctx: &Rc<ShardCtx>, channel: &Arc<str>, is_join: bool) -> bool {
+    let max = ctx.cfg.presence_max_members;
+    if max == 0 {
+        return false;
+    }
+    let n = views::member_count(ctx, channel).await;
+    let before = if is_join { n } else { n + 1 };
+    if before <= max {
+        return false;
+    }
+    mark(ctx, channel);
+    true
+}
+
+/// Marks `channel` on its home shard: its count goes out at the next tick.
+fn mark(ctx: &Rc<ShardCtx>, channel: &Arc<str>) {
+    let shard = &ctx.shard;
+    let home = shards::channel_home(channel, shard.nr_shards());
+    if home == shard.id() {
+        ctx.presence_counts.borrow_mut().insert(channel.clone());
+        return;
+    }
+    let (s, ch) = (shard.clone(), channel.clone());
+    shards::rt::spawn_local(async move {
+        s.ask_app(home, Box::new(Mark(ch))).await;
+    })
+    .detach();
+}
+
+/// Starts the shard's timer and its side of [`mark`].
+pub fn start(ctx: &Rc<ShardCtx>) {
+    if ctx.cfg.presence_max_members == 0 {
+        return;
+    }
+    let weak = Rc::downgrade(ctx);
+    ctx.shard.on_app_request(move |_, msg| {
+        let m = msg.downcast::<Mark>()?;
+        if let Some(ctx) = weak.upgrade() {
+            ctx.presence_counts.borrow_mut().insert(m.0);
+        }
+        Ok(Box::pin(async { Box::new(()) as AppMsg }))
+    });
+    let weak = Rc::downgrade(ctx);
+    let every = ctx.cfg.presence_interval;
+    shards::rt::spawn_local(async move {
+        loop {
+            shards::rt::sleep(every).await;
+            let Some(ctx) = weak.upgrade() else { return };
+            let due: Vec<Arc<str>> = ctx.presence_counts.borrow_mut().drain().collect();
+            for ch in due {
+                let n = views::member_count(&ctx, &ch).await;
+                send(&ctx, &ch, n).await;
+            }
+        }
+    })
+    .detach();
+}
+
+/// `42["presence",{"channel":C,"type":"count","count":N,"ts":T}]` to the
+/// channel's members (with its offset when recovery is on).
+async fn send(ctx: &ShardCtx, channel: &Arc<str>, n: usize) {
+    let shard = &ctx.shard;
+    let mut text = format!(
+        "42[\"presence\",{{\"channel\":{},\"type\":\"count\",\"count\":{n},\"ts\":{}}}",
+        json_str(channel),
+        now_ms()
+    );
+    if shard.recovery_enabled() {
+        text.push_str(",\"");
+        text.push_str(&shard.next_event_id());
+        text.push('"');
+    }
+    text.push(']');
+    let text = bytes::Bytes::from(text);
+    let p = Publication {
+        channel: channel.clone(),
+        event: "presence".into(),
+        obj_end: shards::object_end(&text),
+        text,
+        attachments: Vec::new(),
+        data: 0..0,
+        skip_user: None,
+        members_only: true,
+    };
+    shard.publish(p).await;
+}

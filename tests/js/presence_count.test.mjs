@@ -1,0 +1,63 @@
+// Large channels: above --presence-max-members, joins and leaves send no per-member presence; the
+// members get a presence `count` at most once per --presence-interval while the count changes,
+// and a channel that shrinks back goes back to per-member events after one count.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, connect, ack, uniq, record, until, sleep } from './fixture.mjs';
+
+const MAX = 5;
+const INTERVAL = 300;
+const perMember = (r) => r.filter((p) => p.type === 'join' || p.type === 'leave');
+const counts = (r) => r.filter((p) => p.type === 'count');
+
+describe(`presence of large channels [shards=2, --presence-max-members ${MAX}, --presence-interval ${INTERVAL}]`, () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ shards: 2, extraArgs: ['--presence-max-members', String(MAX), '--presence-interval', String(INTERVAL)] });
+  });
+  after(async () => { await srv?.stop(); });
+
+  it('above the threshold: counts instead of joins and leaves; below it again: per-member events', async () => {
+    const ch = uniq('big');
+    const socks = [];
+    for (let i = 0; i < MAX; i += 1) {
+      const s = await connect(srv);
+      socks.push(s);
+      assert.equal((await ack(s, 'join', ch)).ok, true);
+    }
+    const first = record(socks[0], 'presence');
+    const extra = [];
+    for (let i = 0; i < 4; i += 1) {
+      const s = await connect(srv);
+      extra.push(s);
+      assert.equal((await ack(s, 'join', ch)).members, MAX + i + 1);
+    }
+    await until(() => counts(first).some((p) => p.count === MAX + 4), () => `a count of ${MAX + 4}: ${JSON.stringify(first)}`, 3000);
+    assert.deepEqual(perMember(first), [], 'no per-member presence above the threshold');
+    const c = counts(first).at(-1);
+    assert.deepEqual(Object.keys(c).sort(), ['channel', 'count', 'ts', 'type']);
+    assert.equal(c.channel, ch);
+    assert.ok(counts(first).length <= 3, `counts are rate-limited: ${counts(first).length}`);
+    const m = await ack(socks[0], 'members', ch);
+    assert.equal(m.members.length, MAX + 4, 'members still lists everyone');
+
+    // shrink back: the leaves that leave it above or at the threshold are counted, then per-member
+    for (const s of extra) assert.equal((await ack(s, 'leave', ch)).ok, true);
+    await until(() => counts(first).some((p) => p.count === MAX), () => `a count of ${MAX}: ${JSON.stringify(counts(first))}`, 3000);
+    assert.deepEqual(perMember(first), []);
+    await sleep(INTERVAL * 2);
+    assert.equal((await ack(socks[4], 'leave', ch)).ok, true);
+    await until(() => perMember(first).some((p) => p.type === 'leave' && p.member.socketId === socks[4].id), 'a per-member leave below the threshold', 2000);
+  });
+
+  it('a small channel behaves as before: every join reaches every member at once', async () => {
+    const ch = uniq('small');
+    const a = await connect(srv);
+    const r = record(a, 'presence');
+    await ack(a, 'join', ch);
+    const b = await connect(srv);
+    await ack(b, 'join', ch);
+    await until(() => r.filter((p) => p.type === 'join').length === 2, 'both joins', 1000);
+    assert.deepEqual(counts(r), []);
+  });
+});
