@@ -154,6 +154,17 @@ pub fn presence(channel: &str, kind: &str, m: &Member, ts: u64, offset: Option<&
     Bytes::from(out)
 }
 
+/// `42["presence",{"channel","type":"count","count","ts"}]`, with `offset`
+/// as its last argument when given.
+pub fn presence_count(channel: &str, count: usize, ts: u64, offset: Option<&str>) -> Bytes {
+    let mut out = String::with_capacity(96 + channel.len());
+    out.push_str("42[\"presence\",{\"channel\":");
+    push_json_str(&mut out, channel);
+    let _ = write!(out, ",\"type\":\"count\",\"count\":{count},\"ts\":{ts}}}");
+    push_offset(&mut out, offset);
+    Bytes::from(out)
+}
+
 /// A JSON list of MEMBER objects.
 pub fn members(list: &[MemberView]) -> String {
     let mut out = String::with_capacity(2 + list.len() * 96);

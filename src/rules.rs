@@ -84,6 +84,15 @@ fn bad_request(msg: impl Into<String>) -> Fail {
     Fail::new(ErrorCode::BadRequest, msg)
 }
 
+/// A `limit` argument (a socket event's number, or a REST query's text
+/// parsed): a positive integer, else `bad_request`.
+pub fn limit_arg(n: Option<u64>) -> Result<usize, Fail> {
+    match n {
+        Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => Err(bad_request("\"limit\" must be a positive integer")),
+    }
+}
+
 /// A channel name is 1..=200 bytes of UTF-8 with no Unicode control character (`Cc`).
 pub fn validate_channel(name: &str) -> Result<(), Fail> {
     if name.is_empty() {

@@ -12,11 +12,12 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use shards::{now_ms, AppMsg, Publication};
+use shards::{now_ms, AppMsg};
 
+use crate::app::publish::presence_publication;
 use crate::app::views;
 use crate::ctx::ShardCtx;
-use crate::frame::json_str;
+use crate::frame;
 
 /// A channel to count, sent to its home shard.
 struct Mark(Arc<str>);
@@ -82,31 +83,11 @@ pub fn start(ctx: &Rc<ShardCtx>) {
     .detach();
 }
 
-/// `42["presence",{"channel":C,"type":"count","count":N,"ts":T}]` to the
-/// channel's members (with its offset when recovery is on).
+/// The channel's count to its members (`frame::presence_count`, with its
+/// offset when recovery is on).
 async fn send(ctx: &ShardCtx, channel: &Arc<str>, n: usize) {
     let shard = &ctx.shard;
-    let mut text = format!(
-        "42[\"presence\",{{\"channel\":{},\"type\":\"count\",\"count\":{n},\"ts\":{}}}",
-        json_str(channel),
-        now_ms()
-    );
-    if shard.recovery_enabled() {
-        text.push_str(",\"");
-        text.push_str(&shard.next_event_id());
-        text.push('"');
-    }
-    text.push(']');
-    let text = bytes::Bytes::from(text);
-    let p = Publication {
-        channel: channel.clone(),
-        event: "presence".into(),
-        obj_end: shards::object_end(&text),
-        text,
-        attachments: Vec::new(),
-        data: 0..0,
-        skip_user: None,
-        members_only: true,
-    };
-    shard.publish(p).await;
+    let id = shard.recovery_enabled().then(|| shard.next_event_id());
+    let text = frame::presence_count(channel, n, now_ms(), id.as_deref());
+    shard.publish(presence_publication(channel, text)).await;
 }

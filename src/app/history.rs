@@ -62,10 +62,6 @@ pub fn start(ctx: &Rc<ShardCtx>) {
     .detach();
 }
 
-fn bad(msg: &str) -> Fail {
-    Fail::new(ErrorCode::BadRequest, msg)
-}
-
 /// The `history` event's argument: a channel name, or
 /// `{"channel":C,"limit"?:N,"since"?:OFFSET}` (`null` is the same as
 /// leaving a field out).
@@ -80,12 +76,16 @@ pub fn event_arg(arg: Option<&Value>) -> Result<Ask, Fail> {
     };
     let limit = match map.get("limit") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(positive(v.as_u64())?),
+        Some(v) => Some(rules::limit_arg(v.as_u64())?),
     };
     let since = match map.get("since") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(bad("\"since\" must be a string (an event id)")),
+        Some(_) => {
+            return Err(crate::app::publish::bad(
+                "\"since\" must be a string (an event id)",
+            ))
+        }
     };
     Ok(Ask {
         channel,
@@ -100,20 +100,13 @@ pub fn rest_arg(channel: &str, limit: Option<&str>, since: Option<&str>) -> Resu
     rules::validate_channel(channel)?;
     let limit = match limit {
         None | Some("") => None,
-        Some(l) => Some(positive(l.parse().ok())?),
+        Some(l) => Some(rules::limit_arg(l.parse().ok())?),
     };
     Ok(Ask {
         channel: channel.into(),
         limit,
         since: since.map(str::to_string),
     })
-}
-
-fn positive(n: Option<u64>) -> Result<usize, Fail> {
-    match n {
-        Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        _ => Err(bad("\"limit\" must be a positive integer")),
-    }
 }
 
 /// With a cluster (and recovery on, which keeps each channel's stream in

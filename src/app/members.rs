@@ -17,7 +17,7 @@ use shards::MemberView;
 use crate::app::views;
 use crate::ctx::ShardCtx;
 use crate::frame::{self, json_str};
-use crate::rules::{self, ErrorCode, Fail};
+use crate::rules::{self, Fail};
 
 /// The largest page, and the page without `limit`: one answer stays a
 /// bounded frame however large the channel.
@@ -35,10 +35,6 @@ pub struct Ask {
     pub after: Option<String>,
 }
 
-fn bad(msg: &str) -> Fail {
-    Fail::new(ErrorCode::BadRequest, msg)
-}
-
 /// The `members` event's argument: a channel name, or
 /// `{"channel":C,"limit"?:N,"after"?:SOCKET_ID}` (`null` is the same as
 /// absent).
@@ -53,12 +49,16 @@ pub fn event_arg(arg: Option<&Value>) -> Result<Ask, Fail> {
     };
     let limit = match map.get("limit") {
         None | Some(Value::Null) => MAX_PAGE,
-        Some(v) => positive(v.as_u64())?,
+        Some(v) => rules::limit_arg(v.as_u64())?.min(MAX_PAGE),
     };
     let after = match map.get("after") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(after_arg(s)?.to_string()),
-        Some(_) => return Err(bad("\"after\" must be a string (a socket id)")),
+        Some(_) => {
+            return Err(crate::app::publish::bad(
+                "\"after\" must be a string (a socket id)",
+            ))
+        }
     };
     Ok(Ask {
         channel,
@@ -73,7 +73,7 @@ pub fn rest_arg(channel: &str, limit: Option<&str>, after: Option<&str>) -> Resu
     rules::validate_channel(channel)?;
     let limit = match limit {
         None | Some("") => MAX_PAGE,
-        Some(l) => positive(l.parse().ok())?,
+        Some(l) => rules::limit_arg(l.parse().ok())?.min(MAX_PAGE),
     };
     let after = match after {
         None | Some("") => None,
@@ -86,16 +86,11 @@ pub fn rest_arg(channel: &str, limit: Option<&str>, after: Option<&str>) -> Resu
     })
 }
 
-fn positive(n: Option<u64>) -> Result<usize, Fail> {
-    match n {
-        Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX).min(MAX_PAGE)),
-        _ => Err(bad("\"limit\" must be a positive integer")),
-    }
-}
-
 fn after_arg(s: &str) -> Result<&str, Fail> {
     if s.len() > MAX_AFTER {
-        return Err(bad("\"after\" is longer than any socket id"));
+        return Err(crate::app::publish::bad(
+            "\"after\" is longer than any socket id",
+        ));
     }
     Ok(s)
 }
@@ -138,6 +133,7 @@ fn page(list: &mut Vec<MemberView>, after: Option<&str>, limit: usize) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::ErrorCode;
     use serde_json::json;
 
     fn view(sid: &str) -> MemberView {

@@ -68,6 +68,21 @@ pub async fn broadcast(
     Ok(id)
 }
 
+/// A presence frame (`frame::presence`, `frame::presence_count`) as the
+/// publication to a channel's members (never to its subscriptions).
+pub fn presence_publication(channel: &str, text: Bytes) -> Publication {
+    Publication {
+        channel: channel.into(),
+        event: "presence".into(),
+        obj_end: shards::object_end(&text),
+        text,
+        attachments: Vec::new(),
+        data: 0..0,
+        skip_user: None,
+        members_only: true,
+    }
+}
+
 /// A `publish` argument checked (`grant` decides the channel claim) and
 /// encoded into its one shared frame (with its id as the recovery offset
 /// when `offset`); also the event's id (`next_id`, taken once the argument

@@ -9,8 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shards::{now_ms, Member, Publication, SubFilter, Topic};
+use shards::{now_ms, Member, SubFilter, Topic};
 
+use crate::app::publish::presence_publication;
 use crate::app::recovery::pending::{Carry, Pending};
 use crate::auth::Claims;
 use crate::ctx::ShardCtx;
@@ -257,15 +258,5 @@ async fn presence(ctx: &ShardCtx, g: &GwSocket, channel: &str, kind: &str) {
     let shard = &ctx.shard;
     let id = shard.recovery_enabled().then(|| shard.next_event_id());
     let text = frame::presence(channel, kind, &g.member, now_ms(), id.as_deref());
-    let p = Publication {
-        channel: channel.into(),
-        event: "presence".into(),
-        obj_end: shards::object_end(&text),
-        text,
-        attachments: Vec::new(),
-        data: 0..0,
-        skip_user: None,
-        members_only: true,
-    };
-    shard.publish(p).await;
+    shard.publish(presence_publication(channel, text)).await;
 }
