@@ -22,21 +22,26 @@ use crate::frame;
 /// A channel to count, sent to its home shard.
 struct Mark(Arc<str>);
 
-/// Whether `channel` is large (its member count after this change, or
-/// before it for a leave, is above the threshold); if so, its count is
-/// due and no per-member presence goes out.
-pub async fn large(ctx: &Rc<ShardCtx>, channel: &Arc<str>, is_join: bool) -> bool {
+/// After a join or leave: the channel's member count now (`None` when
+/// counts are off), and whether it is large (its count after a join, or
+/// before a leave, is above the threshold). If so, its count is due and no
+/// per-member presence goes out.
+pub async fn after_change(
+    ctx: &Rc<ShardCtx>,
+    channel: &Arc<str>,
+    is_join: bool,
+) -> (Option<usize>, bool) {
     let max = ctx.cfg.presence_max_members;
     if max == 0 {
-        return false;
+        return (None, false);
     }
     let n = views::member_count(ctx, channel).await;
     let before = if is_join { n } else { n + 1 };
     if before <= max {
-        return false;
+        return (Some(n), false);
     }
     mark(ctx, channel);
-    true
+    (Some(n), true)
 }
 
 /// Marks `channel` on its home shard: its count goes out at the next tick.

@@ -292,12 +292,17 @@ async fn join(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Option<&Value>) -> Result<
     }
     let shard = &s.ctx.shard;
     let ch: Arc<str> = name.into();
+    let mut counted = None;
     if shard.join(&ch, &g.member).await {
         g.channels.borrow_mut().push(ch.clone());
         crate::app::recovery::checkpoint(&s.ctx, g);
-        joined(&s.ctx, g, &ch).await;
+        counted = joined(&s.ctx, g, &ch).await;
     }
-    let n = crate::app::views::member_count(&s.ctx, &ch).await;
+    // Counted once: presence of a large channel needed it too.
+    let n = match counted {
+        Some(n) => n,
+        None => crate::app::views::member_count(&s.ctx, &ch).await,
+    };
     Ok(format!(
         "{{\"ok\":true,\"channel\":{},\"members\":{n}}}",
         frame::json_str(&ch)

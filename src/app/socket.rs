@@ -135,8 +135,13 @@ pub async fn disconnect(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>) {
 
 /// After `g` joined `channel` (or came back to it): in the cluster's
 /// presence, `join` to every member, itself included (at most once a
-/// second: see [`gate`]).
-pub(crate) async fn joined(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>) {
+/// second: see [`gate`]). Returns the channel's member count when it had
+/// to ask for it (for a large channel's presence).
+pub(crate) async fn joined(
+    ctx: &Rc<ShardCtx>,
+    g: &Rc<GwSocket>,
+    channel: &Arc<str>,
+) -> Option<usize> {
     if let Some(c) = &ctx.cluster {
         let m = &g.member;
         let view = shards::MemberView {
@@ -147,12 +152,11 @@ pub(crate) async fn joined(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<s
         };
         c.join(channel, view);
     }
-    if crate::app::counts::large(ctx, channel, true).await {
-        return;
-    }
-    if gate(ctx, g, channel, true) {
+    let (count, large) = crate::app::counts::after_change(ctx, channel, true).await;
+    if !large && gate(ctx, g, channel, true) {
         presence(ctx, g, channel, "join").await;
     }
+    count
 }
 
 /// After `g` left `channel` (or its presence grace ended): out of the
@@ -162,10 +166,8 @@ pub(crate) async fn left(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str
     if let Some(c) = &ctx.cluster {
         c.leave(channel, &g.member.socket_id);
     }
-    if crate::app::counts::large(ctx, channel, false).await {
-        return;
-    }
-    if gate(ctx, g, channel, false) {
+    let (_, large) = crate::app::counts::after_change(ctx, channel, false).await;
+    if !large && gate(ctx, g, channel, false) {
         presence(ctx, g, channel, "leave").await;
     }
 }

@@ -249,7 +249,7 @@ pub fn resume(s: &Rc<Session>, g: &Rc<GwSocket>) {
         let (ctx, g) = (ctx.clone(), g.clone());
         shards::rt::spawn_local(async move {
             for ch in channels {
-                joined(&ctx, &g, &ch).await;
+                let _ = joined(&ctx, &g, &ch).await;
             }
         })
         .detach();
