@@ -83,7 +83,7 @@ fn publication(channel: &Arc<str>) -> Publication {
         attachments: Vec::new(),
         data: 0..0,
         skip_user: None,
-        members_only: false,
+        presence: None,
         obj_end: FRAME.len() - 1,
     }
 }

@@ -25,6 +25,7 @@ pub struct ShardCtx {
     /// between two awaits), so sockets keep no batch storage of their own.
     pub ws_batch: RefCell<Vec<proto::engineio::Outgoing>>,
     /// Large channels whose home is this shard and whose member count
-    /// changed since their last presence `count` (`app/counts.rs`).
-    pub presence_counts: RefCell<std::collections::HashSet<Arc<str>>>,
+    /// changed since their last presence `count` (`app/counts.rs`); true:
+    /// changed on this instance.
+    pub presence_counts: RefCell<std::collections::HashMap<Arc<str>, bool>>,
 }

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use shards::{Member, MemberView};
+use shards::{Member, MemberView, PresenceKind, PresenceTag};
 
 /// A JSON string literal.
 pub fn json_str(s: &str) -> String {
@@ -165,6 +165,38 @@ pub fn presence_count(channel: &str, count: usize, ts: u64, offset: Option<&str>
     Bytes::from(out)
 }
 
+/// The coalescing tag of a presence frame as [`presence`] and
+/// [`presence_count`] write it (`head` is its text, or the head of its
+/// parts); `None` for any other frame. For frames read back (a recovered
+/// socket's replay), which carry no tag of their own.
+pub fn presence_tag(head: &[u8]) -> Option<PresenceTag> {
+    use serde::Deserialize;
+    use std::borrow::Cow;
+    #[derive(Deserialize)]
+    struct P<'a> {
+        #[serde(borrow)]
+        channel: Cow<'a, str>,
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow)]
+        member: Option<M<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct M<'a> {
+        #[serde(rename = "socketId", borrow)]
+        socket_id: Cow<'a, str>,
+    }
+    let rest = head.strip_prefix(b"42[\"presence\",")?;
+    let p = P::deserialize(&mut serde_json::Deserializer::from_slice(rest)).ok()?;
+    let (kind, member) = match (&*p.kind, &p.member) {
+        ("join", Some(m)) => (PresenceKind::Join, Some(&*m.socket_id)),
+        ("leave", Some(m)) => (PresenceKind::Leave, Some(&*m.socket_id)),
+        ("count", None) => (PresenceKind::Count, None),
+        _ => return None,
+    };
+    Some(PresenceTag::new(&p.channel, member, kind))
+}
+
 /// A JSON list of MEMBER objects.
 pub fn members(list: &[MemberView]) -> String {
     let mut out = String::with_capacity(2 + list.len() * 96);
@@ -196,6 +228,23 @@ mod tests {
             false,
             Rc::new(Outbox::new(1, usize::MAX)),
         )
+    }
+
+    #[test]
+    fn presence_tags_read_back_what_was_written() {
+        let m = member();
+        for offset in [None, Some("7-1")] {
+            for (kind, k) in [("join", PresenceKind::Join), ("leave", PresenceKind::Leave)] {
+                let f = presence("ch\"1", kind, &m, 5, offset);
+                let want = PresenceTag::new("ch\"1", Some("i-0-1"), k);
+                assert_eq!(presence_tag(&f), Some(want));
+            }
+            let f = presence_count("ch\"1", 9, 5, offset);
+            let want = PresenceTag::new("ch\"1", None, PresenceKind::Count);
+            assert_eq!(presence_tag(&f), Some(want));
+        }
+        assert_eq!(presence_tag(b"42[\"event\",{}]"), None);
+        assert_eq!(presence_tag(b"42[\"presence\",{\"channel\":1}]"), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use proto::engineio::Outgoing;
 
 use crate::ids::SocketKey;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, PresenceTag};
 
 /// A socket as the channel index sees it.
 pub struct Member {
@@ -70,6 +70,19 @@ impl Member {
     /// refused it (closed, or over its bound).
     pub fn push(&self, p: Outgoing, attachments: &[Bytes]) -> bool {
         !self.detached.get() && self.outbox.borrow().push_all(p, attachments)
+    }
+
+    /// Queues its frame of `p` (a presence frame as such, see
+    /// [`Outbox::push_presence`]); `false` as [`Member::push`].
+    pub fn deliver(&self, p: &Publication) -> bool {
+        if self.detached.get() {
+            return false;
+        }
+        let frame = p.frame_for(self.recover);
+        match p.presence {
+            Some(tag) => self.outbox.borrow().push_presence(frame, tag),
+            None => self.outbox.borrow().push_all(frame, &p.attachments),
+        }
     }
 
     /// Its transport is gone: deliveries skip it until [`Member::attach`].
@@ -271,8 +284,9 @@ pub struct Publication {
     pub data: Range<usize>,
     /// `echo:false`: skip every socket of this user.
     pub skip_user: Option<Arc<str>>,
-    /// Presence events go to members only, never to subscriptions.
-    pub members_only: bool,
+    /// A presence frame's tag: it goes to members only, never to
+    /// subscriptions, and may be coalesced in a backed-up queue.
+    pub presence: Option<PresenceTag>,
     /// Where the event object ends in `text` ([`object_end`]).
     pub obj_end: usize,
 }
@@ -534,12 +548,12 @@ impl Channels {
         let skip = |m: &Member| p.skip_user.as_deref().is_some_and(|u| *u == *m.user_id);
         if let Some(ch) = self.channels.get(&*p.channel) {
             for j in &ch.list {
-                if !skip(&j.m) && j.m.push(p.frame_for(j.m.recover), &p.attachments) {
+                if !skip(&j.m) && j.m.deliver(p) {
                     n += 1;
                 }
             }
         }
-        if p.members_only {
+        if p.presence.is_some() {
             return n;
         }
         let parts = SubParts::new(p);
@@ -584,7 +598,7 @@ impl Channels {
         if member_since.is_some_and(|since| since <= pos) && !own_leave(m, p) {
             out.push((p.frame_for(m.recover), p.attachments.clone()));
         }
-        if p.members_only {
+        if p.presence.is_some() {
             return;
         }
         let parts = SubParts::new(p);
@@ -603,7 +617,7 @@ impl Channels {
 /// Whether `p` is the presence `leave` of `m` itself (sent when its presence
 /// grace ended while it was away): a member is never sent its own leave.
 fn own_leave(m: &Member, p: &Publication) -> bool {
-    if !p.members_only {
+    if p.presence.is_none() {
         return false;
     }
     let needle = format!(
@@ -665,7 +679,7 @@ mod tests {
             attachments: vec![],
             data: 0..0,
             skip_user: skip.map(Into::into),
-            members_only: false,
+            presence: None,
             obj_end: 18,
         }
     }

@@ -61,7 +61,7 @@ pub use history::{object_id, select, HistoryBounds, HistoryPage, HistoryQuery};
 pub use ids::{channel_home, session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
 pub use interest::InterestMap;
 pub use mailbox::{AppMsg, PeerGone, Request, Response};
-pub use outbox::{CloseReason, Direct, DirectSink, Outbox};
+pub use outbox::{CloseReason, Direct, DirectSink, Outbox, PresenceKind, PresenceTag};
 pub use recovery::{LogBounds, Miss};
 pub use replies::Replies;
 pub use runtime::{start, RuntimeConfig, ShardHandle};

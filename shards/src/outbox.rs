@@ -78,13 +78,83 @@ pub trait DirectSink {
     fn try_write(&self, packet: &Outgoing) -> Direct;
 }
 
+/// What a presence frame says about whom, so that presence waiting in a
+/// backed-up queue can be coalesced: frames with the same `key` (one member
+/// in one channel, or one channel's count) replace or cancel each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceTag {
+    pub key: u64,
+    pub kind: PresenceKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceKind {
+    Join,
+    Leave,
+    Count,
+}
+
+impl PresenceTag {
+    /// The tag of a `join`/`leave` of socket `socket_id` in `channel`, or
+    /// (`socket_id` None) of `channel`'s `count`.
+    pub fn new(channel: &str, socket_id: Option<&str>, kind: PresenceKind) -> Self {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same key on every shard.
+        let mut h = std::hash::DefaultHasher::new();
+        channel.hash(&mut h);
+        socket_id.hash(&mut h);
+        PresenceTag {
+            key: h.finish(),
+            kind,
+        }
+    }
+}
+
+/// A queue holding this many packets is backing up: presence pushed from
+/// here on is coalesced with presence still waiting. Below it every join and
+/// leave goes out as it happened (a reader that keeps up sees them all).
+const COALESCE_FROM: usize = 32;
+
+/// One queued packet.
+struct Slot {
+    packet: Outgoing,
+    kind: SlotKind,
+}
+
+enum SlotKind {
+    Plain,
+    Presence(PresenceTag),
+    /// Presence coalesced away after it was queued; skipped by the drain.
+    Dead,
+}
+
+/// Presence waiting in the queue; exists only while some does.
+#[derive(Default)]
+struct Waiting {
+    /// Key → position (in pushes counted by `seq`) of the key's queued frame.
+    by_key: std::collections::HashMap<u64, u64>,
+    /// Slots pushed since this was created, plus the queue's length then:
+    /// the queue's front is at `seq - queue.len()`.
+    seq: u64,
+    live: usize,
+    bytes: usize,
+    dead: usize,
+}
+
 /// Bounded queue of encoded Engine.IO packets for one session.
+///
+/// Presence frames ([`Outbox::push_presence`]) do not count against the
+/// bounds: what they can hold is bounded by coalescing instead (in a queue
+/// that is backing up, at most one frame per member per channel, and one
+/// count per channel), so presence alone never cuts a socket as a slow
+/// consumer; everything else does as before.
 pub struct Outbox {
-    queue: RefCell<VecDeque<Outgoing>>,
+    queue: RefCell<VecDeque<Slot>>,
     bound: usize,
     byte_bound: usize,
-    /// Payload bytes queued.
+    /// Payload bytes queued (presence included).
     bytes: Cell<usize>,
+    waiting: RefCell<Option<Box<Waiting>>>,
     closed: Cell<Option<CloseReason>>,
     waker: RefCell<Option<Waker>>,
     /// Lent by the transport while its writer is idle.
@@ -104,11 +174,36 @@ impl Outbox {
             bound: bound.max(1),
             byte_bound,
             bytes: Cell::new(0),
+            waiting: RefCell::new(None),
             closed: Cell::new(None),
             waker: RefCell::new(None),
             direct: RefCell::new(None),
             kicked: Cell::new(false),
             writes: Cell::new(0),
+        }
+    }
+
+    /// Offers `packet` to the lent sink, if any. `Some(true)`: done with it;
+    /// `None`: queue it.
+    fn try_direct(&self, packet: &Outgoing) -> Option<bool> {
+        // A lent sink implies an empty queue: nothing can overtake.
+        let direct = self.direct.borrow().as_ref().map(|s| s.try_write(packet));
+        match direct {
+            Some(Direct::Sent) => {
+                self.writes.set(self.writes.get() + 1);
+                Some(true)
+            }
+            Some(Direct::Partial) => {
+                self.kicked.set(true);
+                self.take_direct();
+                self.wake();
+                Some(true)
+            }
+            Some(Direct::Blocked) => {
+                self.take_direct();
+                None
+            }
+            None => None,
         }
     }
 
@@ -118,48 +213,10 @@ impl Outbox {
         if self.closed.get().is_some() {
             return false;
         }
-        // A lent sink implies an empty queue: nothing can overtake.
-        let direct = self.direct.borrow().as_ref().map(|s| s.try_write(&packet));
-        match direct {
-            Some(Direct::Sent) => {
-                self.writes.set(self.writes.get() + 1);
-                return true;
-            }
-            Some(Direct::Partial) => {
-                self.kicked.set(true);
-                self.take_direct();
-                self.wake();
-                return true;
-            }
-            Some(Direct::Blocked) => {
-                self.take_direct();
-            }
-            None => {}
+        if let Some(done) = self.try_direct(&packet) {
+            return done;
         }
-        let len = packet.len();
-        let mut q = self.queue.borrow_mut();
-        if q.len() >= self.bound || !self.fits(q.is_empty(), len) {
-            q.clear();
-            q.shrink_to_fit();
-            drop(q);
-            self.bytes.set(0);
-            self.close(CloseReason::SlowConsumer);
-            return false;
-        }
-        self.bytes.set(self.bytes.get() + len);
-        let was_empty = q.is_empty();
-        if q.capacity() == 0 {
-            // Room for one, not the default four: most sockets hold one
-            // packet at a time (a handshake, a delivery), and an idle one
-            // keeps what it grew to.
-            q.reserve_exact(1);
-        }
-        q.push_back(packet);
-        drop(q);
-        if was_empty {
-            self.wake();
-        }
-        true
+        self.enqueue(packet, &[])
     }
 
     /// Queues packets that must stay together (a binary event and its
@@ -174,19 +231,53 @@ impl Outbox {
         } else if self.direct.borrow().is_some() {
             return self.push(first);
         }
-        let len = first.len() + rest.iter().map(bytes::Bytes::len).sum::<usize>();
-        let mut q = self.queue.borrow_mut();
-        if q.len() + 1 + rest.len() > self.bound || !self.fits(q.is_empty(), len) {
-            q.clear();
-            drop(q);
-            self.bytes.set(0);
-            self.close(CloseReason::SlowConsumer);
+        self.enqueue(first, rest)
+    }
+
+    /// Queues a presence frame. In a queue that is backing up, a frame still
+    /// waiting with the same key is coalesced with it: a `join` and a
+    /// `leave` of one member cancel (the client never saw either), anything
+    /// else keeps the newer one, at the end of the queue. Never closes the
+    /// socket for want of room.
+    pub fn push_presence(&self, packet: Outgoing, tag: PresenceTag) -> bool {
+        if self.closed.get().is_some() {
             return false;
         }
+        if let Some(done) = self.try_direct(&packet) {
+            return done;
+        }
+        let mut q = self.queue.borrow_mut();
+        let mut w = self.waiting.borrow_mut();
+        let w = w.get_or_insert_with(|| {
+            Box::new(Waiting {
+                seq: q.len() as u64,
+                ..Waiting::default()
+            })
+        });
+        if q.len() - w.dead >= COALESCE_FROM {
+            if let Some(old) = take_waiting(&mut q, w, tag.key) {
+                self.bytes.set(self.bytes.get() - old.1);
+                let opposite = matches!(
+                    (old.0, tag.kind),
+                    (PresenceKind::Join, PresenceKind::Leave)
+                        | (PresenceKind::Leave, PresenceKind::Join)
+                );
+                if opposite {
+                    return true;
+                }
+            }
+        }
+        let len = packet.len();
+        let was_empty = q.len() == w.dead;
+        w.by_key.insert(tag.key, w.seq);
+        w.seq += 1;
+        w.live += 1;
+        w.bytes += len;
         self.bytes.set(self.bytes.get() + len);
-        let was_empty = q.is_empty();
-        q.push_back(first);
-        q.extend(rest.iter().cloned().map(Outgoing::Binary));
+        q.push_back(Slot {
+            packet,
+            kind: SlotKind::Presence(tag),
+        });
         drop(q);
         if was_empty {
             self.wake();
@@ -194,10 +285,50 @@ impl Outbox {
         true
     }
 
-    /// Whether `len` more bytes stay within the byte bound; anything fits an
-    /// empty queue.
-    fn fits(&self, empty: bool, len: usize) -> bool {
-        empty || self.bytes.get().saturating_add(len) <= self.byte_bound
+    /// Queues `first` and `rest` within the bounds, or closes the socket as
+    /// a slow consumer.
+    fn enqueue(&self, first: Outgoing, rest: &[bytes::Bytes]) -> bool {
+        let len = first.len() + rest.iter().map(bytes::Bytes::len).sum::<usize>();
+        let mut q = self.queue.borrow_mut();
+        let mut w = self.waiting.borrow_mut();
+        let (p_live, p_bytes, dead) = w.as_ref().map_or((0, 0, 0), |w| (w.live, w.bytes, w.dead));
+        let plain = q.len() - p_live - dead;
+        let plain_bytes = self.bytes.get() - p_bytes;
+        // Anything fits when no other packet of its kind waits.
+        let fits = plain == 0 || plain_bytes.saturating_add(len) <= self.byte_bound;
+        if plain + 1 + rest.len() > self.bound || !fits {
+            q.clear();
+            q.shrink_to_fit();
+            *w = None;
+            drop((q, w));
+            self.bytes.set(0);
+            self.close(CloseReason::SlowConsumer);
+            return false;
+        }
+        self.bytes.set(self.bytes.get() + len);
+        let was_empty = q.len() == dead;
+        if q.capacity() == 0 && rest.is_empty() {
+            // Room for one, not the default four: most sockets hold one
+            // packet at a time (a handshake, a delivery), and an idle one
+            // keeps what it grew to.
+            q.reserve_exact(1);
+        }
+        q.push_back(Slot {
+            packet: first,
+            kind: SlotKind::Plain,
+        });
+        q.extend(rest.iter().cloned().map(|b| Slot {
+            packet: Outgoing::Binary(b),
+            kind: SlotKind::Plain,
+        }));
+        if let Some(w) = w.as_mut() {
+            w.seq += 1 + rest.len() as u64;
+        }
+        drop((q, w));
+        if was_empty {
+            self.wake();
+        }
+        true
     }
 
     /// Payload bytes queued.
@@ -250,12 +381,19 @@ impl Outbox {
         self.closed.get()
     }
 
+    /// Packets queued (coalesced-away presence not counted).
     pub fn len(&self) -> usize {
-        self.queue.borrow().len()
+        let dead = self.waiting.borrow().as_ref().map_or(0, |w| w.dead);
+        self.queue.borrow().len() - dead
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.borrow().is_empty()
+        self.len() == 0
+    }
+
+    /// Presence frames queued.
+    pub fn queued_presence(&self) -> usize {
+        self.waiting.borrow().as_ref().map_or(0, |w| w.live)
     }
 
     /// Moves up to `max` queued packets into `out`. Frees the queue's
@@ -263,14 +401,54 @@ impl Outbox {
     pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) {
         self.kicked.set(false);
         let mut q = self.queue.borrow_mut();
-        let n = q.len().min(max);
-        if n == q.len() {
-            self.bytes.set(0);
-            out.extend(q.drain(..));
-        } else {
-            let mut taken = 0;
-            out.extend(q.drain(..n).inspect(|p| taken += p.len()));
-            self.bytes.set(self.bytes.get() - taken);
+        let mut waiting = self.waiting.borrow_mut();
+        match waiting.as_mut() {
+            None => {
+                let n = q.len().min(max);
+                if n == q.len() {
+                    self.bytes.set(0);
+                    out.extend(q.drain(..).map(|s| s.packet));
+                } else {
+                    let mut taken = 0;
+                    out.extend(q.drain(..n).map(|s| {
+                        taken += s.packet.len();
+                        s.packet
+                    }));
+                    self.bytes.set(self.bytes.get() - taken);
+                }
+            }
+            Some(w) => {
+                let mut n = 0;
+                while n < max {
+                    let front = w.seq - q.len() as u64;
+                    let Some(s) = q.pop_front() else { break };
+                    match s.kind {
+                        SlotKind::Dead => {
+                            w.dead -= 1;
+                            continue;
+                        }
+                        SlotKind::Presence(tag) => {
+                            w.live -= 1;
+                            w.bytes -= s.packet.len();
+                            if w.by_key.get(&tag.key) == Some(&front) {
+                                w.by_key.remove(&tag.key);
+                            }
+                        }
+                        SlotKind::Plain => {}
+                    }
+                    self.bytes.set(self.bytes.get() - s.packet.len());
+                    out.push(s.packet);
+                    n += 1;
+                }
+                // Coalesced-away frames left at the front go too.
+                while matches!(q.front().map(|s| &s.kind), Some(SlotKind::Dead)) {
+                    q.pop_front();
+                    w.dead -= 1;
+                }
+                if q.is_empty() {
+                    *waiting = None;
+                }
+            }
         }
         if q.is_empty() && q.capacity() > 64 {
             *q = VecDeque::new();
@@ -279,7 +457,7 @@ impl Outbox {
 
     /// Ready when there is something to send or the outbox is closed.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.queue.borrow().is_empty() || self.closed.get().is_some() || self.kicked.get() {
+        if !self.is_empty() || self.closed.get().is_some() || self.kicked.get() {
             return Poll::Ready(());
         }
         let mut w = self.waker.borrow_mut();
@@ -302,6 +480,31 @@ impl Outbox {
             w.wake();
         }
     }
+}
+
+/// Removes the presence frame still queued under `key`, if any, leaving a
+/// dead slot in its place (positions of the others stay put); returns its
+/// kind and length.
+fn take_waiting(
+    q: &mut VecDeque<Slot>,
+    w: &mut Waiting,
+    key: u64,
+) -> Option<(PresenceKind, usize)> {
+    let at = w.by_key.remove(&key)?;
+    let front = w.seq - q.len() as u64;
+    let slot = q.get_mut(usize::try_from(at.checked_sub(front)?).ok()?)?;
+    let SlotKind::Presence(tag) = slot.kind else {
+        return None;
+    };
+    if tag.key != key {
+        return None;
+    }
+    let packet = std::mem::replace(&mut slot.packet, Outgoing::Text(bytes::Bytes::new()));
+    slot.kind = SlotKind::Dead;
+    w.live -= 1;
+    w.bytes -= packet.len();
+    w.dead += 1;
+    Some((tag.kind, packet.len()))
 }
 
 #[cfg(test)]
@@ -501,6 +704,120 @@ mod tests {
         assert_eq!(o.queued_bytes(), 8);
         assert!(!o.push(Outgoing::Binary(bin(8))));
         assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+    }
+
+    fn join(m: usize) -> (Outgoing, PresenceTag) {
+        let t = PresenceTag::new("c", Some(&format!("s{m}")), PresenceKind::Join);
+        (Outgoing::Text(Bytes::from(format!("join {m}"))), t)
+    }
+
+    fn leave(m: usize) -> (Outgoing, PresenceTag) {
+        let t = PresenceTag::new("c", Some(&format!("s{m}")), PresenceKind::Leave);
+        (Outgoing::Text(Bytes::from(format!("leave {m}"))), t)
+    }
+
+    fn count(n: usize) -> (Outgoing, PresenceTag) {
+        let t = PresenceTag::new("c", None, PresenceKind::Count);
+        (Outgoing::Text(Bytes::from(format!("count {n}"))), t)
+    }
+
+    fn all(o: &Outbox) -> Vec<String> {
+        let mut v = Vec::new();
+        o.drain_into(&mut v, usize::MAX);
+        v.iter()
+            .map(|p| match p {
+                Outgoing::Text(b) => String::from_utf8(b.to_vec()).unwrap(),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn presence_is_outside_the_bounds_and_never_cuts() {
+        let o = Outbox::new(4, 10);
+        for m in 0..100 {
+            let (p, t) = join(m);
+            assert!(o.push_presence(p, t));
+        }
+        assert_eq!(o.closed(), None);
+        assert_eq!(o.len(), 100);
+        // the bounds still hold for everything else
+        for _ in 0..4 {
+            assert!(o.push(Outgoing::Binary(bin(2))));
+        }
+        assert!(!o.push(Outgoing::Binary(bin(2))));
+        assert_eq!(o.closed(), Some(CloseReason::SlowConsumer));
+        assert_eq!(o.queued_bytes(), 0);
+        assert_eq!(o.queued_presence(), 0);
+    }
+
+    #[test]
+    fn a_backed_up_queue_cancels_a_join_and_a_leave_of_one_member() {
+        let o = Outbox::new(1024, usize::MAX);
+        let n = COALESCE_FROM + 10;
+        for m in 0..n {
+            let (p, t) = join(m);
+            o.push_presence(p, t);
+        }
+        for (p, t) in [leave(3), join(1000), leave(1000), leave(7)] {
+            o.push_presence(p, t);
+        }
+        let got = all(&o);
+        assert_eq!(got.len(), n - 2);
+        assert!(!got.iter().any(|s| s.ends_with(" 3") || s.ends_with(" 7")));
+        assert!(!got.iter().any(|s| s.ends_with(" 1000")));
+        assert_eq!(o.len(), 0);
+        assert_eq!(o.queued_bytes(), 0);
+        assert!(o.waiting.borrow().is_none());
+    }
+
+    #[test]
+    fn counts_keep_the_last_behind_the_events_between() {
+        let o = Outbox::new(1024, usize::MAX);
+        for _ in 0..COALESCE_FROM {
+            o.push(text("e"));
+        }
+        let (p, t) = count(5);
+        o.push_presence(p, t);
+        o.push(text("after 5"));
+        let (p, t) = count(7);
+        o.push_presence(p, t);
+        let got = all(&o);
+        assert_eq!(got.len(), COALESCE_FROM + 2);
+        assert_eq!(&got[COALESCE_FROM..], ["after 5", "count 7"]);
+    }
+
+    #[test]
+    fn a_queue_that_keeps_up_gets_every_change() {
+        let o = Outbox::new(1024, usize::MAX);
+        for (p, t) in [join(1), leave(1), join(1), count(2), count(3)] {
+            o.push_presence(p, t);
+        }
+        assert_eq!(
+            all(&o),
+            ["join 1", "leave 1", "join 1", "count 2", "count 3"]
+        );
+    }
+
+    #[test]
+    fn partial_drains_keep_the_coalescing_positions_right() {
+        let o = Outbox::new(1024, usize::MAX);
+        for m in 0..COALESCE_FROM + 10 {
+            let (p, t) = join(m);
+            o.push_presence(p, t);
+        }
+        let mut v = Vec::new();
+        o.drain_into(&mut v, 5);
+        assert_eq!(v.len(), 5);
+        // member 2 was sent: its leave is news; member 20 still waits
+        for (p, t) in [leave(2), leave(20)] {
+            o.push_presence(p, t);
+        }
+        let got = all(&o);
+        assert!(got.contains(&"leave 2".to_string()));
+        assert!(!got.contains(&"join 20".to_string()) && !got.contains(&"leave 20".to_string()));
+        // 5 sent; the leave of 2 added; the join of 20 and its leave cancelled
+        assert_eq!(got.len(), COALESCE_FROM + 10 - 5 + 1 - 1);
     }
 
     #[test]

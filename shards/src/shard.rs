@@ -29,6 +29,7 @@ use crate::history::{History, HistoryBounds, HistoryPage, HistoryQuery};
 use crate::ids::{channel_home, ShardId, SocketKey};
 use crate::interest::InterestMap;
 use crate::mailbox::{AppMsg, Mailbox, Request, Response, ShardMsg};
+use crate::outbox::PresenceKind;
 use crate::recovery::{Entry, Log, LogBounds, Miss};
 
 type AdoptFn = Box<dyn Fn(OwnedFd, Vec<u8>)>;
@@ -81,12 +82,17 @@ pub struct Shard {
     adopt: RefCell<Option<AdoptFn>>,
     app: RefCell<Vec<Rc<AppFn>>>,
     uplink: RefCell<Option<Rc<dyn Uplink>>>,
+    /// What the application does with a channel's presence count that
+    /// another instance sent, instead of delivering it.
+    remote_count: RefCell<Option<RemoteCountFn>>,
     /// With connection state recovery on: what this shard delivered.
     log: OnceCell<RefCell<Log>>,
     /// With history on: the recent events of the channels whose home is
     /// this shard.
     history: OnceCell<RefCell<History>>,
 }
+
+type RemoteCountFn = Box<dyn Fn(&Arc<str>)>;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -110,6 +116,7 @@ impl Shard {
             adopt: RefCell::new(None),
             app: RefCell::default(),
             uplink: RefCell::new(None),
+            remote_count: RefCell::new(None),
             log: OnceCell::new(),
             history: OnceCell::new(),
         }
@@ -132,7 +139,7 @@ impl Shard {
     /// Where `p` is recorded: its channel's home, when history is on and
     /// it is an event (presence is not kept).
     fn history_home(&self, p: &Publication) -> Option<ShardId> {
-        (self.history.get().is_some() && !p.members_only).then(|| self.home_of(&p.channel))
+        (self.history.get().is_some() && p.presence.is_none()).then(|| self.home_of(&p.channel))
     }
 
     /// Records `p`, published at `at`, in this shard's history (this shard
@@ -459,9 +466,23 @@ impl Shard {
     }
 
     /// Delivers a publication that arrived from another instance to this
-    /// shard's recipients (never forwarded again).
+    /// shard's recipients (never forwarded again); a presence count goes to
+    /// [`Self::on_remote_count`]'s handler instead, when one is installed.
     pub fn deliver_from_cluster(&self, p: &Arc<Publication>) -> usize {
+        if p.presence.is_some_and(|t| t.kind == PresenceKind::Count) {
+            if let Some(f) = self.remote_count.borrow().as_ref() {
+                f(&p.channel);
+                return 0;
+            }
+        }
         self.deliver_logged(p)
+    }
+
+    /// Installs what this shard does with a presence count from another
+    /// instance: each instance sends its own members one count per
+    /// interval, so a count from elsewhere only says the channel changed.
+    pub fn on_remote_count(&self, f: impl Fn(&Arc<str>) + 'static) {
+        *self.remote_count.borrow_mut() = Some(Box::new(f));
     }
 
     /// Delivers a direct message that arrived from another instance.
@@ -571,6 +592,16 @@ impl Shard {
     /// the delivery it gets anyway, or, when it has no recipient, through a
     /// record-only message. Returns the number of deliveries on this shard.
     pub async fn publish(&self, p: Publication) -> usize {
+        let uplink = self.uplink.borrow().clone();
+        self.publish_via(p, uplink).await
+    }
+
+    /// [`Self::publish`] to this instance only.
+    pub async fn publish_here(&self, p: Publication) -> usize {
+        self.publish_via(p, None).await
+    }
+
+    async fn publish_via(&self, p: Publication, uplink: Option<Rc<dyn Uplink>>) -> usize {
         let mask = self.interest.borrow().shards_for(&p.channel);
         let local = mask & (1 << self.id) != 0;
         let remote = mask & !(1 << self.id);
@@ -579,7 +610,6 @@ impl Shard {
         // another started is older, whichever reaches the home first.
         let at = Instant::now();
         let record_only = home.filter(|&h| h != self.id && remote & (1 << h) == 0);
-        let uplink = self.uplink.borrow().clone();
         if remote == 0 && record_only.is_none() && uplink.is_none() && self.log.get().is_none() {
             if home == Some(self.id) {
                 self.record(&p, at);

@@ -31,7 +31,7 @@ fn publication(channel: &str, text: &'static str) -> Publication {
         attachments: vec![],
         data: 0..0,
         skip_user: None,
-        members_only: false,
+        presence: None,
         obj_end: text.len() - 1,
     }
 }
@@ -205,7 +205,7 @@ fn event(channel: &str, id: &str) -> Publication {
         attachments: vec![],
         data: 0..0,
         skip_user: None,
-        members_only: false,
+        presence: None,
     }
 }
 

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use shards::{now_ms, Member, Publication};
+use shards::{now_ms, Member, PresenceTag, Publication};
 
 use crate::args::{self, EventArgs, Fields};
 use crate::frame;
@@ -62,7 +62,7 @@ pub async fn broadcast(
         attachments: Vec::new(),
         data,
         skip_user: None,
-        members_only: false,
+        presence: None,
     };
     shard.publish(p).await;
     Ok(id)
@@ -70,7 +70,7 @@ pub async fn broadcast(
 
 /// A presence frame (`frame::presence`, `frame::presence_count`) as the
 /// publication to a channel's members (never to its subscriptions).
-pub fn presence_publication(channel: &str, text: Bytes) -> Publication {
+pub fn presence_publication(channel: &str, text: Bytes, tag: PresenceTag) -> Publication {
     Publication {
         channel: channel.into(),
         event: "presence".into(),
@@ -79,7 +79,7 @@ pub fn presence_publication(channel: &str, text: Bytes) -> Publication {
         attachments: Vec::new(),
         data: 0..0,
         skip_user: None,
-        members_only: true,
+        presence: Some(tag),
     }
 }
 
@@ -124,7 +124,7 @@ pub fn publication(
         attachments: att,
         data,
         skip_user: (!echo).then(|| from.user_id.clone()),
-        members_only: false,
+        presence: None,
     };
     Ok((p, id))
 }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shards::{now_ms, Member, SubFilter, Topic};
+use shards::{now_ms, Member, PresenceKind, PresenceTag, SubFilter, Topic};
 
 use crate::app::publish::presence_publication;
 use crate::app::recovery::pending::{Carry, Pending};
@@ -260,5 +260,13 @@ async fn presence(ctx: &ShardCtx, g: &GwSocket, channel: &str, kind: &str) {
     let shard = &ctx.shard;
     let id = shard.recovery_enabled().then(|| shard.next_event_id());
     let text = frame::presence(channel, kind, &g.member, now_ms(), id.as_deref());
-    shard.publish(presence_publication(channel, text)).await;
+    let kind = if kind == "join" {
+        PresenceKind::Join
+    } else {
+        PresenceKind::Leave
+    };
+    let tag = PresenceTag::new(channel, Some(&g.member.socket_id), kind);
+    shard
+        .publish(presence_publication(channel, text, tag))
+        .await;
 }

@@ -8,11 +8,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use shards::Publication;
+use shards::{PresenceKind, PresenceTag, Publication};
 
 const MAGIC: u8 = b'S';
 /// 2: a publication's `data` is a span of its frame (1 carried it re-encoded).
-const VERSION: u8 = 2;
+/// 3: a presence publication carries its coalescing tag.
+const VERSION: u8 = 3;
 const KIND_PUBLISH: u8 = 1;
 const KIND_DIRECT_REQ: u8 = 2;
 const KIND_DIRECT_RES: u8 = 3;
@@ -99,7 +100,16 @@ impl Envelope {
                 w.u64(*seq);
                 w.bytes(p.channel.as_bytes());
                 w.bytes(p.event.as_bytes());
-                w.0.push(p.members_only as u8 | (p.skip_user.is_some() as u8) << 1);
+                let kind = match p.presence.map(|t| t.kind) {
+                    None => 0,
+                    Some(PresenceKind::Join) => 1,
+                    Some(PresenceKind::Leave) => 2,
+                    Some(PresenceKind::Count) => 3,
+                };
+                w.0.push(kind | (p.skip_user.is_some() as u8) << 2);
+                if let Some(t) = p.presence {
+                    w.u64(t.key);
+                }
                 w.bytes(p.skip_user.as_deref().unwrap_or("").as_bytes());
                 w.bytes(&p.text);
                 w.u64(p.data.start as u64);
@@ -156,6 +166,19 @@ impl Envelope {
                 let channel = r.str()?;
                 let event = r.str()?;
                 let flags = r.u8()?;
+                let kind = match flags & 3 {
+                    0 => None,
+                    1 => Some(PresenceKind::Join),
+                    2 => Some(PresenceKind::Leave),
+                    _ => Some(PresenceKind::Count),
+                };
+                let presence = match kind {
+                    Some(kind) => Some(PresenceTag {
+                        key: r.u64()?,
+                        kind,
+                    }),
+                    None => None,
+                };
                 let skip = r.str()?;
                 let text = Bytes::copy_from_slice(r.bytes()?);
                 let (start, end) = (r.u64()?, r.u64()?);
@@ -171,8 +194,8 @@ impl Envelope {
                     text,
                     attachments,
                     data,
-                    skip_user: (flags & 2 != 0).then(|| skip.into()),
-                    members_only: flags & 1 != 0,
+                    skip_user: (flags & 4 != 0).then(|| skip.into()),
+                    presence,
                 };
                 Some(Envelope::Publish {
                     origin,
@@ -224,7 +247,7 @@ mod tests {
             attachments: vec![Bytes::from_static(&[1, 2, 3])],
             data: 21..42,
             skip_user: Some("u1".into()),
-            members_only: false,
+            presence: None,
             obj_end: 40,
         };
         let e = Envelope::Publish {
@@ -240,6 +263,34 @@ mod tests {
         assert_eq!(p.data(), br#"{"b":1.50,"a":[1, 2]}"#);
         assert_eq!(p.skip_user.as_deref(), Some("u1"));
         assert_eq!(p.attachments[0].as_ref(), &[1, 2, 3]);
+        assert_eq!(p.presence, None);
+    }
+
+    #[test]
+    fn presence_crosses_with_its_tag() {
+        for kind in [PresenceKind::Join, PresenceKind::Leave, PresenceKind::Count] {
+            let tag = PresenceTag::new("c", Some("s1"), kind);
+            let p = Publication {
+                channel: "c".into(),
+                event: "presence".into(),
+                text: Bytes::from_static(b"42[\"presence\",{}]"),
+                attachments: vec![],
+                data: 0..0,
+                skip_user: None,
+                presence: Some(tag),
+                obj_end: 15,
+            };
+            let e = Envelope::Publish {
+                origin: "i".into(),
+                seq: 1,
+                p: Arc::new(p),
+            };
+            let Some(Envelope::Publish { p, .. }) = Envelope::decode(&e.encode()) else {
+                panic!("decode failed")
+            };
+            assert_eq!(p.presence, Some(tag));
+            assert_eq!(p.skip_user, None);
+        }
     }
 
     #[test]
@@ -284,7 +335,7 @@ mod tests {
             attachments: vec![],
             data: 0..0,
             skip_user: None,
-            members_only: false,
+            presence: None,
             obj_end: 22,
         };
         let enc = |data: std::ops::Range<usize>| {
@@ -315,7 +366,7 @@ mod tests {
             attachments: p.attachments.clone(),
             data: p.data.clone(),
             skip_user: p.skip_user.clone(),
-            members_only: p.members_only,
+            presence: p.presence,
             obj_end: p.obj_end,
         }
     }

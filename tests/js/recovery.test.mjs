@@ -964,3 +964,42 @@ describe(`recovery across instances (Redis at ${REDIS_URL}, --presence-grace ${G
       () => `listed once by members (listed ${last.length} times)`, 10000);
   });
 });
+
+describe('recovery of a large channel\'s presence [--presence-max-members 3, --presence-interval 200]', () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ shards: 2, extraArgs: ['--presence-max-members', '3', '--presence-interval', '200'] });
+  });
+  after(async () => { await closeProxies(); await srv?.stop(); });
+  afterEach(async () => { closeAll(srv); await closeProxies(); });
+
+  it('a recovered member is replayed the latest count only, not every count it missed', { timeout: 60000 }, async () => {
+    const proxy = await proxyFor(srv);
+    const ch = uniq('bigr');
+    const m = await connectVia(srv, proxy);
+    const o = await connect(srv);
+    await ack(m, 'join', ch);
+    await ack(o, 'join', ch);
+    for (let i = 0; i < 2; i += 1) await ack(await connect(srv), 'join', ch);
+    const tm = tape(m);
+    const to = tape(o);
+    await cut(proxy, [m]);
+    const oMark = to.mark();
+    // five more join, each in its own interval: five counts go out while m is away
+    for (let i = 0; i < 5; i += 1) {
+      await ack(await connect(srv), 'join', ch);
+      await sleep(300);
+    }
+    await until(() => to.presence().some((p) => p.type === 'count' && p.count === 9), 'the other member sees 9');
+    const sent = to.log.slice(oMark).filter((x) => x.kind === 'presence' && x.v.type === 'count');
+    assert.ok(sent.length >= 3, `several counts went out meanwhile: ${sent.length}`);
+    const mMark = tm.mark();
+    const back = nextConnect(m);
+    proxy.resume();
+    assert.equal((await back).recovered, true);
+    okAll([await publish(o, ch, 'after', { i: 1 })], 'publish');
+    await until(() => tm.events().some((e) => e.event === 'after'), 'the event after the recovery');
+    const got = tm.log.slice(mMark).filter((x) => x.kind === 'presence').map((x) => x.v);
+    assert.deepEqual(got.map((p) => [p.type, p.count]), [['count', 9]], 'one count: the latest');
+  });
+});

@@ -40,8 +40,9 @@ mod state;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use proto::engineio::Outgoing;
 use serde_json::Value;
-use shards::AppMsg;
+use shards::{AppMsg, PresenceKind, PresenceTag};
 
 pub use handover::forget;
 pub use remote::checkpoint;
@@ -237,9 +238,13 @@ pub fn resume(s: &Rc<Session>, g: &Rc<GwSocket>) {
             );
         }
     }
+    let out = tagged_latest_counts(out);
     let n = out.len();
-    for (frame, attachments) in out {
-        s.outbox.push_all(frame, &attachments);
+    for (frame, attachments, tag) in out {
+        match tag {
+            Some(tag) => s.outbox.push_presence(frame, tag),
+            None => s.outbox.push_all(frame, &attachments),
+        };
     }
     ctx.metrics.replayed(n);
     m.attach(s.outbox.clone());
@@ -351,5 +356,72 @@ async fn sweep(ctx: &Rc<ShardCtx>, held: &Held) {
     for g in expired {
         disconnect(ctx, &g).await;
         forget(ctx, &g).await;
+    }
+}
+
+/// The text a frame starts with (for reading its presence tag).
+fn head(f: &Outgoing) -> &[u8] {
+    match f {
+        Outgoing::Text(b) | Outgoing::Binary(b) | Outgoing::TextParts(b, _, _) => b,
+    }
+}
+
+/// A replayed frame with its presence tag (read back from the frame: what
+/// was logged carries none).
+type Tagged = (Outgoing, Vec<bytes::Bytes>, Option<PresenceTag>);
+
+/// Tags a replay's frames and keeps, of a large channel's presence counts,
+/// only the latest: a socket back after a minute needs the count now, not
+/// the sixty before it.
+fn tagged_latest_counts(out: Vec<(Outgoing, Vec<bytes::Bytes>)>) -> Vec<Tagged> {
+    let mut seen = std::collections::HashSet::new();
+    let mut tagged: Vec<Tagged> = out
+        .into_iter()
+        .rev()
+        .filter_map(|(f, a)| {
+            let tag = crate::frame::presence_tag(head(&f));
+            let stale = tag.is_some_and(|t| t.kind == PresenceKind::Count && !seen.insert(t.key));
+            (!stale).then_some((f, a, tag))
+        })
+        .collect();
+    tagged.reverse();
+    tagged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_replay_keeps_each_channel_s_latest_count_in_place() {
+        let count = |ch: &str, n| {
+            (
+                Outgoing::Text(crate::frame::presence_count(ch, n, 1, None)),
+                vec![],
+            )
+        };
+        let event = |s: &'static str| (Outgoing::Text(Bytes::from_static(s.as_bytes())), vec![]);
+        let out = vec![
+            count("a", 1001),
+            event("42[\"event\",1]"),
+            count("b", 5000),
+            count("a", 1002),
+            event("42[\"event\",2]"),
+            count("a", 1003),
+        ];
+        let kept: Vec<Outgoing> = tagged_latest_counts(out.clone())
+            .into_iter()
+            .map(|(f, _, _)| f)
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                out[1].0.clone(),
+                out[2].0.clone(),
+                out[4].0.clone(),
+                out[5].0.clone()
+            ]
+        );
     }
 }

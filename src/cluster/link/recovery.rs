@@ -180,7 +180,7 @@ impl Link {
         let events = range
             .iter()
             .filter_map(|(_, fields)| match Envelope::decode(fields.get(1)?) {
-                Some(Envelope::Publish { p, .. }) if !p.members_only => Some(p),
+                Some(Envelope::Publish { p, .. }) if p.presence.is_none() => Some(p),
                 _ => None,
             })
             .collect();
