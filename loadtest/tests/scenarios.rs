@@ -29,6 +29,10 @@ fn gateway() -> Server {
 }
 
 fn gateway_with(extra: &[&str]) -> Server {
+    gateway_on(2, extra)
+}
+
+fn gateway_on(shards: usize, extra: &[&str]) -> Server {
     let bin = gateway_bin();
     let port = free_port();
     let proc = spawn_listening(
@@ -38,7 +42,7 @@ fn gateway_with(extra: &[&str]) -> Server {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--shards",
-                "2",
+                &shards.to_string(),
                 "--no-pin",
             ])
             .args(["--jwt-secret", SECRET, "--log-level", "warn"])
@@ -208,32 +212,7 @@ fn churn_during_fanout() {
 /// the pairs spread over both, publishers on the first, so cross-instance delivery is counted.
 #[test]
 fn two_instances_through_redis() {
-    let port = free_port();
-    let _redis = match Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => Proc(c),
-        Err(e) => panic!("starting redis-server (it must be in PATH for this test): {e}"),
-    };
-    // Wait for redis to accept connections.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server on port {port} did not accept connections within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("redis://127.0.0.1:{port}");
+    let (_redis, url) = private_redis();
     let prefix = format!("lt-smoke-{}", std::process::id());
     let cluster = [
         "--redis-url",
@@ -270,4 +249,129 @@ fn two_instances_through_redis() {
     );
     whole(&v, 12);
     assert_eq!(v["deliveries"], v["sent"]);
+}
+
+/// A join storm on one shard: 10,000 members join one channel at once (over four client
+/// processes). Above `--presence-max-members` (1,000) no per-member presence goes out, so none is
+/// cut as a slow consumer (before counts, all 10,000 were); each gets the channel's member count,
+/// and every publish reaches all of them.
+#[test]
+fn join_storm_of_ten_thousand_on_one_shard() {
+    let gw = gateway_on(1, &["--max-events-per-sec", "0"]);
+    let v = run(
+        &gw,
+        "join-storm",
+        &[
+            "fanout",
+            "--subscribers",
+            "10000",
+            "--channels",
+            "1",
+            "--publishers",
+            "1",
+            "--rate",
+            "2",
+            "--processes",
+            "4",
+            "--source-addrs",
+            "127.0.0.1",
+        ],
+    );
+    storm_whole(&v, 10_000);
+}
+
+/// 3,000 members of one channel on two instances through Redis: the count is the cluster's and
+/// reaches every member, nobody is cut, every publish reaches all 3,000.
+#[test]
+fn join_storm_of_three_thousand_on_two_instances() {
+    let (_redis, url) = private_redis();
+    let prefix = format!("lt-storm-{}", std::process::id());
+    let cluster = [
+        "--max-events-per-sec",
+        "0",
+        "--redis-url",
+        url.as_str(),
+        "--redis-prefix",
+        prefix.as_str(),
+    ];
+    let a = gateway_with(&cluster);
+    let b = gateway_with(&cluster);
+    let v = run_urls(
+        &[&a, &b],
+        "join-storm-cluster",
+        &[
+            "fanout",
+            "--subscribers",
+            "3000",
+            "--channels",
+            "1",
+            "--publishers",
+            "1",
+            "--rate",
+            "2",
+            "--processes",
+            "2",
+            "--source-addrs",
+            "127.0.0.1",
+        ],
+    );
+    storm_whole(&v, 3_000);
+}
+
+/// What a join storm of `members` must come to: all connected and none dropped, each got a
+/// member count, each publish reached every member once and in order.
+fn storm_whole(v: &serde_json::Value, members: u64) {
+    eprintln!(
+        "{members} members: set up in {} s, {} presence frames ({} counts)",
+        v["setup_secs"], v["presence_events"], v["presence_counts"]
+    );
+    whole(v, members + 1);
+    assert_eq!(v["drop_reasons"], serde_json::json!({}));
+    assert_eq!(
+        v["members_with_count"], members,
+        "every member got the count"
+    );
+    // Per-member presence goes out only while the channel has at most 1,000 members: about
+    // 1,000²/2 join frames (more when joins race the count). Deciding on a count that lags the
+    // storm sent 2.8 million here.
+    let per_member =
+        v["presence_events"].as_u64().unwrap() - v["presence_counts"].as_u64().unwrap();
+    assert!(
+        per_member <= 1_000_000,
+        "{per_member} per-member presence frames in a storm of {members}"
+    );
+    assert_eq!(
+        v["deliveries"].as_u64().unwrap(),
+        v["sent"].as_u64().unwrap() * members
+    );
+}
+
+/// A private redis-server on a free port (killed when dropped) and its URL. Fails the test when
+/// redis-server is not in PATH.
+fn private_redis() -> (Proc, String) {
+    let port = free_port();
+    let redis = match Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => Proc(c),
+        Err(e) => panic!("starting redis-server (it must be in PATH for this test): {e}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on port {port} did not accept connections within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (redis, format!("redis://127.0.0.1:{port}"))
 }

@@ -421,8 +421,15 @@ impl Run<'_> {
                 self.r.other_events += 1;
                 None
             }
-            Incoming::Presence => {
+            Incoming::Presence { count } => {
                 self.r.presence_events += 1;
+                if count {
+                    self.r.presence_counts += 1;
+                    if !slot.got_count {
+                        slot.got_count = true;
+                        self.r.members_with_count += 1;
+                    }
+                }
                 None
             }
             Incoming::Ack { ok, code, .. } => {

@@ -19,7 +19,10 @@ pub enum Incoming<'a> {
     },
     /// `event` without our payload.
     ForeignEvent,
-    Presence,
+    /// `presence`; `count`: a large channel's member count (not a join or leave).
+    Presence {
+        count: bool,
+    },
     ErrorEvent,
     Ack {
         id: u64,
@@ -50,7 +53,9 @@ pub fn classify(t: &[u8]) -> Incoming<'_> {
                 _ => Incoming::ForeignEvent,
             }
         } else if rest.starts_with(b"[\"presence\"") {
-            Incoming::Presence
+            Incoming::Presence {
+                count: find(rest, b"\"type\":\"count\"").is_some(),
+            }
         } else if rest.starts_with(b"[\"error\"") {
             Incoming::ErrorEvent
         } else {
@@ -154,7 +159,11 @@ mod tests {
         );
         assert_eq!(
             classify(br#"42["presence",{"channel":"x","type":"join"}]"#),
-            Incoming::Presence
+            Incoming::Presence { count: false }
+        );
+        assert_eq!(
+            classify(br#"42["presence",{"channel":"x","type":"count","count":3,"ts":1}]"#),
+            Incoming::Presence { count: true }
         );
         assert_eq!(
             classify(br#"4312[{"ok":true,"id":"abc"}]"#),

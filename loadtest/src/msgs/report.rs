@@ -63,6 +63,10 @@ pub struct Report {
     /// Deliveries for a channel or from a sender this socket should not get.
     pub misrouted: u64,
     pub presence_events: u64,
+    /// Of those, large channels' member counts.
+    pub presence_counts: u64,
+    /// Sockets that got at least one member count.
+    pub members_with_count: u64,
     pub other_events: u64,
     // churn
     pub churn_rate: f64,
@@ -174,6 +178,8 @@ impl Report {
             r.out_of_order += p.out_of_order;
             r.misrouted += p.misrouted;
             r.presence_events += p.presence_events;
+            r.presence_counts += p.presence_counts;
+            r.members_with_count += p.members_with_count;
             r.other_events += p.other_events;
             r.churn_started += p.churn_started;
             r.churn_completed += p.churn_completed;
@@ -274,8 +280,11 @@ impl Report {
         if self.presence_events + self.other_events > 0 {
             let _ = writeln!(
                 w,
-                "other events        presence {}  other {}",
-                self.presence_events, self.other_events
+                "other events        presence {} (counts {}, sockets with a count {})  other {}",
+                self.presence_events,
+                self.presence_counts,
+                self.members_with_count,
+                self.other_events
             );
         }
         if self.churn_rate > 0.0 {

@@ -47,6 +47,8 @@ pub(super) struct Slot {
     pub(super) sender: Option<Sender>,
     /// Got a delivery stamped at or after the measured window's end.
     pub(super) past_window: bool,
+    /// Got a large channel's presence `count`.
+    pub(super) got_count: bool,
 }
 
 pub(super) enum Spec {
@@ -79,6 +81,7 @@ impl Slot {
             next_ack: 1,
             streams: vec![Stream::default(); nstreams],
             past_window: false,
+            got_count: false,
             sender: sender.then(|| Sender {
                 next_due: 0,
                 outstanding: 0,
