@@ -3,7 +3,8 @@
 // leave per second, the members seeing its final state within a second.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, connect, ack, uniq, record, until, sleep } from './fixture.mjs';
+import { startServer, connect, ack, mint, uniq, record, until, sleep } from './fixture.mjs';
+import { rawClient } from './raw.mjs';
 
 const of = (recs, type, sid) => recs.filter((p) => p.type === type && p.member?.socketId === sid);
 
@@ -57,6 +58,55 @@ describe('presence bounds [shards=2]', () => {
     }
     const m = await ack(watchers[0], 'members', ch);
     assert.ok(m.members.some((x) => x.socketId === t.id));
+  });
+
+  it('on a 999-member channel: a socket toggling at its limit reaches each member with at most one join and one leave per second, and nobody is cut', { timeout: 120000 }, async () => {
+    const ch = uniq('toggle999');
+    const watchers = await Promise.all([0, 1, 2].map(() => connect(srv)));
+    const recs = watchers.map((w) => record(w, 'presence'));
+    for (const w of watchers) assert.equal((await ack(w, 'join', ch)).ok, true);
+    // 995 more members over bare websockets (cheap to hold), joined in batches
+    const crowd = [];
+    for (let i = 0; i < 995; i += 50) {
+      const batch = await Promise.all(Array.from({ length: Math.min(50, 995 - i) }, (_, k) => rawClient(srv, mint({ sub: `crowd-${i + k}` }))));
+      const acks = await Promise.all(batch.map((c) => c.emitAck('join', ch)));
+      assert.ok(acks.every((a) => a.ok), JSON.stringify(acks.find((a) => !a.ok)));
+      crowd.push(...batch);
+    }
+    const t = await connect(srv);
+    assert.equal((await ack(t, 'join', ch)).members, 999);
+    await sleep(1500);
+    for (const c of crowd) c.inbox.length = 0;
+    const start = Date.now();
+    let toggles = 0;
+    while (Date.now() - start < 3000) {
+      const l = await ack(t, 'leave', ch);
+      const j = await ack(t, 'join', ch);
+      if (j.ok && l.ok) toggles += 1;
+      await sleep(40);
+    }
+    assert.ok(toggles >= 40, `it toggled ${toggles} times`);
+    const secs = (Date.now() - start) / 1000;
+    await sleep(1500);
+    // the bound: per member, ceil(seconds) + 2 of each kind (a second's first change at once, the
+    // final state a second after the last)
+    const bound = Math.ceil(secs) + 2;
+    const about = (m) => m?.startsWith('42["presence"') && m.includes(`"socketId":"${t.id}"`);
+    let total = 0;
+    for (const [i, c] of crowd.entries()) {
+      const mine = c.inbox.filter(about).map((m) => JSON.parse(m.slice(2))[1].type);
+      const joins = mine.filter((x) => x === 'join').length;
+      const leaves = mine.filter((x) => x === 'leave').length;
+      total += mine.length;
+      assert.ok(joins <= bound && leaves <= bound, `member ${i}: ${joins} joins, ${leaves} leaves over ${secs.toFixed(1)} s (bound ${bound} each)`);
+      assert.equal(c.closed, null, `member ${i} is still connected`);
+    }
+    assert.ok(total <= 995 * 2 * bound, `${total} presence frames to 995 members`);
+    for (const [i, r] of recs.entries()) {
+      assert.equal(r.filter((p) => p.member?.socketId === t.id).at(-1)?.type, 'join', `watcher ${i} sees the final state`);
+      assert.ok(watchers[i].connected);
+    }
+    for (const c of crowd) c.ws.close();
   });
 
   it('a plain join then leave still reach the members at once', async () => {
