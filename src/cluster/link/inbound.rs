@@ -34,7 +34,7 @@ impl Link {
             } if !own_inbox => {
                 // Another instance's inbox, subscribed for a socket recovered here.
                 let inbox = msg.get_channel_name();
-                let instance = inbox.rsplit(':').next().unwrap_or_default().to_string();
+                let instance = self.inbox_owner(inbox).to_string();
                 if let Some(&shard) = self.adopted.get(&(instance, seq)) {
                     let direct = FromCluster::Direct {
                         seq,
@@ -101,11 +101,12 @@ impl Link {
                 ),
                 None => {
                     let inbox = self.inbox(&origin);
+                    let publish = self.publish_cmd();
                     if let Some(conn) = self.conn.as_mut() {
                         let mut c = conn.cmd.clone();
                         let env = Envelope::DirectRes { req, ok: false }.encode();
                         tokio::spawn(async move {
-                            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                            let _: redis::RedisResult<i64> = redis::cmd(publish)
                                 .arg(inbox)
                                 .arg(env)
                                 .query_async(&mut c)
