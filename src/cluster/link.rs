@@ -79,6 +79,7 @@ use crate::cluster::wire::Envelope;
 mod inbound;
 mod member;
 pub mod nodes;
+mod patterns;
 mod presence;
 mod queries;
 mod recovery;
@@ -192,8 +193,10 @@ struct Link {
     next_topology: Instant,
     /// Shard channels a node dropped by itself (their slot moved).
     lost: HashSet<String>,
-    /// Prefix subscriptions are not served in cluster mode (said once).
-    warned_prefix: bool,
+    /// Cluster mode: the prefixes other live instances subscribe to (see
+    /// `link/patterns.rs`).
+    remote_prefixes: Vec<String>,
+    px: patterns::PxState,
     ports: Vec<ShardPort>,
     stats: Arc<ClusterStats>,
     conn: Option<Conn>,
@@ -276,7 +279,8 @@ pub fn spawn(
         next_sub_id: 1,
         next_topology: Instant::now(),
         lost: HashSet::new(),
-        warned_prefix: false,
+        remote_prefixes: Vec::new(),
+        px: Default::default(),
         ports,
         stats,
         conn: None,
@@ -459,6 +463,17 @@ impl Link {
             }
         }
         self.conn = Some(Conn { cmd, sink });
+        if self.cfg.cluster {
+            let r = async {
+                if self.interest.has_prefixes() {
+                    self.sync_prefixes().await?;
+                }
+                self.read_prefixes().await
+            };
+            if let Err(e) = r.await {
+                return self.down(&e.to_string());
+            }
+        }
         if self.withdrawn {
             // Stopping: stay out of the cluster's presence.
         } else if let Err(e) = bounded(self.rewrite_presence()).await {
@@ -517,9 +532,6 @@ impl Link {
     /// A Redis Cluster: the slot map, a command connection per primary and
     /// every topic SSUBSCRIBEd on its slot's primary.
     async fn connect_cluster(&mut self, topics: &[String]) -> Option<(CmdConn, Sink)> {
-        if self.interest.has_prefixes() {
-            self.warn_prefix();
-        }
         let mut seeds = self.seeds.clone();
         for addr in &self.known {
             if let Some((h, p)) = nodes::split_addr(addr) {
@@ -528,9 +540,12 @@ impl Link {
         }
         let scripts = recovery::scripts(true, self.cfg.recovery.is_some());
         let mut subs = ShardSubs::new(self.push_tx.clone(), self.next_sub_id);
+        let (pxn, pxa) = (self.pxn_topic(), self.pxa_topic());
         let attempt = async {
             let router = Router::connect(&seeds, scripts).await?;
             subs.subscribe(&router, topics).await?;
+            subs.classic(&router, &pxn, true).await?;
+            subs.classic(&router, &pxa, true).await?;
             Ok::<_, redis::RedisError>(router)
         };
         let r = timeout(Duration::from_secs(4), attempt).await;
@@ -551,16 +566,6 @@ impl Link {
         self.next_topology = Instant::now() + self.cfg.heartbeat;
         tracing::info!("redis cluster: {} primaries", self.known.len());
         Some((CmdConn::Cluster(router), Sink::Cluster(subs)))
-    }
-
-    fn warn_prefix(&mut self) {
-        if !self.warned_prefix {
-            self.warned_prefix = true;
-            tracing::warn!(
-                "prefix subscriptions see only this instance's publishes on a Redis Cluster \
-                 (sharded pub/sub has no patterns)"
-            );
-        }
     }
 
     /// A push from one of the cluster's subscription connections.
@@ -590,13 +595,27 @@ impl Link {
         self.next_topology = Instant::now() + self.cfg.heartbeat.min(Duration::from_secs(1));
         let Some(Conn {
             cmd: CmdConn::Cluster(router),
-            sink: Sink::Cluster(subs),
-        }) = self.conn.as_mut()
+            ..
+        }) = self.conn.as_ref()
         else {
             return;
         };
         let router = router.clone();
         let lost = std::mem::take(&mut self.lost);
+        if let Err(e) = self.read_prefixes().await {
+            return self.down(&e.to_string());
+        }
+        if let Err(e) = self.px_acknowledge().await {
+            return self.down(&e.to_string());
+        }
+        self.px_expire();
+        let Some(Conn {
+            sink: Sink::Cluster(subs),
+            ..
+        }) = self.conn.as_mut()
+        else {
+            return;
+        };
         let r = bounded(async {
             let changed = router.refresh().await?;
             if changed || !lost.is_empty() {
@@ -695,6 +714,10 @@ impl Link {
                                 .arg(env.encode())
                                 .ignore();
                         }
+                    }
+                    if self.cfg.cluster && self.matches_remote_prefix(&channel) {
+                        // Another instance listens by prefix (link/patterns.rs).
+                        pipe.publish(self.px_topic(), env.encode()).ignore();
                     }
                     self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
                     queued += 1;
@@ -795,9 +818,11 @@ impl Link {
                     reply,
                 } => {
                     self.flush(&mut pipe, &mut queued).await;
-                    self.interest(shard, topic, on).await;
-                    if let Some(qid) = reply {
-                        self.reply(shard, qid, Reply::Done);
+                    let wait = self.interest(shard, topic, on).await;
+                    match (reply, wait) {
+                        (Some(qid), Some(version)) => self.px_wait(version, shard, qid),
+                        (Some(qid), None) => self.reply(shard, qid, Reply::Done),
+                        _ => {}
                     }
                 }
                 ToCluster::Query {
@@ -858,18 +883,26 @@ impl Link {
         }
     }
 
-    async fn interest(&mut self, shard: usize, topic: Topic, on: bool) {
+    /// Subscribes or unsubscribes; on a cluster, a new prefix returns the
+    /// registry version whose announcement the other instances must
+    /// acknowledge before the subscription counts as in place.
+    async fn interest(&mut self, shard: usize, topic: Topic, on: bool) -> Option<u64> {
         if !self.interest.set(shard, &topic, on) {
-            return;
+            return None;
+        }
+        if self.cfg.cluster && matches!(topic, Topic::Prefix(_)) {
+            return match self.sync_prefixes().await {
+                Ok(v) => on.then_some(v),
+                Err(e) => {
+                    self.down(&e.to_string());
+                    None
+                }
+            };
         }
         let r = match &topic {
             Topic::Exact(c) => {
                 let name = self.topic(c);
                 self.subscribe(&[name], on).await
-            }
-            Topic::Prefix(_) if self.cfg.cluster => {
-                self.warn_prefix();
-                Ok(())
             }
             Topic::Prefix(c) => {
                 let pattern = format!("{}*", esc_glob(&self.topic(c)));
@@ -888,6 +921,7 @@ impl Link {
         if let Err(e) = r {
             self.down(&e.to_string());
         }
+        None
     }
 }
 

@@ -15,6 +15,9 @@ use crate::cluster::wire::Envelope;
 impl Link {
     pub(super) fn on_message(&mut self, msg: redis::Msg) {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        if self.cfg.cluster && self.px_message(&msg) {
+            return;
+        }
         let Some(env) = Envelope::decode(msg.get_payload_bytes()) else {
             return;
         };

@@ -273,6 +273,11 @@ impl Link {
         if listed == 0 && cutoff != "-" {
             return Ok(false);
         }
+        let _: i64 = redis::cmd("HDEL")
+            .arg(self.px_topic())
+            .arg(inst)
+            .query_async(conn)
+            .await?;
         let n: i64 = redis::cmd("EVAL")
             .arg(FORGET_KEYS_LUA)
             .arg(1)

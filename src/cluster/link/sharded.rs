@@ -32,6 +32,9 @@ pub struct ShardSubs {
     conns: HashMap<String, (u64, MultiplexedConnection)>,
     /// Subscribed shard channel → the node it is subscribed on.
     at: HashMap<String, String>,
+    /// Classic channels (which the cluster carries to every node) → the
+    /// node they are subscribed on.
+    classic: HashMap<String, String>,
 }
 
 impl ShardSubs {
@@ -41,6 +44,7 @@ impl ShardSubs {
             next_id: first_id,
             conns: HashMap::new(),
             at: HashMap::new(),
+            classic: HashMap::new(),
         }
     }
 
@@ -108,6 +112,35 @@ impl ShardSubs {
         Ok(())
     }
 
+    /// SUBSCRIBEs (classic) `name` on one primary, or UNSUBSCRIBEs it.
+    pub async fn classic(
+        &mut self,
+        router: &Router,
+        name: &str,
+        on: bool,
+    ) -> redis::RedisResult<()> {
+        if !on {
+            if let Some(addr) = self.classic.remove(name) {
+                if let Some((_, c)) = self.conns.get(&addr) {
+                    let mut c = c.clone();
+                    redis::cmd("UNSUBSCRIBE")
+                        .arg(name)
+                        .exec_async(&mut c)
+                        .await?;
+                }
+            }
+            return Ok(());
+        }
+        if self.classic.contains_key(name) {
+            return Ok(());
+        }
+        let addr = router.primaries().first().cloned().unwrap_or_default();
+        let mut c = self.conn(router, &addr).await?;
+        redis::cmd("SUBSCRIBE").arg(name).exec_async(&mut c).await?;
+        self.classic.insert(name.to_string(), addr);
+        Ok(())
+    }
+
     /// SUNSUBSCRIBEs `names` on the nodes they are subscribed on.
     pub async fn unsubscribe(&mut self, names: &[String]) -> redis::RedisResult<()> {
         let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -157,6 +190,16 @@ impl ShardSubs {
             .collect();
         for a in gone {
             self.conns.remove(&a);
+        }
+        let orphans: Vec<String> = self
+            .classic
+            .iter()
+            .filter(|(_, a)| !primaries.contains(a))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in orphans {
+            self.classic.remove(&n);
+            self.classic(router, &n, true).await?;
         }
         // A node that still holds the old subscription (the slot left it)
         // is told to drop it; one that is gone has dropped it already.
