@@ -93,6 +93,8 @@ export async function startRedisCluster({ primaries = 3, replicas = 1, nodeTimeo
         '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
         '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', String(nodeTimeout),
         '--save', '', '--appendonly', 'no', '--dir', dir,
+        // replicas in sync at once (not after the default 5 s), so a failover can happen right away
+        '--repl-diskless-sync-delay', '0',
       ], { stdio: ['ignore', 'ignore', 'pipe'] });
       proc.once('error', () => {});
       procs.set(port, proc);
@@ -151,6 +153,9 @@ export async function waitHealthy(ports, primaries, replicas, timeout = 30000) {
         const m = nodes.filter((x) => x.flags.includes('master') && x.slots.length).length;
         const s = nodes.filter((x) => x.flags.includes('slave')).length;
         if (m !== primaries || s !== primaries * replicas) { ok = false; break; }
+        const repl = await redisCmd(`redis://127.0.0.1:${port}`, 'INFO', 'replication');
+        // a replica can only take over once it has synced (else its data counts as too old)
+        if (/role:slave/.test(repl) && !/master_link_status:up/.test(repl)) { ok = false; break; }
       } catch { ok = false; break; }
     }
     if (ok) return;
