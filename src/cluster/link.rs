@@ -602,13 +602,6 @@ impl Link {
         };
         let router = router.clone();
         let lost = std::mem::take(&mut self.lost);
-        if let Err(e) = self.read_prefixes().await {
-            return self.down(&e.to_string());
-        }
-        if let Err(e) = self.px_acknowledge().await {
-            return self.down(&e.to_string());
-        }
-        self.px_expire();
         let Some(Conn {
             sink: Sink::Cluster(subs),
             ..
@@ -616,6 +609,8 @@ impl Link {
         else {
             return;
         };
+        // Subscriptions first: while one is away, its channel's publishes
+        // reach nobody here.
         let r = bounded(async {
             let changed = router.refresh().await?;
             if changed || !lost.is_empty() {
@@ -632,8 +627,15 @@ impl Link {
                     tracing::info!("redis cluster: {moved} subscriptions moved to a new primary");
                 }
             }
-            Err(e) => self.down(&e.to_string()),
+            Err(e) => return self.down(&e.to_string()),
         }
+        if let Err(e) = self.read_prefixes().await {
+            return self.down(&e.to_string());
+        }
+        if let Err(e) = self.px_acknowledge().await {
+            return self.down(&e.to_string());
+        }
+        self.px_expire();
     }
 
     /// Subscribes (or unsubscribes) exact topics, on whichever kind of
