@@ -197,6 +197,9 @@ struct Link {
     /// `link/patterns.rs`).
     remote_prefixes: Vec<String>,
     px: patterns::PxState,
+    /// Cluster mode: the last publication received per channel of interest
+    /// (origin, seq), where a refill after a slot move starts.
+    last_seen: HashMap<Arc<str>, (String, u64)>,
     ports: Vec<ShardPort>,
     stats: Arc<ClusterStats>,
     conn: Option<Conn>,
@@ -281,6 +284,7 @@ pub fn spawn(
         lost: HashSet::new(),
         remote_prefixes: Vec::new(),
         px: Default::default(),
+        last_seen: HashMap::new(),
         ports,
         stats,
         conn: None,
@@ -616,15 +620,21 @@ impl Link {
             if changed || !lost.is_empty() {
                 subs.rehome(&router, &lost).await
             } else {
-                Ok(0)
+                Ok(Vec::new())
             }
         })
         .await;
         match r {
             Ok(moved) => {
                 self.known = router.primaries();
-                if moved > 0 {
-                    tracing::info!("redis cluster: {moved} subscriptions moved to a new primary");
+                if !moved.is_empty() {
+                    tracing::info!(
+                        "redis cluster: {} subscriptions moved to a new primary",
+                        moved.len()
+                    );
+                    if let Err(e) = bounded(self.refill(&moved)).await {
+                        return self.down(&e.to_string());
+                    }
                 }
             }
             Err(e) => return self.down(&e.to_string()),
@@ -903,6 +913,9 @@ impl Link {
         }
         let r = match &topic {
             Topic::Exact(c) => {
+                if !on {
+                    self.last_seen.remove(c);
+                }
                 let name = self.topic(c);
                 self.subscribe(&[name], on).await
             }

@@ -6,7 +6,9 @@
 
 use std::sync::atomic::Ordering;
 
-use shards::shard_bit;
+use std::sync::Arc;
+
+use shards::{shard_bit, Publication};
 
 use super::Link;
 use crate::cluster::msg::{FromCluster, Reply};
@@ -69,21 +71,7 @@ impl Link {
             env => env,
         };
         match env {
-            Envelope::Publish { origin, seq, p } => {
-                if origin == self.cfg.instance || !self.first_sighting(origin, seq) {
-                    return;
-                }
-                let mask = self.interest.shards_for(&p.channel);
-                for (i, port) in self.ports.iter().enumerate() {
-                    if mask & shard_bit(i) != 0 {
-                        self.stats.deliveries_in.fetch_add(1, Ordering::Relaxed);
-                        port.send(
-                            FromCluster::Deliver(p.clone()),
-                            &self.stats.publishes_dropped,
-                        );
-                    }
-                }
-            }
+            Envelope::Publish { origin, seq, p } => self.on_publish(origin, seq, p),
             Envelope::DirectReq {
                 origin,
                 req,
@@ -127,12 +115,38 @@ impl Link {
         }
     }
 
+    /// A publication from another instance, to the shards that want it.
+    pub(super) fn on_publish(&mut self, origin: String, seq: u64, p: Arc<Publication>) {
+        if origin == self.cfg.instance {
+            return;
+        }
+        if self.cfg.cluster {
+            self.last_seen
+                .insert(p.channel.clone(), (origin.clone(), seq));
+        }
+        if !self.first_sighting(origin, seq) {
+            return;
+        }
+        let mask = self.interest.shards_for(&p.channel);
+        for (i, port) in self.ports.iter().enumerate() {
+            if mask & shard_bit(i) != 0 {
+                self.stats.deliveries_in.fetch_add(1, Ordering::Relaxed);
+                port.send(
+                    FromCluster::Deliver(p.clone()),
+                    &self.stats.publishes_dropped,
+                );
+            }
+        }
+    }
+
     /// Drops the second copy of a publish that matched both an exact and a
-    /// pattern subscription of this instance.
+    /// pattern subscription of this instance, or that a Redis Cluster
+    /// instance read back from a stream after a subscription moved
+    /// (`Link::refill`).
     fn first_sighting(&mut self, origin: String, seq: u64) -> bool {
         // Redis sends one copy per matching subscription of this instance:
         // only a single exact topic and no pattern can never match twice.
-        if !self.interest.has_prefixes() {
+        if !self.interest.has_prefixes() && !self.cfg.cluster {
             return true;
         }
         let id = (origin, seq);

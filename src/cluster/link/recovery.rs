@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use shards::Publication;
+
 use super::{CmdConn, Link};
 use crate::cluster::msg::{Missed, Reply};
 use crate::cluster::wire::Envelope;
@@ -74,6 +76,11 @@ pub(super) fn scripts(cluster: bool, recovery: bool) -> Vec<String> {
 /// How long before its offset's event a recovering socket is given events
 /// of its other channels again: what may have been in flight to it.
 const SLACK_MS: u64 = 2000;
+
+/// How far back a moved subscription's stream is read again (from the last
+/// entry this instance received, when the stream still holds it): longer
+/// than a slot migration's switch-over takes.
+const REFILL_MS: u64 = 2000;
 
 /// Loads the scripts (on a cluster the router has loaded them on every
 /// primary already; this learns their SHA1s).
@@ -189,6 +196,59 @@ impl Link {
         };
         // Nobody listens (its instance is gone) but it is kept for the socket.
         Ok((receivers == 0).then_some(kept == 1))
+    }
+
+    /// After subscriptions moved to a new primary (a slot migrated): what
+    /// their channels' streams took in the last moments, delivered again
+    /// before anything that arrives on the new subscriptions, so a publish
+    /// that landed on the new primary before this instance subscribed
+    /// there is not lost (the ones already delivered are dropped by their
+    /// origin and sequence number).
+    pub(super) async fn refill(&mut self, moved: &[String]) -> redis::RedisResult<()> {
+        if self.cfg.recovery.is_none() {
+            return Ok(());
+        }
+        let head = format!("{}:ch:{{", self.cfg.prefix);
+        let channels: Vec<String> = moved
+            .iter()
+            .filter_map(|t| t.strip_prefix(&head)?.strip_suffix('}'))
+            .map(str::to_string)
+            .collect();
+        if channels.is_empty() {
+            return Ok(());
+        }
+        let from = shards::now_ms().saturating_sub(REFILL_MS);
+        let mut pipe = redis::pipe();
+        for c in &channels {
+            pipe.cmd("XRANGE")
+                .arg(self.history_key(c))
+                .arg(format!("{from}-0"))
+                .arg("+");
+        }
+        let conn = &mut self.cmd()?;
+        let streams: Vec<Entries> = pipe.query_async(conn).await?;
+        for (channel, entries) in channels.iter().zip(streams) {
+            let mut envs: Vec<(String, u64, Arc<Publication>)> = entries
+                .iter()
+                .filter_map(|(_, f)| match Envelope::decode(f.get(1)?) {
+                    Some(Envelope::Publish { origin, seq, p }) => Some((origin, seq, p)),
+                    _ => None,
+                })
+                .collect();
+            // Everything up to the last one received here came already.
+            if let Some(last) = self.last_seen.get(channel.as_str()) {
+                if let Some(i) = envs
+                    .iter()
+                    .position(|(o, s, _)| (o, s) == (&last.0, &last.1))
+                {
+                    envs.drain(..=i);
+                }
+            }
+            for (origin, seq, p) in envs {
+                self.on_publish(origin, seq, p);
+            }
+        }
+        Ok(())
     }
 
     /// A channel's events kept in its stream (presence left out), oldest

@@ -166,12 +166,12 @@ impl ShardSubs {
     /// After the slot map changed (or the server dropped some channels):
     /// subscribes again, on its new primary, every channel whose slot moved
     /// or that was `lost`, and closes connections to nodes that are no
-    /// longer primaries. Returns how many channels moved.
+    /// longer primaries. Returns the channels that moved.
     pub async fn rehome(
         &mut self,
         router: &Router,
         lost: &HashSet<String>,
-    ) -> redis::RedisResult<usize> {
+    ) -> redis::RedisResult<Vec<String>> {
         let primaries = router.primaries();
         let moved: Vec<String> = self
             .at
@@ -205,7 +205,7 @@ impl ShardSubs {
         // is told to drop it; one that is gone has dropped it already.
         let _ = self.unsubscribe(&moved).await;
         self.subscribe(router, &moved).await?;
-        Ok(moved.len())
+        Ok(moved)
     }
 
     pub fn on_push(&mut self, id: u64, info: PushInfo) -> Push {
