@@ -262,6 +262,14 @@ pub struct ClusterArgs {
     /// pub/sub, commands routed by hash slot (implied by `redis+cluster://`).
     #[arg(long, env = "SOCKET_GATEWAY_REDIS_CLUSTER")]
     pub redis_cluster: bool,
+    /// On a Redis Cluster: publishes held while the cluster is away (a failover) and sent when it
+    /// is back; beyond that (or with 0) they are dropped and counted.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_REDIS_OUTAGE_BUFFER",
+        default_value_t = 10_000
+    )]
+    pub redis_outage_buffer: usize,
     /// Prefix of every Redis key and pub/sub topic, so clusters can share one Redis.
     #[arg(long, env = "SOCKET_GATEWAY_REDIS_PREFIX", default_value = "sgw")]
     pub redis_prefix: String,
@@ -463,6 +471,7 @@ pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String
             cluster: c.redis_cluster
                 || url.starts_with("redis+cluster://")
                 || url.starts_with("rediss+cluster://"),
+            outage_buffer: c.redis_outage_buffer,
             prefix: c.redis_prefix.clone(),
             instance: cfg.instance_id.to_string(),
             heartbeat: Duration::from_millis(c.heartbeat_interval),

@@ -89,6 +89,7 @@ use nodes::Router;
 use sharded::{Push, ShardSubs};
 
 use member::member_json;
+use recovery::REFILL_SLACK_MS;
 
 /// Options of the cluster link.
 #[derive(Debug, Clone)]
@@ -101,6 +102,9 @@ pub struct LinkConfig {
     pub instance: String,
     pub heartbeat: Duration,
     pub expiry: Duration,
+    /// On a Redis Cluster: how many publishes are held while the cluster is
+    /// away (a failover), to be sent when it is back (0: dropped at once).
+    pub outage_buffer: usize,
     /// With connection state recovery: what is kept in Redis for sockets
     /// to recover on another instance.
     pub recovery: Option<RecoveryStore>,
@@ -200,6 +204,13 @@ struct Link {
     /// Cluster mode: the last publication received per channel of interest
     /// (origin, seq), where a refill after a slot move starts.
     last_seen: HashMap<Arc<str>, (String, u64)>,
+    /// Cluster mode: publishes made while the cluster was away (at most
+    /// `outage_buffer`), and since when it was away.
+    held: VecDeque<(Option<u64>, Arc<shards::Publication>)>,
+    down_since: Option<u64>,
+    /// Cluster mode: the publishes in the pipeline being built (command
+    /// index, sequence number), so the ones that fail can be held.
+    in_pipe: Vec<(usize, u64, Arc<shards::Publication>)>,
     ports: Vec<ShardPort>,
     stats: Arc<ClusterStats>,
     conn: Option<Conn>,
@@ -285,6 +296,9 @@ pub fn spawn(
         remote_prefixes: Vec::new(),
         px: Default::default(),
         last_seen: HashMap::new(),
+        held: VecDeque::new(),
+        down_since: None,
+        in_pipe: Vec::new(),
         ports,
         stats,
         conn: None,
@@ -413,6 +427,9 @@ impl Link {
         if self.conn.is_some() || self.stats.up.load(Ordering::Relaxed) {
             tracing::warn!("redis unreachable: {why}");
         }
+        if self.conn.is_some() && self.down_since.is_none() {
+            self.down_since = Some(shards::now_ms());
+        }
         self.conn = None;
         self.stream = None;
         self.stats.up.store(false, Ordering::Relaxed);
@@ -482,6 +499,14 @@ impl Link {
             // Stopping: stay out of the cluster's presence.
         } else if let Err(e) = bounded(self.rewrite_presence()).await {
             return self.down(&e.to_string());
+        }
+        if self.cfg.cluster {
+            if let Err(e) = self.catch_up().await {
+                return self.down(&e.to_string());
+            }
+            if self.conn.is_none() {
+                return;
+            }
         }
         self.stats.up.store(true, Ordering::Relaxed);
         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -632,7 +657,8 @@ impl Link {
                         "redis cluster: {} subscriptions moved to a new primary",
                         moved.len()
                     );
-                    if let Err(e) = bounded(self.refill(&moved)).await {
+                    let from = shards::now_ms().saturating_sub(REFILL_SLACK_MS);
+                    if let Err(e) = bounded(self.refill(&moved, from)).await {
                         return self.down(&e.to_string());
                     }
                 }
@@ -696,42 +722,15 @@ impl Link {
             match m {
                 ToCluster::Publish(p) => {
                     if self.conn.is_none() {
-                        self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                        if self.cfg.cluster && self.held.len() < self.cfg.outage_buffer {
+                            // Sent once the cluster is back (a failover).
+                            self.held.push_back((None, p));
+                        } else {
+                            self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
                         continue;
                     }
-                    self.seq += 1;
-                    let topic = self.topic(&p.channel);
-                    let channel = p.channel.clone();
-                    let env = Envelope::Publish {
-                        origin: self.cfg.instance.clone(),
-                        seq: self.seq,
-                        p,
-                    };
-                    match (&self.scripts, self.cfg.recovery) {
-                        // One command: kept in the channel's stream and published.
-                        (Some((publish, _)), Some(r)) => {
-                            pipe.cmd("EVALSHA")
-                                .arg(publish)
-                                .arg(1)
-                                .arg(self.history_key(&channel))
-                                .arg(topic)
-                                .arg(env.encode())
-                                .arg(r.history_len)
-                                .arg(r.ttl_ms)
-                                .ignore();
-                        }
-                        _ => {
-                            pipe.cmd(self.publish_cmd())
-                                .arg(topic)
-                                .arg(env.encode())
-                                .ignore();
-                        }
-                    }
-                    if self.cfg.cluster && self.matches_remote_prefix(&channel) {
-                        // Another instance listens by prefix (link/patterns.rs).
-                        pipe.publish(self.px_topic(), env.encode()).ignore();
-                    }
-                    self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
+                    self.queue_publish(&mut pipe, p, None);
                     queued += 1;
                 }
                 ToCluster::Join { channel, member } => {
@@ -878,19 +877,137 @@ impl Link {
         }
     }
 
+    /// A publish into `pipe`: with recovery, the script that keeps it in
+    /// its channel's stream and publishes it, in one command.
+    fn queue_publish(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        p: Arc<shards::Publication>,
+        seq: Option<u64>,
+    ) {
+        let seq = seq.unwrap_or_else(|| {
+            self.seq += 1;
+            self.seq
+        });
+        if self.cfg.cluster {
+            self.in_pipe.push((pipe.cmd_iter().count(), seq, p.clone()));
+        }
+        let topic = self.topic(&p.channel);
+        let channel = p.channel.clone();
+        let env = Envelope::Publish {
+            origin: self.cfg.instance.clone(),
+            seq,
+            p,
+        };
+        match (&self.scripts, self.cfg.recovery) {
+            (Some((publish, _)), Some(r)) => {
+                pipe.cmd("EVALSHA")
+                    .arg(publish)
+                    .arg(1)
+                    .arg(self.history_key(&channel))
+                    .arg(topic)
+                    .arg(env.encode())
+                    .arg(r.history_len)
+                    .arg(r.ttl_ms)
+                    .ignore();
+            }
+            _ => {
+                pipe.cmd(self.publish_cmd())
+                    .arg(topic)
+                    .arg(env.encode())
+                    .ignore();
+            }
+        }
+        if self.cfg.cluster && self.matches_remote_prefix(&channel) {
+            // Another instance listens by prefix (link/patterns.rs).
+            pipe.publish(self.px_topic(), env.encode()).ignore();
+        }
+        self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Back after an outage of the cluster (a failover): first what the
+    /// other instances published meanwhile on the channels of interest
+    /// (from their streams, after the last publication received), then
+    /// this instance's publishes held meanwhile.
+    async fn catch_up(&mut self) -> redis::RedisResult<()> {
+        if let Some(since) = self.down_since {
+            let topics: Vec<String> = self.interest.exact().map(|c| self.topic(c)).collect();
+            bounded(self.refill(&topics, since.saturating_sub(REFILL_SLACK_MS))).await?;
+        }
+        self.down_since = None;
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let held = std::mem::take(&mut self.held);
+        let n = held.len();
+        for (seq, p) in held {
+            self.queue_publish(&mut pipe, p, seq);
+        }
+        let mut queued = n;
+        self.flush(&mut pipe, &mut queued).await;
+        tracing::info!("redis cluster: {n} publishes held during the outage sent");
+        Ok(())
+    }
+
     async fn flush(&mut self, pipe: &mut redis::Pipeline, queued: &mut usize) {
         if *queued == 0 {
             return;
         }
         *queued = 0;
         let p = std::mem::take(pipe);
+        let publishes = std::mem::take(&mut self.in_pipe);
+        if self.conn.is_none() {
+            // Went away since they were queued (cluster mode: held).
+            for (_, seq, p) in publishes.into_iter().rev() {
+                if self.held.len() < self.cfg.outage_buffer {
+                    self.held.push_front((Some(seq), p));
+                } else {
+                    self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         self.stats
             .commands
             .fetch_add(p.cmd_iter().count() as u64, Ordering::Relaxed);
-        if let Err(e) = bounded(p.query_async::<()>(&mut conn.cmd)).await {
+        let router = match &conn.cmd {
+            CmdConn::Cluster(r) => r.clone(),
+            CmdConn::One(_) => {
+                if let Err(e) = bounded(p.query_async::<()>(&mut conn.cmd)).await {
+                    self.down(&e.to_string());
+                }
+                return;
+            }
+        };
+        // On a cluster each command has its own answer: the publishes that
+        // did not reach their primary (it died) are held and sent again,
+        // with the same sequence number, once the cluster is back.
+        let results = match timeout(COMMAND_TIMEOUT, router.exec_each(&p)).await {
+            Ok(r) => r,
+            Err(_) => return self.down("redis did not answer in time"),
+        };
+        let mut first_err = None;
+        let mut failed = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+                if let Some((_, seq, pubn)) = publishes.iter().find(|(k, _, _)| *k == i) {
+                    failed.push((Some(*seq), pubn.clone()));
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            for x in failed.into_iter().rev() {
+                if self.held.len() < self.cfg.outage_buffer {
+                    self.held.push_front(x);
+                } else {
+                    self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             self.down(&e.to_string());
         }
     }

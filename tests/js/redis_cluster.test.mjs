@@ -147,29 +147,45 @@ describe('Redis Cluster: two instances (--redis-cluster with a plain redis:// se
   });
 });
 
+/** Sum of every series of a Prometheus metric. */
+async function metric(srv, name) {
+  const text = await (await fetch(`${srv.url}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (m && m[1] === name) sum += Number(m[3]);
+  }
+  return sum;
+}
+
 describe('Redis Cluster: a primary dies, a slot moves', () => {
   const prefix = `rf${rand()}`;
   let cluster;
   let A;
   let B;
+  let C;
   before(async () => {
     cluster = await startRedisCluster();
-    [A, B] = await Promise.all([startNode(`a${rand()}`, prefix, cluster.url), startNode(`b${rand()}`, prefix, cluster.url)]);
-    await ready(A);
-    await ready(B);
+    [A, B, C] = await Promise.all([startNode(`a${rand()}`, prefix, cluster.url), startNode(`b${rand()}`, prefix, cluster.url),
+      startNode(`c${rand()}`, prefix, cluster.url, ['--redis-outage-buffer', '0'])]);
+    for (const n of [A, B, C]) await ready(n);
   });
   after(async () => {
-    await Promise.all([A, B].filter(Boolean).map((n) => n.stop()));
+    await Promise.all([A, B, C].filter(Boolean).map((n) => n.stop()));
     cluster?.stop();
   });
 
-  it('the primary of a channel killed: its replica takes over and cross-instance delivery is back within 5 s', { timeout: 60000 }, async () => {
+  it('the primary of a channel killed: its replica takes over, cross-instance delivery is back within 5 s, and what was published meanwhile arrives, in order (held up to --redis-outage-buffer)', { timeout: 60000 }, async () => {
     const ch = uniq('rcfail');
     const topic = `${prefix}:ch:{${ch}}`;
     const a = await connect(A);
     const b = await connect(B);
+    const c = await connect(C);
     const other = uniq('rcfail-other');
     for (const s of [a, b]) { await ack(s, 'join', ch); await ack(s, 'join', other); }
+    await ack(c, 'join', `${ch}-c`);
+    await ack(b, 'join', `${ch}-c`);
+    const dropped0 = await metric(C, 'socket_gateway_cluster_publishes_dropped_total');
     const rb = record(b, 'event');
     await ack(a, 'publish', { channel: ch, event: 'before', data: 0 });
     await until(() => rb.length === 1, 'delivered before');
@@ -182,10 +198,19 @@ describe('Redis Cluster: a primary dies, a slot moves', () => {
     while (Date.now() - t0 < 15000) {
       n += 1;
       await ack(a, 'publish', { channel: ch, event: 'after', data: n });
+      await ack(c, 'publish', { channel: `${ch}-c`, event: 'unheld', data: n });
       await sleep(100);
       if (rb.some((e) => e.event === 'after')) { back = Date.now() - t0; break; }
     }
     assert.ok(back !== null, 'delivery never came back');
+    // A held what it published while the cluster was away and sent it when it came back
+    await until(() => rb.filter((e) => e.event === 'after').length >= n, () => `b got ${rb.filter((e) => e.event === 'after').length} of ${n}`);
+    assert.deepEqual(rb.filter((e) => e.event === 'after').map((e) => e.data), Array.from({ length: n }, (_, i) => i + 1), 'all, once, in order');
+    // C (--redis-outage-buffer 0) dropped and counted its own instead
+    const dropped = (await metric(C, 'socket_gateway_cluster_publishes_dropped_total')) - dropped0;
+    const unheld = rb.filter((e) => e.event === 'unheld').length;
+    assert.ok(dropped > 0, 'C counted drops');
+    assert.ok(unheld + dropped >= n && unheld < n, `C: ${unheld} delivered, ${dropped} dropped of ${n}`);
     const survivor = cluster.alive()[0];
     const promoted = await primaryOf(survivor, await keySlot(survivor, topic));
     assert.notEqual(promoted, victim, 'a replica took the slot');

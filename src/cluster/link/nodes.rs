@@ -400,6 +400,11 @@ impl Router {
         }
     }
 
+    /// Every command of a pipeline, each with its own answer.
+    pub async fn exec_each(&self, pipe: &redis::Pipeline) -> Vec<redis::RedisResult<Value>> {
+        join_all(pipe.cmd_iter().map(|c| self.exec(c))).await
+    }
+
     /// A transaction, whole, to the node of its first key.
     async fn exec_atomic(
         &self,

@@ -77,10 +77,10 @@ pub(super) fn scripts(cluster: bool, recovery: bool) -> Vec<String> {
 /// of its other channels again: what may have been in flight to it.
 const SLACK_MS: u64 = 2000;
 
-/// How far back a moved subscription's stream is read again (from the last
-/// entry this instance received, when the stream still holds it): longer
-/// than a slot migration's switch-over takes.
-const REFILL_MS: u64 = 2000;
+/// How far before a subscription moved (or the cluster went away) its
+/// stream is read again (from the last entry this instance received, when
+/// the stream still holds it): longer than a switch-over takes to be seen.
+pub(super) const REFILL_SLACK_MS: u64 = 2000;
 
 /// Loads the scripts (on a cluster the router has loaded them on every
 /// primary already; this learns their SHA1s).
@@ -198,13 +198,13 @@ impl Link {
         Ok((receivers == 0).then_some(kept == 1))
     }
 
-    /// After subscriptions moved to a new primary (a slot migrated): what
-    /// their channels' streams took in the last moments, delivered again
-    /// before anything that arrives on the new subscriptions, so a publish
-    /// that landed on the new primary before this instance subscribed
-    /// there is not lost (the ones already delivered are dropped by their
-    /// origin and sequence number).
-    pub(super) async fn refill(&mut self, moved: &[String]) -> redis::RedisResult<()> {
+    /// After subscriptions moved to a new primary (a slot migrated) or the
+    /// cluster came back: what their channels' streams took since `from`,
+    /// delivered before anything that arrives on the new subscriptions, so
+    /// a publish that landed while this instance was not subscribed there
+    /// is not lost (the ones already delivered are dropped by their origin
+    /// and sequence number).
+    pub(super) async fn refill(&mut self, moved: &[String], from: u64) -> redis::RedisResult<()> {
         if self.cfg.recovery.is_none() {
             return Ok(());
         }
@@ -217,7 +217,6 @@ impl Link {
         if channels.is_empty() {
             return Ok(());
         }
-        let from = shards::now_ms().saturating_sub(REFILL_MS);
         let mut pipe = redis::pipe();
         for c in &channels {
             pipe.cmd("XRANGE")
