@@ -24,6 +24,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
@@ -252,9 +254,22 @@ pub struct RuntimeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
     /// Redis URL to form a cluster with other instances (`redis://[:password@]host:port[/db]`,
-    /// `rediss://` for TLS). Without it the gateway runs alone.
+    /// `rediss://` for TLS; a Redis Cluster: `redis+cluster://host:port[,host:port...]`).
+    /// Without it the gateway runs alone.
     #[arg(long, env = "SOCKET_GATEWAY_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// `--redis-url` names a node (or nodes, comma-separated) of a Redis Cluster: sharded
+    /// pub/sub, commands routed by hash slot (implied by `redis+cluster://`).
+    #[arg(long, env = "SOCKET_GATEWAY_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// On a Redis Cluster: publishes held while the cluster is away (a failover) and sent when it
+    /// is back; beyond that (or with 0) they are dropped and counted.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_REDIS_OUTAGE_BUFFER",
+        default_value_t = 10_000
+    )]
+    pub redis_outage_buffer: usize,
     /// Prefix of every Redis key and pub/sub topic, so clusters can share one Redis.
     #[arg(long, env = "SOCKET_GATEWAY_REDIS_PREFIX", default_value = "sgw")]
     pub redis_prefix: String,
@@ -453,6 +468,10 @@ pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String
         }
         cfg.redis = Some(crate::cluster::LinkConfig {
             url: url.clone(),
+            cluster: c.redis_cluster
+                || url.starts_with("redis+cluster://")
+                || url.starts_with("rediss+cluster://"),
+            outage_buffer: c.redis_outage_buffer,
             prefix: c.redis_prefix.clone(),
             instance: cfg.instance_id.to_string(),
             heartbeat: Duration::from_millis(c.heartbeat_interval),
