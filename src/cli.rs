@@ -164,6 +164,15 @@ pub struct RuntimeArgs {
         default_value_t = 10_000
     )]
     pub shutdown_timeout: u64,
+    /// Milliseconds over which SIGTERM/SIGINT closes this instance's sockets
+    /// in batches (one batch every --drain-interval), so that they reconnect
+    /// to other instances gradually; /readyz answers 503 from the signal on.
+    /// 0 closes them all at once.
+    #[arg(long, env = "SOCKET_GATEWAY_DRAIN_PERIOD", default_value_t = 0)]
+    pub drain_period: u64,
+    /// Milliseconds between two drain batches (see --drain-period).
+    #[arg(long, env = "SOCKET_GATEWAY_DRAIN_INTERVAL", default_value_t = 500)]
+    pub drain_interval: u64,
     /// Packets queued per socket before it is disconnected as a slow consumer.
     #[arg(long, env = "SOCKET_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
@@ -244,7 +253,9 @@ pub struct RuntimeArgs {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "SOCKET_GATEWAY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// This instance's id in socket ids and the cluster (default: random).
+    /// This instance's id in socket ids and the cluster: 1 to 128 ASCII
+    /// letters, digits, `-`, `_` or `.` (a pod or host name). Default: the
+    /// host name, a dot and 6 random hex digits (unique per process).
     #[arg(long, env = "SOCKET_GATEWAY_INSTANCE_ID")]
     pub instance_id: Option<String>,
 }
@@ -349,10 +360,52 @@ fn normalize_path(p: &str) -> String {
     }
 }
 
-fn random_instance_id() -> String {
+/// Longest `--instance-id`: a host name (at most 64 bytes on Linux) or a
+/// pod name with room to spare, short enough that socket ids stay small.
+pub const MAX_INSTANCE_ID: usize = 128;
+
+/// Whether `id` can name an instance: what orchestrators generate for pods
+/// and hosts. `:` (Redis key separator), `{`/`}` (Redis hash tags) and
+/// whitespace are excluded; `-` is fine because socket ids are parsed from
+/// the right (see `shards::SocketKey::parse`).
+pub fn valid_instance_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_INSTANCE_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The default instance id: the host name (characters an id cannot hold
+/// become `_`), a dot and 6 random hex digits. The suffix keeps two
+/// processes on one host, or a process restarted in place, apart: a
+/// restarted instance with its old id would take the previous life's
+/// sockets for its own.
+fn default_instance_id() -> String {
     use rand::Rng;
-    let n: u32 = rand::thread_rng().gen();
-    format!("{n:08x}")
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host: String = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        buf[..end]
+            .iter()
+            .map(|&b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => b as char,
+                _ => '_',
+            })
+            .take(MAX_INSTANCE_ID - 7)
+            .collect()
+    } else {
+        String::new()
+    };
+    let host = if host.is_empty() {
+        "gateway".into()
+    } else {
+        host
+    };
+    let n: u32 = rand::thread_rng().gen_range(0..1 << 24);
+    format!("{host}.{n:06x}")
 }
 
 fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, String> {
@@ -363,13 +416,11 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
     if rt.ping_interval == 0 || rt.ping_timeout == 0 {
         return Err("--ping-interval and --ping-timeout must be positive".into());
     }
-    let instance_id = rt.instance_id.clone().unwrap_or_else(random_instance_id);
-    if instance_id.is_empty()
-        || !instance_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err("--instance-id must be non-empty ASCII letters, digits or '_'".into());
+    let instance_id = rt.instance_id.clone().unwrap_or_else(default_instance_id);
+    if !valid_instance_id(&instance_id) {
+        return Err(format!(
+            "--instance-id {instance_id:?}: must be 1 to {MAX_INSTANCE_ID} ASCII letters, digits, '-', '_' or '.'"
+        ));
     }
     Ok(Config {
         mode,
@@ -391,6 +442,8 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         presence_interval: Duration::from_millis(rt.presence_interval.max(10)),
         max_channels_per_socket: rt.max_channels_per_socket.max(1),
         shutdown_timeout: Duration::from_millis(rt.shutdown_timeout),
+        drain_period: Duration::from_millis(rt.drain_period),
+        drain_interval: Duration::from_millis(rt.drain_interval.max(1)),
         head_timeout: Duration::from_millis(rt.head_timeout.max(1)),
         shutdown: std::sync::atomic::AtomicBool::new(false),
         send_queue: rt.send_queue.max(1),
@@ -527,3 +580,26 @@ pub fn log_level(c: &Command) -> &str {
 }
 
 pub type Shared = Arc<Config>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_take_pod_and_host_names() {
+        for ok in ["gateway-7d9f8-abc12.ns", "node1.example.com", "a_b", "x"] {
+            assert!(valid_instance_id(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_INSTANCE_ID + 1);
+        for bad in ["", "a:b", "a{b}", "a b", "é", long.as_str()] {
+            assert!(!valid_instance_id(bad), "{bad}");
+        }
+        let d = default_instance_id();
+        assert!(valid_instance_id(&d), "{d}");
+        assert_ne!(
+            d,
+            default_instance_id(),
+            "the default differs per process start"
+        );
+    }
+}

@@ -42,8 +42,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         "admin page: http://{0}/socket   metrics: http://{0}/metrics",
         running.addr
     );
-    for h in running.handles {
-        h.join()?;
-    }
+    running.finish()?;
     Ok(())
 }

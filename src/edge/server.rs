@@ -74,15 +74,30 @@ pub async fn run_shard(
         shards::rt::spawn_local(serve_connection(adopt_engine.clone(), stream, buffered)).detach();
     });
     shards::rt::spawn_local(sweep::sweeper(engine.clone())).detach();
+    // The drain runs beside the accept loop: during it `/readyz` must still
+    // answer (503) and polling sessions still need their requests served;
+    // new handshakes are refused in `Session::open`.
+    let drained = Rc::new(Cell::new(false));
+    {
+        let (engine, drained) = (engine.clone(), drained.clone());
+        shards::rt::spawn_local(async move {
+            shutdown_requested(&engine.ctx.cfg).await;
+            sweep::drain(engine).await;
+            drained.set(true);
+        })
+        .detach();
+    }
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shutdown_requested(&ctx.cfg).await;
+            while !drained.get() {
+                shards::rt::sleep(Duration::from_millis(20)).await;
+            }
             None
         })
         .await;
         let Some(accepted) = accepted else {
             drop(listener);
-            return sweep::drain(engine).await;
+            return;
         };
         match accepted {
             Ok(stream) => {
@@ -229,6 +244,11 @@ async fn route(
     let resp = match (path, &req.method) {
         ("/healthz", Method::Get) => json(200, b"{\"status\":\"ok\"}".to_vec()),
         ("/readyz", Method::Get) => match &ctx.cluster {
+            // First: the load balancer must stop sending at once.
+            _ if cfg.draining() => json(
+                503,
+                b"{\"status\":\"draining\",\"reason\":\"shutting down\"}".to_vec(),
+            ),
             Some(c) if !c.is_up() => {
                 let why = c
                     .stats
