@@ -23,6 +23,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of the `Serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway.
@@ -32,6 +34,15 @@ pub enum Command {
     /// Run the Socket.IO layer with the official protocol test suites'
     /// handlers (no auth, echo) instead of the gateway.
     ProtocolSuite(SuiteArgs),
+    /// Configuration files: `--print-default` prints a complete one.
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Print a configuration file with every key at its default value.
+    #[arg(long)]
+    pub print_default: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -283,6 +294,11 @@ pub struct ClusterArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// TOML file setting any of these flags (keys: the flags without `--`);
+    /// flags and environment variables override it. `socket-gateway config
+    /// --print-default` prints a complete one.
+    #[arg(long, env = "SOCKET_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -575,7 +591,7 @@ pub fn log_level(c: &Command) -> &str {
     match c {
         Command::Serve(a) => &a.runtime.log_level,
         Command::ProtocolSuite(a) => &a.runtime.log_level,
-        Command::Token(_) => "warn",
+        Command::Token(_) | Command::Config(_) => "warn",
     }
 }
 

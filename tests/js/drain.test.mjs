@@ -64,10 +64,11 @@ describe('drain on SIGTERM: batches over --drain-period, recovery on the other i
         reconnectionDelay: 100, reconnectionDelayMax: 500, randomizationFactor: 0.5,
       }))));
     }
+    const idOf = new Map();
     const state = clients.map((c) => {
       const st = { ids: new Set(), firstId: c.id, disconnects: [], reconnects: [] };
-      c.on('event', (e) => { if (e.channel === ch) st.ids.add(e.data.i); });
-      c.on('disconnect', (reason) => st.disconnects.push({ reason, at: Date.now() }));
+      c.on('event', (e) => { if (e.channel === ch) { st.ids.add(e.data.i); st.lastI = e.data.i; idOf.set(e.data.i, e.id); } });
+      c.on('disconnect', (reason) => st.disconnects.push({ reason, at: Date.now(), offset: c._lastOffset, lastI: st.lastI }));
       c.on('connect', () => st.reconnects.push({ at: Date.now(), recovered: c.recovered, id: c.id }));
       return st;
     });
@@ -110,7 +111,7 @@ describe('drain on SIGTERM: batches over --drain-period, recovery on the other i
     await until(() => state.every((s) => s.ids.size >= last), () => {
       const short = state.filter((s) => s.ids.size < last);
       const e = short[0];
-      console.log(`# short: ${JSON.stringify(short.map((x) => ({ miss: [...Array(last).keys()].filter((k) => !x.ids.has(k)), dc: x.disconnects[0].at - t0, rc: x.reconnects[x.reconnects.length - 1].at - t0 })))}`);
+      console.log(`# short: ${JSON.stringify(short.slice(0, 3).map((x) => ({ miss: [...Array(last).keys()].filter((k) => !x.ids.has(k)).map((k) => [k, idOf.get(k)]), dc: x.disconnects[0], lastId: idOf.get(x.disconnects[0].lastI), rc: x.reconnects[x.reconnects.length - 1].at - t0 })))}`);
       return `every client has all ${last} events (${short.length} short, e.g. ${e && JSON.stringify({ n: e.ids.size, missing: [...Array(last).keys()].filter((k) => !e.ids.has(k)), id: e.firstId, rc: e.reconnects, dc: e.disconnects.map((d) => ({ ...d, at: d.at - t0 })) })})`;
     }, 20000);
 
