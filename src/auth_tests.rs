@@ -63,6 +63,8 @@ fn verifier(algorithm: Algorithm, edit: impl FnOnce(&mut AuthConfig)) -> Verifie
     let mut c = AuthConfig {
         algorithm,
         secret,
+        extra_secrets: Vec::new(),
+        jwks: None,
         public_key_pem,
         issuer,
         audience,
@@ -130,7 +132,7 @@ fn claim_checks() {
 #[test]
 fn refusal_names_and_token_shapes() {
     let names = "missing_token malformed bad_signature expired not_yet_valid \
-                 wrong_algorithm wrong_issuer wrong_audience missing_claim";
+                 wrong_algorithm wrong_issuer wrong_audience missing_claim unknown_key";
     use Refusal::*;
     let all = [
         MissingToken,
@@ -142,7 +144,7 @@ fn refusal_names_and_token_shapes() {
     ];
     let all = all
         .into_iter()
-        .chain([WrongIssuer, WrongAudience, MissingClaim]);
+        .chain([WrongIssuer, WrongAudience, MissingClaim, UnknownKey]);
     assert!(all.map(Refusal::as_str).eq(names.split_whitespace()));
     let v = verifier(HS256, |_| ());
     assert_eq!(reason(v.verify_at("", NOW)), "missing_token");
@@ -270,6 +272,8 @@ fn config_errors() {
         let c = AuthConfig {
             algorithm,
             secret,
+            extra_secrets: Vec::new(),
+            jwks: None,
             public_key_pem,
             issuer,
             audience,

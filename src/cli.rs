@@ -69,10 +69,11 @@ impl From<Alg> for jsonwebtoken::Algorithm {
 
 #[derive(Args, Debug, Clone)]
 pub struct JwtArgs {
-    /// Shared secret for HS256/384/512. Without any JWT option, a secret is
-    /// generated for this run and ready tokens are printed.
+    /// Shared secret for HS256/384/512. Give it twice to accept two secrets
+    /// while rotating (`token` signs with the first). Without any JWT option,
+    /// a secret is generated for this run and ready tokens are printed.
     #[arg(long, env = "SOCKET_GATEWAY_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Vec<String>,
     /// Algorithm every token must use (fixed; others are refused).
     #[arg(
         long,
@@ -94,6 +95,19 @@ pub struct JwtArgs {
     /// Clock leeway in seconds for `exp`/`nbf`.
     #[arg(long, env = "SOCKET_GATEWAY_JWT_LEEWAY", default_value_t = 5)]
     pub jwt_leeway: u64,
+    /// URL of a JSON Web Key Set (an identity provider's rotating keys):
+    /// tokens whose header names a `kid` of the set are checked with that key
+    /// (RS256, ES256 or EdDSA), besides the static secret or key, if any.
+    #[arg(long, env = "SOCKET_GATEWAY_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds between background refreshes of the key set (sooner when its
+    /// response's Cache-Control max-age says so).
+    #[arg(long, env = "SOCKET_GATEWAY_JWKS_REFRESH", default_value_t = 300)]
+    pub jwks_refresh: u64,
+    /// Seconds: at most one fetch of the key set this often for tokens with
+    /// an unknown `kid` (they are refused meanwhile).
+    #[arg(long, env = "SOCKET_GATEWAY_JWKS_MIN_INTERVAL", default_value_t = 10)]
+    pub jwks_min_interval: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -483,7 +497,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
 }
 
 fn jwt_configured(j: &JwtArgs) -> bool {
-    j.jwt_secret.is_some() || j.jwt_public_key.is_some()
+    !j.jwt_secret.is_empty() || j.jwt_public_key.is_some() || j.jwks_url.is_some()
 }
 
 fn auth_config(j: &JwtArgs, generated: Option<&str>) -> Result<AuthConfig, String> {
@@ -493,13 +507,39 @@ fn auth_config(j: &JwtArgs, generated: Option<&str>) -> Result<AuthConfig, Strin
         }
         None => None,
     };
+    if j.jwt_secret.len() > 2 {
+        return Err(
+            "--jwt-secret may be given at most twice (the current and the next or previous secret)"
+                .into(),
+        );
+    }
+    let jwks = match &j.jwks_url {
+        Some(url) => Some(
+            crate::jwks::Jwks::start(crate::jwks::JwksConfig {
+                url: url.clone(),
+                refresh: Duration::from_secs(j.jwks_refresh.max(1)),
+                min_interval: Duration::from_secs(j.jwks_min_interval),
+                timeout: Duration::from_secs(5),
+            })
+            .map_err(|e| format!("--jwks-url: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(AuthConfig {
         algorithm: j.jwt_algorithm.into(),
         secret: j
             .jwt_secret
-            .as_deref()
+            .first()
+            .map(String::as_str)
             .or(generated)
             .map(|s| s.as_bytes().to_vec()),
+        extra_secrets: j
+            .jwt_secret
+            .iter()
+            .skip(1)
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+        jwks,
         public_key_pem,
         issuer: j.jwt_issuer.clone(),
         audience: j.jwt_audience.clone(),
@@ -565,7 +605,7 @@ pub fn mint_token(a: &TokenArgs) -> Result<String, String> {
     let secret = a
         .jwt
         .jwt_secret
-        .as_deref()
+        .first()
         .ok_or("token needs --jwt-secret (or SOCKET_GATEWAY_JWT_SECRET)")?;
     let info = match &a.info {
         Some(s) => Some(serde_json::from_str(s).map_err(|e| format!("--info is not JSON: {e}"))?),

@@ -44,6 +44,7 @@ pub mod edge;
 pub mod engine;
 pub mod frame;
 pub mod http;
+pub mod jwks;
 pub mod metrics;
 pub mod rules;
 pub mod run;

@@ -95,6 +95,9 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         mailbox_capacity: 1024,
         instance: cfg.instance_id.clone(),
     };
+    if let Some(j) = cfg.verifier.as_ref().and_then(|v| v.jwks()) {
+        crate::metrics::register_jwks(j.clone(), &cfg.instance_id);
+    }
     let cluster = match &cfg.redis {
         Some(link) => {
             let c = crate::cluster::Cluster::start(link.clone(), cfg.shards)?;

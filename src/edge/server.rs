@@ -241,6 +241,7 @@ async fn route(
         // every connection's future.
         return Box::pin(crate::edge::rest::serve(ctx, stream, buf, req)).await;
     }
+    let jwks = cfg.verifier.as_ref().and_then(|v| v.jwks());
     let resp = match (path, &req.method) {
         ("/healthz", Method::Get) => json(200, b"{\"status\":\"ok\"}".to_vec()),
         ("/readyz", Method::Get) => match &ctx.cluster {
@@ -249,6 +250,15 @@ async fn route(
                 503,
                 b"{\"status\":\"draining\",\"reason\":\"shutting down\"}".to_vec(),
             ),
+            // No key set ever loaded: no token naming a kid can be checked.
+            _ if jwks.is_some_and(|j| !j.loaded.load(std::sync::atomic::Ordering::Relaxed)) => {
+                let why = jwks.and_then(|j| j.error()).unwrap_or_default();
+                let reason = crate::frame::json_str(&format!("jwks not loaded: {why}"));
+                json(
+                    503,
+                    format!("{{\"status\":\"unavailable\",\"reason\":{reason}}}").into_bytes(),
+                )
+            }
             Some(c) if !c.is_up() => {
                 let why = c
                     .stats
@@ -262,7 +272,17 @@ async fn route(
                     format!("{{\"status\":\"unavailable\",\"reason\":{reason}}}").into_bytes(),
                 )
             }
-            _ => json(200, b"{\"status\":\"ready\"}".to_vec()),
+            // A failed refresh keeps the previous keys: still ready, but said.
+            _ => match jwks.and_then(|j| j.error()) {
+                Some(why) => {
+                    let w = crate::frame::json_str(&format!("jwks refresh failed: {why}"));
+                    json(
+                        200,
+                        format!("{{\"status\":\"ready\",\"warnings\":[{w}]}}").into_bytes(),
+                    )
+                }
+                None => json(200, b"{\"status\":\"ready\"}".to_vec()),
+            },
         },
         ("/healthz" | "/readyz", _) => http::response(
             405,
