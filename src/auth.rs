@@ -225,10 +225,12 @@ impl Verifier {
         };
         // A token naming a key of the set is checked with that key and its
         // algorithm; any other token with the static keys.
+        let static_alg = alg.parse::<Algorithm>().ok() == Some(self.algorithm);
         let jwks_key = match (&self.jwks, kid) {
             (Some(jwks), Some(kid)) => match jwks.key(kid) {
                 Some(k) => Some(k),
-                None if self.keys.is_empty() => {
+                // Not in the set, and not a token for the static keys either.
+                None if self.keys.is_empty() || !static_alg => {
                     jwks.unknown_kid();
                     return Err(Refusal::UnknownKey);
                 }

@@ -322,3 +322,37 @@ fn token_sources_in_order() {
     }
     assert_eq!(pick_token(None, Some("Basic abc"), Some("")), None);
 }
+
+#[test]
+fn two_secrets_while_rotating() {
+    let v = verifier(HS256, |c| {
+        c.extra_secrets = vec![b"the-next-secret".to_vec()]
+    });
+    for secret in [SECRET, b"the-next-secret".as_slice()] {
+        let t = mint(HS256, secret, "ann", false, 60, None, None).unwrap();
+        assert_eq!(v.verify(&t).unwrap().sub, "ann");
+    }
+    let other = mint(HS256, b"another", "ann", false, 60, None, None).unwrap();
+    assert_eq!(reason(v.verify(&other)), "bad_signature");
+    let empty = AuthConfig {
+        extra_secrets: vec![Vec::new()],
+        ..verifier_config(HS256)
+    };
+    assert!(
+        Verifier::new(&empty).is_err(),
+        "an empty second secret is refused"
+    );
+}
+
+fn verifier_config(algorithm: Algorithm) -> AuthConfig {
+    AuthConfig {
+        algorithm,
+        secret: Some(SECRET.to_vec()),
+        extra_secrets: Vec::new(),
+        jwks: None,
+        public_key_pem: None,
+        issuer: None,
+        audience: None,
+        leeway_secs: 5,
+    }
+}
