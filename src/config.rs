@@ -46,7 +46,12 @@ pub struct Config {
     /// Joins and leaves per socket per second (0 = unlimited).
     pub max_joins_per_sec: u32,
     pub max_channels_per_socket: usize,
+    /// Flush-and-close time allowed after the drain period.
     pub shutdown_timeout: Duration,
+    /// Sockets are closed in batches over this period on SIGTERM (zero: at once).
+    pub drain_period: Duration,
+    /// Time between two drain batches.
+    pub drain_interval: Duration,
     /// Time allowed for a whole HTTP request head.
     pub head_timeout: Duration,
     /// Set once on SIGTERM/SIGINT; every shard drains and stops.
@@ -97,6 +102,11 @@ pub fn take_slot(n: &AtomicUsize, max: usize) -> bool {
 }
 
 impl Config {
+    /// A shutdown was requested: the instance is draining.
+    pub fn draining(&self) -> bool {
+        self.shutdown.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Connection state recovery is on (`--recovery-window` > 0).
     pub fn recovery(&self) -> bool {
         !self.recovery_window.is_zero()

@@ -37,6 +37,7 @@ impl Gateway {
         crate::app::recovery::start(ctx, &gw.held);
         crate::app::counts::start(ctx);
         crate::app::history::start(ctx);
+        crate::app::moderation::start(ctx);
         gw
     }
 }
@@ -79,6 +80,7 @@ impl App for Gateway {
         _auth: Option<Value>,
     ) {
         crate::app::recovery::resume(s, g);
+        crate::app::moderation::registry().connected(s, g);
     }
 
     async fn on_event(
@@ -99,6 +101,7 @@ impl App for Gateway {
         g: &Rc<GwSocket>,
         reason: Option<shards::CloseReason>,
     ) {
+        crate::app::moderation::registry().gone(s, g);
         if !crate::app::recovery::hold(&self.held, s, g, reason) {
             disconnect(&s.ctx, g).await;
             crate::app::recovery::forget(&s.ctx, g).await;

@@ -82,6 +82,15 @@ pub enum Query {
         text: Bytes,
         attachments: Vec<Bytes>,
     },
+    /// An administrative action (the application's bytes) for socket `seq`
+    /// of `instance` (`seq` 0: for the instance as a whole); answered
+    /// `Delivered(true)` when it found what it acts on.
+    Control {
+        instance: String,
+        shard: ShardId,
+        seq: u64,
+        body: Bytes,
+    },
     /// The checkpoint of a socket another instance held, if the secret and
     /// the user match; its instance is told to let it go.
     RecoverState {
@@ -141,6 +150,13 @@ pub enum FromCluster {
     /// without presence.
     Forget {
         seq: u64,
+    },
+    /// Another instance's [`Query::Control`]; answered with a `DirectResult`.
+    Control {
+        seq: u64,
+        body: Bytes,
+        origin: String,
+        req: u64,
     },
 }
 

@@ -19,6 +19,7 @@ const KIND_PUBLISH: u8 = 1;
 const KIND_DIRECT_REQ: u8 = 2;
 const KIND_DIRECT_RES: u8 = 3;
 const KIND_FORGET: u8 = 4;
+const KIND_CONTROL: u8 = 5;
 
 /// One message between instances.
 pub enum Envelope {
@@ -48,6 +49,16 @@ pub enum Envelope {
     Forget {
         shard: usize,
         seq: u64,
+    },
+    /// An administrative action for socket `(shard, seq)` of the receiving
+    /// instance (`seq` 0: the instance as a whole); `body` is the
+    /// application's. Routed and answered like `DirectReq`.
+    Control {
+        origin: String,
+        req: u64,
+        shard: usize,
+        seq: u64,
+        body: Bytes,
     },
 }
 
@@ -149,6 +160,20 @@ impl Envelope {
                 w.u64(*shard as u64);
                 w.u64(*seq);
             }
+            Envelope::Control {
+                origin,
+                req,
+                shard,
+                seq,
+                body,
+            } => {
+                w.0.push(KIND_CONTROL);
+                w.bytes(origin.as_bytes());
+                w.u64(*req);
+                w.u64(*shard as u64);
+                w.u64(*seq);
+                w.bytes(body);
+            }
         }
         w.0
     }
@@ -230,6 +255,13 @@ impl Envelope {
             KIND_FORGET => Some(Envelope::Forget {
                 shard: r.u64()? as usize,
                 seq: r.u64()?,
+            }),
+            KIND_CONTROL => Some(Envelope::Control {
+                origin: r.str()?.to_string(),
+                req: r.u64()?,
+                shard: r.u64()? as usize,
+                seq: r.u64()?,
+                body: Bytes::copy_from_slice(r.bytes()?),
             }),
             _ => None,
         }

@@ -144,6 +144,8 @@ pub struct ProtocolViolation(pub &'static str);
 pub enum Full {
     Connections,
     PendingSessions,
+    /// The instance is shutting down: new sessions go to other instances.
+    Draining,
 }
 
 impl Full {
@@ -151,6 +153,7 @@ impl Full {
         match self {
             Full::Connections => "Server at max connections",
             Full::PendingSessions => "Server at max pending sessions",
+            Full::Draining => "Server is shutting down",
         }
     }
 }
@@ -170,6 +173,9 @@ impl Session {
     ) -> Result<Rc<Self>, Full> {
         let ctx = engine.ctx.clone();
         let cfg = &ctx.cfg;
+        if cfg.draining() {
+            return Err(Full::Draining);
+        }
         if raw {
             if !take_slot(&cfg.connected_sessions, cfg.max_connections) {
                 return Err(Full::Connections);

@@ -194,7 +194,9 @@ describe(`cluster: three instances on ${backend.title}`, () => {
 
   before(async () => {
     url = await backend.start();
-    [A, B, C] = await Promise.all(['a', 'b', 'c'].map((n) => startNode(`${n}${rand()}`, prefix, url)));
+    // Pod-style ids (Deployment pod names with a namespace suffix: `-` and `.` inside), so every
+    // test of this suite checks that socket ids embedding them route and parse back.
+    [A, B, C] = await Promise.all(['a', 'b', 'c'].map((n) => startNode(`gateway-7d9f8-${n}${rand().slice(0, 5)}.ns`, prefix, url)));
     nodes.push(A, B, C);
     for (const n of nodes) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
   });
@@ -264,6 +266,10 @@ describe(`cluster: three instances on ${backend.title}`, () => {
     const c1 = await connect(C);
     const rb = record(b1, 'event');
     const rc = record(c1, 'event');
+    for (const [sock, node] of [[a1, A], [b1, B], [c1, C]]) {
+      assert.ok(sock.id.startsWith(`${node.id}-`), `socket id ${sock.id} embeds the instance id ${node.id}`);
+      assert.match(sock.id.slice(node.id.length), /^-[0-9a-f]{1,2}-[0-9a-f]{16}$/);
+    }
     const res = await ack(a1, 'direct', { to: c1.id, event: 'dm', data: { x: 1 } });
     assert.equal(res.ok, true, JSON.stringify(res));
     await until(() => rc.length === 1, 'c1 gets the direct');
@@ -277,7 +283,9 @@ describe(`cluster: three instances on ${backend.title}`, () => {
 
     // ids that look right but name no connected socket
     const [inst, shard] = [C.id, 1];
-    for (const to of [`${inst}-${shard}-fffff`, `${inst}-0-fffff`, `${inst}-9-1`, `nosuch${rand()}-0-1`]) {
+    for (const to of [`${inst}-${shard}-fffff`, `${inst}-0-fffff`, `${inst}-9-1`, `nosuch${rand()}-0-1`,
+      `${inst}-${shard}-00000000000fffff`, `${inst}-0${shard}-00000000000fffff`, `${inst.split('.')[0]}-0-0000000000000001`,
+      `nosuch-${rand()}.ns-0-0000000000000001`]) {
       const r = await ack(a1, 'direct', { to, event: 'dm', data: null });
       assert.ok(isErr(r, 'not_found'), `direct to ${to}: ${JSON.stringify(r)}`);
     }

@@ -846,7 +846,9 @@ describe(`recovery across instances (${backend.title}, --presence-grace ${GRACE}
   const startNode = async (name) => {
     const node = await startServer({
       shards: 2,
-      extraArgs: ['--redis-url', url, '--redis-prefix', prefix, '--instance-id', `${name}${crypto.randomBytes(3).toString('hex')}`,
+      // Pod-style ids: the pid (`<socket id>.<secret>`) of a socket whose instance id holds `-`
+      // and `.` must still name the right instance.
+      extraArgs: ['--redis-url', url, '--redis-prefix', prefix, '--instance-id', `gw-${name}-${crypto.randomBytes(3).toString('hex')}.prod`,
         '--heartbeat-interval', '500', '--instance-expiry', '3000', '--presence-grace', String(GRACE)],
     });
     nodes.push(node);

@@ -25,6 +25,40 @@ impl Link {
         };
         let own_inbox = msg.get_channel_name() == self.inbox(&self.cfg.instance);
         let env = match env {
+            Envelope::Control {
+                origin,
+                req,
+                shard,
+                seq,
+                body,
+            } => {
+                // Routed like a direct message: to the adopting shard for a
+                // socket recovered here, else to the named shard.
+                let port = if own_inbox {
+                    if seq != 0 && self.gone.contains(&seq) {
+                        return;
+                    }
+                    self.ports.get(shard)
+                } else {
+                    let inbox = msg.get_channel_name();
+                    let instance = inbox.rsplit(':').next().unwrap_or_default().to_string();
+                    match self.adopted.get(&(instance, seq)) {
+                        Some(&s) => self.ports.get(s),
+                        None => return,
+                    }
+                };
+                let port = port.or(self.ports.first());
+                if let Some(port) = port {
+                    let c = FromCluster::Control {
+                        seq,
+                        body,
+                        origin,
+                        req,
+                    };
+                    port.send(c, &self.stats.publishes_dropped);
+                }
+                return;
+            }
             Envelope::DirectReq { seq, .. } if own_inbox && self.gone.contains(&seq) => {
                 // Recovered by another instance, which answers for it.
                 return;
@@ -111,7 +145,7 @@ impl Link {
                     self.reply(shard, qid, Reply::Delivered(ok));
                 }
             }
-            Envelope::Forget { .. } => {}
+            Envelope::Forget { .. } | Envelope::Control { .. } => {}
         }
     }
 

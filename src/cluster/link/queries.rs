@@ -30,7 +30,7 @@ impl Link {
     pub(super) async fn query(&mut self, shard: usize, qid: u64, q: Query) -> Option<Reply> {
         if self.conn.is_none() {
             return Some(match q {
-                Query::Direct { .. } => Reply::Delivered(false),
+                Query::Direct { .. } | Query::Control { .. } => Reply::Delivered(false),
                 _ => Reply::Unavailable,
             });
         }
@@ -76,6 +76,35 @@ impl Link {
             .wire(&instance);
             if let Some(kept) = self.send_direct(inbox, socket_id, env.encode()).await? {
                 return Ok(Some(Reply::Delivered(kept)));
+            }
+            self.pending_direct
+                .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
+            return Ok(None);
+        }
+        if let Query::Control {
+            instance,
+            shard: to_shard,
+            seq,
+            body,
+        } = q
+        {
+            let req = self.next_req;
+            self.next_req += 1;
+            let env = Envelope::Control {
+                origin: self.cfg.instance.clone(),
+                req,
+                shard: to_shard,
+                seq,
+                body,
+            };
+            let conn = &mut self.cmd()?;
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg(self.inbox(&instance))
+                .arg(env.encode())
+                .query_async(conn)
+                .await?;
+            if receivers == 0 {
+                return Ok(Some(Reply::Delivered(false)));
             }
             self.pending_direct
                 .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
@@ -170,6 +199,7 @@ impl Link {
             }
             Query::Flushed => Reply::Done,
             Query::Direct { .. }
+            | Query::Control { .. }
             | Query::RecoverState { .. }
             | Query::RecoverEntries { .. }
             | Query::History { .. } => unreachable!("handled above"),
