@@ -52,6 +52,15 @@
 //! A graceful stop calls [`super::Cluster::withdraw`]: the same script,
 //! unconditionally, for this instance, and no heartbeats after it.
 //!
+//! On a Redis Cluster (`redis+cluster://`, `--redis-cluster`) the same link
+//! runs its commands on `link/nodes.rs::Router` (each to its key's primary),
+//! subscribes by interest with `SSUBSCRIBE` on each topic's primary
+//! (`link/sharded.rs`), stands in for patterns with a prefix registry
+//! (`link/patterns.rs`), reads the slot map again every second and after
+//! redirections, and after an outage (a failover) sends what it held and
+//! reads the channels of interest back from their streams. Names carry hash
+//! tags there (see `Link::topic`).
+//!
 //! Files: this one holds the thread, the connection and its loop, and the
 //! interest bookkeeping; `link/inbound.rs` what arrives from Redis;
 //! `link/presence.rs` the per-instance keys and heartbeats;

@@ -79,7 +79,8 @@ describe('Redis Cluster: two instances (--redis-cluster with a plain redis:// se
     const rb = record(b, 'event');
     for (const ch of channels) assert.equal((await ack(a, 'publish', { channel: ch, event: 'm', data: ch })).ok, true);
     await until(() => rb.length === channels.length, () => `b got ${rb.length} of ${channels.length}`);
-    assert.deepEqual(rb.map((e) => e.data), channels, 'one each, in order');
+    // one each (order holds within a channel; these are 12 channels on different primaries)
+    assert.deepEqual(rb.map((e) => e.data).sort(), [...channels].sort(), 'one each');
 
     const ra = record(a, 'event');
     const d = await ack(b, 'direct', { to: a.id, event: 'dm', data: 1 });

@@ -154,7 +154,8 @@ impl Link {
         if origin == self.cfg.instance {
             return;
         }
-        if self.cfg.cluster {
+        if self.cfg.cluster && self.interest.has_exact(&p.channel) {
+            // Kept while the channel is wanted (dropped with the interest).
             self.last_seen
                 .insert(p.channel.clone(), (origin.clone(), seq));
         }

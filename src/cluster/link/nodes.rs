@@ -530,6 +530,49 @@ mod tests {
     }
 
     #[test]
+    fn slot_map_from_cluster_slots() {
+        let node = |h: &str, p: i64| {
+            Value::Array(vec![
+                Value::BulkString(h.as_bytes().to_vec()),
+                Value::Int(p),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let v = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("10.0.0.1", 7000),
+                node("10.0.0.4", 7003),
+            ]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                node("10.0.0.2", 7001),
+            ]),
+            Value::Array(vec![Value::Int(1), Value::Int(2)]),
+            Value::Int(3),
+        ]);
+        let m = SlotMap::parse(&v).unwrap();
+        assert_eq!(m.owner(0), Some("10.0.0.1:7000"));
+        assert_eq!(m.owner(5460), Some("10.0.0.1:7000"));
+        assert_eq!(m.owner(5461), Some("10.0.0.2:7001"));
+        assert_eq!(m.owner(16383), Some("10.0.0.2:7001"));
+        assert_eq!(m.addrs.len(), 2, "replicas are not primaries");
+        assert!(SlotMap::parse(&Value::Array(vec![])).is_none());
+        assert!(SlotMap::parse(&Value::Nil).is_none());
+        let mut partial = SlotMap::parse(&Value::Array(vec![Value::Array(vec![
+            Value::Int(0),
+            Value::Int(10),
+            node("h", 1),
+        ])]))
+        .unwrap();
+        assert_eq!(partial.owner(11), None, "an unassigned slot has no owner");
+        partial.set(11, "h2:2");
+        assert_eq!(partial.owner(11), Some("h2:2"));
+    }
+
+    #[test]
     fn routing_keys() {
         let mut e = redis::cmd("EVALSHA");
         e.arg("sha").arg(1).arg("sgw:h:{c}").arg("x");
