@@ -727,6 +727,8 @@ impl Link {
         let mut counts_changed = false;
         // Shards waiting for this batch's publishes to be in Redis.
         let mut flushed: Vec<(usize, u64)> = Vec::new();
+        // Counts answered, sent once this batch's writes are in Redis.
+        let mut counted: Vec<(usize, u64, Reply)> = Vec::new();
         for m in batch {
             match m {
                 ToCluster::Publish(p) => {
@@ -850,6 +852,21 @@ impl Link {
                     qid,
                     q: Query::Flushed,
                 } => flushed.push((shard, qid)),
+                ToCluster::Query {
+                    shard,
+                    qid,
+                    q: q @ Query::Count(_),
+                } => {
+                    // This instance's part of a count is read from memory, so
+                    // what is queued need not reach Redis first (a join storm
+                    // asks one count per join: a flush each would be a round
+                    // trip each). The answer waits for the batch's flush all
+                    // the same: once a join is acknowledged with its count,
+                    // every instance sees it.
+                    if let Some(resp) = self.query(shard, qid, q).await {
+                        counted.push((shard, qid, resp));
+                    }
+                }
                 ToCluster::Query { shard, qid, q } => {
                     self.flush(&mut pipe, &mut queued).await;
                     let resp = self.query(shard, qid, q).await;
@@ -883,6 +900,9 @@ impl Link {
         };
         for (shard, qid) in flushed {
             self.reply(shard, qid, resp());
+        }
+        for (shard, qid, r) in counted {
+            self.reply(shard, qid, r);
         }
     }
 

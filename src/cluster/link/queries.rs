@@ -137,12 +137,18 @@ impl Link {
         let mut pipe = redis::pipe();
         let resp = match q {
             Query::Count(channel) => {
-                for i in &live {
+                let own = self.members.get(&*channel).map_or(0, |m| m.len());
+                let me = self.cfg.instance.clone();
+                for i in live.iter().filter(|i| **i != *me) {
                     pipe.hget(self.inst_key(i, "ch"), &*channel);
                 }
-                let conn = &mut self.cmd()?;
-                let counts: Vec<Option<usize>> = pipe.query_async(conn).await?;
-                Reply::Count(counts.into_iter().flatten().sum())
+                let others: Vec<Option<usize>> = if live.iter().any(|i| *i != *me) {
+                    let conn = &mut self.cmd()?;
+                    pipe.query_async(conn).await?
+                } else {
+                    Vec::new()
+                };
+                Reply::Count(own + others.into_iter().flatten().sum::<usize>())
             }
             Query::Members(channel) => {
                 for i in &live {
