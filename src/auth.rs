@@ -34,6 +34,8 @@ pub enum Refusal {
     /// The token names a `kid` the key set (`--jwks-url`) does not hold, or
     /// has none while only a key set is configured.
     UnknownKey,
+    /// The user already has `--max-connections-per-user` sockets here.
+    TooManyConnections,
 }
 
 impl Refusal {
@@ -49,6 +51,7 @@ impl Refusal {
             Refusal::WrongAudience => "wrong_audience",
             Refusal::MissingClaim => "missing_claim",
             Refusal::UnknownKey => "unknown_key",
+            Refusal::TooManyConnections => "too_many_connections",
         }
     }
 }

@@ -272,6 +272,18 @@ pub struct RuntimeArgs {
         default_value_t = 10_000
     )]
     pub max_pending_sessions: usize,
+    /// Connected sockets one user (`sub`) may hold on this instance; beyond
+    /// it a CONNECT is refused (`too_many_connections`). 0 = unlimited.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 0
+    )]
+    pub max_connections_per_user: usize,
+    /// Resident memory (bytes) above which new handshakes get HTTP 503,
+    /// while connected sockets keep working. 0 = no limit.
+    #[arg(long, env = "SOCKET_GATEWAY_MAX_MEMORY", default_value_t = 0)]
+    pub max_memory: u64,
     /// Allowed CORS origins (comma separated, `*` for any). Default: none.
     #[arg(long, env = "SOCKET_GATEWAY_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
@@ -494,6 +506,10 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         max_attachments: rt.max_attachments.min(proto::socketio::MAX_ATTACHMENTS),
         max_connections: rt.max_connections,
         max_pending_sessions: rt.max_pending_sessions,
+        max_connections_per_user: rt.max_connections_per_user,
+        user_connections: Default::default(),
+        max_memory: rt.max_memory,
+        resident: std::sync::atomic::AtomicU64::new(0),
         recovery_window: Duration::from_millis(rt.recovery_window),
         presence_grace: Duration::from_millis(rt.presence_grace.min(rt.recovery_window)),
         recovery_log_bytes: rt.recovery_log_bytes.max(1 << 16),

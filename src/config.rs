@@ -67,6 +67,15 @@ pub struct Config {
     /// Sessions not yet connected allowed on this instance, apart from
     /// `max_connections`.
     pub max_pending_sessions: usize,
+    /// Connected sockets per user on this instance (0: unlimited).
+    pub max_connections_per_user: usize,
+    /// Connected sockets per user on this instance, when limited. A mutex
+    /// held for one map update: shards never wait on anything longer.
+    pub user_connections: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Resident memory above which handshakes are refused (0: no limit).
+    pub max_memory: u64,
+    /// The process's resident memory, sampled (see `run`).
+    pub resident: std::sync::atomic::AtomicU64,
     /// How long a dropped socket stays recoverable (zero: recovery off).
     pub recovery_window: Duration,
     /// How long a recoverable socket stays listed (no `leave`).
@@ -102,6 +111,44 @@ pub fn take_slot(n: &AtomicUsize, max: usize) -> bool {
 }
 
 impl Config {
+    /// Takes one of the user's `--max-connections-per-user` slots; false
+    /// when all are taken. Always true without a limit.
+    pub fn take_user_slot(&self, user: &str) -> bool {
+        if self.max_connections_per_user == 0 {
+            return true;
+        }
+        let Ok(mut m) = self.user_connections.lock() else {
+            return true;
+        };
+        let n = m.entry(user.to_string()).or_default();
+        if *n >= self.max_connections_per_user {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back a slot [`Config::take_user_slot`] took.
+    pub fn release_user_slot(&self, user: &str) {
+        if self.max_connections_per_user == 0 {
+            return;
+        }
+        if let Ok(mut m) = self.user_connections.lock() {
+            if let Some(n) = m.get_mut(user) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(user);
+                }
+            }
+        }
+    }
+
+    /// Over `--max-memory`: new handshakes are refused.
+    pub fn over_memory(&self) -> bool {
+        self.max_memory > 0
+            && self.resident.load(std::sync::atomic::Ordering::Relaxed) > self.max_memory
+    }
+
     /// A shutdown was requested: the instance is draining.
     pub fn draining(&self) -> bool {
         self.shutdown.load(std::sync::atomic::Ordering::Relaxed)

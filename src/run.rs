@@ -95,6 +95,9 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         mailbox_capacity: 1024,
         instance: cfg.instance_id.clone(),
     };
+    if cfg.max_memory > 0 {
+        sample_memory(cfg.clone())?;
+    }
     if let Some(j) = cfg.verifier.as_ref().and_then(|v| v.jwks()) {
         crate::metrics::register_jwks(j.clone(), &cfg.instance_id);
     }
@@ -126,4 +129,29 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         cfg,
         cluster,
     })
+}
+
+/// Samples the process's resident memory every 100 ms (for `--max-memory`)
+/// on a thread of its own: reading `/proc` is a system call no shard makes.
+fn sample_memory(cfg: Arc<Config>) -> std::io::Result<()> {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let read = move || -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * page)
+    };
+    if let Some(rss) = read() {
+        cfg.resident
+            .store(rss, std::sync::atomic::Ordering::Relaxed);
+    }
+    std::thread::Builder::new()
+        .name("memory".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if let Some(rss) = read() {
+                cfg.resident
+                    .store(rss, std::sync::atomic::Ordering::Relaxed);
+            }
+        })?;
+    Ok(())
 }

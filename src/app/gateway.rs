@@ -102,6 +102,7 @@ impl App for Gateway {
         reason: Option<shards::CloseReason>,
     ) {
         crate::app::moderation::registry().gone(s, g);
+        s.ctx.cfg.release_user_slot(&g.member.user_id);
         if !crate::app::recovery::hold(&self.held, s, g, reason) {
             disconnect(&s.ctx, g).await;
             crate::app::recovery::forget(&s.ctx, g).await;
@@ -126,6 +127,11 @@ async fn connect(
     let token = pick_token(auth, hs.bearer.as_deref(), hs.query_token.as_deref())
         .ok_or(Refusal::MissingToken)?;
     let claims = verifier.verify(token)?;
+    // Counted from here until `on_disconnect` (held for recovery or not):
+    // nothing below refuses the CONNECT.
+    if !s.ctx.cfg.take_user_slot(&claims.sub) {
+        return Err(Refusal::TooManyConnections);
+    }
     let recover =
         s.ctx.cfg.recovery() && auth.and_then(|a| a.get("recover")) != Some(&Value::Bool(false));
     let claims = if recover {

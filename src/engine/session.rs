@@ -146,6 +146,8 @@ pub enum Full {
     PendingSessions,
     /// The instance is shutting down: new sessions go to other instances.
     Draining,
+    /// The process is above `--max-memory`.
+    Memory,
 }
 
 impl Full {
@@ -154,6 +156,7 @@ impl Full {
             Full::Connections => "Server at max connections",
             Full::PendingSessions => "Server at max pending sessions",
             Full::Draining => "Server is shutting down",
+            Full::Memory => "Server over its memory limit",
         }
     }
 }
@@ -175,6 +178,9 @@ impl Session {
         let cfg = &ctx.cfg;
         if cfg.draining() {
             return Err(Full::Draining);
+        }
+        if cfg.over_memory() {
+            return Err(Full::Memory);
         }
         if raw {
             if !take_slot(&cfg.connected_sessions, cfg.max_connections) {
