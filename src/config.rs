@@ -111,36 +111,42 @@ pub fn take_slot(n: &AtomicUsize, max: usize) -> bool {
 }
 
 impl Config {
-    /// Takes one of the user's `--max-connections-per-user` slots; false
-    /// when all are taken. Always true without a limit.
-    pub fn take_user_slot(&self, user: &str) -> bool {
+    /// Takes one of the user's `--max-connections-per-user` slots on this
+    /// instance: `Some(sockets of the user here now)`, `None` when all are
+    /// taken. Always `Some(0)` without a limit.
+    pub fn take_user_slot(&self, user: &str) -> Option<usize> {
         if self.max_connections_per_user == 0 {
-            return true;
+            return Some(0);
         }
         let Ok(mut m) = self.user_connections.lock() else {
-            return true;
+            return Some(0);
         };
         let n = m.entry(user.to_string()).or_default();
         if *n >= self.max_connections_per_user {
-            return false;
+            return None;
         }
         *n += 1;
-        true
+        Some(*n)
     }
 
-    /// Gives back a slot [`Config::take_user_slot`] took.
-    pub fn release_user_slot(&self, user: &str) {
+    /// Gives back a slot [`Config::take_user_slot`] took; the user's
+    /// sockets here now (0 also without a limit).
+    pub fn release_user_slot(&self, user: &str) -> usize {
         if self.max_connections_per_user == 0 {
-            return;
+            return 0;
         }
-        if let Ok(mut m) = self.user_connections.lock() {
-            if let Some(n) = m.get_mut(user) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(user);
-                }
-            }
+        let Ok(mut m) = self.user_connections.lock() else {
+            return 0;
+        };
+        let Some(n) = m.get_mut(user) else {
+            return 0;
+        };
+        *n = n.saturating_sub(1);
+        let left = *n;
+        if left == 0 {
+            m.remove(user);
         }
+        left
     }
 
     /// Over `--max-memory`: new handshakes are refused.

@@ -238,6 +238,9 @@ struct Link {
     /// This instance's presence, rewritten after Redis comes back (ordered,
     /// so the rolling TTL refresh can resume where it stopped).
     members: BTreeMap<String, HashMap<String, String>>,
+    /// Users of this instance's sockets and how many each (kept only with
+    /// `--max-connections-per-user`), written to `i:<id>:users`.
+    users: HashMap<String, usize>,
     connections: Vec<usize>,
     seq: u64,
     seen: HashSet<(String, u64)>,
@@ -320,6 +323,7 @@ pub fn spawn(
         withdrawn: false,
         interest: InterestMap::default(),
         members: BTreeMap::new(),
+        users: HashMap::new(),
         connections: vec![0; shards],
         seq: 0,
         seen: HashSet::new(),
@@ -778,6 +782,19 @@ impl Link {
                     touched.insert(channel.to_string());
                     queued += 1;
                 }
+                ToCluster::UserCount { user, n } => {
+                    let me = self.cfg.instance.clone();
+                    let key = self.inst_key(&me, "users");
+                    if n == 0 {
+                        self.users.remove(&*user);
+                        pipe.hdel(&key, &*user).ignore();
+                    } else {
+                        self.users.insert(user.to_string(), n);
+                        pipe.hset(&key, &*user, n).ignore();
+                        pipe.pexpire(&key, self.presence_ttl() as i64).ignore();
+                    }
+                    queued += 1;
+                }
                 ToCluster::Connections { shard, n } => {
                     if let Some(c) = self.connections.get_mut(shard) {
                         counts_changed |= *c != n;
@@ -855,7 +872,7 @@ impl Link {
                 ToCluster::Query {
                     shard,
                     qid,
-                    q: q @ Query::Count(_),
+                    q: q @ (Query::Count(_) | Query::UserCount(_)),
                 } => {
                     // This instance's part of a count is read from memory, so
                     // what is queued need not reach Redis first (a join storm

@@ -205,6 +205,15 @@ impl ClusterLink {
         });
     }
 
+    /// Records how many sockets of `user` this instance holds (ordered
+    /// before any later question from this shard).
+    pub fn user_count(&self, user: &Arc<str>, n: usize) {
+        let _ = self.tx.try_send(ToCluster::UserCount {
+            user: user.clone(),
+            n,
+        });
+    }
+
     pub fn leave(&self, channel: &Arc<str>, socket_id: &Arc<str>) {
         self.sync_connections();
         let _ = self.tx.try_send(ToCluster::Leave {

@@ -26,6 +26,12 @@ pub enum ToCluster {
         channel: Arc<str>,
         socket_id: Arc<str>,
     },
+    /// This instance now holds `n` sockets of `user` (with
+    /// `--max-connections-per-user`).
+    UserCount {
+        user: Arc<str>,
+        n: usize,
+    },
     Connections {
         shard: ShardId,
         n: usize,
@@ -72,6 +78,8 @@ pub enum ToCluster {
 /// Questions about the whole cluster.
 pub enum Query {
     Count(Arc<str>),
+    /// The sockets of a user in the whole cluster (answered `Reply::Count`).
+    UserCount(Arc<str>),
     Members(Arc<str>),
     Channels,
     Instances,

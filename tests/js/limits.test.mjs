@@ -6,7 +6,7 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import WebSocket from 'ws';
-import { startServer, connect, connectError, ack, mint, uniq, uniqUser, until, sleep } from './fixture.mjs';
+import { startServer, connect, connectError, ack, mint, uniq, uniqUser, until, sleep, REDIS_URL, dropRedisKeys } from './fixture.mjs';
 
 const rss = (pid) => Number(fs.readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * 4096;
 
@@ -43,6 +43,32 @@ describe('limits', () => {
     assert.equal(back.id, id);
     assert.equal((await connectError(srv, { sub: user })).data?.reason, 'too_many_connections');
     for (const s of [b, c, other]) s.close();
+  });
+
+  it('--max-connections-per-user counts the user\'s sockets on every instance (two instances through Redis)', { timeout: 60000 }, async () => {
+    const prefix = `lim${process.pid}${Date.now()}`;
+    const node = (id) => startServer({
+      shards: 2,
+      extraArgs: ['--max-connections-per-user', '2', '--redis-url', REDIS_URL, '--redis-prefix', prefix,
+        '--instance-id', id, '--heartbeat-interval', '500', '--instance-expiry', '3000'],
+    });
+    const [A, B] = await Promise.all([node(`limA-${process.pid}`), node(`limB-${process.pid}`)]);
+    servers.push(A, B);
+    const user = uniqUser('capped2');
+    const a = await connect(A, { sub: user });
+    const b = await connect(B, { sub: user });
+    for (const srv of [A, B]) {
+      const e = await connectError(srv, { sub: user });
+      assert.equal(e.data?.reason, 'too_many_connections', `refused on ${srv === A ? 'A' : 'B'}: ${JSON.stringify(e.data)}`);
+    }
+    assert.ok((await connect(B, { sub: uniqUser('free') })).connected, 'another user is not limited');
+    // a socket gone on B frees a slot for A
+    b.disconnect();
+    const c = await until(async () => {
+      try { return await connect(A, { sub: user }); } catch { await sleep(50); return null; }
+    }, 'the slot freed on B is taken on A');
+    assert.ok(c.connected && a.connected);
+    await dropRedisKeys(REDIS_URL, prefix);
   });
 
   it('--max-memory: above it new handshakes get 503 while connected sockets keep working', { timeout: 60000 }, async () => {

@@ -40,6 +40,10 @@ impl Link {
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.del(self.inst_key(&me, "ch")).ignore();
+        pipe.del(self.inst_key(&me, "users")).ignore();
+        for (user, n) in &self.users {
+            pipe.hset(self.inst_key(&me, "users"), user, *n).ignore();
+        }
         for k in old {
             pipe.del(k).ignore();
         }
@@ -82,7 +86,7 @@ impl Link {
         let now = shards::now_ms();
         let ttl = self.presence_ttl() as i64;
         self.info_cmds(pipe);
-        for k in ["ch", "keys"] {
+        for k in ["ch", "keys", "users"] {
             pipe.pexpire(self.inst_key(me, k), ttl).ignore();
         }
         if self.cfg.cluster {
@@ -310,17 +314,13 @@ if ARGV[1] ~= '-' then
   if b and tonumber(b) > tonumber(ARGV[1]) then return 0 end
 end
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', k) end
-redis.call('DEL', KEYS[1], ARGV[2] .. 'ch', ARGV[2] .. 'info', ARGV[2] .. 'beat')
+redis.call('DEL', KEYS[1], ARGV[2] .. 'ch', ARGV[2] .. 'info', ARGV[2] .. 'beat', ARGV[2] .. 'users')
 return 1
 "#;
 
 /// The shortest TTL of a member hash (see `Link::member_ttl`).
 pub(super) const MEMBER_TTL_FLOOR_MS: u64 = 10 * 60 * 1000;
 
-/// Deletes an instance's presence (see `Link::forget_instance`).
-/// KEYS[1]: the `instances` sorted set. ARGV[1]: the instance; ARGV[2]: the
-/// cutoff in ms, or "-" for unconditionally; ARGV[3]: the instance's key
-/// prefix (`<prefix>:i:<instance>:`). Redis runs a script atomically.
 /// Deletes an instance's presence (see `Link::forget_instance`).
 /// KEYS[1]: the `instances` sorted set. ARGV[1]: the instance; ARGV[2]: the
 /// cutoff in ms, or "-" for unconditionally; ARGV[3]: the instance's key
@@ -332,7 +332,7 @@ if ARGV[2] ~= '-' then
 end
 local keys = ARGV[3] .. 'keys'
 for _, k in ipairs(redis.call('SMEMBERS', keys)) do redis.call('DEL', k) end
-redis.call('DEL', keys, ARGV[3] .. 'ch', ARGV[3] .. 'info')
+redis.call('DEL', keys, ARGV[3] .. 'ch', ARGV[3] .. 'info', ARGV[3] .. 'users')
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 "#;

@@ -150,6 +150,20 @@ impl Link {
                 };
                 Reply::Count(own + others.into_iter().flatten().sum::<usize>())
             }
+            Query::UserCount(user) => {
+                let own = self.users.get(&*user).copied().unwrap_or(0);
+                let me = self.cfg.instance.clone();
+                for i in live.iter().filter(|i| **i != *me) {
+                    pipe.hget(self.inst_key(i, "users"), &*user);
+                }
+                let others: Vec<Option<usize>> = if live.iter().any(|i| *i != *me) {
+                    let conn = &mut self.cmd()?;
+                    pipe.query_async(conn).await?
+                } else {
+                    Vec::new()
+                };
+                Reply::Count(own + others.into_iter().flatten().sum::<usize>())
+            }
             Query::Members(channel) => {
                 for i in &live {
                     pipe.hvals(self.inst_key(i, &format!("m:{channel}")));
