@@ -1,5 +1,11 @@
 #!/usr/bin/env node
-// Reconnect storm after an instance is killed: connection state recovery across instances.
+// Reconnect storm after an instance is killed, or drained: connection state recovery across
+// instances.
+//
+// With --drain MS, A is started with `--drain-period MS` and sent SIGTERM instead of SIGKILL: it
+// closes its sockets in batches over MS, and they reconnect to B. With --stayers K, K more sockets
+// are connected to B from the start (joined like the others); their delivery latency (publish
+// sent → event received, one clock) is reported for the steady window and for the storm.
 //
 // Starts two release gateways A and B clustered through Redis (a fresh --redis-prefix, 2 shards,
 // unpinned), connects N socket.io-client sockets (websocket only, one Manager each, reconnection
@@ -29,7 +35,8 @@
 // Usage: node loadtest/scripts/recovery-storm.mjs [--clients 10000] [--channels 100] [--rate 50]
 //   [--warm 5] [--tail 3] [--timeout 120] [--min-delay 100] [--max-delay 1000] [--concurrency 200]
 //   [--shards 2] [--redis-url redis://127.0.0.1:6379] [--bin target/release/socket-gateway]
-//   [--json FILE] [--gateway-arg ARG]...   (or loadtest/scripts/recovery-storm.sh, same flags)
+//   [--json FILE] [--gateway-arg ARG]... [--drain MS] [--stayers K]
+//   (or loadtest/scripts/recovery-storm.sh, same flags)
 
 import { spawn, execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -50,7 +57,7 @@ const run = promisify(execFile);
 
 const opt = {
   clients: 10000, channels: 100, rate: 50, warm: 5, tail: 3, timeout: 120,
-  'min-delay': 100, 'max-delay': 1000, concurrency: 200, shards: 2,
+  'min-delay': 100, 'max-delay': 1000, concurrency: 200, shards: 2, drain: 0, stayers: 0,
   'redis-url': 'redis://127.0.0.1:6379', bin: path.join(ROOT, 'target/release/socket-gateway'),
   json: '', 'gateway-arg': [],
 };
@@ -86,10 +93,10 @@ const gateways = [];
 process.on('exit', () => { for (const g of gateways) try { g.proc.kill('SIGKILL'); } catch {} });
 for (const s of ['SIGINT', 'SIGTERM']) process.on(s, () => process.exit(130));
 
-function startGateway(id) {
+function startGateway(id, extra = []) {
   const args = ['serve', '--listen', '127.0.0.1:0', '--shards', String(opt.shards), '--no-pin',
     '--jwt-secret', SECRET, '--redis-url', opt['redis-url'], '--redis-prefix', PREFIX,
-    '--instance-id', id, '--log-level', 'warn', ...opt['gateway-arg']];
+    '--instance-id', id, '--log-level', 'warn', ...opt['gateway-arg'], ...extra];
   const proc = spawn(opt.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const g = { id, proc, out: '', err: '' };
   gateways.push(g);
@@ -183,6 +190,24 @@ class Client {
   }
 }
 
+// Sockets on B from the start: what the storm costs those already there.
+const stayerLatency = { steady: [], storm: [] };
+async function connectStayers(url) {
+  const socks = [];
+  for (let i = 0; i < Number(opt.stayers); i += 1) {
+    const s = io(url, { transports: ['websocket'], forceNew: true, auth: { token: token(`storm-stay${i}`) } });
+    s.on('event', (e) => {
+      const bucket = stayerLatency[phase];
+      if (bucket && typeof e.data?.t === 'number') bucket.push(now() - e.data.t);
+    });
+    await until(() => s.connected, 10000, `stayer ${i} connect`);
+    const r = await s.timeout(15000).emitWithAck('join', channel(i % C));
+    if (!r?.ok) throw new Error(`stayer join refused: ${JSON.stringify(r)}`);
+    socks.push(s);
+  }
+  return socks;
+}
+
 async function connectAll(url) {
   let next = 0, failed = 0;
   const worker = async () => {
@@ -211,7 +236,7 @@ async function publisher(url) {
         const ch = pub.sent % C, sq = seq[ch]++;
         pub.sent++; pub.inFlight++;
         const t = now(), inStorm = phase === 'storm';
-        s.timeout(10000).emitWithAck('publish', { channel: channel(ch), event: 'tick', data: { sq } })
+        s.timeout(10000).emitWithAck('publish', { channel: channel(ch), event: 'tick', data: { sq, t } })
           .then((r) => {
             if (!r?.ok) throw new Error(JSON.stringify(r));
             const rec = { ch, seq: sq, t };
@@ -238,7 +263,8 @@ const r1 = (x) => (x == null ? null : Math.round(x * 10) / 10);
 
 async function main() {
   log(`N=${N} channels=${C} rate=${opt.rate}/s prefix=${PREFIX} bin=${opt.bin}`);
-  const [A, B] = [await startGateway('A'), await startGateway('B')];
+  const drain = Number(opt.drain);
+  const [A, B] = [await startGateway('A', drain ? ['--drain-period', String(drain)] : []), await startGateway('B')];
   log(`A ${A.url} (pid ${A.proc.pid}), B ${B.url} (pid ${B.proc.pid})`);
   const pubSock = await publisher(B.url);
 
@@ -246,6 +272,7 @@ async function main() {
   lag.enable();
   const c0 = now();
   const failed = await connectAll(A.url);
+  const stayers = await connectStayers(B.url);
   const connectS = (now() - c0) / 1000;
   log(`${N - failed}/${N} connected to A and joined in ${connectS.toFixed(1)} s (${failed} failed); A RSS ${rssMiB(A.proc.pid).toFixed(0)} MiB`);
 
@@ -264,9 +291,9 @@ async function main() {
   phase = 'storm';
   const storm0 = await redisSample();
   killT = now();
-  A.proc.kill('SIGKILL');
+  A.proc.kill(drain ? 'SIGTERM' : 'SIGKILL');
   const pubAtKill = pub.sent;
-  log('A killed');
+  log(drain ? `A sent SIGTERM (--drain-period ${drain})` : 'A killed');
 
   const back = () => backCount;
   let timedOut = false;
@@ -337,8 +364,11 @@ async function main() {
   const times = clients.map((c) => c.reconnectMs).filter((x) => x !== null).sort((a, b) => a - b);
   const storm = redisDelta(storm0, storm1), base = redisDelta(base0, base1);
   const topCmds = Object.entries(storm.byCmd).sort((a, b) => b[1] - a[1]).slice(0, 12);
+  const lat = (xs) => { const s = [...xs].sort((a, b) => a - b); return { n: s.length, p50Ms: r1(pct(s, 50)), p99Ms: r1(pct(s, 99)), maxMs: r1(s.at(-1)) }; };
   const result = {
     clients: N, channels: C, rate: opt.rate, shards: opt.shards, prefix: PREFIX, publisherId: pubSock.id,
+    end: drain ? `drained over ${drain} ms (SIGTERM)` : 'killed (SIGKILL)',
+    stayersOnB: { sockets: stayers.length, steady: lat(stayerLatency.steady), storm: lat(stayerLatency.storm) },
     initialConnect: { seconds: r1(connectS), failed },
     reconnect: {
       timedOut, allBackSeconds: timedOut || !times.length ? null : +(times.at(-1) / 1000).toFixed(2),
@@ -366,6 +396,7 @@ async function main() {
   if (opt.json) writeFileSync(opt.json, JSON.stringify(result, null, 2));
 
   pubSock.close();
+  for (const s of stayers) s.close();
   for (const c of clients) c.sock.io.reconnection(false);
   B.proc.kill('SIGKILL');
   // The prefix is this run's own: drop what the cluster left in Redis.
