@@ -44,6 +44,11 @@ pub struct Cluster {
 
 /// How long a shard waits for the Redis shard before using its local view.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a recovering socket's questions may wait: they have no local
+/// view to fall back on (a refusal makes a new socket, which loses what was
+/// missed), and in a reconnect storm they queue behind each other at the
+/// Redis shard, which answers one question at a time.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Cluster {
     pub fn start(cfg: LinkConfig, shards: usize) -> std::io::Result<Cluster> {
@@ -179,8 +184,12 @@ impl Uplink for ClusterLink {
 }
 
 async fn wait(replies: &Replies<Reply>, qid: u64) -> Option<Reply> {
+    wait_within(replies, qid, ASK_TIMEOUT).await
+}
+
+async fn wait_within(replies: &Replies<Reply>, qid: u64, within: Duration) -> Option<Reply> {
     let timed_out = async {
-        shards::rt::sleep(ASK_TIMEOUT).await;
+        shards::rt::sleep(within).await;
         None
     };
     let r = futures_lite::future::or(replies.wait(qid), timed_out).await;
@@ -282,6 +291,10 @@ impl ClusterLink {
 
     /// Asks the cluster; `None` when Redis is away or too slow.
     pub async fn ask(&self, q: Query) -> Option<Reply> {
+        let within = match q {
+            Query::RecoverState { .. } | Query::RecoverEntries { .. } => RECOVER_TIMEOUT,
+            _ => ASK_TIMEOUT,
+        };
         self.sync_connections();
         let qid = self.replies.expect();
         if self
@@ -296,7 +309,7 @@ impl ClusterLink {
             self.replies.cancel(qid);
             return None;
         }
-        match wait(&self.replies, qid).await {
+        match wait_within(&self.replies, qid, within).await {
             Some(Reply::Unavailable) | None => None,
             r => r,
         }

@@ -11,9 +11,9 @@ import {
 } from './fixture.mjs';
 import { startProxy } from './proxy.mjs';
 
-const DRAIN = 3000;
-const INTERVAL = 500;
-const N = 400;
+const DRAIN = 6000;
+const INTERVAL = 1000;
+const N = Number(process.env.DRAIN_CLIENTS || 2000);
 
 function exited(proc) {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve({ code: proc.exitCode, at: Date.now() });
@@ -124,11 +124,19 @@ describe('drain on SIGTERM: batches over --drain-period, recovery on the other i
     const biggest = Math.max(...windows.values());
     console.log(`# /readyz 503 after ${notReadyAfter} ms; disconnects from ${at[0]} to ${at[at.length - 1]} ms in ${windows.size} windows of ${INTERVAL} ms (largest ${biggest}); A exited after ${ex.at - t0} ms (code ${ex.code}); ${last} events published`);
     assert.ok(at[0] >= INTERVAL - 100, `the first batch waits one interval (first disconnect at ${at[0]} ms)`);
-    // The last batch is due at DRAIN; a loaded machine (the whole suite on two cores, a debug
-    // build) sees it up to a few intervals late.
-    assert.ok(at[at.length - 1] <= DRAIN + 3 * INTERVAL, `all closed within the drain period (last at ${at[at.length - 1]} ms)`);
-    assert.ok(windows.size >= DRAIN / INTERVAL - 1, `closed in batches: ${windows.size} windows`);
-    assert.ok(biggest <= Math.ceil(N / (DRAIN / INTERVAL)) * 2, `no batch holds most sockets (largest ${biggest} of ${N})`);
+    // Seen from this process, whose event loop the 2,000 clients keep busy: a batch may be seen
+    // late, and two batches together. What must hold: never all in one second, never most in one
+    // interval, and spread over most of the period.
+    let inOneSecond = 0;
+    for (let i = 0, j = 0; i < at.length; i += 1) {
+      while (at[i] - at[j] > 1000) j += 1;
+      inOneSecond = Math.max(inOneSecond, i - j + 1);
+    }
+    assert.ok(inOneSecond < N * 0.75, `never (nearly) all in one second: at most ${inOneSecond} of ${N}`);
+    assert.ok(biggest <= N / 2, `no interval holds most sockets (largest ${biggest} of ${N})`);
+    assert.ok(windows.size >= DRAIN / INTERVAL / 2, `closed in batches: ${windows.size} windows`);
+    assert.ok(at[at.length - 1] - at[0] >= DRAIN / 2, `spread over the period (${at[0]} to ${at[at.length - 1]} ms)`);
+    assert.ok(at[at.length - 1] <= DRAIN + 3000, `all closed within the drain period, give or take this process's lateness (last at ${at[at.length - 1]} ms)`);
     assert.ok(state.every((s) => s.disconnects[0].reason === 'transport close'), 'a transport close: the client reconnects by itself');
     assert.equal(ex.code, 0);
 
