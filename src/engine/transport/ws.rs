@@ -12,6 +12,13 @@
 //! Off by default: under load the queue coalesces several deliveries to a
 //! socket into one write, which direct writes never do (BENCHMARKS.md).
 //!
+//! With permessage-deflate (`--ws-compression`, when the client offers it)
+//! the stream under tungstenite passes client frames through
+//! [`deflate::Inflater`], which hands compressed messages on inflated, and
+//! the writer compresses each frame of at least `--ws-compression-threshold`
+//! bytes through the shard's [`deflate::Deflater`], which compresses a
+//! publication's shared frame once for all its recipients on the shard.
+//!
 //! Until its session's first CONNECT, a websocket may send at most
 //! [`PRE_CONNECT_BYTES`] (a CONNECT with its token, and a retry or two):
 //! beyond it the read fails and the session closes, so a session that has not
