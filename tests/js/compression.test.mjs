@@ -94,6 +94,14 @@ for (const recovery of [true, false]) {
       const sent = proxy.bytes.up - up0;
       assert.ok(sent < MAX_PAYLOAD / 10, `the bomb was ${sent} bytes on the wire`);
     });
+
+    it('before its CONNECT a session may not inflate more than it could send plain (32 KiB)', async () => {
+      const c = await rawClient(srv, mint(), { connectNsp: false, wsOptions: { perMessageDeflate: { threshold: 0 } } });
+      assert.match(c.ws.extensions, /permessage-deflate/);
+      c.ws.send(`40${JSON.stringify({ token: mint(), pad: 'p'.repeat(64 * 1024) })}`);
+      const closed = await c.whenClosed();
+      assert.equal(closed.code, 1009);
+    });
   });
 }
 

@@ -91,7 +91,15 @@ impl futures_lite::AsyncRead for WsStream {
                 }
             }
             match (this.inflater.as_mut(), r) {
-                (Some(inf), Poll::Ready(Ok(n))) if n > 0 => inf.feed(&buf[..n])?,
+                (Some(inf), Poll::Ready(Ok(n))) if n > 0 => {
+                    // Before its CONNECT a session may not make tungstenite
+                    // hold more inflated than it could send plain.
+                    inf.set_max(match this.pre_connect {
+                        Some(_) => PRE_CONNECT_BYTES,
+                        None => usize::MAX,
+                    });
+                    inf.feed(&buf[..n])?
+                }
                 (_, r) => return r,
             }
         }
@@ -195,6 +203,9 @@ pub async fn upgrade(
         // Bytes the client sent after its request go through the inflater
         // like the rest.
         let mut inf = Box::new(Inflater::new(session.ctx.cfg.max_payload));
+        if session.is_pending() {
+            inf.set_max(PRE_CONNECT_BYTES);
+        }
         if inf.feed(&rest).is_err() {
             return;
         }
