@@ -347,7 +347,12 @@ impl Drop for FdGuard {
 /// `None` when it goes as it is (below `--ws-compression-threshold`).
 fn compress(ctx: &ShardCtx, packet: &Outgoing) -> Option<Outgoing> {
     let threshold = ctx.cfg.ws_compression_threshold;
-    ctx.deflater.borrow_mut().compress(packet, threshold)
+    let mut d = ctx.deflater.borrow_mut();
+    let before = (d.compressed, d.reused);
+    let z = d.compress(packet, threshold);
+    ctx.metrics
+        .deflate(d.compressed - before.0, d.reused - before.1);
+    z
 }
 
 async fn run(
