@@ -255,6 +255,8 @@ fn jwt(c: &mut Criterion) {
     let cfg = AuthConfig {
         algorithm: alg,
         secret: Some(b"bench-secret".to_vec()),
+        extra_secrets: Vec::new(),
+        jwks: None,
         public_key_pem: None,
         issuer: None,
         audience: None,

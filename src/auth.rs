@@ -31,6 +31,11 @@ pub enum Refusal {
     WrongIssuer,
     WrongAudience,
     MissingClaim,
+    /// The token names a `kid` the key set (`--jwks-url`) does not hold, or
+    /// has none while only a key set is configured.
+    UnknownKey,
+    /// The user already has `--max-connections-per-user` sockets here.
+    TooManyConnections,
 }
 
 impl Refusal {
@@ -45,6 +50,8 @@ impl Refusal {
             Refusal::WrongIssuer => "wrong_issuer",
             Refusal::WrongAudience => "wrong_audience",
             Refusal::MissingClaim => "missing_claim",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -99,12 +106,17 @@ impl ChannelGrant {
 }
 
 /// How tokens are checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthConfig {
     /// HS256/HS384/HS512/RS256/ES256 only.
     pub algorithm: Algorithm,
     /// For HS*.
     pub secret: Option<Vec<u8>>,
+    /// More HS* secrets accepted besides `secret` (key rotation: the next,
+    /// or the previous, secret).
+    pub extra_secrets: Vec<Vec<u8>>,
+    /// Keys by `kid` from a JWKS (`--jwks-url`), for tokens that name one.
+    pub jwks: Option<std::sync::Arc<crate::jwks::Jwks>>,
     /// For RS256/ES256.
     pub public_key_pem: Option<Vec<u8>>,
     pub issuer: Option<String>,
@@ -113,11 +125,28 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
 }
 
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("algorithm", &self.algorithm)
+            .field(
+                "secrets",
+                &(self.secret.is_some() as usize + self.extra_secrets.len()),
+            )
+            .field("public_key_pem", &self.public_key_pem.is_some())
+            .field("jwks", &self.jwks.is_some())
+            .finish()
+    }
+}
+
 /// Checks tokens against one configuration; cheap to clone (one per shard).
 #[derive(Clone)]
 pub struct Verifier {
     algorithm: Algorithm,
-    key: DecodingKey,
+    /// The static keys of `algorithm`, tried in order (several secrets
+    /// while one is rotated); empty when only a key set is configured.
+    keys: Vec<DecodingKey>,
+    jwks: Option<std::sync::Arc<crate::jwks::Jwks>>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: u64,
@@ -136,13 +165,18 @@ impl Verifier {
             cfg.public_key_pem.as_deref().ok_or_else(missing)
         };
         let bad_pem = |e| format!("bad {alg:?} public key PEM: {e}");
-        let key = match alg {
-            _ if is_hmac(alg) => match cfg.secret.as_deref() {
-                Some(s) if !s.is_empty() => DecodingKey::from_secret(s),
-                _ => return Err(format!("JWT algorithm {alg:?} needs a non-empty secret")),
-            },
-            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem()?).map_err(bad_pem)?,
-            Algorithm::ES256 => DecodingKey::from_ec_pem(pem()?).map_err(bad_pem)?,
+        let only_jwks = cfg.jwks.is_some() && cfg.secret.is_none() && cfg.public_key_pem.is_none();
+        let keys = match alg {
+            _ if only_jwks => Vec::new(),
+            _ if is_hmac(alg) => {
+                let all = cfg.secret.iter().chain(&cfg.extra_secrets);
+                if cfg.secret.is_none() || all.clone().any(|s| s.is_empty()) {
+                    return Err(format!("JWT algorithm {alg:?} needs a non-empty secret"));
+                }
+                all.map(|s| DecodingKey::from_secret(s)).collect()
+            }
+            Algorithm::RS256 => vec![DecodingKey::from_rsa_pem(pem()?).map_err(bad_pem)?],
+            Algorithm::ES256 => vec![DecodingKey::from_ec_pem(pem()?).map_err(bad_pem)?],
             _ => {
                 return Err(format!(
                     "unsupported JWT algorithm {alg:?} (use HS256, HS384, HS512, RS256 or ES256)"
@@ -151,7 +185,8 @@ impl Verifier {
         };
         Ok(Verifier {
             algorithm: cfg.algorithm,
-            key,
+            keys,
+            jwks: cfg.jwks.clone(),
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway_secs: cfg.leeway_secs,
@@ -186,23 +221,59 @@ impl Verifier {
             Value::Object(map) => map,
             _ => return Err(Refusal::Malformed),
         };
-        if alg.parse::<Algorithm>().ok() != Some(self.algorithm) {
+        let kid = match header.get("kid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.as_str()),
+            Some(_) => return Err(Refusal::Malformed),
+        };
+        // A token naming a key of the set is checked with that key and its
+        // algorithm; any other token with the static keys.
+        let static_alg = alg.parse::<Algorithm>().ok() == Some(self.algorithm);
+        let jwks_key = match (&self.jwks, kid) {
+            (Some(jwks), Some(kid)) => match jwks.key(kid) {
+                Some(k) => Some(k),
+                // Not in the set, and not a token for the static keys either.
+                None if self.keys.is_empty() || !static_alg => {
+                    jwks.unknown_kid();
+                    return Err(Refusal::UnknownKey);
+                }
+                None => {
+                    jwks.unknown_kid();
+                    None
+                }
+            },
+            (Some(_), None) if self.keys.is_empty() => return Err(Refusal::UnknownKey),
+            _ => None,
+        };
+        let algorithm = jwks_key.as_ref().map_or(self.algorithm, |(a, _)| *a);
+        if alg.parse::<Algorithm>().ok() != Some(algorithm) {
             return Err(Refusal::WrongAlgorithm);
         }
         if URL_SAFE_NO_PAD.decode(signature).is_err() {
             return Err(Refusal::Malformed);
         }
         let message = &token[..token.len() - signature.len() - 1];
-        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &self.key, self.algorithm)
-        {
-            Ok(true) => {}
-            _ => return Err(Refusal::BadSignature),
+        let verified = |key: &DecodingKey| {
+            jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, algorithm)
+                .unwrap_or(false)
+        };
+        let ok = match &jwks_key {
+            Some((_, key)) => verified(key),
+            None => self.keys.iter().any(verified),
+        };
+        if !ok {
+            return Err(Refusal::BadSignature);
         }
         self.check_claims(&claims, now_secs)
     }
 
     pub fn leeway_secs(&self) -> u64 {
         self.leeway_secs
+    }
+
+    /// The key set, when `--jwks-url` is configured.
+    pub fn jwks(&self) -> Option<&std::sync::Arc<crate::jwks::Jwks>> {
+        self.jwks.as_ref()
     }
 
     fn check_claims(&self, c: &Map<String, Value>, now: u64) -> Result<Claims, Refusal> {

@@ -63,6 +63,8 @@ fn verifier(algorithm: Algorithm, edit: impl FnOnce(&mut AuthConfig)) -> Verifie
     let mut c = AuthConfig {
         algorithm,
         secret,
+        extra_secrets: Vec::new(),
+        jwks: None,
         public_key_pem,
         issuer,
         audience,
@@ -130,7 +132,7 @@ fn claim_checks() {
 #[test]
 fn refusal_names_and_token_shapes() {
     let names = "missing_token malformed bad_signature expired not_yet_valid \
-                 wrong_algorithm wrong_issuer wrong_audience missing_claim";
+                 wrong_algorithm wrong_issuer wrong_audience missing_claim unknown_key";
     use Refusal::*;
     let all = [
         MissingToken,
@@ -142,7 +144,7 @@ fn refusal_names_and_token_shapes() {
     ];
     let all = all
         .into_iter()
-        .chain([WrongIssuer, WrongAudience, MissingClaim]);
+        .chain([WrongIssuer, WrongAudience, MissingClaim, UnknownKey]);
     assert!(all.map(Refusal::as_str).eq(names.split_whitespace()));
     let v = verifier(HS256, |_| ());
     assert_eq!(reason(v.verify_at("", NOW)), "missing_token");
@@ -270,6 +272,8 @@ fn config_errors() {
         let c = AuthConfig {
             algorithm,
             secret,
+            extra_secrets: Vec::new(),
+            jwks: None,
             public_key_pem,
             issuer,
             audience,
@@ -317,4 +321,38 @@ fn token_sources_in_order() {
         assert_eq!(pick_token(None, Some(h), q), Some("Q"), "{h:?}");
     }
     assert_eq!(pick_token(None, Some("Basic abc"), Some("")), None);
+}
+
+#[test]
+fn two_secrets_while_rotating() {
+    let v = verifier(HS256, |c| {
+        c.extra_secrets = vec![b"the-next-secret".to_vec()]
+    });
+    for secret in [SECRET, b"the-next-secret".as_slice()] {
+        let t = mint(HS256, secret, "ann", false, 60, None, None).unwrap();
+        assert_eq!(v.verify(&t).unwrap().sub, "ann");
+    }
+    let other = mint(HS256, b"another", "ann", false, 60, None, None).unwrap();
+    assert_eq!(reason(v.verify(&other)), "bad_signature");
+    let empty = AuthConfig {
+        extra_secrets: vec![Vec::new()],
+        ..verifier_config(HS256)
+    };
+    assert!(
+        Verifier::new(&empty).is_err(),
+        "an empty second secret is refused"
+    );
+}
+
+fn verifier_config(algorithm: Algorithm) -> AuthConfig {
+    AuthConfig {
+        algorithm,
+        secret: Some(SECRET.to_vec()),
+        extra_secrets: Vec::new(),
+        jwks: None,
+        public_key_pem: None,
+        issuer: None,
+        audience: None,
+        leeway_secs: 5,
+    }
 }

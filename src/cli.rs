@@ -23,6 +23,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway.
@@ -32,6 +34,15 @@ pub enum Command {
     /// Run the Socket.IO layer with the official protocol test suites'
     /// handlers (no auth, echo) instead of the gateway.
     ProtocolSuite(SuiteArgs),
+    /// Configuration files: `--print-default` prints a complete one.
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Print a configuration file with every key at its default value.
+    #[arg(long)]
+    pub print_default: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -58,10 +69,11 @@ impl From<Alg> for jsonwebtoken::Algorithm {
 
 #[derive(Args, Debug, Clone)]
 pub struct JwtArgs {
-    /// Shared secret for HS256/384/512. Without any JWT option, a secret is
-    /// generated for this run and ready tokens are printed.
+    /// Shared secret for HS256/384/512. Give it twice to accept two secrets
+    /// while rotating (`token` signs with the first). Without any JWT option,
+    /// a secret is generated for this run and ready tokens are printed.
     #[arg(long, env = "SOCKET_GATEWAY_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Vec<String>,
     /// Algorithm every token must use (fixed; others are refused).
     #[arg(
         long,
@@ -83,6 +95,19 @@ pub struct JwtArgs {
     /// Clock leeway in seconds for `exp`/`nbf`.
     #[arg(long, env = "SOCKET_GATEWAY_JWT_LEEWAY", default_value_t = 5)]
     pub jwt_leeway: u64,
+    /// URL of a JSON Web Key Set (an identity provider's rotating keys):
+    /// tokens whose header names a `kid` of the set are checked with that key
+    /// (RS256, ES256 or EdDSA), besides the static secret or key, if any.
+    #[arg(long, env = "SOCKET_GATEWAY_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds between background refreshes of the key set (sooner when its
+    /// response's Cache-Control max-age says so).
+    #[arg(long, env = "SOCKET_GATEWAY_JWKS_REFRESH", default_value_t = 300)]
+    pub jwks_refresh: u64,
+    /// Seconds: at most one fetch of the key set this often for tokens with
+    /// an unknown `kid` (they are refused meanwhile).
+    #[arg(long, env = "SOCKET_GATEWAY_JWKS_MIN_INTERVAL", default_value_t = 10)]
+    pub jwks_min_interval: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -177,6 +202,15 @@ pub struct RuntimeArgs {
         default_value_t = 10_000
     )]
     pub shutdown_timeout: u64,
+    /// Milliseconds over which SIGTERM/SIGINT closes this instance's sockets
+    /// in batches (one batch every --drain-interval), so that they reconnect
+    /// to other instances gradually; /readyz answers 503 from the signal on.
+    /// 0 closes them all at once.
+    #[arg(long, env = "SOCKET_GATEWAY_DRAIN_PERIOD", default_value_t = 0)]
+    pub drain_period: u64,
+    /// Milliseconds between two drain batches (see --drain-period).
+    #[arg(long, env = "SOCKET_GATEWAY_DRAIN_INTERVAL", default_value_t = 500)]
+    pub drain_interval: u64,
     /// Packets queued per socket before it is disconnected as a slow consumer.
     #[arg(long, env = "SOCKET_GATEWAY_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
@@ -251,13 +285,27 @@ pub struct RuntimeArgs {
         default_value_t = 10_000
     )]
     pub max_pending_sessions: usize,
+    /// Connected sockets one user (`sub`) may hold on this instance; beyond
+    /// it a CONNECT is refused (`too_many_connections`). 0 = unlimited.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 0
+    )]
+    pub max_connections_per_user: usize,
+    /// Resident memory (bytes) above which new handshakes get HTTP 503,
+    /// while connected sockets keep working. 0 = no limit.
+    #[arg(long, env = "SOCKET_GATEWAY_MAX_MEMORY", default_value_t = 0)]
+    pub max_memory: u64,
     /// Allowed CORS origins (comma separated, `*` for any). Default: none.
     #[arg(long, env = "SOCKET_GATEWAY_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "SOCKET_GATEWAY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// This instance's id in socket ids and the cluster (default: random).
+    /// This instance's id in socket ids and the cluster: 1 to 128 ASCII
+    /// letters, digits, `-`, `_` or `.` (a pod or host name). Default: the
+    /// host name, a dot and 6 random hex digits (unique per process).
     #[arg(long, env = "SOCKET_GATEWAY_INSTANCE_ID")]
     pub instance_id: Option<String>,
 }
@@ -265,9 +313,22 @@ pub struct RuntimeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
     /// Redis URL to form a cluster with other instances (`redis://[:password@]host:port[/db]`,
-    /// `rediss://` for TLS). Without it the gateway runs alone.
+    /// `rediss://` for TLS; a Redis Cluster: `redis+cluster://host:port[,host:port...]`).
+    /// Without it the gateway runs alone.
     #[arg(long, env = "SOCKET_GATEWAY_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// `--redis-url` names a node (or nodes, comma-separated) of a Redis Cluster: sharded
+    /// pub/sub, commands routed by hash slot (implied by `redis+cluster://`).
+    #[arg(long, env = "SOCKET_GATEWAY_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// On a Redis Cluster: publishes held while the cluster is away (a failover) and sent when it
+    /// is back; beyond that (or with 0) they are dropped and counted.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_REDIS_OUTAGE_BUFFER",
+        default_value_t = 10_000
+    )]
+    pub redis_outage_buffer: usize,
     /// Prefix of every Redis key and pub/sub topic, so clusters can share one Redis.
     #[arg(long, env = "SOCKET_GATEWAY_REDIS_PREFIX", default_value = "sgw")]
     pub redis_prefix: String,
@@ -285,6 +346,11 @@ pub struct ClusterArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// TOML file setting any of these flags (keys: the flags without `--`);
+    /// flags and environment variables override it. `socket-gateway config
+    /// --print-default` prints a complete one.
+    #[arg(long, env = "SOCKET_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -362,10 +428,52 @@ fn normalize_path(p: &str) -> String {
     }
 }
 
-fn random_instance_id() -> String {
+/// Longest `--instance-id`: a host name (at most 64 bytes on Linux) or a
+/// pod name with room to spare, short enough that socket ids stay small.
+pub const MAX_INSTANCE_ID: usize = 128;
+
+/// Whether `id` can name an instance: what orchestrators generate for pods
+/// and hosts. `:` (Redis key separator), `{`/`}` (Redis hash tags) and
+/// whitespace are excluded; `-` is fine because socket ids are parsed from
+/// the right (see `shards::SocketKey::parse`).
+pub fn valid_instance_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_INSTANCE_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The default instance id: the host name (characters an id cannot hold
+/// become `_`), a dot and 6 random hex digits. The suffix keeps two
+/// processes on one host, or a process restarted in place, apart: a
+/// restarted instance with its old id would take the previous life's
+/// sockets for its own.
+fn default_instance_id() -> String {
     use rand::Rng;
-    let n: u32 = rand::thread_rng().gen();
-    format!("{n:08x}")
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host: String = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        buf[..end]
+            .iter()
+            .map(|&b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => b as char,
+                _ => '_',
+            })
+            .take(MAX_INSTANCE_ID - 7)
+            .collect()
+    } else {
+        String::new()
+    };
+    let host = if host.is_empty() {
+        "gateway".into()
+    } else {
+        host
+    };
+    let n: u32 = rand::thread_rng().gen_range(0..1 << 24);
+    format!("{host}.{n:06x}")
 }
 
 fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, String> {
@@ -376,13 +484,11 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
     if rt.ping_interval == 0 || rt.ping_timeout == 0 {
         return Err("--ping-interval and --ping-timeout must be positive".into());
     }
-    let instance_id = rt.instance_id.clone().unwrap_or_else(random_instance_id);
-    if instance_id.is_empty()
-        || !instance_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err("--instance-id must be non-empty ASCII letters, digits or '_'".into());
+    let instance_id = rt.instance_id.clone().unwrap_or_else(default_instance_id);
+    if !valid_instance_id(&instance_id) {
+        return Err(format!(
+            "--instance-id {instance_id:?}: must be 1 to {MAX_INSTANCE_ID} ASCII letters, digits, '-', '_' or '.'"
+        ));
     }
     Ok(Config {
         mode,
@@ -406,6 +512,8 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         presence_interval: Duration::from_millis(rt.presence_interval.max(10)),
         max_channels_per_socket: rt.max_channels_per_socket.max(1),
         shutdown_timeout: Duration::from_millis(rt.shutdown_timeout),
+        drain_period: Duration::from_millis(rt.drain_period),
+        drain_interval: Duration::from_millis(rt.drain_interval.max(1)),
         head_timeout: Duration::from_millis(rt.head_timeout.max(1)),
         shutdown: std::sync::atomic::AtomicBool::new(false),
         send_queue: rt.send_queue.max(1),
@@ -413,6 +521,10 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         max_attachments: rt.max_attachments.min(proto::socketio::MAX_ATTACHMENTS),
         max_connections: rt.max_connections,
         max_pending_sessions: rt.max_pending_sessions,
+        max_connections_per_user: rt.max_connections_per_user,
+        user_connections: Default::default(),
+        max_memory: rt.max_memory,
+        resident: std::sync::atomic::AtomicU64::new(0),
         recovery_window: Duration::from_millis(rt.recovery_window),
         presence_grace: Duration::from_millis(rt.presence_grace.min(rt.recovery_window)),
         recovery_log_bytes: rt.recovery_log_bytes.max(1 << 16),
@@ -429,7 +541,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
 }
 
 fn jwt_configured(j: &JwtArgs) -> bool {
-    j.jwt_secret.is_some() || j.jwt_public_key.is_some()
+    !j.jwt_secret.is_empty() || j.jwt_public_key.is_some() || j.jwks_url.is_some()
 }
 
 fn auth_config(j: &JwtArgs, generated: Option<&str>) -> Result<AuthConfig, String> {
@@ -439,13 +551,39 @@ fn auth_config(j: &JwtArgs, generated: Option<&str>) -> Result<AuthConfig, Strin
         }
         None => None,
     };
+    if j.jwt_secret.len() > 2 {
+        return Err(
+            "--jwt-secret may be given at most twice (the current and the next or previous secret)"
+                .into(),
+        );
+    }
+    let jwks = match &j.jwks_url {
+        Some(url) => Some(
+            crate::jwks::Jwks::start(crate::jwks::JwksConfig {
+                url: url.clone(),
+                refresh: Duration::from_secs(j.jwks_refresh.max(1)),
+                min_interval: Duration::from_secs(j.jwks_min_interval),
+                timeout: Duration::from_secs(5),
+            })
+            .map_err(|e| format!("--jwks-url: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(AuthConfig {
         algorithm: j.jwt_algorithm.into(),
         secret: j
             .jwt_secret
-            .as_deref()
+            .first()
+            .map(String::as_str)
             .or(generated)
             .map(|s| s.as_bytes().to_vec()),
+        extra_secrets: j
+            .jwt_secret
+            .iter()
+            .skip(1)
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+        jwks,
         public_key_pem,
         issuer: j.jwt_issuer.clone(),
         audience: j.jwt_audience.clone(),
@@ -468,6 +606,10 @@ pub fn serve_config(a: &ServeArgs) -> Result<(Config, Option<DevTokens>), String
         }
         cfg.redis = Some(crate::cluster::LinkConfig {
             url: url.clone(),
+            cluster: c.redis_cluster
+                || url.starts_with("redis+cluster://")
+                || url.starts_with("rediss+cluster://"),
+            outage_buffer: c.redis_outage_buffer,
             prefix: c.redis_prefix.clone(),
             instance: cfg.instance_id.to_string(),
             heartbeat: Duration::from_millis(c.heartbeat_interval),
@@ -511,7 +653,7 @@ pub fn mint_token(a: &TokenArgs) -> Result<String, String> {
     let secret = a
         .jwt
         .jwt_secret
-        .as_deref()
+        .first()
         .ok_or("token needs --jwt-secret (or SOCKET_GATEWAY_JWT_SECRET)")?;
     let info = match &a.info {
         Some(s) => Some(serde_json::from_str(s).map_err(|e| format!("--info is not JSON: {e}"))?),
@@ -537,8 +679,31 @@ pub fn log_level(c: &Command) -> &str {
     match c {
         Command::Serve(a) => &a.runtime.log_level,
         Command::ProtocolSuite(a) => &a.runtime.log_level,
-        Command::Token(_) => "warn",
+        Command::Token(_) | Command::Config(_) => "warn",
     }
 }
 
 pub type Shared = Arc<Config>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_take_pod_and_host_names() {
+        for ok in ["gateway-7d9f8-abc12.ns", "node1.example.com", "a_b", "x"] {
+            assert!(valid_instance_id(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_INSTANCE_ID + 1);
+        for bad in ["", "a:b", "a{b}", "a b", "é", long.as_str()] {
+            assert!(!valid_instance_id(bad), "{bad}");
+        }
+        let d = default_instance_id();
+        assert!(valid_instance_id(&d), "{d}");
+        assert_ne!(
+            d,
+            default_instance_id(),
+            "the default differs per process start"
+        );
+    }
+}

@@ -50,7 +50,12 @@ pub struct Config {
     /// Joins and leaves per socket per second (0 = unlimited).
     pub max_joins_per_sec: u32,
     pub max_channels_per_socket: usize,
+    /// Flush-and-close time allowed after the drain period.
     pub shutdown_timeout: Duration,
+    /// Sockets are closed in batches over this period on SIGTERM (zero: at once).
+    pub drain_period: Duration,
+    /// Time between two drain batches.
+    pub drain_interval: Duration,
     /// Time allowed for a whole HTTP request head.
     pub head_timeout: Duration,
     /// Set once on SIGTERM/SIGINT; every shard drains and stops.
@@ -66,6 +71,15 @@ pub struct Config {
     /// Sessions not yet connected allowed on this instance, apart from
     /// `max_connections`.
     pub max_pending_sessions: usize,
+    /// Connected sockets per user on this instance (0: unlimited).
+    pub max_connections_per_user: usize,
+    /// Connected sockets per user on this instance, when limited. A mutex
+    /// held for one map update: shards never wait on anything longer.
+    pub user_connections: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Resident memory above which handshakes are refused (0: no limit).
+    pub max_memory: u64,
+    /// The process's resident memory, sampled (see `run`).
+    pub resident: std::sync::atomic::AtomicU64,
     /// How long a dropped socket stays recoverable (zero: recovery off).
     pub recovery_window: Duration,
     /// How long a recoverable socket stays listed (no `leave`).
@@ -101,6 +115,55 @@ pub fn take_slot(n: &AtomicUsize, max: usize) -> bool {
 }
 
 impl Config {
+    /// Takes one of the user's `--max-connections-per-user` slots on this
+    /// instance: `Some(sockets of the user here now)`, `None` when all are
+    /// taken. Always `Some(0)` without a limit.
+    pub fn take_user_slot(&self, user: &str) -> Option<usize> {
+        if self.max_connections_per_user == 0 {
+            return Some(0);
+        }
+        let Ok(mut m) = self.user_connections.lock() else {
+            return Some(0);
+        };
+        let n = m.entry(user.to_string()).or_default();
+        if *n >= self.max_connections_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(*n)
+    }
+
+    /// Gives back a slot [`Config::take_user_slot`] took; the user's
+    /// sockets here now (0 also without a limit).
+    pub fn release_user_slot(&self, user: &str) -> usize {
+        if self.max_connections_per_user == 0 {
+            return 0;
+        }
+        let Ok(mut m) = self.user_connections.lock() else {
+            return 0;
+        };
+        let Some(n) = m.get_mut(user) else {
+            return 0;
+        };
+        *n = n.saturating_sub(1);
+        let left = *n;
+        if left == 0 {
+            m.remove(user);
+        }
+        left
+    }
+
+    /// Over `--max-memory`: new handshakes are refused.
+    pub fn over_memory(&self) -> bool {
+        self.max_memory > 0
+            && self.resident.load(std::sync::atomic::Ordering::Relaxed) > self.max_memory
+    }
+
+    /// A shutdown was requested: the instance is draining.
+    pub fn draining(&self) -> bool {
+        self.shutdown.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Connection state recovery is on (`--recovery-window` > 0).
     pub fn recovery(&self) -> bool {
         !self.recovery_window.is_zero()

@@ -25,6 +25,7 @@ pub enum Method {
     Get,
     Post,
     Options,
+    Delete,
     Other(String),
 }
 
@@ -95,6 +96,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         "GET" => Method::Get,
         "POST" => Method::Post,
         "OPTIONS" => Method::Options,
+        "DELETE" => Method::Delete,
         m => Method::Other(m.to_string()),
     };
     let target = req.path.unwrap_or("/");

@@ -5,7 +5,7 @@
 //! or from lower layers. Where a lower layer calls a higher one it does so
 //! through a trait the lower layer defines.
 //!
-//! - `run` (startup: threads, shards, the cluster), `cli` → `config` (flags,
+//! - `run` (startup: threads, shards, the cluster), `cli` (+ `config_file`) → `config` (flags,
 //!   each with an env var, into one validated `Config`).
 //! - `edge/`: the shard's listener and router (`server`: builds the shard's
 //!   services and chooses the application from `--mode`), the REST API and
@@ -38,11 +38,13 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod ctx;
 pub mod edge;
 pub mod engine;
 pub mod frame;
 pub mod http;
+pub mod jwks;
 pub mod metrics;
 pub mod rules;
 pub mod run;

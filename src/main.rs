@@ -1,8 +1,13 @@
-use clap::Parser;
 use socket_gateway::cli::{self, Cli, Command};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match socket_gateway::config_file::parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("socket-gateway: {e}");
+            std::process::exit(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(cli::log_level(&cli.command))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -19,6 +24,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let (cfg, dev) = match &cli.command {
         Command::Token(a) => {
             println!("{}", cli::mint_token(a)?);
+            return Ok(());
+        }
+        Command::Config(a) => {
+            if !a.print_default {
+                return Err("config: nothing to do (try --print-default)".into());
+            }
+            print!("{}", socket_gateway::config_file::default_file());
             return Ok(());
         }
         Command::Serve(a) => cli::serve_config(a)?,
@@ -42,8 +54,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         "admin page: http://{0}/socket   metrics: http://{0}/metrics",
         running.addr
     );
-    for h in running.handles {
-        h.join()?;
-    }
+    running.finish()?;
     Ok(())
 }

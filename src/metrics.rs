@@ -407,6 +407,110 @@ impl prometheus::core::Collector for ClusterCollector {
     }
 }
 
+/// Exports the key set's health (`--jwks-url`; once per process).
+pub fn register_jwks(jwks: Arc<crate::jwks::Jwks>, instance: &str) {
+    if let Err(e) = families().registry.register(Box::new(JwksCollector {
+        jwks,
+        instance: instance.into(),
+        descs: JWKS_METRICS
+            .iter()
+            .filter_map(|(name, help, _)| {
+                prometheus::core::Desc::new(
+                    format!("{PREFIX}{name}"),
+                    (*help).into(),
+                    vec!["instance".into()],
+                    Default::default(),
+                )
+                .ok()
+            })
+            .collect(),
+    })) {
+        tracing::warn!("jwks metrics: {e}");
+    }
+}
+
+struct JwksCollector {
+    jwks: Arc<crate::jwks::Jwks>,
+    instance: String,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+const JWKS_METRICS: [(&str, &str, bool); 5] = [
+    (
+        "jwks_up",
+        "1 when the last fetch of the JWKS succeeded",
+        false,
+    ),
+    ("jwks_keys", "Keys held from the JWKS", false),
+    ("jwks_fetches_total", "Fetches of the JWKS", true),
+    (
+        "jwks_fetch_failures_total",
+        "Failed fetches of the JWKS",
+        true,
+    ),
+    (
+        "jwks_unknown_kid_total",
+        "Tokens naming a kid the JWKS did not hold",
+        true,
+    ),
+];
+
+impl prometheus::core::Collector for JwksCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let j = &self.jwks;
+        let values = [
+            j.up.load(Relaxed) as u64,
+            j.len() as u64,
+            j.fetches.load(Relaxed),
+            j.failures.load(Relaxed),
+            j.unknown_kids.load(Relaxed),
+        ];
+        families_of(&JWKS_METRICS, &values, &self.instance)
+    }
+}
+
+/// One single-series family per `(name, help, is_counter)`, labelled with
+/// the instance.
+fn families_of(
+    specs: &[(&str, &str, bool)],
+    values: &[u64],
+    instance: &str,
+) -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+    specs
+        .iter()
+        .zip(values)
+        .map(|((name, help, is_counter), &v)| {
+            let mut label = LabelPair::default();
+            label.set_name("instance".into());
+            label.set_value(instance.to_string());
+            let mut m = Metric::default();
+            m.set_label(vec![label]);
+            let mut f = MetricFamily::default();
+            f.set_name(format!("{PREFIX}{name}"));
+            f.set_help((*help).into());
+            if *is_counter {
+                let mut c = Counter::default();
+                c.set_value(v as f64);
+                m.set_counter(c);
+                f.set_field_type(MetricType::COUNTER);
+            } else {
+                let mut g = Gauge::default();
+                g.set_value(v as f64);
+                m.set_gauge(g);
+                f.set_field_type(MetricType::GAUGE);
+            }
+            f.set_metric(vec![m]);
+            f
+        })
+        .collect()
+}
+
 /// Exports the cluster link's counters (once per process).
 pub fn register_cluster(stats: Arc<crate::cluster::ClusterStats>, instance: &str) {
     let descs = CLUSTER_METRICS

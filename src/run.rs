@@ -18,10 +18,13 @@ pub struct Running {
 }
 
 impl Running {
-    /// Handles SIGTERM/SIGINT: the first starts a graceful shutdown (every
-    /// shard stops accepting, flushes and closes its sockets; the instance
-    /// leaves cluster presence at once; the process exits within
-    /// `--shutdown-timeout` whatever happens); a second exits at once.
+    /// Handles SIGTERM/SIGINT: the first starts a graceful shutdown (`/readyz`
+    /// turns 503 and new handshakes are refused at once; every shard closes
+    /// its sockets in batches over `--drain-period`, flushing each; the
+    /// process exits within the drain period plus `--shutdown-timeout`
+    /// whatever happens); a second exits at once. The instance leaves the
+    /// cluster's presence once the shards are done ([`Running::finish`]):
+    /// until then its sockets are still there.
     pub fn handle_signals(&self) -> std::io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
@@ -38,22 +41,38 @@ impl Running {
                     }
                     first = false;
                     tracing::info!(
-                        "signal {sig}: shutting down (at most {:?})",
+                        "signal {sig}: draining over {:?}, then shutting down (at most {:?} more)",
+                        cfg.drain_period,
                         cfg.shutdown_timeout
                     );
                     cfg.shutdown
                         .store(true, std::sync::atomic::Ordering::SeqCst);
-                    let deadline = cfg.shutdown_timeout;
+                    let deadline = cfg.drain_period + cfg.shutdown_timeout;
+                    let cluster = cluster.clone();
                     std::thread::spawn(move || {
                         std::thread::sleep(deadline);
                         eprintln!("socket-gateway: shutdown timeout reached; exiting");
+                        if let Some(c) = &cluster {
+                            c.withdraw(std::time::Duration::from_millis(500));
+                        }
                         std::process::exit(0);
                     });
-                    if let Some(c) = &cluster {
-                        c.withdraw(std::time::Duration::from_secs(1));
-                    }
                 }
             })?;
+        Ok(())
+    }
+}
+
+impl Running {
+    /// Waits for every shard to end (after a shutdown), then leaves the
+    /// cluster's presence at once instead of after the heartbeat expiry.
+    pub fn finish(self) -> std::io::Result<()> {
+        for h in self.handles {
+            h.join()?;
+        }
+        if let Some(c) = &self.cluster {
+            c.withdraw(std::time::Duration::from_secs(1));
+        }
         Ok(())
     }
 }
@@ -76,6 +95,12 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         mailbox_capacity: 1024,
         instance: cfg.instance_id.clone(),
     };
+    if cfg.max_memory > 0 {
+        sample_memory(cfg.clone())?;
+    }
+    if let Some(j) = cfg.verifier.as_ref().and_then(|v| v.jwks()) {
+        crate::metrics::register_jwks(j.clone(), &cfg.instance_id);
+    }
     let cluster = match &cfg.redis {
         Some(link) => {
             let c = crate::cluster::Cluster::start(link.clone(), cfg.shards)?;
@@ -104,4 +129,29 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         cfg,
         cluster,
     })
+}
+
+/// Samples the process's resident memory every 100 ms (for `--max-memory`)
+/// on a thread of its own: reading `/proc` is a system call no shard makes.
+fn sample_memory(cfg: Arc<Config>) -> std::io::Result<()> {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let read = move || -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * page)
+    };
+    if let Some(rss) = read() {
+        cfg.resident
+            .store(rss, std::sync::atomic::Ordering::Relaxed);
+    }
+    std::thread::Builder::new()
+        .name("memory".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if let Some(rss) = read() {
+                cfg.resident
+                    .store(rss, std::sync::atomic::Ordering::Relaxed);
+            }
+        })?;
+    Ok(())
 }

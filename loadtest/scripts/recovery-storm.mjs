@@ -1,5 +1,11 @@
 #!/usr/bin/env node
-// Reconnect storm after an instance is killed: connection state recovery across instances.
+// Reconnect storm after an instance is killed, or drained: connection state recovery across
+// instances.
+//
+// With --drain MS, A is started with `--drain-period MS` and sent SIGTERM instead of SIGKILL: it
+// closes its sockets in batches over MS, and they reconnect to B. With --stayers K, K more sockets
+// are connected to B from the start (joined like the others); their delivery latency (publish
+// sent → event received, one clock) is reported for the steady window and for the storm.
 //
 // Starts two release gateways A and B clustered through Redis (a fresh --redis-prefix, 2 shards,
 // unpinned), connects N socket.io-client sockets (websocket only, one Manager each, reconnection
@@ -29,9 +35,10 @@
 // Usage: node loadtest/scripts/recovery-storm.mjs [--clients 10000] [--channels 100] [--rate 50]
 //   [--warm 5] [--tail 3] [--timeout 120] [--min-delay 100] [--max-delay 1000] [--concurrency 200]
 //   [--shards 2] [--redis-url redis://127.0.0.1:6379] [--bin target/release/socket-gateway]
-//   [--json FILE] [--gateway-arg ARG]...   (or loadtest/scripts/recovery-storm.sh, same flags)
+//   [--json FILE] [--gateway-arg ARG]... [--drain MS] [--stayers K]
+//   (or loadtest/scripts/recovery-storm.sh, same flags)
 
-import { spawn, execFile } from 'node:child_process';
+import { spawn, execFile, fork } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -50,7 +57,7 @@ const run = promisify(execFile);
 
 const opt = {
   clients: 10000, channels: 100, rate: 50, warm: 5, tail: 3, timeout: 120,
-  'min-delay': 100, 'max-delay': 1000, concurrency: 200, shards: 2,
+  'min-delay': 100, 'max-delay': 1000, concurrency: 200, shards: 2, drain: 0, stayers: 0, 'stayer-child': '',
   'redis-url': 'redis://127.0.0.1:6379', bin: path.join(ROOT, 'target/release/socket-gateway'),
   json: '', 'gateway-arg': [],
 };
@@ -66,6 +73,8 @@ const N = opt.clients, C = opt.channels;
 const SECRET = 'storm-secret';
 const PREFIX = `storm${process.pid}x${Date.now() % 100000}`;
 const now = () => performance.now();
+// Comparable across this machine's processes (the stayers run in their own).
+const wall = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.log(`[${(now() / 1000).toFixed(1)}s]`, ...a);
 const token = (sub) => jwt.sign({ sub, exp: Math.floor(Date.now() / 1000) + 3600 }, SECRET, { algorithm: 'HS256' });
@@ -86,10 +95,10 @@ const gateways = [];
 process.on('exit', () => { for (const g of gateways) try { g.proc.kill('SIGKILL'); } catch {} });
 for (const s of ['SIGINT', 'SIGTERM']) process.on(s, () => process.exit(130));
 
-function startGateway(id) {
+function startGateway(id, extra = []) {
   const args = ['serve', '--listen', '127.0.0.1:0', '--shards', String(opt.shards), '--no-pin',
     '--jwt-secret', SECRET, '--redis-url', opt['redis-url'], '--redis-prefix', PREFIX,
-    '--instance-id', id, '--log-level', 'warn', ...opt['gateway-arg']];
+    '--instance-id', id, '--log-level', 'warn', ...opt['gateway-arg'], ...extra];
   const proc = spawn(opt.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const g = { id, proc, out: '', err: '' };
   gateways.push(g);
@@ -183,6 +192,47 @@ class Client {
   }
 }
 
+// Sockets on B from the start: what the storm costs those already there. They run in a child
+// process of their own, so that the 10,000 reconnecting clients of this one (whose event loop the
+// storm saturates) do not delay what they measure.
+function startStayers(url) {
+  const child = fork(fileURLToPath(import.meta.url), ['--stayer-child', url, '--stayers', String(opt.stayers), '--channels', String(C)], { stdio: 'inherit' });
+  const replies = [];
+  child.on('message', (m) => replies.push(m));
+  const next = () => until(() => replies.length, 60000, 'the stayers').then(() => replies.shift());
+  return {
+    ready: next,
+    phase: (p) => child.send({ phase: p }),
+    report: async () => { child.send({ report: true }); const r = await next(); child.kill(); return r; },
+  };
+}
+
+async function stayerChild(url) {
+  const lat = {};
+  let ph = 'setup';
+  const socks = [];
+  for (let i = 0; i < Number(opt.stayers); i += 1) {
+    const s = io(url, { transports: ['websocket'], forceNew: true, auth: { token: token(`storm-stay${i}`) } });
+    s.on('event', (e) => { if (typeof e.data?.t === 'number') (lat[ph] ??= []).push(wall() - e.data.t); });
+    await until(() => s.connected, 10000, `stayer ${i} connect`);
+    const r = await s.timeout(15000).emitWithAck('join', channel(i % C));
+    if (!r?.ok) throw new Error(`stayer join refused: ${JSON.stringify(r)}`);
+    socks.push(s);
+  }
+  process.on('message', (m) => {
+    if (m.phase) ph = m.phase;
+    if (m.report) {
+      const stats = {};
+      for (const [k, xs] of Object.entries(lat)) {
+        xs.sort((a, b) => a - b);
+        stats[k] = { n: xs.length, p50Ms: r1(pct(xs, 50)), p99Ms: r1(pct(xs, 99)), maxMs: r1(xs.at(-1)) };
+      }
+      process.send({ sockets: socks.length, ...stats });
+    }
+  });
+  process.send({ ready: socks.length });
+}
+
 async function connectAll(url) {
   let next = 0, failed = 0;
   const worker = async () => {
@@ -211,7 +261,7 @@ async function publisher(url) {
         const ch = pub.sent % C, sq = seq[ch]++;
         pub.sent++; pub.inFlight++;
         const t = now(), inStorm = phase === 'storm';
-        s.timeout(10000).emitWithAck('publish', { channel: channel(ch), event: 'tick', data: { sq } })
+        s.timeout(10000).emitWithAck('publish', { channel: channel(ch), event: 'tick', data: { sq, t: wall() } })
           .then((r) => {
             if (!r?.ok) throw new Error(JSON.stringify(r));
             const rec = { ch, seq: sq, t };
@@ -238,7 +288,8 @@ const r1 = (x) => (x == null ? null : Math.round(x * 10) / 10);
 
 async function main() {
   log(`N=${N} channels=${C} rate=${opt.rate}/s prefix=${PREFIX} bin=${opt.bin}`);
-  const [A, B] = [await startGateway('A'), await startGateway('B')];
+  const drain = Number(opt.drain);
+  const [A, B] = [await startGateway('A', drain ? ['--drain-period', String(drain)] : []), await startGateway('B')];
   log(`A ${A.url} (pid ${A.proc.pid}), B ${B.url} (pid ${B.proc.pid})`);
   const pubSock = await publisher(B.url);
 
@@ -246,10 +297,13 @@ async function main() {
   lag.enable();
   const c0 = now();
   const failed = await connectAll(A.url);
+  const stayers = opt.stayers > 0 ? startStayers(B.url) : null;
+  if (stayers) log(`${(await stayers.ready()).ready} stayers on B`);
   const connectS = (now() - c0) / 1000;
   log(`${N - failed}/${N} connected to A and joined in ${connectS.toFixed(1)} s (${failed} failed); A RSS ${rssMiB(A.proc.pid).toFixed(0)} MiB`);
 
   phase = 'steady';
+  stayers?.phase('steady');
   const base0 = await redisSample();
   await sleep(opt.warm * 1000);
   const base1 = await redisSample();
@@ -262,11 +316,12 @@ async function main() {
   const bCpu0 = procCpu(B.proc.pid), self0 = selfCpu();
   lag.reset();
   phase = 'storm';
+  stayers?.phase('storm');
   const storm0 = await redisSample();
   killT = now();
-  A.proc.kill('SIGKILL');
+  A.proc.kill(drain ? 'SIGTERM' : 'SIGKILL');
   const pubAtKill = pub.sent;
-  log('A killed');
+  log(drain ? `A sent SIGTERM (--drain-period ${drain})` : 'A killed');
 
   const back = () => backCount;
   let timedOut = false;
@@ -286,6 +341,7 @@ async function main() {
   log(`${back()}/${before.connected} back after ${stormS.toFixed(2)} s; B RSS ${bRssStorm.toFixed(0)} MiB`);
 
   phase = 'after';
+  stayers?.phase('after');
   await sleep(opt.tail * 1000);
   pub.stop = true;
   await until(() => pub.inFlight === 0, 15000, 'publisher acks').catch((e) => log(e.message));
@@ -337,8 +393,11 @@ async function main() {
   const times = clients.map((c) => c.reconnectMs).filter((x) => x !== null).sort((a, b) => a - b);
   const storm = redisDelta(storm0, storm1), base = redisDelta(base0, base1);
   const topCmds = Object.entries(storm.byCmd).sort((a, b) => b[1] - a[1]).slice(0, 12);
+  const stayersOnB = stayers ? await stayers.report() : null;
   const result = {
     clients: N, channels: C, rate: opt.rate, shards: opt.shards, prefix: PREFIX, publisherId: pubSock.id,
+    end: drain ? `drained over ${drain} ms (SIGTERM)` : 'killed (SIGKILL)',
+    stayersOnB,
     initialConnect: { seconds: r1(connectS), failed },
     reconnect: {
       timedOut, allBackSeconds: timedOut || !times.length ? null : +(times.at(-1) / 1000).toFixed(2),
@@ -375,4 +434,5 @@ async function main() {
   process.exit(timedOut || missed || unknown ? 1 : 0);
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+if (opt['stayer-child']) stayerChild(opt['stayer-child']).catch((e) => { console.error(e); process.exit(1); });
+else main().catch((e) => { console.error(e); process.exit(1); });

@@ -55,12 +55,32 @@ impl SocketKey {
 
     /// Parses a public socket id; returns the instance part and the key.
     /// Anything malformed gives `None` (a direct to it is `not_found`).
+    ///
+    /// Instance ids may themselves contain `-` (pod names such as
+    /// `gateway-7d9f8-abc12`), so the id is read from the right: the last
+    /// field is exactly 16 lowercase hex digits, the one before it the shard
+    /// in lowercase hex without leading zeros, and everything left of that
+    /// is the instance. Only the canonical spelling [`wire`](Self::wire)
+    /// writes is accepted, so one socket has exactly one id.
     pub fn parse(wire: &str) -> Option<(&str, SocketKey)> {
         let mut parts = wire.rsplitn(3, '-');
-        let seq = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let shard = usize::from_str_radix(parts.next()?, 16).ok()?;
+        let seq = parts.next()?;
+        let shard = parts.next()?;
         let instance = parts.next()?;
-        if instance.is_empty() || shard >= MAX_SHARDS {
+        let lower_hex = |t: &str| t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if seq.len() != 16
+            || !lower_hex(seq)
+            || shard.is_empty()
+            || shard.len() > 2
+            || !lower_hex(shard)
+            || (shard.len() > 1 && shard.starts_with('0'))
+            || instance.is_empty()
+        {
+            return None;
+        }
+        let seq = u64::from_str_radix(seq, 16).ok()?;
+        let shard = usize::from_str_radix(shard, 16).ok()?;
+        if shard >= MAX_SHARDS {
             return None;
         }
         Some((instance, SocketKey { shard, seq }))
@@ -101,8 +121,44 @@ mod tests {
             seq: 1,
         };
         assert_eq!(SocketKey::parse(&last.wire("i")), Some(("i", last)));
-        let past = format!("i-{:x}-1", MAX_SHARDS);
+        let past = format!("i-{:x}-0000000000000001", MAX_SHARDS);
         assert_eq!(SocketKey::parse(&past), None);
+    }
+
+    #[test]
+    fn pod_and_host_names_round_trip() {
+        let k = SocketKey {
+            shard: 0x2a,
+            seq: u64::MAX,
+        };
+        for instance in [
+            "gateway-7d9f8-abc12.ns",
+            "gateway-7d9f8-abc12",
+            "node-1.example.com",
+            "a_b",
+            "ends-with-dash-",
+            "3-0000000000000001",
+            "-",
+        ] {
+            let w = k.wire(instance);
+            assert_eq!(SocketKey::parse(&w), Some((instance, k)), "{w}");
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_parses() {
+        for s in [
+            "i-3-1",
+            "i-3-+000000000000001",
+            "i-3-000000000000000A",
+            "i-03-0000000000000001",
+            "i-A-0000000000000001",
+            "i--0000000000000001",
+            "i-3-00000000000000001",
+            "i-100-0000000000000001",
+        ] {
+            assert_eq!(SocketKey::parse(s), None, "{s}");
+        }
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl InterestMap {
         mask
     }
 
+    /// Whether some shard wants `channel` by its exact name.
+    pub fn has_exact(&self, channel: &str) -> bool {
+        self.exact.contains_key(channel)
+    }
+
     /// The exact channel names some shard wants.
     pub fn exact(&self) -> impl Iterator<Item = &Arc<str>> {
         self.exact.keys()

@@ -42,6 +42,8 @@ pub enum CloseReason {
     TransportUpgraded,
     RateLimited,
     TooLarge,
+    /// Disconnected by an administrator (REST moderation): never recoverable.
+    Kicked,
 }
 
 impl CloseReason {
@@ -56,6 +58,7 @@ impl CloseReason {
             CloseReason::TransportUpgraded => "transport_upgraded",
             CloseReason::RateLimited => "rate_limited",
             CloseReason::TooLarge => "too_large",
+            CloseReason::Kicked => "kicked",
         }
     }
 }

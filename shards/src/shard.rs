@@ -90,6 +90,11 @@ pub struct Shard {
     /// With history on: the recent events of the channels whose home is
     /// this shard.
     history: OnceCell<RefCell<History>>,
+    /// Topics this shard gained and is still announcing to its peers (and
+    /// the uplink): closed once every one has it. A join or subscription
+    /// that finds the interest already there waits for it too, or its
+    /// acknowledgement would come before the peers route to this shard.
+    announcing: RefCell<HashMap<Topic, Rc<glommio::sync::Semaphore>>>,
 }
 
 type RemoteCountFn = Box<dyn Fn(&Arc<str>)>;
@@ -119,6 +124,7 @@ impl Shard {
             remote_count: RefCell::new(None),
             log: OnceCell::new(),
             history: OnceCell::new(),
+            announcing: RefCell::default(),
         }
     }
 
@@ -510,7 +516,8 @@ impl Shard {
         match change {
             None => false,
             Some(c) => {
-                self.announce(c).await;
+                self.announce_or_wait(c, &Topic::Exact(channel.clone()))
+                    .await;
                 true
             }
         }
@@ -539,8 +546,8 @@ impl Shard {
         let c = self
             .channels
             .borrow_mut()
-            .subscribe(id, m, topic, filter, pos);
-        self.announce(c).await;
+            .subscribe(id, m, topic.clone(), filter, pos);
+        self.announce_or_wait(c, &topic).await;
     }
 
     pub async fn unsubscribe(&self, key: SocketKey, id: &str, topic: &Topic) -> bool {
@@ -554,12 +561,45 @@ impl Shard {
         }
     }
 
+    /// [`Self::announce`]s a change; without one, waits for an announce of
+    /// `topic` still under way.
+    async fn announce_or_wait(&self, change: InterestChange, topic: &Topic) {
+        if matches!(change, InterestChange::None) {
+            let pending = self.announcing.borrow().get(topic).cloned();
+            if let Some(done) = pending {
+                // Closed (an error) once the announce is complete.
+                let _ = done.acquire(1).await;
+            }
+            return;
+        }
+        self.announce(change).await;
+    }
+
     async fn announce(&self, change: InterestChange) {
         let (topic, on) = match change {
             InterestChange::None => return,
             InterestChange::Gained(t) => (t, true),
             InterestChange::Lost(t) => (t, false),
         };
+        let done = on.then(|| {
+            let done = Rc::new(glommio::sync::Semaphore::new(0));
+            self.announcing
+                .borrow_mut()
+                .insert(topic.clone(), done.clone());
+            done
+        });
+        self.announce_to_all(&topic, on).await;
+        if let Some(done) = done {
+            let mut announcing = self.announcing.borrow_mut();
+            if announcing.get(&topic).is_some_and(|d| Rc::ptr_eq(d, &done)) {
+                announcing.remove(&topic);
+            }
+            done.close();
+        }
+    }
+
+    async fn announce_to_all(&self, topic: &Topic, on: bool) {
+        let topic = topic.clone();
         self.interest.borrow_mut().set(self.id, &topic, on);
         let uplink = self.uplink.borrow().clone();
         if let Some(u) = uplink {

@@ -19,6 +19,7 @@ use shards::{now_ms, DirectSent, Member, SocketKey, SubFilter};
 use crate::app::publish::{bad, bad_event, fields, parse_args, publication, text_field};
 use crate::app::socket::{disconnect, joined, left, new_socket, GwSocket};
 use crate::auth::{pick_token, Refusal};
+use crate::ctx::ShardCtx;
 use crate::engine::session::Session;
 use crate::frame;
 use crate::rules::{self, ErrorCode, Fail, Filter};
@@ -37,6 +38,7 @@ impl Gateway {
         crate::app::recovery::start(ctx, &gw.held);
         crate::app::counts::start(ctx);
         crate::app::history::start(ctx);
+        crate::app::moderation::start(ctx);
         gw
     }
 }
@@ -79,6 +81,7 @@ impl App for Gateway {
         _auth: Option<Value>,
     ) {
         crate::app::recovery::resume(s, g);
+        crate::app::moderation::registry().connected(s, g);
     }
 
     async fn on_event(
@@ -99,6 +102,8 @@ impl App for Gateway {
         g: &Rc<GwSocket>,
         reason: Option<shards::CloseReason>,
     ) {
+        crate::app::moderation::registry().gone(s, g);
+        release_user_slot(&s.ctx, &g.member.user_id);
         if !crate::app::recovery::hold(&self.held, s, g, reason) {
             disconnect(&s.ctx, g).await;
             crate::app::recovery::forget(&s.ctx, g).await;
@@ -107,6 +112,40 @@ impl App for Gateway {
 
     fn expired(&self, g: &Rc<GwSocket>, now_secs: u64) -> bool {
         g.expired(now_secs)
+    }
+}
+
+/// Takes one of the user's `--max-connections-per-user` slots: on this
+/// instance, then (with Redis) in the cluster, where the sockets of the user
+/// on every live instance count. Two instances taking a user's last slot at
+/// the same moment may both get it; without Redis the limit is this
+/// instance's.
+async fn take_user_slot(ctx: &Rc<ShardCtx>, user: &str) -> Result<(), Refusal> {
+    let n = ctx
+        .cfg
+        .take_user_slot(user)
+        .ok_or(Refusal::TooManyConnections)?;
+    let Some(c) = ctx.cluster.as_ref().filter(|_| n > 0) else {
+        return Ok(());
+    };
+    let user: Arc<str> = user.into();
+    c.user_count(&user, n);
+    if let Some(total) = crate::app::views::user_count(c, &user).await {
+        if total > ctx.cfg.max_connections_per_user {
+            release_user_slot(ctx, &user);
+            return Err(Refusal::TooManyConnections);
+        }
+    }
+    Ok(())
+}
+
+/// Gives back a slot [`take_user_slot`] took, in the cluster's count too.
+fn release_user_slot(ctx: &ShardCtx, user: &Arc<str>) {
+    let left = ctx.cfg.release_user_slot(user);
+    if ctx.cfg.max_connections_per_user > 0 {
+        if let Some(c) = &ctx.cluster {
+            c.user_count(user, left);
+        }
     }
 }
 
@@ -123,6 +162,9 @@ async fn connect(
     let token = pick_token(auth, hs.bearer.as_deref(), hs.query_token.as_deref())
         .ok_or(Refusal::MissingToken)?;
     let claims = verifier.verify(token)?;
+    // Counted from here until `on_disconnect` (held for recovery or not):
+    // nothing below refuses the CONNECT.
+    take_user_slot(&s.ctx, &claims.sub).await?;
     let recover =
         s.ctx.cfg.recovery() && auth.and_then(|a| a.get("recover")) != Some(&Value::Bool(false));
     let claims = if recover {

@@ -23,8 +23,9 @@ use crate::rules::{self, Fail};
 /// bounded frame however large the channel.
 pub const MAX_PAGE: usize = 1000;
 
-/// Longer than any socket id this gateway hands out, by far.
-const MAX_AFTER: usize = 128;
+/// Longer than any socket id this gateway hands out: an instance id of at
+/// most 128 bytes, `-`, two hex digits, `-`, 16 hex digits.
+const MAX_AFTER: usize = 160;
 
 /// A members question, its arguments checked.
 #[derive(Debug, PartialEq)]
@@ -208,7 +209,7 @@ mod tests {
             (json!({"channel": "c", "limit": "5"}), BadRequest),
             (json!({"channel": "c", "after": 5}), BadRequest),
             (
-                json!({"channel": "c", "after": "x".repeat(129)}),
+                json!({"channel": "c", "after": "x".repeat(161)}),
                 BadRequest,
             ),
             (json!({"limit": 5}), BadRequest),
@@ -231,7 +232,7 @@ mod tests {
             let e = rest_arg("c", Some(l), None).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadRequest, "{l}");
         }
-        let e = rest_arg("c", None, Some(&"x".repeat(129))).unwrap_err();
+        let e = rest_arg("c", None, Some(&"x".repeat(161))).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
         let e = rest_arg(&"x".repeat(201), None, None).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidChannel);

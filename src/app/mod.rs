@@ -13,6 +13,7 @@ pub mod echo;
 pub mod gateway;
 pub mod history;
 pub mod members;
+pub mod moderation;
 pub mod publish;
 pub mod recovery;
 pub mod socket;

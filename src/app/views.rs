@@ -20,6 +20,15 @@ pub async fn member_count(ctx: &Rc<ShardCtx>, channel: &Arc<str>) -> usize {
     ctx.shard.member_count(channel).await
 }
 
+/// The sockets of `user` on every live instance; `None` when Redis did not
+/// answer.
+pub async fn user_count(c: &crate::cluster::ClusterLink, user: &Arc<str>) -> Option<usize> {
+    match c.ask(Query::UserCount(user.clone())).await {
+        Some(Reply::Count(n)) => Some(n),
+        _ => None,
+    }
+}
+
 pub async fn members(ctx: &Rc<ShardCtx>, channel: &Arc<str>) -> Vec<MemberView> {
     if let Some(c) = &ctx.cluster {
         if let Some(Reply::Members(v)) = c.ask(Query::Members(channel.clone())).await {

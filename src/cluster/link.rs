@@ -52,6 +52,15 @@
 //! A graceful stop calls [`super::Cluster::withdraw`]: the same script,
 //! unconditionally, for this instance, and no heartbeats after it.
 //!
+//! On a Redis Cluster (`redis+cluster://`, `--redis-cluster`) the same link
+//! runs its commands on `link/nodes.rs::Router` (each to its key's primary),
+//! subscribes by interest with `SSUBSCRIBE` on each topic's primary
+//! (`link/sharded.rs`), stands in for patterns with a prefix registry
+//! (`link/patterns.rs`), reads the slot map again every second and after
+//! redirections, and after an outage (a failover) sends what it held and
+//! reads the channels of interest back from their streams. Names carry hash
+//! tags there (see `Link::topic`).
+//!
 //! Files: this one holds the thread, the connection and its loop, and the
 //! interest bookkeeping; `link/inbound.rs` what arrives from Redis;
 //! `link/presence.rs` the per-instance keys and heartbeats;
@@ -67,7 +76,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream};
 use shards::{InterestMap, Topic};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -78,20 +87,33 @@ use crate::cluster::wire::Envelope;
 
 mod inbound;
 mod member;
+pub mod nodes;
+mod patterns;
 mod presence;
 mod queries;
 mod recovery;
+mod sharded;
+
+use nodes::Router;
+use sharded::{Push, ShardSubs};
 
 use member::member_json;
+use recovery::REFILL_SLACK_MS;
 
 /// Options of the cluster link.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
     pub url: String,
+    /// `url` names a Redis Cluster (`redis+cluster://`, or `--redis-cluster`):
+    /// sharded pub/sub, commands routed by slot.
+    pub cluster: bool,
     pub prefix: String,
     pub instance: String,
     pub heartbeat: Duration,
     pub expiry: Duration,
+    /// On a Redis Cluster: how many publishes are held while the cluster is
+    /// away (a failover), to be sent when it is back (0: dropped at once).
+    pub outage_buffer: usize,
     /// With connection state recovery: what is kept in Redis for sockets
     /// to recover on another instance.
     pub recovery: Option<RecoveryStore>,
@@ -120,13 +142,84 @@ pub struct ClusterStats {
 }
 
 struct Conn {
-    cmd: MultiplexedConnection,
-    sink: PubSubSink,
+    cmd: CmdConn,
+    sink: Sink,
+}
+
+/// The command connection: one server's, or the cluster's router. Both run
+/// the same commands, pipelines and scripts.
+#[derive(Clone)]
+enum CmdConn {
+    One(MultiplexedConnection),
+    Cluster(Router),
+}
+
+impl ConnectionLike for CmdConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            CmdConn::One(c) => c.req_packed_command(cmd),
+            CmdConn::Cluster(r) => r.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            CmdConn::One(c) => c.req_packed_commands(cmd, offset, count),
+            CmdConn::Cluster(r) => r.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            CmdConn::One(c) => c.get_db(),
+            CmdConn::Cluster(r) => r.get_db(),
+        }
+    }
+}
+
+/// Where subscriptions go: one server's pub/sub connection, or a sharded
+/// subscription connection per primary of a cluster.
+enum Sink {
+    One(PubSubSink),
+    Cluster(ShardSubs),
 }
 
 struct Link {
     cfg: LinkConfig,
     client: Option<redis::Client>,
+    /// Cluster mode: the seed nodes (the last known primaries are tried too).
+    seeds: Vec<redis::ConnectionInfo>,
+    known: Vec<String>,
+    /// Pushes of the cluster's subscription connections, by connection id.
+    push_tx: tokio::sync::mpsc::UnboundedSender<(u64, redis::PushInfo)>,
+    push_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, redis::PushInfo)>,
+    next_sub_id: u64,
+    /// When the cluster's slot map is read next (and subscriptions moved).
+    next_topology: Instant,
+    /// Shard channels a node dropped by itself (their slot moved).
+    lost: HashSet<String>,
+    /// Cluster mode: the prefixes other live instances subscribe to (see
+    /// `link/patterns.rs`).
+    remote_prefixes: Vec<String>,
+    px: patterns::PxState,
+    /// Cluster mode: the last publication received per channel of interest
+    /// (origin, seq), where a refill after a slot move starts.
+    last_seen: HashMap<Arc<str>, (String, u64)>,
+    /// Cluster mode: publishes made while the cluster was away (at most
+    /// `outage_buffer`), and since when it was away.
+    held: VecDeque<(Option<u64>, Arc<shards::Publication>)>,
+    down_since: Option<u64>,
+    /// Cluster mode: the publishes in the pipeline being built (command
+    /// index, sequence number), so the ones that fail can be held.
+    in_pipe: Vec<(usize, u64, Arc<shards::Publication>)>,
     ports: Vec<ShardPort>,
     stats: Arc<ClusterStats>,
     conn: Option<Conn>,
@@ -145,6 +238,9 @@ struct Link {
     /// This instance's presence, rewritten after Redis comes back (ordered,
     /// so the rolling TTL refresh can resume where it stopped).
     members: BTreeMap<String, HashMap<String, String>>,
+    /// Users of this instance's sockets and how many each (kept only with
+    /// `--max-connections-per-user`), written to `i:<id>:users`.
+    users: HashMap<String, usize>,
     connections: Vec<usize>,
     seq: u64,
     seen: HashSet<(String, u64)>,
@@ -183,13 +279,38 @@ pub fn spawn(
     stats: Arc<ClusterStats>,
 ) -> std::io::Result<mpsc::Sender<ToCluster>> {
     let (tx, rx) = mpsc::channel(65_536);
-    let client = match redis::Client::open(cfg.url.as_str()) {
-        Ok(c) => Some(c),
-        Err(e) => return Err(std::io::Error::other(format!("--redis-url: {e}"))),
+    let (client, seeds) = if cfg.cluster {
+        let seeds = nodes::parse_seeds(&cfg.url)
+            .map_err(|e| std::io::Error::other(format!("--redis-url: {e}")))?;
+        (None, seeds)
+    } else {
+        match redis::Client::open(cfg.url.as_str()) {
+            Ok(c) => (Some(c), Vec::new()),
+            Err(e) => return Err(std::io::Error::other(format!("--redis-url: {e}"))),
+        }
     };
+    if cfg.cluster && cfg.prefix.contains(['{', '}']) {
+        return Err(std::io::Error::other(
+            "--redis-prefix: no braces with a Redis Cluster (they would change the hash slots)",
+        ));
+    }
+    let (push_tx, push_rx) = tokio::sync::mpsc::unbounded_channel();
     let shards = ports.len();
     let link = Link {
         client,
+        seeds,
+        known: Vec::new(),
+        push_tx,
+        push_rx,
+        next_sub_id: 1,
+        next_topology: Instant::now(),
+        lost: HashSet::new(),
+        remote_prefixes: Vec::new(),
+        px: Default::default(),
+        last_seen: HashMap::new(),
+        held: VecDeque::new(),
+        down_since: None,
+        in_pipe: Vec::new(),
         ports,
         stats,
         conn: None,
@@ -202,6 +323,7 @@ pub fn spawn(
         withdrawn: false,
         interest: InterestMap::default(),
         members: BTreeMap::new(),
+        users: HashMap::new(),
         connections: vec![0; shards],
         seq: 0,
         seen: HashSet::new(),
@@ -232,21 +354,49 @@ pub fn spawn(
 impl Link {
     /// A handle on the command connection (a cheap clone of a multiplexed
     /// connection), so queries can borrow `self` for key names meanwhile.
-    fn cmd(&self) -> redis::RedisResult<MultiplexedConnection> {
+    fn cmd(&self) -> redis::RedisResult<CmdConn> {
         Ok(self.conn.as_ref().ok_or_else(not_connected)?.cmd.clone())
     }
 
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.cfg.prefix)
     }
+    // On a Redis Cluster, names carry a hash tag: a channel's topic shares
+    // its slot with the channel's history stream (`h:{<channel>}`), so one
+    // script keeps and publishes; all of an instance's presence keys share
+    // one slot, so its rewrite stays one MULTI.
     fn topic(&self, channel: &str) -> String {
-        format!("{}:ch:{channel}", self.cfg.prefix)
+        match self.cfg.cluster {
+            true => format!("{}:ch:{{{channel}}}", self.cfg.prefix),
+            false => format!("{}:ch:{channel}", self.cfg.prefix),
+        }
     }
     fn inbox(&self, instance: &str) -> String {
-        format!("{}:inbox:{instance}", self.cfg.prefix)
+        match self.cfg.cluster {
+            true => format!("{}:inbox:{{{instance}}}", self.cfg.prefix),
+            false => format!("{}:inbox:{instance}", self.cfg.prefix),
+        }
+    }
+    /// The instance whose inbox `topic` is.
+    fn inbox_owner<'a>(&self, topic: &'a str) -> &'a str {
+        let rest = topic.rsplit(":inbox:").next().unwrap_or_default();
+        match self.cfg.cluster {
+            true => rest.trim_start_matches('{').trim_end_matches('}'),
+            false => rest,
+        }
     }
     fn inst_key(&self, instance: &str, rest: &str) -> String {
-        format!("{}:i:{instance}:{rest}", self.cfg.prefix)
+        match self.cfg.cluster {
+            true => format!("{}:i:{{{instance}}}:{rest}", self.cfg.prefix),
+            false => format!("{}:i:{instance}:{rest}", self.cfg.prefix),
+        }
+    }
+    /// PUBLISH, or SPUBLISH (to the topic's slot) on a cluster.
+    fn publish_cmd(&self) -> &'static str {
+        match self.cfg.cluster {
+            true => "SPUBLISH",
+            false => "PUBLISH",
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<ToCluster>) {
@@ -267,11 +417,19 @@ impl Link {
                         }
                     }
                     self.handle(batch).await;
+                    if matches!(&self.conn, Some(Conn { cmd: CmdConn::Cluster(r), .. }) if r.stale()) {
+                        // A command was redirected: the map changed.
+                        self.next_topology = self.next_topology.min(Instant::now());
+                    }
                 }
                 msg = next_msg(&mut self.stream) => match msg {
                     Some(m) => self.on_message(m),
                     None => self.down("pub/sub connection closed"),
                 },
+                Some((id, info)) = self.push_rx.recv() => self.on_push(id, info),
+                _ = sleep_until(self.next_topology), if self.cfg.cluster && !down => {
+                    self.topology().await;
+                }
                 _ = sleep_until(self.next_heartbeat) => self.heartbeat().await,
                 _ = sleep_until(retry_at), if down => {}
             }
@@ -282,6 +440,9 @@ impl Link {
         if self.conn.is_some() || self.stats.up.load(Ordering::Relaxed) {
             tracing::warn!("redis unreachable: {why}");
         }
+        if self.conn.is_some() && self.down_since.is_none() {
+            self.down_since = Some(shards::now_ms());
+        }
         self.conn = None;
         self.stream = None;
         self.stats.up.store(false, Ordering::Relaxed);
@@ -289,7 +450,12 @@ impl Link {
             *e = why.to_string();
         }
         self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+        // On a cluster the usual outage is a failover, over within seconds.
+        let cap = match self.cfg.cluster {
+            true => Duration::from_millis(500),
+            false => Duration::from_secs(2),
+        };
+        self.backoff = (self.backoff * 2).min(cap);
         // Answer everyone still waiting for a remote instance.
         for (_, (shard, qid, _)) in self.pending_direct.drain() {
             if let Some(p) = self.ports.get(shard) {
@@ -305,20 +471,6 @@ impl Link {
     }
 
     async fn connect(&mut self) {
-        let Some(client) = self.client.clone() else {
-            return;
-        };
-        let attempt = async {
-            let cmd = client.get_multiplexed_async_connection().await?;
-            let pubsub = client.get_async_pubsub().await?;
-            Ok::<_, redis::RedisError>((cmd, pubsub))
-        };
-        let (cmd, pubsub) = match timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => return self.down(&e.to_string()),
-            Err(_) => return self.down("connect timed out"),
-        };
-        let (mut sink, stream) = pubsub.split();
         let mut topics: Vec<String> = self.interest.exact().map(|c| self.topic(c)).collect();
         topics.push(self.inbox(&self.cfg.instance));
         topics.extend(self.adopted_from.keys().map(|i| self.inbox(i)));
@@ -327,29 +479,47 @@ impl Link {
             .prefixes()
             .map(|p| format!("{}*", esc_glob(&self.topic(p))))
             .collect();
-        let subscribed = async {
-            sink.subscribe(&topics).await?;
-            if !patterns.is_empty() {
-                sink.psubscribe(&patterns).await?;
-            }
-            Ok::<_, redis::RedisError>(())
+        let (cmd, sink) = match self.cfg.cluster {
+            true => match self.connect_cluster(&topics).await {
+                Some(x) => x,
+                None => return,
+            },
+            false => match self.connect_one(&topics, &patterns).await {
+                Some(x) => x,
+                None => return,
+            },
         };
-        if let Err(e) = bounded(subscribed).await {
-            return self.down(&e.to_string());
-        }
         let mut cmd = cmd;
         if self.cfg.recovery.is_some() {
-            match bounded(recovery::load_scripts(&mut cmd)).await {
+            match bounded(recovery::load_scripts(&mut cmd, self.cfg.cluster)).await {
                 Ok(s) => self.scripts = Some(s),
                 Err(e) => return self.down(&e.to_string()),
             }
         }
         self.conn = Some(Conn { cmd, sink });
-        self.stream = Some(stream);
+        if self.cfg.cluster {
+            let r = async {
+                if self.interest.has_prefixes() {
+                    self.sync_prefixes().await?;
+                }
+                self.read_prefixes().await
+            };
+            if let Err(e) = r.await {
+                return self.down(&e.to_string());
+            }
+        }
         if self.withdrawn {
             // Stopping: stay out of the cluster's presence.
         } else if let Err(e) = bounded(self.rewrite_presence()).await {
             return self.down(&e.to_string());
+        }
+        if self.cfg.cluster {
+            if let Err(e) = self.catch_up().await {
+                return self.down(&e.to_string());
+            }
+            if self.conn.is_none() {
+                return;
+            }
         }
         self.stats.up.store(true, Ordering::Relaxed);
         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -359,6 +529,188 @@ impl Link {
             topics.len(),
             patterns.len()
         );
+    }
+
+    /// One Redis server: a multiplexed command connection and a pub/sub
+    /// connection with every topic and pattern subscribed.
+    async fn connect_one(
+        &mut self,
+        topics: &[String],
+        patterns: &[String],
+    ) -> Option<(CmdConn, Sink)> {
+        let client = self.client.clone()?;
+        let attempt = async {
+            let cmd = client.get_multiplexed_async_connection().await?;
+            let pubsub = client.get_async_pubsub().await?;
+            Ok::<_, redis::RedisError>((cmd, pubsub))
+        };
+        let (cmd, pubsub) = match timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                self.down(&e.to_string());
+                return None;
+            }
+            Err(_) => {
+                self.down("connect timed out");
+                return None;
+            }
+        };
+        let (mut sink, stream) = pubsub.split();
+        let subscribed = async {
+            sink.subscribe(topics).await?;
+            if !patterns.is_empty() {
+                sink.psubscribe(patterns).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        if let Err(e) = bounded(subscribed).await {
+            self.down(&e.to_string());
+            return None;
+        }
+        self.stream = Some(stream);
+        Some((CmdConn::One(cmd), Sink::One(sink)))
+    }
+
+    /// A Redis Cluster: the slot map, a command connection per primary and
+    /// every topic SSUBSCRIBEd on its slot's primary.
+    async fn connect_cluster(&mut self, topics: &[String]) -> Option<(CmdConn, Sink)> {
+        let mut seeds = self.seeds.clone();
+        for addr in &self.known {
+            if let Some((h, p)) = nodes::split_addr(addr) {
+                seeds.push(nodes::at(&self.seeds[0], h, p));
+            }
+        }
+        let scripts = recovery::scripts(true, self.cfg.recovery.is_some());
+        let mut subs = ShardSubs::new(self.push_tx.clone(), self.next_sub_id);
+        let (pxn, pxa) = (self.pxn_topic(), self.pxa_topic());
+        let attempt = async {
+            let router = Router::connect(&seeds, scripts).await?;
+            subs.subscribe(&router, topics).await?;
+            subs.classic(&router, &pxn, true).await?;
+            subs.classic(&router, &pxa, true).await?;
+            Ok::<_, redis::RedisError>(router)
+        };
+        let r = timeout(Duration::from_secs(4), attempt).await;
+        self.next_sub_id = subs.next_id();
+        let router = match r {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                self.down(&e.to_string());
+                return None;
+            }
+            Err(_) => {
+                self.down("connect timed out");
+                return None;
+            }
+        };
+        self.known = router.primaries();
+        self.lost.clear();
+        self.next_topology = Instant::now() + self.cfg.heartbeat;
+        tracing::info!("redis cluster: {} primaries", self.known.len());
+        Some((CmdConn::Cluster(router), Sink::Cluster(subs)))
+    }
+
+    /// A push from one of the cluster's subscription connections.
+    fn on_push(&mut self, id: u64, info: redis::PushInfo) {
+        let Some(Conn {
+            sink: Sink::Cluster(subs),
+            ..
+        }) = self.conn.as_mut()
+        else {
+            return;
+        };
+        match subs.on_push(id, info) {
+            Push::Message(m) => self.on_message(m),
+            Push::Lost(name) => {
+                self.lost.insert(name);
+                self.next_topology = Instant::now();
+            }
+            Push::Down(addr) => self.down(&format!("redis cluster node {addr} closed")),
+            Push::Nothing => {}
+        }
+    }
+
+    /// Reads the cluster's slot map again and moves the subscriptions whose
+    /// slot moved (or that a node dropped); on schedule, and soon after a
+    /// redirection or a dropped subscription.
+    async fn topology(&mut self) {
+        self.next_topology = Instant::now() + self.cfg.heartbeat.min(Duration::from_secs(1));
+        let Some(Conn {
+            cmd: CmdConn::Cluster(router),
+            ..
+        }) = self.conn.as_ref()
+        else {
+            return;
+        };
+        let router = router.clone();
+        let lost = std::mem::take(&mut self.lost);
+        let Some(Conn {
+            sink: Sink::Cluster(subs),
+            ..
+        }) = self.conn.as_mut()
+        else {
+            return;
+        };
+        // Subscriptions first: while one is away, its channel's publishes
+        // reach nobody here.
+        let r = bounded(async {
+            let changed = router.refresh().await?;
+            if changed || !lost.is_empty() {
+                subs.rehome(&router, &lost).await
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .await;
+        match r {
+            Ok(moved) => {
+                self.known = router.primaries();
+                if !moved.is_empty() {
+                    tracing::info!(
+                        "redis cluster: {} subscriptions moved to a new primary",
+                        moved.len()
+                    );
+                    let from = shards::now_ms().saturating_sub(REFILL_SLACK_MS);
+                    if let Err(e) = bounded(self.refill(&moved, from)).await {
+                        return self.down(&e.to_string());
+                    }
+                }
+            }
+            Err(e) => return self.down(&e.to_string()),
+        }
+        if let Err(e) = self.read_prefixes().await {
+            return self.down(&e.to_string());
+        }
+        if let Err(e) = self.px_acknowledge().await {
+            return self.down(&e.to_string());
+        }
+        self.px_expire();
+    }
+
+    /// Subscribes (or unsubscribes) exact topics, on whichever kind of
+    /// connection this is.
+    async fn subscribe(&mut self, names: &[String], on: bool) -> redis::RedisResult<()> {
+        match self.conn.as_mut() {
+            None => Ok(()),
+            Some(Conn {
+                sink: Sink::One(sink),
+                ..
+            }) => match on {
+                true => bounded(sink.subscribe(names)).await,
+                false => bounded(sink.unsubscribe(names)).await,
+            },
+            Some(Conn {
+                cmd: CmdConn::Cluster(router),
+                sink: Sink::Cluster(subs),
+            }) => {
+                let router = router.clone();
+                match on {
+                    true => bounded(subs.subscribe(&router, names)).await,
+                    false => bounded(subs.unsubscribe(names)).await,
+                }
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     fn reply(&self, shard: usize, qid: u64, resp: Reply) {
@@ -379,39 +731,21 @@ impl Link {
         let mut counts_changed = false;
         // Shards waiting for this batch's publishes to be in Redis.
         let mut flushed: Vec<(usize, u64)> = Vec::new();
+        // Counts answered, sent once this batch's writes are in Redis.
+        let mut counted: Vec<(usize, u64, Reply)> = Vec::new();
         for m in batch {
             match m {
                 ToCluster::Publish(p) => {
                     if self.conn.is_none() {
-                        self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                        if self.cfg.cluster && self.held.len() < self.cfg.outage_buffer {
+                            // Sent once the cluster is back (a failover).
+                            self.held.push_back((None, p));
+                        } else {
+                            self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
                         continue;
                     }
-                    self.seq += 1;
-                    let topic = self.topic(&p.channel);
-                    let channel = p.channel.clone();
-                    let env = Envelope::Publish {
-                        origin: self.cfg.instance.clone(),
-                        seq: self.seq,
-                        p,
-                    };
-                    match (&self.scripts, self.cfg.recovery) {
-                        // One command: kept in the channel's stream and published.
-                        (Some((publish, _)), Some(r)) => {
-                            pipe.cmd("EVALSHA")
-                                .arg(publish)
-                                .arg(1)
-                                .arg(self.history_key(&channel))
-                                .arg(topic)
-                                .arg(env.encode())
-                                .arg(r.history_len)
-                                .arg(r.ttl_ms)
-                                .ignore();
-                        }
-                        _ => {
-                            pipe.publish(topic, env.encode()).ignore();
-                        }
-                    }
-                    self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
+                    self.queue_publish(&mut pipe, p, None);
                     queued += 1;
                 }
                 ToCluster::Join { channel, member } => {
@@ -446,6 +780,19 @@ impl Link {
                         pipe.hset(self.inst_key(&me, "ch"), &*channel, n).ignore();
                     }
                     touched.insert(channel.to_string());
+                    queued += 1;
+                }
+                ToCluster::UserCount { user, n } => {
+                    let me = self.cfg.instance.clone();
+                    let key = self.inst_key(&me, "users");
+                    if n == 0 {
+                        self.users.remove(&*user);
+                        pipe.hdel(&key, &*user).ignore();
+                    } else {
+                        self.users.insert(user.to_string(), n);
+                        pipe.hset(&key, &*user, n).ignore();
+                        pipe.pexpire(&key, self.presence_ttl() as i64).ignore();
+                    }
                     queued += 1;
                 }
                 ToCluster::Connections { shard, n } => {
@@ -497,11 +844,10 @@ impl Link {
                     self.adopt(instance, seq, shard, on).await;
                 }
                 ToCluster::DirectResult { origin, req, ok } => {
-                    pipe.publish(
-                        self.inbox(&origin),
-                        Envelope::DirectRes { req, ok }.encode(),
-                    )
-                    .ignore();
+                    pipe.cmd(self.publish_cmd())
+                        .arg(self.inbox(&origin))
+                        .arg(Envelope::DirectRes { req, ok }.encode())
+                        .ignore();
                     queued += 1;
                 }
                 ToCluster::Interest {
@@ -511,9 +857,11 @@ impl Link {
                     reply,
                 } => {
                     self.flush(&mut pipe, &mut queued).await;
-                    self.interest(shard, topic, on).await;
-                    if let Some(qid) = reply {
-                        self.reply(shard, qid, Reply::Done);
+                    let wait = self.interest(shard, topic, on).await;
+                    match (reply, wait) {
+                        (Some(qid), Some(version)) => self.px_wait(version, shard, qid),
+                        (Some(qid), None) => self.reply(shard, qid, Reply::Done),
+                        _ => {}
                     }
                 }
                 ToCluster::Query {
@@ -521,6 +869,21 @@ impl Link {
                     qid,
                     q: Query::Flushed,
                 } => flushed.push((shard, qid)),
+                ToCluster::Query {
+                    shard,
+                    qid,
+                    q: q @ (Query::Count(_) | Query::UserCount(_)),
+                } => {
+                    // This instance's part of a count is read from memory, so
+                    // what is queued need not reach Redis first (a join storm
+                    // asks one count per join: a flush each would be a round
+                    // trip each). The answer waits for the batch's flush all
+                    // the same: once a join is acknowledged with its count,
+                    // every instance sees it.
+                    if let Some(resp) = self.query(shard, qid, q).await {
+                        counted.push((shard, qid, resp));
+                    }
+                }
                 ToCluster::Query { shard, qid, q } => {
                     self.flush(&mut pipe, &mut queued).await;
                     let resp = self.query(shard, qid, q).await;
@@ -555,6 +918,82 @@ impl Link {
         for (shard, qid) in flushed {
             self.reply(shard, qid, resp());
         }
+        for (shard, qid, r) in counted {
+            self.reply(shard, qid, r);
+        }
+    }
+
+    /// A publish into `pipe`: with recovery, the script that keeps it in
+    /// its channel's stream and publishes it, in one command.
+    fn queue_publish(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        p: Arc<shards::Publication>,
+        seq: Option<u64>,
+    ) {
+        let seq = seq.unwrap_or_else(|| {
+            self.seq += 1;
+            self.seq
+        });
+        if self.cfg.cluster {
+            self.in_pipe.push((pipe.cmd_iter().count(), seq, p.clone()));
+        }
+        let topic = self.topic(&p.channel);
+        let channel = p.channel.clone();
+        let env = Envelope::Publish {
+            origin: self.cfg.instance.clone(),
+            seq,
+            p,
+        };
+        match (&self.scripts, self.cfg.recovery) {
+            (Some((publish, _)), Some(r)) => {
+                pipe.cmd("EVALSHA")
+                    .arg(publish)
+                    .arg(1)
+                    .arg(self.history_key(&channel))
+                    .arg(topic)
+                    .arg(env.encode())
+                    .arg(r.history_len)
+                    .arg(r.ttl_ms)
+                    .ignore();
+            }
+            _ => {
+                pipe.cmd(self.publish_cmd())
+                    .arg(topic)
+                    .arg(env.encode())
+                    .ignore();
+            }
+        }
+        if self.cfg.cluster && self.matches_remote_prefix(&channel) {
+            // Another instance listens by prefix (link/patterns.rs).
+            pipe.publish(self.px_topic(), env.encode()).ignore();
+        }
+        self.stats.publishes_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Back after an outage of the cluster (a failover): first what the
+    /// other instances published meanwhile on the channels of interest
+    /// (from their streams, after the last publication received), then
+    /// this instance's publishes held meanwhile.
+    async fn catch_up(&mut self) -> redis::RedisResult<()> {
+        if let Some(since) = self.down_since {
+            let topics: Vec<String> = self.interest.exact().map(|c| self.topic(c)).collect();
+            bounded(self.refill(&topics, since.saturating_sub(REFILL_SLACK_MS))).await?;
+        }
+        self.down_since = None;
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let held = std::mem::take(&mut self.held);
+        let n = held.len();
+        for (seq, p) in held {
+            self.queue_publish(&mut pipe, p, seq);
+        }
+        let mut queued = n;
+        self.flush(&mut pipe, &mut queued).await;
+        tracing::info!("redis cluster: {n} publishes held during the outage sent");
+        Ok(())
     }
 
     async fn flush(&mut self, pipe: &mut redis::Pipeline, queued: &mut usize) {
@@ -563,40 +1002,104 @@ impl Link {
         }
         *queued = 0;
         let p = std::mem::take(pipe);
+        let publishes = std::mem::take(&mut self.in_pipe);
+        if self.conn.is_none() {
+            // Went away since they were queued (cluster mode: held).
+            for (_, seq, p) in publishes.into_iter().rev() {
+                if self.held.len() < self.cfg.outage_buffer {
+                    self.held.push_front((Some(seq), p));
+                } else {
+                    self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         self.stats
             .commands
             .fetch_add(p.cmd_iter().count() as u64, Ordering::Relaxed);
-        if let Err(e) = bounded(p.query_async::<()>(&mut conn.cmd)).await {
+        let router = match &conn.cmd {
+            CmdConn::Cluster(r) => r.clone(),
+            CmdConn::One(_) => {
+                if let Err(e) = bounded(p.query_async::<()>(&mut conn.cmd)).await {
+                    self.down(&e.to_string());
+                }
+                return;
+            }
+        };
+        // On a cluster each command has its own answer: the publishes that
+        // did not reach their primary (it died) are held and sent again,
+        // with the same sequence number, once the cluster is back.
+        let results = match timeout(COMMAND_TIMEOUT, router.exec_each(&p)).await {
+            Ok(r) => r,
+            Err(_) => return self.down("redis did not answer in time"),
+        };
+        let mut first_err = None;
+        let mut failed = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+                if let Some((_, seq, pubn)) = publishes.iter().find(|(k, _, _)| *k == i) {
+                    failed.push((Some(*seq), pubn.clone()));
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            for x in failed.into_iter().rev() {
+                if self.held.len() < self.cfg.outage_buffer {
+                    self.held.push_front(x);
+                } else {
+                    self.stats.publishes_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             self.down(&e.to_string());
         }
     }
 
-    async fn interest(&mut self, shard: usize, topic: Topic, on: bool) {
+    /// Subscribes or unsubscribes; on a cluster, a new prefix returns the
+    /// registry version whose announcement the other instances must
+    /// acknowledge before the subscription counts as in place.
+    async fn interest(&mut self, shard: usize, topic: Topic, on: bool) -> Option<u64> {
         if !self.interest.set(shard, &topic, on) {
-            return;
+            return None;
         }
-        let name = match &topic {
-            Topic::Exact(c) | Topic::Prefix(c) => self.topic(c),
-        };
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        let r = match (&topic, on) {
-            (Topic::Exact(_), true) => bounded(conn.sink.subscribe(&name)).await,
-            (Topic::Exact(_), false) => bounded(conn.sink.unsubscribe(&name)).await,
-            (Topic::Prefix(_), true) => {
-                bounded(conn.sink.psubscribe(format!("{}*", esc_glob(&name)))).await
+        if self.cfg.cluster && matches!(topic, Topic::Prefix(_)) {
+            return match self.sync_prefixes().await {
+                Ok(v) => on.then_some(v),
+                Err(e) => {
+                    self.down(&e.to_string());
+                    None
+                }
+            };
+        }
+        let r = match &topic {
+            Topic::Exact(c) => {
+                if !on {
+                    self.last_seen.remove(c);
+                }
+                let name = self.topic(c);
+                self.subscribe(&[name], on).await
             }
-            (Topic::Prefix(_), false) => {
-                bounded(conn.sink.punsubscribe(format!("{}*", esc_glob(&name)))).await
+            Topic::Prefix(c) => {
+                let pattern = format!("{}*", esc_glob(&self.topic(c)));
+                match self.conn.as_mut() {
+                    Some(Conn {
+                        sink: Sink::One(sink),
+                        ..
+                    }) => match on {
+                        true => bounded(sink.psubscribe(pattern)).await,
+                        false => bounded(sink.punsubscribe(pattern)).await,
+                    },
+                    _ => Ok(()),
+                }
             }
         };
         if let Err(e) = r {
             self.down(&e.to_string());
         }
+        None
     }
 }
 

@@ -88,6 +88,7 @@ impl Cluster {
             reported: Cell::new(usize::MAX),
             replies: Rc::default(),
             on_forget: Default::default(),
+            on_control: Default::default(),
         });
         shard.set_uplink(link.clone());
         let end = self
@@ -114,6 +115,10 @@ impl Cluster {
 }
 
 type ForgetFn = Box<dyn Fn(u64)>;
+/// Runs another instance's control action; resolves to whether it found
+/// what it acts on.
+pub type ControlFuture = Pin<Box<dyn Future<Output = bool>>>;
+type ControlFn = Box<dyn Fn(u64, bytes::Bytes) -> ControlFuture>;
 
 /// One shard's connection to the Redis shard.
 pub struct ClusterLink {
@@ -128,6 +133,7 @@ pub struct ClusterLink {
     /// What the application does when another instance recovered one of
     /// this shard's sockets (by `seq`).
     on_forget: std::cell::RefCell<Option<ForgetFn>>,
+    on_control: std::cell::RefCell<Option<ControlFn>>,
 }
 
 impl Uplink for ClusterLink {
@@ -199,6 +205,15 @@ impl ClusterLink {
         });
     }
 
+    /// Records how many sockets of `user` this instance holds (ordered
+    /// before any later question from this shard).
+    pub fn user_count(&self, user: &Arc<str>, n: usize) {
+        let _ = self.tx.try_send(ToCluster::UserCount {
+            user: user.clone(),
+            n,
+        });
+    }
+
     pub fn leave(&self, channel: &Arc<str>, socket_id: &Arc<str>) {
         self.sync_connections();
         let _ = self.tx.try_send(ToCluster::Leave {
@@ -230,6 +245,12 @@ impl ClusterLink {
     /// shard's sockets.
     pub fn on_forget(&self, f: impl Fn(u64) + 'static) {
         *self.on_forget.borrow_mut() = Some(Box::new(f));
+    }
+
+    /// Installs what runs another instance's [`Query::Control`] here; its
+    /// answer (whether it found what it acts on) goes back to the asker.
+    pub fn on_control(&self, f: impl Fn(u64, bytes::Bytes) -> ControlFuture + 'static) {
+        *self.on_control.borrow_mut() = Some(Box::new(f));
     }
 
     /// Sends this shard's connection count to the Redis shard if it changed
@@ -317,6 +338,23 @@ async fn receive(shard: Rc<Shard>, link: Rc<ClusterLink>, end: ShardEnd) {
                     if let Some(f) = &*link.on_forget.borrow() {
                         f(seq);
                     }
+                }
+                FromCluster::Control {
+                    seq,
+                    body,
+                    origin,
+                    req,
+                } => {
+                    let run = link.on_control.borrow().as_ref().map(|f| f(seq, body));
+                    let tx = link.tx.clone();
+                    shards::rt::spawn_local(async move {
+                        let ok = match run {
+                            Some(run) => run.await,
+                            None => false,
+                        };
+                        let _ = tx.try_send(ToCluster::DirectResult { origin, req, ok });
+                    })
+                    .detach();
                 }
             }
         }

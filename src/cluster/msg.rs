@@ -26,6 +26,12 @@ pub enum ToCluster {
         channel: Arc<str>,
         socket_id: Arc<str>,
     },
+    /// This instance now holds `n` sockets of `user` (with
+    /// `--max-connections-per-user`).
+    UserCount {
+        user: Arc<str>,
+        n: usize,
+    },
     Connections {
         shard: ShardId,
         n: usize,
@@ -72,6 +78,8 @@ pub enum ToCluster {
 /// Questions about the whole cluster.
 pub enum Query {
     Count(Arc<str>),
+    /// The sockets of a user in the whole cluster (answered `Reply::Count`).
+    UserCount(Arc<str>),
     Members(Arc<str>),
     Channels,
     Instances,
@@ -81,6 +89,15 @@ pub enum Query {
         seq: u64,
         text: Bytes,
         attachments: Vec<Bytes>,
+    },
+    /// An administrative action (the application's bytes) for socket `seq`
+    /// of `instance` (`seq` 0: for the instance as a whole); answered
+    /// `Delivered(true)` when it found what it acts on.
+    Control {
+        instance: String,
+        shard: ShardId,
+        seq: u64,
+        body: Bytes,
     },
     /// The checkpoint of a socket another instance held, if the secret and
     /// the user match; its instance is told to let it go.
@@ -141,6 +158,13 @@ pub enum FromCluster {
     /// without presence.
     Forget {
         seq: u64,
+    },
+    /// Another instance's [`Query::Control`]; answered with a `DirectResult`.
+    Control {
+        seq: u64,
+        body: Bytes,
+        origin: String,
+        req: u64,
     },
 }
 

@@ -12,12 +12,14 @@ use shards::{PresenceKind, PresenceTag, Publication};
 
 const MAGIC: u8 = b'S';
 /// 2: a publication's `data` is a span of its frame (1 carried it re-encoded).
-/// 3: a presence publication carries its coalescing tag.
+/// 3: a presence publication carries its coalescing tag. Version 2 is still
+/// read (during a rolling upgrade, and from history streams it wrote).
 const VERSION: u8 = 3;
 const KIND_PUBLISH: u8 = 1;
 const KIND_DIRECT_REQ: u8 = 2;
 const KIND_DIRECT_RES: u8 = 3;
 const KIND_FORGET: u8 = 4;
+const KIND_CONTROL: u8 = 5;
 
 /// One message between instances.
 pub enum Envelope {
@@ -47,6 +49,16 @@ pub enum Envelope {
     Forget {
         shard: usize,
         seq: u64,
+    },
+    /// An administrative action for socket `(shard, seq)` of the receiving
+    /// instance (`seq` 0: the instance as a whole); `body` is the
+    /// application's. Routed and answered like `DirectReq`.
+    Control {
+        origin: String,
+        req: u64,
+        shard: usize,
+        seq: u64,
+        body: Bytes,
     },
 }
 
@@ -148,6 +160,20 @@ impl Envelope {
                 w.u64(*shard as u64);
                 w.u64(*seq);
             }
+            Envelope::Control {
+                origin,
+                req,
+                shard,
+                seq,
+                body,
+            } => {
+                w.0.push(KIND_CONTROL);
+                w.bytes(origin.as_bytes());
+                w.u64(*req);
+                w.u64(*shard as u64);
+                w.u64(*seq);
+                w.bytes(body);
+            }
         }
         w.0
     }
@@ -156,7 +182,11 @@ impl Envelope {
     /// under the same prefix, a truncated message) is `None` and ignored.
     pub fn decode(b: &[u8]) -> Option<Envelope> {
         let mut r = Reader(b);
-        if r.u8()? != MAGIC || r.u8()? != VERSION {
+        if r.u8()? != MAGIC {
+            return None;
+        }
+        let version = r.u8()?;
+        if version != VERSION && version != 2 {
             return None;
         }
         match r.u8()? {
@@ -167,12 +197,13 @@ impl Envelope {
                 let event = r.str()?;
                 let flags = r.u8()?;
                 let kind = match flags & 3 {
+                    _ if version == 2 => None,
                     0 => None,
                     1 => Some(PresenceKind::Join),
                     2 => Some(PresenceKind::Leave),
                     _ => Some(PresenceKind::Count),
                 };
-                let presence = match kind {
+                let mut presence = match kind {
                     Some(kind) => Some(PresenceTag {
                         key: r.u64()?,
                         kind,
@@ -181,6 +212,12 @@ impl Envelope {
                 };
                 let skip = r.str()?;
                 let text = Bytes::copy_from_slice(r.bytes()?);
+                // Version 2 (an instance not yet upgraded, or an entry it left
+                // in a history stream) flags presence without its tag.
+                let skip_flag = if version == 2 { 2 } else { 4 };
+                if version == 2 && flags & 1 != 0 {
+                    presence = Some(crate::frame::presence_tag(&text)?);
+                }
                 let (start, end) = (r.u64()?, r.u64()?);
                 if start > end || end > text.len() as u64 {
                     return None;
@@ -194,7 +231,7 @@ impl Envelope {
                     text,
                     attachments,
                     data,
-                    skip_user: (flags & 4 != 0).then(|| skip.into()),
+                    skip_user: (flags & skip_flag != 0).then(|| skip.into()),
                     presence,
                 };
                 Some(Envelope::Publish {
@@ -218,6 +255,13 @@ impl Envelope {
             KIND_FORGET => Some(Envelope::Forget {
                 shard: r.u64()? as usize,
                 seq: r.u64()?,
+            }),
+            KIND_CONTROL => Some(Envelope::Control {
+                origin: r.str()?.to_string(),
+                req: r.u64()?,
+                shard: r.u64()? as usize,
+                seq: r.u64()?,
+                body: Bytes::copy_from_slice(r.bytes()?),
             }),
             _ => None,
         }
@@ -264,6 +308,33 @@ mod tests {
         assert_eq!(p.skip_user.as_deref(), Some("u1"));
         assert_eq!(p.attachments[0].as_ref(), &[1, 2, 3]);
         assert_eq!(p.presence, None);
+    }
+
+    #[test]
+    fn version_2_envelopes_still_decode() {
+        let text = crate::frame::presence_count("c", 5, 1, None);
+        let mut b = vec![MAGIC, 2, KIND_PUBLISH];
+        let mut w = Writer(Vec::new());
+        w.bytes(b"i");
+        w.u64(9);
+        w.bytes(b"c");
+        w.bytes(b"presence");
+        w.0.push(1 | 2);
+        w.bytes(b"u1");
+        w.bytes(&text);
+        w.u64(0);
+        w.u64(0);
+        w.u64(0);
+        b.extend_from_slice(&w.0);
+        let Some(Envelope::Publish { p, seq, .. }) = Envelope::decode(&b) else {
+            panic!("decode failed")
+        };
+        assert_eq!(seq, 9);
+        assert_eq!(
+            p.presence,
+            Some(PresenceTag::new("c", None, PresenceKind::Count))
+        );
+        assert_eq!(p.skip_user.as_deref(), Some("u1"));
     }
 
     #[test]

@@ -76,15 +76,30 @@ pub async fn run_shard(
         shards::rt::spawn_local(serve_connection(adopt_engine.clone(), stream, buffered)).detach();
     });
     shards::rt::spawn_local(sweep::sweeper(engine.clone())).detach();
+    // The drain runs beside the accept loop: during it `/readyz` must still
+    // answer (503) and polling sessions still need their requests served;
+    // new handshakes are refused in `Session::open`.
+    let drained = Rc::new(Cell::new(false));
+    {
+        let (engine, drained) = (engine.clone(), drained.clone());
+        shards::rt::spawn_local(async move {
+            shutdown_requested(&engine.ctx.cfg).await;
+            sweep::drain(engine).await;
+            drained.set(true);
+        })
+        .detach();
+    }
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shutdown_requested(&ctx.cfg).await;
+            while !drained.get() {
+                shards::rt::sleep(Duration::from_millis(20)).await;
+            }
             None
         })
         .await;
         let Some(accepted) = accepted else {
             drop(listener);
-            return sweep::drain(engine).await;
+            return;
         };
         match accepted {
             Ok(stream) => {
@@ -228,9 +243,24 @@ async fn route(
         // every connection's future.
         return Box::pin(crate::edge::rest::serve(ctx, stream, buf, req)).await;
     }
+    let jwks = cfg.verifier.as_ref().and_then(|v| v.jwks());
     let resp = match (path, &req.method) {
         ("/healthz", Method::Get) => json(200, b"{\"status\":\"ok\"}".to_vec()),
         ("/readyz", Method::Get) => match &ctx.cluster {
+            // First: the load balancer must stop sending at once.
+            _ if cfg.draining() => json(
+                503,
+                b"{\"status\":\"draining\",\"reason\":\"shutting down\"}".to_vec(),
+            ),
+            // No key set ever loaded: no token naming a kid can be checked.
+            _ if jwks.is_some_and(|j| !j.loaded.load(std::sync::atomic::Ordering::Relaxed)) => {
+                let why = jwks.and_then(|j| j.error()).unwrap_or_default();
+                let reason = crate::frame::json_str(&format!("jwks not loaded: {why}"));
+                json(
+                    503,
+                    format!("{{\"status\":\"unavailable\",\"reason\":{reason}}}").into_bytes(),
+                )
+            }
             Some(c) if !c.is_up() => {
                 let why = c
                     .stats
@@ -244,7 +274,17 @@ async fn route(
                     format!("{{\"status\":\"unavailable\",\"reason\":{reason}}}").into_bytes(),
                 )
             }
-            _ => json(200, b"{\"status\":\"ready\"}".to_vec()),
+            // A failed refresh keeps the previous keys: still ready, but said.
+            _ => match jwks.and_then(|j| j.error()) {
+                Some(why) => {
+                    let w = crate::frame::json_str(&format!("jwks refresh failed: {why}"));
+                    json(
+                        200,
+                        format!("{{\"status\":\"ready\",\"warnings\":[{w}]}}").into_bytes(),
+                    )
+                }
+                None => json(200, b"{\"status\":\"ready\"}".to_vec()),
+            },
         },
         ("/healthz" | "/readyz", _) => http::response(
             405,

@@ -144,6 +144,10 @@ pub struct ProtocolViolation(pub &'static str);
 pub enum Full {
     Connections,
     PendingSessions,
+    /// The instance is shutting down: new sessions go to other instances.
+    Draining,
+    /// The process is above `--max-memory`.
+    Memory,
 }
 
 impl Full {
@@ -151,6 +155,8 @@ impl Full {
         match self {
             Full::Connections => "Server at max connections",
             Full::PendingSessions => "Server at max pending sessions",
+            Full::Draining => "Server is shutting down",
+            Full::Memory => "Server over its memory limit",
         }
     }
 }
@@ -170,6 +176,12 @@ impl Session {
     ) -> Result<Rc<Self>, Full> {
         let ctx = engine.ctx.clone();
         let cfg = &ctx.cfg;
+        if cfg.draining() {
+            return Err(Full::Draining);
+        }
+        if cfg.over_memory() {
+            return Err(Full::Memory);
+        }
         if raw {
             if !take_slot(&cfg.connected_sessions, cfg.max_connections) {
                 return Err(Full::Connections);

@@ -156,6 +156,53 @@ describe('admin page [shards=2, chromium]', () => {
     await context.close();
   });
 
+  it('moderates from the members table: remove from the channel, disconnect a socket, disconnect a user', async () => {
+    const { context, page, errors } = await openPage();
+    await page.fill('#credential', API_KEY);
+    await page.click('#signin-form button[type=submit]');
+    await page.locator('#app').waitFor({ state: 'visible', ...T });
+    const ch = uniq('admin-mod');
+    const opts = { transports: ['websocket'], reconnection: true, reconnectionDelay: 50 };
+    const ann = await connect(srv, { sub: 'ann', ...opts });
+    const ben = await connect(srv, { sub: 'ben', ...opts });
+    const cy = await connect(srv, { sub: 'cy', ...opts });
+    const cyElsewhere = await connect(srv, { sub: 'cy', ...opts }); // not in the channel
+    for (const s of [ann, ben, cy]) await ack(s, 'join', ch);
+    await page.fill('#events-input', ch);
+    await page.click('#events-open button[type=submit]');
+    const rows = '#members tbody tr[data-socket-id]';
+    await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 3, rows, T);
+    const button = (id, action) => page.locator(`#members tbody tr[data-socket-id="${id}"] button[data-action="${action}"]`);
+
+    // Remove ann from the channel, with a reason: she is told, stays connected, leaves the list.
+    const annError = waitFor(ann, 'error');
+    await page.fill('#mod-reason', 'off-topic');
+    await button(ann.id, 'remove').click();
+    assert.deepEqual(await annError, { code: 'removed', channel: ch, message: 'off-topic' });
+    await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 2, rows, T);
+    assert.match(await text(page, '#mod-result'), /^200 /);
+    assert.ok(ann.connected);
+
+    // Disconnect ben: a server DISCONNECT, socket.io-client stays away.
+    const benGone = waitFor(ben, 'disconnect');
+    await button(ben.id, 'disconnect').click();
+    assert.equal(await benGone, 'io server disconnect');
+    await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 1, rows, T);
+
+    // Disconnect user cy, letting the client reconnect: both of cy's sockets are cut.
+    await page.fill('#mod-reason', '');
+    await page.check('#mod-reconnect');
+    const cyGone = [waitFor(cy, 'disconnect'), waitFor(cyElsewhere, 'disconnect')];
+    await button(cy.id, 'disconnect-user').click();
+    assert.deepEqual(await Promise.all(cyGone), ['transport close', 'transport close']);
+    await page.waitForFunction(() => /"disconnected":2/.test(document.getElementById('mod-result').textContent), null, T);
+    await page.waitForTimeout(300);
+    assert.equal(ben.active, false, 'ben does not come back');
+    assert.deepEqual(errors, []);
+    for (const s of [ann, ben, cy, cyElsewhere]) s.close();
+    await context.close();
+  });
+
   it('opens the recent events of a channel nobody is in, by name', async () => {
     const { context, page, errors } = await openPage();
     await page.fill('#credential', API_KEY);

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import {
   startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, checkEvent, REDIS_URL, redisCmd,
 } from './fixture.mjs';
+import { startRedisCluster, primaryOf, keySlot } from './redis_cluster.mjs';
 const rand = () => crypto.randomBytes(4).toString('hex');
 const MSG_METRIC = 'socket_gateway_cluster_messages_received_total';
 
@@ -178,21 +179,32 @@ const sids = (members) => members.map((m) => m.socketId).sort();
 
 // ---------------------------------------------------------------------------------------------
 
-describe('cluster: three instances on one Redis', () => {
+/**
+ * The cluster suite, on `backend`: one Redis server, or a Redis Cluster (tests/js/redis_cluster.mjs)
+ * where channel traffic is sharded pub/sub. backend: {title, start() → url, numsub(url, prefix,
+ * channel) → subscriptions of the channel's topic, drop(url, prefix), stop()}.
+ */
+function threeInstances(backend) {
+describe(`cluster: three instances on ${backend.title}`, () => {
   const prefix = `t${rand()}`;
   let A; let B; let C;
   const nodes = [];
 
+  let url;
+
   before(async () => {
-    await requireRedis(REDIS_URL);
-    [A, B, C] = await Promise.all(['a', 'b', 'c'].map((n) => startNode(`${n}${rand()}`, prefix)));
+    url = await backend.start();
+    // Pod-style ids (Deployment pod names with a namespace suffix: `-` and `.` inside), so every
+    // test of this suite checks that socket ids embedding them route and parse back.
+    [A, B, C] = await Promise.all(['a', 'b', 'c'].map((n) => startNode(`gateway-7d9f8-${n}${rand().slice(0, 5)}.ns`, prefix, url)));
     nodes.push(A, B, C);
     for (const n of nodes) await until(async () => (await readyz(n)).status === 200, `${n.id} ready`);
   });
   after(async () => {
     await Promise.all(nodes.map((n) => n.stop()));
     // Gracefully stopped instances leave their presence keys behind: remove them.
-    await dropPrefix(REDIS_URL, prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
+    await backend.drop(url, prefix).catch((e) => console.log(`# could not remove the keys under ${prefix}: ${e.message}`));
+    await backend.stop();
   });
 
   it('a publish on one instance reaches the members on every instance, exactly once each', async () => {
@@ -254,6 +266,10 @@ describe('cluster: three instances on one Redis', () => {
     const c1 = await connect(C);
     const rb = record(b1, 'event');
     const rc = record(c1, 'event');
+    for (const [sock, node] of [[a1, A], [b1, B], [c1, C]]) {
+      assert.ok(sock.id.startsWith(`${node.id}-`), `socket id ${sock.id} embeds the instance id ${node.id}`);
+      assert.match(sock.id.slice(node.id.length), /^-[0-9a-f]{1,2}-[0-9a-f]{16}$/);
+    }
     const res = await ack(a1, 'direct', { to: c1.id, event: 'dm', data: { x: 1 } });
     assert.equal(res.ok, true, JSON.stringify(res));
     await until(() => rc.length === 1, 'c1 gets the direct');
@@ -267,7 +283,9 @@ describe('cluster: three instances on one Redis', () => {
 
     // ids that look right but name no connected socket
     const [inst, shard] = [C.id, 1];
-    for (const to of [`${inst}-${shard}-fffff`, `${inst}-0-fffff`, `${inst}-9-1`, `nosuch${rand()}-0-1`]) {
+    for (const to of [`${inst}-${shard}-fffff`, `${inst}-0-fffff`, `${inst}-9-1`, `nosuch${rand()}-0-1`,
+      `${inst}-${shard}-00000000000fffff`, `${inst}-0${shard}-00000000000fffff`, `${inst.split('.')[0]}-0-0000000000000001`,
+      `nosuch-${rand()}.ns-0-0000000000000001`]) {
       const r = await ack(a1, 'direct', { to, event: 'dm', data: null });
       assert.ok(isErr(r, 'not_found'), `direct to ${to}: ${JSON.stringify(r)}`);
     }
@@ -425,7 +443,7 @@ describe('cluster: three instances on one Redis', () => {
 
   it('overlapping prefix subscriptions on an instance with no exact interest deliver once each', async () => {
     // A fresh instance, so that its only Redis interest is the two patterns below.
-    const G = await startNode(`g${rand()}`, prefix);
+    const G = await startNode(`g${rand()}`, prefix, url);
     nodes.push(G);
     try {
       await until(async () => (await readyz(G)).status === 200, 'G ready');
@@ -468,31 +486,32 @@ describe('cluster: three instances on one Redis', () => {
   });
 
   it('interest: an instance SUBSCRIBEs in Redis on its first local member and UNSUBSCRIBEs after its last', async () => {
-    // Counted with PUBSUB NUMSUB on the channel's topic (the lead's naming: <prefix>:ch:<channel>).
+    // Counted with PUBSUB NUMSUB on the channel's topic (<prefix>:ch:<channel>), or on a Redis
+    // Cluster with PUBSUB SHARDNUMSUB on its slot's primary (<prefix>:ch:{<channel>}).
     const ch = uniq('clnumsub');
-    const topic = `${prefix}:ch:${ch}`;
+    const numsubOf = () => backend.numsub(url, prefix, ch);
     const a1 = await connect(A);
     const a2 = await connect(A, { transports: ['websocket'] });
     const b1 = await connect(B);
     await connect(C); // connected, never a member
-    assert.equal(await numsub(REDIS_URL, topic), 0);
+    assert.equal(await numsubOf(), 0);
     await ack(a1, 'join', ch);
-    assert.equal(await numsub(REDIS_URL, topic), 1, 'subscribed once the join is acked');
+    assert.equal(await numsubOf(), 1, 'subscribed once the join is acked');
     await ack(a2, 'join', ch); // same instance: no second subscription
     await ack(b1, 'join', ch);
-    assert.equal(await numsub(REDIS_URL, topic), 2, 'one subscription per interested instance');
+    assert.equal(await numsubOf(), 2, 'one subscription per interested instance');
     await ack(b1, 'leave', ch);
-    await until(async () => (await numsub(REDIS_URL, topic)) === 1, 'B unsubscribes after its last member leaves');
+    await until(async () => (await numsubOf()) === 1, 'B unsubscribes after its last member leaves');
     await ack(a1, 'leave', ch);
     await sleep(200);
-    assert.equal(await numsub(REDIS_URL, topic), 1, 'A keeps its subscription while a2 is a member');
+    assert.equal(await numsubOf(), 1, 'A keeps its subscription while a2 is a member');
     a2.close();
-    await until(async () => (await numsub(REDIS_URL, topic)) === 0, 'A unsubscribes after its last member disconnects');
+    await until(async () => (await numsubOf()) === 0, 'A unsubscribes after its last member disconnects');
   });
 
   it('clusters with other prefixes on the same Redis are isolated', async () => {
     const xPrefix = `t${rand()}`;
-    const X = await startNode(`x${rand()}`, xPrefix);
+    const X = await startNode(`x${rand()}`, xPrefix, url);
     nodes.push(X);
     try {
       await until(async () => (await readyz(X)).status === 200, 'X ready');
@@ -517,12 +536,12 @@ describe('cluster: three instances on one Redis', () => {
       assert.ok(isErr(await ack(x1, 'direct', { to: a1.id, event: 'dm', data: null }), 'not_found'));
     } finally {
       await X.stop();
-      await dropPrefix(REDIS_URL, xPrefix).catch(() => {});
+      await backend.drop(url, xPrefix).catch(() => {});
     }
   });
 
   it('an instance killed with SIGKILL leaves members, channels and connections within 15 s', async () => {
-    const D = await startNode(`d${rand()}`, prefix);
+    const D = await startNode(`d${rand()}`, prefix, url);
     nodes.push(D);
     await until(async () => (await readyz(D)).status === 200, 'D ready');
     const ch = uniq('clkill');
@@ -588,6 +607,36 @@ describe('cluster: three instances on one Redis', () => {
     assert.ok(Date.now() - t0 <= 15000);
     console.log(`# killed instance left the members view after ${tMembers} ms, every view after ${Date.now() - t0} ms`);
   });
+});
+}
+
+threeInstances({
+  title: 'one Redis',
+  start: async () => { await requireRedis(REDIS_URL); return REDIS_URL; },
+  numsub: (url, prefix, ch) => numsub(url, `${prefix}:ch:${ch}`),
+  drop: dropPrefix,
+  stop: async () => {},
+});
+
+// The same suite on a private Redis Cluster: channels SSUBSCRIBEd on their slot's primary only.
+let redisCluster = null;
+threeInstances({
+  title: 'a Redis Cluster (3 primaries + 3 replicas, sharded pub/sub)',
+  start: async () => { redisCluster = await startRedisCluster(); return redisCluster.url; },
+  numsub: async (url, prefix, ch) => {
+    const topic = `${prefix}:ch:{${ch}}`;
+    const port = redisCluster.ports[0];
+    const owner = await primaryOf(port, await keySlot(port, topic));
+    let n = 0;
+    for (const p of await redisCluster.primaries()) {
+      const [, k] = await redisCmd(`redis://127.0.0.1:${p}`, 'PUBSUB', 'SHARDNUMSUB', topic);
+      if (p !== owner) assert.equal(Number(k), 0, `${topic} subscribed on ${p}, which does not own its slot (${owner} does)`);
+      else n = Number(k);
+    }
+    return n;
+  },
+  drop: async () => {}, // private, stopped after
+  stop: async () => redisCluster?.stop(),
 });
 
 describe('cluster: Redis stopped and restarted mid-traffic', () => {

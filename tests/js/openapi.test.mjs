@@ -47,6 +47,7 @@ describe('OpenAPI document vs the server [shards=2]', () => {
   let doc;
   const auth = { Authorization: `Bearer ${API_KEY}` };
   let channel;
+  let sockets;
 
   before(async () => {
     srv = await startServer({ shards: 2, maxPayload: MAX_PAYLOAD, extraArgs: ['--api-key', API_KEY] });
@@ -59,6 +60,7 @@ describe('OpenAPI document vs the server [shards=2]', () => {
     const b = await connect(srv);
     await ack(a, 'join', channel);
     await ack(b, 'join', channel);
+    sockets = { a, b };
   });
   after(async () => { closeAll(srv); await srv?.stop(); });
 
@@ -84,21 +86,29 @@ describe('OpenAPI document vs the server [shards=2]', () => {
 
   /** A valid request for an operation, from its parameters and request body schema. */
   function validRequest(o) {
-    let url = o.path.replace('{channel}', encodeURIComponent(channel));
+    // Moderation acts on real sockets: `b` leaves the channel, `a` is disconnected (the
+    // document lists those operations after the views).
+    const target = o.path.includes('/members/') ? sockets.b : sockets.a;
+    let url = o.path.replace('{channel}', encodeURIComponent(channel))
+      .replace('{socketId}', encodeURIComponent(target.id ?? 'gone-0-0000000000000001'))
+      .replace('{userId}', 'openapi-user');
     const q = (o.op.parameters || []).filter((p) => p.in === 'query');
-    if (q.length) url += `?${q.map((p) => `${p.name}=${p.schema.type === 'integer' ? '10' : encodeURIComponent(channel.slice(0, 5))}`).join('&')}`;
+    const value = (p) => (p.schema.type === 'integer' ? '10' : p.schema.type === 'boolean' ? 'false' : encodeURIComponent(channel.slice(0, 5)));
+    if (q.length) url += `?${q.map((p) => `${p.name}=${value(p)}`).join('&')}`;
     const headers = o.op.security?.length === 0 ? {} : { ...auth };
     let body;
     if (o.op.requestBody) {
       headers['Content-Type'] = 'application/json';
-      body = JSON.stringify({ channel, event: 'openapi', data: { n: 1 } });
+      const media = o.op.requestBody.content['application/json'];
+      body = JSON.stringify(media.example ?? { channel, event: 'openapi', data: { n: 1 } });
     }
     return { url, headers, body };
   }
 
   it('is OpenAPI 3 with the documented routes', () => {
     assert.match(doc.openapi, /^3\.0\./);
-    for (const p of ['/api/socket/channels', '/api/socket/channels/{channel}/members', '/api/socket/channels/{channel}/history', '/api/socket/connections', '/api/socket/broadcast', '/api/socket/openapi.json']) {
+    for (const p of ['/api/socket/channels', '/api/socket/channels/{channel}/members', '/api/socket/channels/{channel}/history', '/api/socket/connections', '/api/socket/broadcast', '/api/socket/openapi.json',
+      '/api/socket/connections/{socketId}', '/api/socket/users/{userId}/disconnect', '/api/socket/channels/{channel}/members/{socketId}']) {
       assert.ok(doc.paths[p], p);
     }
     assert.equal(doc.components.securitySchemes.bearer.scheme, 'bearer');
@@ -142,7 +152,7 @@ describe('OpenAPI document vs the server [shards=2]', () => {
     for (const [p, item] of Object.entries(doc.paths)) {
       const methods = Object.keys(item).map((m) => m.toUpperCase());
       const other = methods.includes('GET') ? 'DELETE' : 'GET';
-      const url = p.replace('{channel}', 'x');
+      const url = p.replace('{channel}', 'x').replace('{socketId}', 'i-0-0000000000000001').replace('{userId}', 'u');
       const res = await fetch(srv.url + url, { method: other, headers: auth });
       if (p === '/healthz' || p === '/readyz') continue; // served by the server's health routes
       assert.equal(res.status, 405, `${other} ${p}`);

@@ -40,6 +40,10 @@ impl Link {
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.del(self.inst_key(&me, "ch")).ignore();
+        pipe.del(self.inst_key(&me, "users")).ignore();
+        for (user, n) in &self.users {
+            pipe.hset(self.inst_key(&me, "users"), user, *n).ignore();
+        }
         for k in old {
             pipe.del(k).ignore();
         }
@@ -59,6 +63,16 @@ impl Link {
         self.sweep_after = None;
         let conn = &mut self.cmd()?;
         pipe.query_async::<redis::Value>(conn).await?;
+        if self.cfg.cluster {
+            // `instances` lives in another slot than this instance's keys:
+            // listed once they are all written.
+            let _: i64 = redis::cmd("ZADD")
+                .arg(self.key("instances"))
+                .arg(shards::now_ms())
+                .arg(&me)
+                .query_async(conn)
+                .await?;
+        }
         self.last_beat = Instant::now();
         Ok(())
     }
@@ -72,10 +86,22 @@ impl Link {
         let now = shards::now_ms();
         let ttl = self.presence_ttl() as i64;
         self.info_cmds(pipe);
-        for k in ["ch", "keys"] {
+        for k in ["ch", "keys", "users"] {
             pipe.pexpire(self.inst_key(me, k), ttl).ignore();
         }
-        if create {
+        if self.cfg.cluster {
+            // The heartbeat also in this instance's slot, where a collecting
+            // peer re-checks it (see `forget_instance`).
+            pipe.cmd("SET")
+                .arg(self.inst_key(me, "beat"))
+                .arg(now)
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
+        }
+        if create && self.cfg.cluster {
+            // Listed by the caller, after the transaction.
+        } else if create {
             pipe.zadd(self.key("instances"), me, now).ignore();
         } else {
             pipe.cmd("ZADD")
@@ -208,6 +234,9 @@ impl Link {
         inst: &str,
         cutoff: Option<u64>,
     ) -> redis::RedisResult<bool> {
+        if self.cfg.cluster {
+            return self.forget_instance_sharded(inst, cutoff).await;
+        }
         // Plain EVAL: the crate's `script` feature is off, and this is rare.
         let mut eval = redis::cmd("EVAL");
         eval.arg(FORGET_LUA)
@@ -222,13 +251,76 @@ impl Link {
     }
 }
 
+impl Link {
+    /// `forget_instance` on a Redis Cluster, where `instances` and the
+    /// instance's keys are in different slots: first its entry in
+    /// `instances` (only if still stale and listed), then its keys (only if
+    /// its heartbeat in its own slot is still older than the cutoff). An
+    /// instance that resumes in between either finds itself unlisted (its
+    /// `ZADD XX` answers 0) and rewrites everything, or has written a fresh
+    /// `beat` first and keeps its keys.
+    async fn forget_instance_sharded(
+        &mut self,
+        inst: &str,
+        cutoff: Option<u64>,
+    ) -> redis::RedisResult<bool> {
+        let cutoff = cutoff.map_or_else(|| "-".to_string(), |c| c.to_string());
+        let conn = &mut self.cmd()?;
+        let listed: i64 = redis::cmd("EVAL")
+            .arg(UNLIST_LUA)
+            .arg(1)
+            .arg(self.key("instances"))
+            .arg(inst)
+            .arg(&cutoff)
+            .query_async(conn)
+            .await?;
+        if listed == 0 && cutoff != "-" {
+            return Ok(false);
+        }
+        let _: i64 = redis::cmd("HDEL")
+            .arg(self.px_topic())
+            .arg(inst)
+            .query_async(conn)
+            .await?;
+        let n: i64 = redis::cmd("EVAL")
+            .arg(FORGET_KEYS_LUA)
+            .arg(1)
+            .arg(self.inst_key(inst, "keys"))
+            .arg(&cutoff)
+            .arg(self.inst_key(inst, ""))
+            .query_async(conn)
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+/// Cluster: removes an instance from `instances` if its score is still at
+/// most ARGV[2] (or "-": unconditionally). KEYS[1]: `instances`; ARGV[1]:
+/// the instance.
+const UNLIST_LUA: &str = r#"
+if ARGV[2] ~= '-' then
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not s or tonumber(s) > tonumber(ARGV[2]) then return 0 end
+end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"#;
+
+/// Cluster: deletes an instance's keys (all in its slot) if its `beat` is
+/// still at most ARGV[1] (or "-"). KEYS[1]: its `keys` set; ARGV[2]: its key
+/// prefix (`<prefix>:i:{<instance>}:`).
+const FORGET_KEYS_LUA: &str = r#"
+if ARGV[1] ~= '-' then
+  local b = redis.call('GET', ARGV[2] .. 'beat')
+  if b and tonumber(b) > tonumber(ARGV[1]) then return 0 end
+end
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', k) end
+redis.call('DEL', KEYS[1], ARGV[2] .. 'ch', ARGV[2] .. 'info', ARGV[2] .. 'beat', ARGV[2] .. 'users')
+return 1
+"#;
+
 /// The shortest TTL of a member hash (see `Link::member_ttl`).
 pub(super) const MEMBER_TTL_FLOOR_MS: u64 = 10 * 60 * 1000;
 
-/// Deletes an instance's presence (see `Link::forget_instance`).
-/// KEYS[1]: the `instances` sorted set. ARGV[1]: the instance; ARGV[2]: the
-/// cutoff in ms, or "-" for unconditionally; ARGV[3]: the instance's key
-/// prefix (`<prefix>:i:<instance>:`). Redis runs a script atomically.
 /// Deletes an instance's presence (see `Link::forget_instance`).
 /// KEYS[1]: the `instances` sorted set. ARGV[1]: the instance; ARGV[2]: the
 /// cutoff in ms, or "-" for unconditionally; ARGV[3]: the instance's key
@@ -240,7 +332,7 @@ if ARGV[2] ~= '-' then
 end
 local keys = ARGV[3] .. 'keys'
 for _, k in ipairs(redis.call('SMEMBERS', keys)) do redis.call('DEL', k) end
-redis.call('DEL', keys, ARGV[3] .. 'ch', ARGV[3] .. 'info')
+redis.call('DEL', keys, ARGV[3] .. 'ch', ARGV[3] .. 'info', ARGV[3] .. 'users')
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 "#;

@@ -30,7 +30,7 @@ impl Link {
     pub(super) async fn query(&mut self, shard: usize, qid: u64, q: Query) -> Option<Reply> {
         if self.conn.is_none() {
             return Some(match q {
-                Query::Direct { .. } => Reply::Delivered(false),
+                Query::Direct { .. } | Query::Control { .. } => Reply::Delivered(false),
                 _ => Reply::Unavailable,
             });
         }
@@ -81,6 +81,35 @@ impl Link {
                 .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
             return Ok(None);
         }
+        if let Query::Control {
+            instance,
+            shard: to_shard,
+            seq,
+            body,
+        } = q
+        {
+            let req = self.next_req;
+            self.next_req += 1;
+            let env = Envelope::Control {
+                origin: self.cfg.instance.clone(),
+                req,
+                shard: to_shard,
+                seq,
+                body,
+            };
+            let conn = &mut self.cmd()?;
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg(self.inbox(&instance))
+                .arg(env.encode())
+                .query_async(conn)
+                .await?;
+            if receivers == 0 {
+                return Ok(Some(Reply::Delivered(false)));
+            }
+            self.pending_direct
+                .insert(req, (shard, qid, Instant::now() + Duration::from_secs(3)));
+            return Ok(None);
+        }
         match q {
             Query::RecoverState {
                 socket_id,
@@ -108,12 +137,32 @@ impl Link {
         let mut pipe = redis::pipe();
         let resp = match q {
             Query::Count(channel) => {
-                for i in &live {
+                let own = self.members.get(&*channel).map_or(0, |m| m.len());
+                let me = self.cfg.instance.clone();
+                for i in live.iter().filter(|i| **i != *me) {
                     pipe.hget(self.inst_key(i, "ch"), &*channel);
                 }
-                let conn = &mut self.cmd()?;
-                let counts: Vec<Option<usize>> = pipe.query_async(conn).await?;
-                Reply::Count(counts.into_iter().flatten().sum())
+                let others: Vec<Option<usize>> = if live.iter().any(|i| *i != *me) {
+                    let conn = &mut self.cmd()?;
+                    pipe.query_async(conn).await?
+                } else {
+                    Vec::new()
+                };
+                Reply::Count(own + others.into_iter().flatten().sum::<usize>())
+            }
+            Query::UserCount(user) => {
+                let own = self.users.get(&*user).copied().unwrap_or(0);
+                let me = self.cfg.instance.clone();
+                for i in live.iter().filter(|i| **i != *me) {
+                    pipe.hget(self.inst_key(i, "users"), &*user);
+                }
+                let others: Vec<Option<usize>> = if live.iter().any(|i| *i != *me) {
+                    let conn = &mut self.cmd()?;
+                    pipe.query_async(conn).await?
+                } else {
+                    Vec::new()
+                };
+                Reply::Count(own + others.into_iter().flatten().sum::<usize>())
             }
             Query::Members(channel) => {
                 for i in &live {
@@ -170,6 +219,7 @@ impl Link {
             }
             Query::Flushed => Reply::Done,
             Query::Direct { .. }
+            | Query::Control { .. }
             | Query::RecoverState { .. }
             | Query::RecoverEntries { .. }
             | Query::History { .. } => unreachable!("handled above"),

@@ -22,10 +22,11 @@
 
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 
-use super::Link;
+use shards::Publication;
+
+use super::{CmdConn, Link};
 use crate::cluster::msg::{Missed, Reply};
 use crate::cluster::wire::Envelope;
 
@@ -34,6 +35,13 @@ const PUBLISH: &str = r"
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return redis.call('PUBLISH', ARGV[1], ARGV[2])";
+
+/// The same on a Redis Cluster: SPUBLISH, to the topic that shares the
+/// stream's slot.
+const SPUBLISH: &str = r"
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return redis.call('SPUBLISH', ARGV[1], ARGV[2])";
 
 /// Keeps a direct message for a socket that has a recoverable state, and
 /// publishes it to the target instance's inbox: {receivers, kept}.
@@ -46,20 +54,51 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return {redis.call('PUBLISH', ARGV[1], ARGV[2]), kept}";
 
+/// On a Redis Cluster the inbox is in another slot than the socket's keys:
+/// the script only keeps ({0, kept}); the link then SPUBLISHes.
+const DIRECT_KEEP: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  return {0, 1}
+end
+return {0, 0}";
+
+/// The publish and direct scripts (for a cluster, or one server).
+pub(super) fn scripts(cluster: bool, recovery: bool) -> Vec<String> {
+    match (recovery, cluster) {
+        (false, _) => Vec::new(),
+        (true, true) => vec![SPUBLISH.to_string(), DIRECT_KEEP.to_string()],
+        (true, false) => vec![PUBLISH.to_string(), DIRECT.to_string()],
+    }
+}
+
 /// How long before its offset's event a recovering socket is given events
 /// of its other channels again: what may have been in flight to it.
 const SLACK_MS: u64 = 2000;
 
+/// How far before a subscription moved (or the cluster went away) its
+/// stream is read again (from the last entry this instance received, when
+/// the stream still holds it): longer than a switch-over takes to be seen.
+pub(super) const REFILL_SLACK_MS: u64 = 2000;
+
+/// Loads the scripts (on a cluster the router has loaded them on every
+/// primary already; this learns their SHA1s).
 pub(super) async fn load_scripts(
-    conn: &mut MultiplexedConnection,
+    conn: &mut CmdConn,
+    cluster: bool,
 ) -> redis::RedisResult<(String, String)> {
-    let load = |s: &'static str| {
-        let mut c = redis::cmd("SCRIPT");
-        c.arg("LOAD").arg(s);
-        c
-    };
-    let publish: String = load(PUBLISH).query_async(conn).await?;
-    let direct: String = load(DIRECT).query_async(conn).await?;
+    let mut shas = Vec::new();
+    for s in scripts(cluster, true) {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(s)
+            .query_async(conn)
+            .await?;
+        shas.push(sha);
+    }
+    let direct = shas.pop().unwrap_or_default();
+    let publish = shas.pop().unwrap_or_default();
     Ok((publish, direct))
 }
 
@@ -110,15 +149,7 @@ impl Link {
         if !change {
             return;
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        let r = if on {
-            super::bounded(conn.sink.subscribe(&inbox)).await
-        } else {
-            super::bounded(conn.sink.unsubscribe(&inbox)).await
-        };
-        if let Err(e) = r {
+        if let Err(e) = self.subscribe(&[inbox], on).await {
             self.down(&e.to_string());
         }
     }
@@ -133,32 +164,90 @@ impl Link {
         env: Vec<u8>,
     ) -> redis::RedisResult<Option<bool>> {
         let (scripts, store) = (self.scripts.clone(), self.cfg.recovery);
+        let publish = self.publish_cmd();
+        let cluster = self.cfg.cluster;
         let conn = &mut self.cmd()?;
-        let (receivers, kept): (i64, i64) = match (scripts, store) {
+        let (receivers, kept): (i64, i64) = match (&scripts, store) {
             (Some((_, direct)), Some(r)) => {
                 redis::cmd("EVALSHA")
                     .arg(direct)
                     .arg(2)
                     .arg(self.state_key(&socket_id))
                     .arg(self.direct_key(&socket_id))
-                    .arg(inbox)
-                    .arg(env)
+                    .arg(&inbox)
+                    .arg(&env)
                     .arg(r.history_len)
                     .arg(r.ttl_ms)
                     .query_async(conn)
                     .await?
             }
-            _ => {
-                let n: i64 = redis::cmd("PUBLISH")
-                    .arg(inbox)
-                    .arg(env)
-                    .query_async(conn)
-                    .await?;
-                (n, 0)
-            }
+            _ => (0, 0),
+        };
+        // On a cluster the script only kept it (the inbox is in another
+        // slot); without recovery there is no script.
+        let receivers = if cluster || scripts.is_none() || store.is_none() {
+            redis::cmd(publish)
+                .arg(inbox)
+                .arg(env)
+                .query_async(conn)
+                .await?
+        } else {
+            receivers
         };
         // Nobody listens (its instance is gone) but it is kept for the socket.
         Ok((receivers == 0).then_some(kept == 1))
+    }
+
+    /// After subscriptions moved to a new primary (a slot migrated) or the
+    /// cluster came back: what their channels' streams took since `from`,
+    /// delivered before anything that arrives on the new subscriptions, so
+    /// a publish that landed while this instance was not subscribed there
+    /// is not lost (the ones already delivered are dropped by their origin
+    /// and sequence number).
+    pub(super) async fn refill(&mut self, moved: &[String], from: u64) -> redis::RedisResult<()> {
+        if self.cfg.recovery.is_none() {
+            return Ok(());
+        }
+        let head = format!("{}:ch:{{", self.cfg.prefix);
+        let channels: Vec<String> = moved
+            .iter()
+            .filter_map(|t| t.strip_prefix(&head)?.strip_suffix('}'))
+            .map(str::to_string)
+            .collect();
+        if channels.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for c in &channels {
+            pipe.cmd("XRANGE")
+                .arg(self.history_key(c))
+                .arg(format!("{from}-0"))
+                .arg("+");
+        }
+        let conn = &mut self.cmd()?;
+        let streams: Vec<Entries> = pipe.query_async(conn).await?;
+        for (channel, entries) in channels.iter().zip(streams) {
+            let mut envs: Vec<(String, u64, Arc<Publication>)> = entries
+                .iter()
+                .filter_map(|(_, f)| match Envelope::decode(f.get(1)?) {
+                    Some(Envelope::Publish { origin, seq, p }) => Some((origin, seq, p)),
+                    _ => None,
+                })
+                .collect();
+            // Everything up to the last one received here came already.
+            if let Some(last) = self.last_seen.get(channel.as_str()) {
+                if let Some(i) = envs
+                    .iter()
+                    .position(|(o, s, _)| (o, s) == (&last.0, &last.1))
+                {
+                    envs.drain(..=i);
+                }
+            }
+            for (origin, seq, p) in envs {
+                self.on_publish(origin, seq, p);
+            }
+        }
+        Ok(())
     }
 
     /// A channel's events kept in its stream (presence left out), oldest
@@ -213,7 +302,7 @@ impl Link {
                 shard: k.shard,
                 seq: k.seq,
             };
-            let _: i64 = redis::cmd("PUBLISH")
+            let _: i64 = redis::cmd(self.publish_cmd())
                 .arg(self.inbox(instance))
                 .arg(env.encode())
                 .query_async(conn)

@@ -268,6 +268,41 @@ async function loadMembers() {
   }
 }
 
+function actionButton(label, action, title, onClick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'ghost small';
+  b.textContent = label;
+  b.title = title;
+  b.dataset.action = action;
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+// Moderation through the REST API: the reason and "let it reconnect" come from the form above
+// the members table; the answer (or the error) is shown next to it.
+async function moderate(kind, m) {
+  const reason = $('mod-reason').value.trim();
+  const reconnect = $('mod-reconnect').checked;
+  const q = new URLSearchParams();
+  if (reason) q.set('reason', reason);
+  if (reconnect && kind !== 'remove') q.set('reconnect', 'true');
+  const qs = q.toString() ? `?${q}` : '';
+  const id = encodeURIComponent(m.socketId);
+  const req = {
+    remove: [`/api/socket/channels/${encodeURIComponent(state.selected)}/members/${id}${qs}`, 'DELETE'],
+    disconnect: [`/api/socket/connections/${id}${qs}`, 'DELETE'],
+    user: [`/api/socket/users/${encodeURIComponent(m.userId)}/disconnect${qs}`, 'POST'],
+  }[kind];
+  try {
+    const { status, text } = await api(req[0], { method: req[1] });
+    $('mod-result').textContent = `${status} ${text}`;
+  } catch (e) {
+    $('mod-result').textContent = e.message;
+  }
+  await loadMembers();
+}
+
 function renderMembers(members, more) {
   const tbody = $('members').tBodies[0];
   const frag = document.createDocumentFragment();
@@ -283,12 +318,19 @@ function renderMembers(members, more) {
     td.title = info;
     const joined = new Date(m.joinedAt);
     cell(tr, joined.toLocaleTimeString()).title = joined.toISOString();
+    const actions = cell(tr, '');
+    actions.className = 'actions';
+    actions.append(
+      actionButton('Remove', 'remove', 'Take this socket out of the channel', () => moderate('remove', m)),
+      actionButton('Disconnect', 'disconnect', 'Disconnect this socket', () => moderate('disconnect', m)),
+      actionButton('Disconnect user', 'disconnect-user', 'Disconnect every socket of this user, on every instance', () => moderate('user', m)),
+    );
     frag.appendChild(tr);
   }
   if (members.length === 0) {
     const tr = document.createElement('tr');
     const td = cell(tr, 'No member: the channel is inactive.');
-    td.colSpan = 4;
+    td.colSpan = 5;
     td.className = 'empty';
     frag.appendChild(tr);
   }

@@ -10,7 +10,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::app::{history, members, views};
+use crate::app::{history, members, moderation, views};
 use crate::args::{self, Fields};
 use crate::ctx::ShardCtx;
 use crate::edge::rest::error::ApiError;
@@ -126,6 +126,133 @@ pub async fn broadcast(ctx: &Rc<ShardCtx>, req: &Request, body: &[u8]) -> Result
     Ok(Reply::json(
         202,
         format!("{{\"ok\":true,\"id\":{}}}", json_str(&id)),
+    ))
+}
+
+/// Longest moderation `reason`, in characters.
+const MAX_REASON: usize = 256;
+
+/// A moderation request's `reason` and `reconnect`: from the query string,
+/// or (for a POST) the JSON body's fields, which win.
+fn moderation_options(
+    req: &Request,
+    body: &[u8],
+    default_reason: &str,
+) -> Result<(String, bool), ApiError> {
+    let mut reason = req.query_param("reason").map(|r| r.into_owned());
+    let mut reconnect = match req.query_param("reconnect").as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(_) => return Err(ApiError::bad_request("\"reconnect\" must be true or false")),
+    };
+    if !body.is_empty() {
+        if !is_json(req.content_type.as_deref()) {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+        match obj.get("reason") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(r)) => reason = Some(r.clone()),
+            Some(_) => return Err(ApiError::bad_request("\"reason\" must be a string")),
+        }
+        match obj.get("reconnect") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => reconnect = *b,
+            Some(_) => return Err(ApiError::bad_request("\"reconnect\" must be a boolean")),
+        }
+    }
+    let reason = reason.unwrap_or_else(|| default_reason.to_string());
+    if reason.chars().count() > MAX_REASON {
+        return Err(ApiError::bad_request(format!(
+            "\"reason\" is longer than {MAX_REASON} characters"
+        )));
+    }
+    Ok((reason, reconnect))
+}
+
+fn decode_segment(raw: &str, what: &str) -> Result<String, ApiError> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| ApiError::bad_request(format!("the {what} is not UTF-8")))
+}
+
+/// `DELETE /api/socket/connections/:socketId[?reason=R][&reconnect=true]`:
+/// disconnects the socket, on whichever instance holds it.
+pub async fn disconnect_socket(
+    ctx: &Rc<ShardCtx>,
+    raw: &str,
+    req: &Request,
+) -> Result<Reply, ApiError> {
+    let id = decode_segment(raw, "socket id")?;
+    let (reason, reconnect) = moderation_options(req, &[], "disconnected by an administrator")?;
+    if !moderation::disconnect_socket(ctx, &id, reason, reconnect).await {
+        return Err(ApiError::new(
+            404,
+            "not_found",
+            "no such socket is connected",
+        ));
+    }
+    Ok(Reply::json(
+        200,
+        format!("{{\"ok\":true,\"socketId\":{}}}", json_str(&id)),
+    ))
+}
+
+/// `POST /api/socket/users/:userId/disconnect` (body, optional:
+/// `{"reason","reconnect"}`): every socket of the user, on every instance.
+pub async fn disconnect_user(
+    ctx: &Rc<ShardCtx>,
+    raw: &str,
+    req: &Request,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
+    let user = decode_segment(raw, "user id")?;
+    let (reason, reconnect) = moderation_options(req, body, "disconnected by an administrator")?;
+    let (here, there) = moderation::disconnect_user(ctx, &user, reason, reconnect).await;
+    Ok(Reply::json(
+        200,
+        format!(
+            "{{\"ok\":true,\"userId\":{},\"disconnected\":{here},\"otherInstances\":{there}}}",
+            json_str(&user)
+        ),
+    ))
+}
+
+/// `DELETE /api/socket/channels/:channel/members/:socketId[?reason=R]`:
+/// takes the socket out of the channel as its own `leave` would.
+pub async fn remove_member(
+    ctx: &Rc<ShardCtx>,
+    raw_channel: &str,
+    raw_id: &str,
+    req: &Request,
+) -> Result<Reply, ApiError> {
+    let channel = decode_channel(raw_channel)?;
+    crate::rules::validate_channel(&channel)?;
+    let id = decode_segment(raw_id, "socket id")?;
+    let (reason, _) = moderation_options(req, &[], "removed by an administrator")?;
+    if !moderation::remove_member(ctx, &id, &channel, reason).await {
+        return Err(ApiError::new(
+            404,
+            "not_found",
+            "no such socket is a member of the channel",
+        ));
+    }
+    Ok(Reply::json(
+        200,
+        format!(
+            "{{\"ok\":true,\"channel\":{},\"socketId\":{}}}",
+            json_str(&channel),
+            json_str(&id)
+        ),
     ))
 }
 

@@ -45,6 +45,12 @@ enum Route {
     History(String),
     Connections,
     Broadcast,
+    /// `DELETE /api/socket/connections/:socketId` (still encoded).
+    Connection(String),
+    /// `POST /api/socket/users/:userId/disconnect` (still encoded).
+    UserDisconnect(String),
+    /// `DELETE /api/socket/channels/:channel/members/:socketId` (both still encoded).
+    Member(String, String),
     OpenApi,
     Metrics,
     /// `/socket`, `/socket/` and the page's assets.
@@ -60,7 +66,21 @@ impl Route {
             "/api/socket/openapi.json" => Route::OpenApi,
             "/metrics" => Route::Metrics,
             _ => {
+                if let Some(id) = path.strip_prefix("/api/socket/connections/") {
+                    return (!id.is_empty() && !id.contains('/'))
+                        .then(|| Route::Connection(id.to_string()));
+                }
+                if let Some(rest) = path.strip_prefix("/api/socket/users/") {
+                    let user = rest.strip_suffix("/disconnect")?;
+                    return (!user.is_empty() && !user.contains('/'))
+                        .then(|| Route::UserDisconnect(user.to_string()));
+                }
                 if let Some(rest) = path.strip_prefix("/api/socket/channels/") {
+                    if let Some((ch, id)) = rest.rsplit_once("/members/") {
+                        if !ch.is_empty() && !id.is_empty() && !id.contains('/') {
+                            return Some(Route::Member(ch.to_string(), id.to_string()));
+                        }
+                    }
                     if let Some(ch) = rest.strip_suffix("/history") {
                         return Some(Route::History(ch.to_string()));
                     }
@@ -75,7 +95,8 @@ impl Route {
     /// The one method the route answers (besides OPTIONS).
     fn method(&self) -> Method {
         match self {
-            Route::Broadcast => Method::Post,
+            Route::Broadcast | Route::UserDisconnect(_) => Method::Post,
+            Route::Connection(_) | Route::Member(..) => Method::Delete,
             _ => Method::Get,
         }
     }
@@ -83,6 +104,7 @@ impl Route {
     fn allow(&self) -> &'static str {
         match self.method() {
             Method::Post => "POST, OPTIONS",
+            Method::Delete => "DELETE, OPTIONS",
             _ => "GET, OPTIONS",
         }
     }
@@ -100,6 +122,9 @@ impl Route {
             Route::History(_) => "/api/socket/channels/:channel/history",
             Route::Connections => "/api/socket/connections",
             Route::Broadcast => "/api/socket/broadcast",
+            Route::Connection(_) => "/api/socket/connections/:socketId",
+            Route::UserDisconnect(_) => "/api/socket/users/:userId/disconnect",
+            Route::Member(..) => "/api/socket/channels/:channel/members/:socketId",
             Route::OpenApi => "/api/socket/openapi.json",
             Route::Metrics => "/metrics",
             Route::Admin(_) => "/socket",
@@ -261,6 +286,9 @@ async fn handle(
         Route::History(raw) => api::history(ctx, raw, req).await,
         Route::Connections => api::connections(ctx).await,
         Route::Broadcast => api::broadcast(ctx, req, &body).await,
+        Route::Connection(id) => api::disconnect_socket(ctx, id, req).await,
+        Route::UserDisconnect(user) => api::disconnect_user(ctx, user, req, &body).await,
+        Route::Member(ch, id) => api::remove_member(ctx, ch, id, req).await,
         Route::OpenApi => Ok(Reply::json(200, OPENAPI)),
         Route::Metrics => Ok(api::metrics(ctx).await),
         Route::Admin(asset) => Ok(crate::edge::admin::reply(asset)),
@@ -316,6 +344,24 @@ mod tests {
         assert!(matches!(Route::parse("/socket"), Some(Route::Admin(_))));
         assert_eq!(Route::parse("/socket/nope.js"), None);
         assert_eq!(Route::Broadcast.allow(), "POST, OPTIONS");
+        assert_eq!(
+            Route::parse("/api/socket/connections/gw-1.ns-0-00000000000000ff"),
+            Some(Route::Connection("gw-1.ns-0-00000000000000ff".into()))
+        );
+        assert_eq!(Route::parse("/api/socket/connections/a/b"), None);
+        assert_eq!(
+            Route::parse("/api/socket/users/u%2F1/disconnect"),
+            Some(Route::UserDisconnect("u%2F1".into()))
+        );
+        assert_eq!(Route::parse("/api/socket/users/u1"), None);
+        assert_eq!(
+            Route::parse("/api/socket/channels/chat%3A1/members/i-0-00000000000000ff"),
+            Some(Route::Member(
+                "chat%3A1".into(),
+                "i-0-00000000000000ff".into()
+            ))
+        );
+        assert_eq!(Route::Connection("x".into()).allow(), "DELETE, OPTIONS");
     }
 
     #[test]
