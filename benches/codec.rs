@@ -72,5 +72,38 @@ fn polling_payload(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, socketio_event, polling_payload);
+/// permessage-deflate of one chat frame (~600 bytes, as the load test's `--chat` publishes):
+/// `once` compresses it (a publication's first compressed recipient on a shard), `shared` is
+/// every other recipient of the same frame (the shard's cache), `subscription` a subscription's
+/// frame, whose own id is added uncompressed to the shared compressed head.
+fn websocket_deflate(c: &mut Criterion) {
+    use socket_gateway::engine::transport::deflate::Deflater;
+    let text = r#"42["event",{"id":"1764659000000-0","channel":"chat:room-42","event":"message","data":{"seq":7,"publisher":1,"ch":2,"sent_ns":1234567890,"message":{"id":"msg-1-7","author":{"id":"user-1","name":"Publisher 1","avatar":"https://cdn.example.com/avatars/user-1.png","status":"online"},"text":"Could someone with admin rights reset the staging database? It is stuck on migrations.","mentions":["user-7"],"reactions":{"thumbs_up":2,"heart":1},"thread":null,"edited":false}},"from":{"socketId":"a1b2c3-0-9f8e7d6c5b4a3f2e","userId":"user-1"},"ts":1764659000000},"1764659000000-0"]"#;
+    let mut g = c.benchmark_group("websocket_deflate");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    let mut d = Deflater::default();
+    g.bench_function("once", |b| {
+        b.iter(|| {
+            // A new frame each time: nothing to reuse.
+            let p = Outgoing::Text(Bytes::copy_from_slice(text.as_bytes()));
+            black_box(d.compress(&p, 256))
+        })
+    });
+    let shared = Outgoing::Text(Bytes::from_static(text.as_bytes()));
+    g.bench_function("shared", |b| {
+        b.iter(|| black_box(d.compress(black_box(&shared), 256)))
+    });
+    let head = Bytes::from_static(&text.as_bytes()[..text.len() - 20]);
+    let sub = Outgoing::TextParts(
+        head,
+        Bytes::from_static(br#","subscriptionId":"s-1"}"#),
+        Bytes::from_static(br#","1764659000000-0"]"#),
+    );
+    g.bench_function("subscription", |b| {
+        b.iter(|| black_box(d.compress(black_box(&sub), 256)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, socketio_event, polling_payload, websocket_deflate);
 criterion_main!(benches);

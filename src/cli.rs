@@ -145,6 +145,19 @@ pub struct RuntimeArgs {
     /// saturation throughput drops by a third (BENCHMARKS.md).
     #[arg(long, env = "SOCKET_GATEWAY_WS_DIRECT_WRITES", default_value_t = false, action = clap::ArgAction::Set)]
     pub ws_direct_writes: bool,
+    /// Accept permessage-deflate (RFC 7692) when a websocket client offers
+    /// it: frames at or above `--ws-compression-threshold` go compressed,
+    /// once per publish for all its recipients, and compressed client frames
+    /// are inflated within `--max-payload`.
+    #[arg(long, env = "SOCKET_GATEWAY_WS_COMPRESSION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ws_compression: bool,
+    /// Frames shorter than this many bytes go uncompressed.
+    #[arg(
+        long,
+        env = "SOCKET_GATEWAY_WS_COMPRESSION_THRESHOLD",
+        default_value_t = 256
+    )]
+    pub ws_compression_threshold: usize,
     /// Events a socket may send per second (token bucket, bursts up to twice
     /// this); beyond it events are answered `rate_limited`, and a socket that
     /// keeps flooding is disconnected. 0 = unlimited.
@@ -491,6 +504,8 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         max_payload: rt.max_payload.max(64),
         ws_read_buffer: rt.ws_read_buffer.clamp(256, 1 << 20),
         ws_direct_writes: rt.ws_direct_writes,
+        ws_compression: rt.ws_compression,
+        ws_compression_threshold: rt.ws_compression_threshold,
         max_events_per_sec: rt.max_events_per_sec,
         max_joins_per_sec: rt.max_joins_per_sec,
         presence_max_members: rt.presence_max_members,

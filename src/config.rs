@@ -37,6 +37,10 @@ pub struct Config {
     pub ws_read_buffer: usize,
     /// Deliveries written straight to idle websockets (see `transport::ws`).
     pub ws_direct_writes: bool,
+    /// permessage-deflate accepted when offered (see `transport::deflate`).
+    pub ws_compression: bool,
+    /// Frames shorter than this go uncompressed.
+    pub ws_compression_threshold: usize,
     /// Per-socket event rate (0 = unlimited).
     pub max_events_per_sec: u32,
     /// Above this many members a channel's presence is a `count` (0 = never).

@@ -24,6 +24,10 @@ pub struct ShardCtx {
     /// Scratch for a websocket task's batch of packets (borrowed only
     /// between two awaits), so sockets keep no batch storage of their own.
     pub ws_batch: RefCell<Vec<proto::engineio::Outgoing>>,
+    /// The batch's compressed frames, for sockets with permessage-deflate.
+    pub ws_deflated: RefCell<(Vec<proto::engineio::Outgoing>, Vec<bool>)>,
+    /// The shard's compressor and its cache of compressed shared frames.
+    pub deflater: RefCell<crate::engine::transport::deflate::Deflater>,
     /// Large channels whose home is this shard and whose member count
     /// changed since their last presence `count` (`app/counts.rs`); true:
     /// changed on this instance.

@@ -41,6 +41,8 @@ pub struct Request {
     pub authorization: Option<String>,
     pub origin: Option<String>,
     pub ws_key: Option<String>,
+    /// `Sec-WebSocket-Extensions` offers, several headers joined by commas.
+    pub ws_extensions: Option<String>,
     pub upgrade_websocket: bool,
     pub keep_alive: bool,
     /// Bytes of the head, including the blank line.
@@ -108,6 +110,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         authorization: None,
         origin: None,
         ws_key: None,
+        ws_extensions: None,
         upgrade_websocket: false,
         keep_alive: req.version == Some(1),
         head_len,
@@ -132,6 +135,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
             "authorization" => r.authorization = Some(value),
             "origin" => r.origin = Some(value),
             "sec-websocket-key" => r.ws_key = Some(value),
+            "sec-websocket-extensions" => {
+                r.ws_extensions = Some(match r.ws_extensions.take() {
+                    Some(before) => format!("{before}, {value}"),
+                    None => value,
+                })
+            }
             "upgrade" => r.upgrade_websocket = value.eq_ignore_ascii_case("websocket"),
             "connection" => {
                 let v = value.to_ascii_lowercase();

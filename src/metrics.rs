@@ -45,6 +45,8 @@ pub struct Families {
     packets_out: IntCounterVec,
     bytes_in: IntCounterVec,
     bytes_out: IntCounterVec,
+    deflated: IntCounterVec,
+    deflate_reused: IntCounterVec,
     slow_consumers: IntCounterVec,
     disconnects: IntCounterVec,
     auth_refusals: IntCounterVec,
@@ -106,6 +108,8 @@ pub fn families() -> &'static Families {
             packets_out: counter(&r, "packets_out_total", "Engine.IO packets written to client transports", is),
             bytes_in: counter(&r, "bytes_in_total", "Engine.IO payload bytes received from clients", is),
             bytes_out: counter(&r, "bytes_out_total", "Engine.IO payload bytes written to clients", is),
+            deflated: counter(&r, "ws_deflate_compressed_total", "Frames (or a frame's shared head) compressed for websockets with permessage-deflate", is),
+            deflate_reused: counter(&r, "ws_deflate_reused_total", "Compressed frames written again to other recipients without compressing them again", is),
             slow_consumers: counter(&r, "slow_consumer_disconnects_total", "Sockets cut because their send queue overflowed", is),
             disconnects: counter(&r, "disconnects_total", "Closed Engine.IO sessions by reason", &["instance", "shard", "reason"]),
             auth_refusals: counter(&r, "auth_refusals_total", "Refused Socket.IO connects by reason", &["instance", "shard", "reason"]),
@@ -131,6 +135,8 @@ pub struct Metrics {
     packets_out: IntCounter,
     bytes_in: IntCounter,
     bytes_out: IntCounter,
+    deflated: IntCounter,
+    deflate_reused: IntCounter,
     slow_consumers: IntCounter,
     subscriptions: IntGauge,
     latency: Histogram,
@@ -152,6 +158,8 @@ impl Metrics {
             packets_out: f.packets_out.with_label_values(&l),
             bytes_in: f.bytes_in.with_label_values(&l),
             bytes_out: f.bytes_out.with_label_values(&l),
+            deflated: f.deflated.with_label_values(&l),
+            deflate_reused: f.deflate_reused.with_label_values(&l),
             slow_consumers: f.slow_consumers.with_label_values(&l),
             subscriptions: f.subscriptions.with_label_values(&l),
             latency: f.delivery_latency.with_label_values(&l),
@@ -167,6 +175,12 @@ impl Metrics {
 
     pub fn event_in(&self) {
         self.events_in.inc();
+    }
+
+    /// Compressions done and compressed frames reused (permessage-deflate).
+    pub fn deflate(&self, compressed: u64, reused: u64) {
+        self.deflated.inc_by(compressed);
+        self.deflate_reused.inc_by(reused);
     }
 
     pub fn bytes_in(&self, n: usize) {

@@ -43,7 +43,7 @@ for T in $TARGETS; do
     | tee "$OUT/$NAME-$T.txt" || echo "(loadtest exit $?)"
   C1=$(cpu_ticks $PID)
   HWM=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status" 2>/dev/null || echo 0)
-  echo "server CPU during the run: $(( (C1 - C0) / $(getconf CLK_TCK) )) s; peak RSS $(( HWM / 1024 )) MiB; load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/$NAME-$T.txt"
+  echo "server CPU during the run: $(awk -v d=$((C1 - C0)) -v t="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d/t}') s; peak RSS $(( HWM / 1024 )) MiB; load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/$NAME-$T.txt"
   if ! kill -0 $PID 2>/dev/null; then echo "SERVER DIED"; fi
   kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true
 done

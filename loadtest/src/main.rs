@@ -139,6 +139,14 @@ struct MsgArgs {
     /// Initial read buffer per connection, bytes (grows for larger frames)
     #[arg(long, default_value_t = 8192)]
     read_buffer: usize,
+    /// Offer permessage-deflate (RFC 7692, no context takeover) and inflate what arrives
+    /// compressed; the report gives bytes on the wire per delivery either way
+    #[arg(long)]
+    deflate: bool,
+    /// Each published event's data carries a realistic chat message (~400 bytes of JSON)
+    /// besides the accounting fields
+    #[arg(long)]
+    chat: bool,
     /// Connections being set up at once
     #[arg(long, default_value_t = 2000)]
     max_inflight: u64,
@@ -318,6 +326,8 @@ fn run_msgs(scenario: Scenario, a: &MsgArgs) -> Result<msgs::Report, String> {
         child,
         run_id,
         read_buffer: a.read_buffer,
+        deflate: a.deflate,
+        chat: a.chat,
         max_inflight: a.max_inflight.max(1),
         setup_timeout: a.setup_timeout,
         quiet: a.quiet,

@@ -88,13 +88,23 @@ impl Target {
 
     /// The HTTP upgrade request for an Engine.IO v4 websocket-only session.
     pub fn upgrade_request(&self) -> Vec<u8> {
+        self.upgrade_request_with(false)
+    }
+
+    /// The same, offering permessage-deflate when `deflate`.
+    pub fn upgrade_request_with(&self, deflate: bool) -> Vec<u8> {
+        let ext = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+        } else {
+            ""
+        };
         format!(
             "GET {}?EIO=4&transport=websocket HTTP/1.1\r\n\
              Host: {}\r\n\
              Upgrade: websocket\r\n\
              Connection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n",
+             {ext}Sec-WebSocket-Version: 13\r\n\r\n",
             self.path, self.host_header
         )
         .into_bytes()

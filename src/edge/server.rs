@@ -66,6 +66,8 @@ pub async fn run_shard(
         cluster: cluster.map(|c| c.attach(&shard)),
         live_websockets: Cell::new(0),
         ws_batch: RefCell::new(Vec::new()),
+        ws_deflated: RefCell::default(),
+        deflater: RefCell::default(),
     });
     let engine = Engine::new(ctx.clone(), handler_factory(&ctx));
     let adopt_engine = engine.clone();

@@ -22,7 +22,7 @@ function reset(sock) {
 
 /**
  * Start a proxy on an ephemeral port of 127.0.0.1 forwarding to `targetPort` there.
- * Resolves with { port, url, retarget, cutAll, pause, resume, close, open, accepted, refused }.
+ * Resolves with { port, url, retarget, cutAll, pause, resume, close, open, accepted, refused, bytes }.
  */
 export async function startProxy(targetPort) {
   let target = targetPort;
@@ -30,7 +30,7 @@ export async function startProxy(targetPort) {
   let resumeTimer = null;
   const pairs = new Set(); // { client, upstream } being forwarded
   const held = new Set(); // accepted while holding: not read from until resume()
-  const stats = { accepted: 0, refused: 0 };
+  const stats = { accepted: 0, refused: 0, up: 0, down: 0 };
 
   function forward(client) {
     const upstream = net.connect(target, HOST);
@@ -41,6 +41,8 @@ export async function startProxy(targetPort) {
     upstream.on('error', () => reset(client));
     client.on('close', () => { pairs.delete(pair); upstream.destroy(); });
     upstream.on('close', () => { pairs.delete(pair); client.destroy(); });
+    client.on('data', (d) => { stats.up += d.length; });
+    upstream.on('data', (d) => { stats.down += d.length; });
     client.pipe(upstream);
     upstream.pipe(client);
     client.resume();
@@ -77,6 +79,8 @@ export async function startProxy(targetPort) {
     get open() { return pairs.size; },
     get accepted() { return stats.accepted; },
     get refused() { return stats.refused; },
+    /** Bytes forwarded so far from clients to the server (`up`) and back (`down`). */
+    get bytes() { return { up: stats.up, down: stats.down }; },
 
     /** New connections go to `newPort` from now on; the open ones stay where they are. */
     retarget(newPort) { target = newPort; },

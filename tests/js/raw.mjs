@@ -83,8 +83,8 @@ export async function witness(srv, extra = 0) {
 // raw clients
 
 /** A raw Engine.IO/Socket.IO client over `ws` (answers pings unless told not to). */
-export async function rawClient(srv, token, { answerPings = true, connectNsp = true } = {}) {
-  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/socket.io/?EIO=4&transport=websocket`);
+export async function rawClient(srv, token, { answerPings = true, connectNsp = true, port = srv.port, wsOptions } = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`, wsOptions);
   const inbox = [];
   const waiters = [];
   let closed = null;

@@ -121,7 +121,10 @@ impl<'a> Run<'a> {
             timer,
             slots: Vec::with_capacity(nconns as usize),
             free: Vec::new(),
-            requests: targets.iter().map(|t| t.upgrade_request()).collect(),
+            requests: targets
+                .iter()
+                .map(|t| t.upgrade_request_with(o.deflate))
+                .collect(),
             addrs,
             minter: Minter::new(&o.jwt_secret, 24 * 3600),
             r: Report::new(o),
@@ -298,7 +301,16 @@ impl Run<'_> {
                 let c = (p + snd.k) % self.o.channels;
                 let seq = snd.seqs[c as usize];
                 snd.seqs[c as usize] += 1;
-                packets::publish_event(&mut self.buf, ack, &self.o.run_id, c, seq, *p, stamp);
+                packets::publish_event(
+                    &mut self.buf,
+                    ack,
+                    &self.o.run_id,
+                    c,
+                    seq,
+                    *p,
+                    stamp,
+                    self.o.chat,
+                );
             }
             Role::Peer { id, to, .. } => {
                 let seq = snd.seqs[0];
@@ -393,6 +405,7 @@ impl Run<'_> {
                 self.last_delivery = Instant::now();
                 if now >= self.win.0 && now < self.win.1 {
                     self.r.deliveries_in_window += 1;
+                    self.r.wire_bytes_in_window += slot.conn.last_wire as u64;
                 }
                 match stream {
                     Some(i) => {

@@ -60,6 +60,10 @@ pub struct Options {
     pub child: Option<(u64, u64)>,
     pub run_id: String,
     pub read_buffer: usize,
+    /// Offer permessage-deflate and inflate compressed frames.
+    pub deflate: bool,
+    /// Publish a realistic chat message in each event's `data`.
+    pub chat: bool,
     pub max_inflight: u64,
     pub setup_timeout: f64,
     pub quiet: bool,

@@ -101,6 +101,7 @@ pub fn leave_event(ack: u64, channel: &str) -> String {
 
 /// Appends a `publish` of message `seq` from publisher `p` to channel `c` of run `run_id`,
 /// stamped `stamp`, acked as `ack`.
+#[allow(clippy::too_many_arguments)]
 pub fn publish_event(
     buf: &mut String,
     ack: u64,
@@ -109,13 +110,40 @@ pub fn publish_event(
     seq: u64,
     p: u64,
     stamp: u64,
+    chat: bool,
 ) {
     let _ = write!(
         buf,
         "42{ack}[\"publish\",{{\"channel\":\"lt-{run_id}-{c}\",\"event\":\"lt\",\"data\":"
     );
     fanout_data(buf, seq, p, c, stamp);
+    if chat {
+        // The accounting fields stay first; a chat message follows them.
+        buf.pop();
+        chat_message(buf, seq, p);
+        buf.push('}');
+    }
     buf.push_str("}]");
+}
+
+/// A chat application's message (`--chat`): the sender's profile, a line of text, mentions
+/// and reactions, about 400 bytes of JSON, varied by `seq` so no two are the same.
+fn chat_message(buf: &mut String, seq: u64, p: u64) {
+    const LINES: [&str; 6] = [
+        "Has anyone looked at the deployment checklist for tomorrow's release? I added two items.",
+        "Lunch at the usual place at 12:30? I can book a table for six if everyone is in.",
+        "The dashboard numbers look right now, thanks for fixing the timezone bug so quickly!",
+        "Reminder: the design review moved to Thursday afternoon, same room as last week.",
+        "I pushed the new onboarding copy to the shared folder, comments welcome before Friday.",
+        "Could someone with admin rights reset the staging database? It is stuck on migrations.",
+    ];
+    let line = LINES[(seq % LINES.len() as u64) as usize];
+    let _ = write!(
+        buf,
+        ",\"message\":{{\"id\":\"msg-{p}-{seq}\",\"author\":{{\"id\":\"user-{p}\",\"name\":\"Publisher {p}\",\"avatar\":\"https://cdn.example.com/avatars/user-{p}.png\",\"status\":\"online\"}},\"text\":\"{line}\",\"mentions\":[\"user-{m}\"],\"reactions\":{{\"thumbs_up\":{r},\"heart\":1}},\"thread\":null,\"edited\":false}}",
+        m = seq % 17,
+        r = seq % 5
+    );
 }
 
 /// Appends a `direct` of message `seq` from sender `id` to socket `to`, stamped `stamp`,
@@ -210,11 +238,27 @@ mod tests {
             r#"425["leave",{"channel":"lt-r-2"}]"#
         );
         let mut b = String::new();
-        publish_event(&mut b, 6, "r", 2, 7, 1, 99);
+        publish_event(&mut b, 6, "r", 2, 7, 1, 99, false);
         assert_eq!(
             b,
             r#"426["publish",{"channel":"lt-r-2","event":"lt","data":{"seq":7,"publisher":1,"ch":2,"sent_ns":99}}]"#
         );
+        b.clear();
+        // A chat message keeps the accounting fields readable, in valid JSON.
+        publish_event(&mut b, 6, "r", 2, 7, 1, 99, true);
+        let v: serde_json::Value = serde_json::from_str(&b[3..]).unwrap();
+        assert_eq!(v[1]["data"]["seq"], 7);
+        assert!(v[1]["data"]["message"]["text"].is_string());
+        let text = format!("42[\"event\",{{\"data\":{}}}]", v[1]["data"]);
+        assert!(matches!(
+            classify(text.as_bytes()),
+            Incoming::Delivery {
+                seq: 7,
+                publisher: 1,
+                ch: 2,
+                sent_ns: 99
+            }
+        ));
         b.clear();
         direct_event(&mut b, 8, "sid", 9, 3, 100);
         assert_eq!(

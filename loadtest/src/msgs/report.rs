@@ -52,6 +52,9 @@ pub struct Report {
     pub deliveries: u64,
     pub deliveries_in_window: u64,
     pub deliveries_per_sec: f64,
+    /// Bytes on the wire (websocket frames, headers included) of the deliveries in window.
+    #[serde(default)]
+    pub wire_bytes_in_window: u64,
     pub latency: Latency,
     /// hdrhistogram V2 serialization (base64) of end-to-end latency in microseconds.
     pub latency_hist_v2: String,
@@ -171,6 +174,7 @@ impl Report {
             r.sends_skipped += p.sends_skipped;
             r.deliveries += p.deliveries;
             r.deliveries_in_window += p.deliveries_in_window;
+            r.wire_bytes_in_window += p.wire_bytes_in_window;
             hist.add(histogram::from_b64(&p.latency_hist_v2)?)
                 .map_err(|e| format!("{e:?}"))?;
             r.gap_lost += p.gap_lost;
@@ -266,6 +270,13 @@ impl Report {
             "deliveries          {} total, {:.0}/s in window",
             self.deliveries, self.deliveries_per_sec
         );
+        if self.deliveries_in_window > 0 {
+            let _ = writeln!(
+                w,
+                "wire bytes          {:.1} per delivery in window (frame headers included)",
+                self.wire_bytes_in_window as f64 / self.deliveries_in_window as f64
+            );
+        }
         let l = &self.latency;
         let _ = writeln!(
             w,

@@ -1,7 +1,8 @@
 //! Server websocket frames written without copying the packets: each frame's
 //! header and the packet's shared payload (and a subscription's own tail)
 //! are gathered into one `sendmsg`, whether the frames are one delivery
-//! written at once or a socket's queued batch.
+//! written at once or a socket's queued batch. A frame whose payload was
+//! compressed (permessage-deflate) is flagged with RSV1.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -28,6 +29,15 @@ pub fn frame_header(opcode: u8, len: usize, head: &mut [u8; 10]) -> usize {
     }
 }
 
+/// Whether packet `i` of a batch is compressed (`flags` empty: none is).
+fn rsv1(flags: &[bool], i: usize) -> u8 {
+    if flags.get(i).copied().unwrap_or(false) {
+        0x40
+    } else {
+        0
+    }
+}
+
 /// The frame's opcode and its payload in (at most) three parts.
 fn parts(p: &Outgoing) -> (u8, [&[u8]; 3]) {
     match p {
@@ -40,15 +50,16 @@ fn parts(p: &Outgoing) -> (u8, [&[u8]; 3]) {
 /// Writes as much of `packets`' frames as the socket takes now, never
 /// waiting: one `sendmsg` per `CHUNK` packets, stopping at the first short
 /// write. Returns the bytes written (0 when the socket's buffer is full) and
-/// whether that was all of them.
-pub fn send_frames(fd: RawFd, packets: &[Outgoing]) -> io::Result<(usize, bool)> {
+/// whether that was all of them. `flags[i]`: packet `i` is compressed.
+pub fn send_frames(fd: RawFd, packets: &[Outgoing], flags: &[bool]) -> io::Result<(usize, bool)> {
     if let [one] = packets {
-        let (n, len) = send_chunk::<1, 4>(fd, std::slice::from_ref(one))?;
+        let (n, len) = send_chunk::<1, 4>(fd, std::slice::from_ref(one), flags)?;
         return Ok((n, n == len));
     }
     let mut written = 0;
-    for chunk in packets.chunks(CHUNK) {
-        let (n, len) = send_chunk::<CHUNK, { 4 * CHUNK }>(fd, chunk)?;
+    for (i, chunk) in packets.chunks(CHUNK).enumerate() {
+        let f = flags.get(i * CHUNK..).unwrap_or(&[]);
+        let (n, len) = send_chunk::<CHUNK, { 4 * CHUNK }>(fd, chunk, f)?;
         written += n;
         if n < len {
             return Ok((written, false));
@@ -62,6 +73,7 @@ pub fn send_frames(fd: RawFd, packets: &[Outgoing]) -> io::Result<(usize, bool)>
 fn send_chunk<const N: usize, const M: usize>(
     fd: RawFd,
     packets: &[Outgoing],
+    flags: &[bool],
 ) -> io::Result<(usize, usize)> {
     debug_assert!(packets.len() <= N && M >= 4 * N);
     let mut heads = [[0u8; 10]; N];
@@ -72,8 +84,9 @@ fn send_chunk<const N: usize, const M: usize>(
     let mut iov = [empty; M];
     let mut k = 0;
     let mut len = 0;
-    for (p, head) in packets.iter().zip(heads.iter_mut()) {
+    for (i, (p, head)) in packets.iter().zip(heads.iter_mut()).enumerate() {
         let (opcode, ps) = parts(p);
+        let opcode = opcode | rsv1(flags, i);
         let plen = ps.iter().map(|x| x.len()).sum();
         let hl = frame_header(opcode, plen, head);
         len += hl + plen;
@@ -110,9 +123,10 @@ fn send_chunk<const N: usize, const M: usize>(
 }
 
 /// The frames' bytes from offset `skip` on (what a short write left), copied.
-pub fn frames_from(packets: &[Outgoing], mut skip: usize, out: &mut Vec<u8>) {
-    for p in packets {
+pub fn frames_from(packets: &[Outgoing], flags: &[bool], mut skip: usize, out: &mut Vec<u8>) {
+    for (i, p) in packets.iter().enumerate() {
         let (opcode, [a, b, c]) = parts(p);
+        let opcode = opcode | rsv1(flags, i);
         let mut head = [0u8; 10];
         let hl = frame_header(opcode, a.len() + b.len() + c.len(), &mut head);
         for part in [&head[..hl], a, b, c] {
@@ -209,9 +223,9 @@ mod tests {
         let total = frames_len(&ps);
         for skip in [0, 1, 2, 9, 10, 30, 55, 400, total - 1, total] {
             let mut all = Vec::new();
-            frames_from(&ps, 0, &mut all);
+            frames_from(&ps, &[], 0, &mut all);
             let mut rest = Vec::new();
-            frames_from(&ps, skip, &mut rest);
+            frames_from(&ps, &[], skip, &mut rest);
             assert_eq!(&all[skip..], &rest[..], "skip {skip}");
         }
     }
@@ -232,9 +246,9 @@ mod tests {
         });
         // Whatever the socket does not take at once is finished from the
         // copied rest, as the websocket task does.
-        let (n, _) = send_frames(a.as_raw_fd(), &ps).unwrap();
+        let (n, _) = send_frames(a.as_raw_fd(), &ps, &[]).unwrap();
         let mut rest = Vec::new();
-        frames_from(&ps, n, &mut rest);
+        frames_from(&ps, &[], n, &mut rest);
         let mut w = &a;
         std::io::Write::write_all(&mut w, &rest).unwrap();
         let got = reader.join().unwrap();

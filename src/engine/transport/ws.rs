@@ -12,6 +12,13 @@
 //! Off by default: under load the queue coalesces several deliveries to a
 //! socket into one write, which direct writes never do (BENCHMARKS.md).
 //!
+//! With permessage-deflate (`--ws-compression`, when the client offers it)
+//! the stream under tungstenite passes client frames through
+//! [`deflate::Inflater`], which hands compressed messages on inflated, and
+//! the writer compresses each frame of at least `--ws-compression-threshold`
+//! bytes through the shard's [`deflate::Deflater`], which compresses a
+//! publication's shared frame once for all its recipients on the shard.
+//!
 //! Until its session's first CONNECT, a websocket may send at most
 //! [`PRE_CONNECT_BYTES`] (a CONNECT with its token, and a retry or two):
 //! beyond it the read fails and the session closes, so a session that has not
@@ -35,6 +42,7 @@ use tungstenite::Message;
 use crate::config::Config;
 use crate::ctx::ShardCtx;
 use crate::engine::session::Session;
+use crate::engine::transport::deflate::{self, Inflater};
 use crate::engine::transport::frames;
 use crate::http::Request;
 use futures_lite::AsyncWriteExt;
@@ -54,6 +62,9 @@ pub struct WsStream {
     session: Rc<Session>,
     /// Bytes still allowed before a CONNECT; `None` once connected.
     pre_connect: Option<usize>,
+    /// With permessage-deflate: turns compressed client frames into plain
+    /// ones before tungstenite reads them.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl futures_lite::AsyncRead for WsStream {
@@ -63,19 +74,35 @@ impl futures_lite::AsyncRead for WsStream {
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let r = std::pin::Pin::new(&mut this.tcp).poll_read(cx, buf);
-        if let (Some(left), Poll::Ready(Ok(n))) = (this.pre_connect, &r) {
-            if !this.session.is_pending() {
-                this.pre_connect = None;
-            } else if *n > left {
-                return Poll::Ready(Err(std::io::Error::other(
-                    "too many bytes before the Socket.IO CONNECT",
-                )));
-            } else {
-                this.pre_connect = Some(left - n);
+        loop {
+            if let Some(inf) = this.inflater.as_mut().filter(|i| i.has_output()) {
+                return Poll::Ready(Ok(inf.take(buf)));
+            }
+            let r = std::pin::Pin::new(&mut this.tcp).poll_read(cx, buf);
+            if let (Some(left), Poll::Ready(Ok(n))) = (this.pre_connect, &r) {
+                if !this.session.is_pending() {
+                    this.pre_connect = None;
+                } else if *n > left {
+                    return Poll::Ready(Err(std::io::Error::other(
+                        "too many bytes before the Socket.IO CONNECT",
+                    )));
+                } else {
+                    this.pre_connect = Some(left - n);
+                }
+            }
+            match (this.inflater.as_mut(), r) {
+                (Some(inf), Poll::Ready(Ok(n))) if n > 0 => {
+                    // Before its CONNECT a session may not make tungstenite
+                    // hold more inflated than it could send plain.
+                    inf.set_max(match this.pre_connect {
+                        Some(_) => PRE_CONNECT_BYTES,
+                        None => usize::MAX,
+                    });
+                    inf.feed(&buf[..n])?
+                }
+                (_, r) => return r,
             }
         }
-        r
     }
 }
 
@@ -141,8 +168,17 @@ pub async fn upgrade(
 ) {
     let key = req.ws_key.as_deref().unwrap_or_default();
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let deflate = req
+        .ws_extensions
+        .as_deref()
+        .filter(|_| session.ctx.cfg.ws_compression)
+        .and_then(deflate::negotiate);
+    let extension = match &deflate {
+        Some(answer) => format!("Sec-WebSocket-Extensions: {answer}\r\n"),
+        None => String::new(),
+    };
     let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extension}\r\n"
     );
     if stream.write_all(head.as_bytes()).await.is_err() {
         if !probe {
@@ -159,12 +195,33 @@ pub async fn upgrade(
         tcp: stream,
         pre_connect: session.is_pending().then_some(PRE_CONNECT_BYTES),
         session: session.clone(),
+        inflater: None,
     };
+    let mut stream = stream;
+    let mut rest = rest;
+    if deflate.is_some() {
+        // Bytes the client sent after its request go through the inflater
+        // like the rest.
+        let mut inf = Box::new(Inflater::new(session.ctx.cfg.max_payload));
+        if session.is_pending() {
+            inf.set_max(PRE_CONNECT_BYTES);
+        }
+        if inf.feed(&rest).is_err() {
+            return;
+        }
+        rest.clear();
+        while inf.has_output() {
+            let mut chunk = [0u8; 1024];
+            let n = inf.take(&mut chunk);
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        stream.inflater = Some(inf);
+    }
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(cfg)).await;
     // The websocket gets its own small task: the connection future that
     // parsed the request (several KiB) is freed instead of living as long
     // as the socket.
-    shards::rt::spawn_local(run(session, ws, probe)).detach();
+    shards::rt::spawn_local(run(session, ws, probe, deflate.is_some())).detach();
 }
 
 /// Completes the websocket handshake and closes at once (a second
@@ -194,14 +251,18 @@ enum Ev {
 struct WsSink {
     fd: RawFd,
     ctx: Rc<ShardCtx>,
+    /// permessage-deflate was negotiated.
+    deflate: bool,
     /// The unwritten tail of a frame the kernel took only part of.
     rest: RefCell<Option<Vec<u8>>>,
 }
 
 impl DirectSink for WsSink {
     fn try_write(&self, packet: &Outgoing) -> Direct {
-        let one = std::slice::from_ref(packet);
-        match frames::send_frames(self.fd, one) {
+        let z = self.deflate.then(|| compress(&self.ctx, packet)).flatten();
+        let flags = [z.is_some()];
+        let one = std::slice::from_ref(z.as_ref().unwrap_or(packet));
+        match frames::send_frames(self.fd, one, &flags) {
             // Would block, or an error the task meets on its own next write.
             Ok((0, _)) | Err(_) => Direct::Blocked,
             Ok((n, whole)) => {
@@ -210,7 +271,7 @@ impl DirectSink for WsSink {
                     return Direct::Sent;
                 }
                 let mut rest = Vec::new();
-                frames::frames_from(one, n, &mut rest);
+                frames::frames_from(one, &flags, n, &mut rest);
                 *self.rest.borrow_mut() = Some(rest);
                 Direct::Partial
             }
@@ -282,7 +343,24 @@ impl Drop for FdGuard {
     }
 }
 
-async fn run(session: Rc<Session>, mut ws: WebSocketStream<WsStream>, mut probing: bool) {
+/// `packet`'s payload compressed for a socket with permessage-deflate, or
+/// `None` when it goes as it is (below `--ws-compression-threshold`).
+fn compress(ctx: &ShardCtx, packet: &Outgoing) -> Option<Outgoing> {
+    let threshold = ctx.cfg.ws_compression_threshold;
+    let mut d = ctx.deflater.borrow_mut();
+    let before = (d.compressed, d.reused);
+    let z = d.compress(packet, threshold);
+    ctx.metrics
+        .deflate(d.compressed - before.0, d.reused - before.1);
+    z
+}
+
+async fn run(
+    session: Rc<Session>,
+    mut ws: WebSocketStream<WsStream>,
+    mut probing: bool,
+    deflate: bool,
+) {
     let _guard = FdGuard(session.clone());
     let fd = ws.get_ref().as_raw_fd();
     // Only when direct writes are on: it costs each socket an allocation.
@@ -290,6 +368,7 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<WsStream>, mut probin
         Rc::new(WsSink {
             fd,
             ctx: session.ctx.clone(),
+            deflate,
             rest: RefCell::new(None),
         })
     });
@@ -345,20 +424,33 @@ async fn run(session: Rc<Session>, mut ws: WebSocketStream<WsStream>, mut probin
                     batch.clear();
                     session.outbox.drain_into(&mut batch, BATCH);
                     batch.iter().for_each(|p| session.ctx.metrics.packet_out(p));
+                    let mut zs = session.ctx.ws_deflated.borrow_mut();
+                    let (zbatch, flags) = &mut *zs;
+                    if deflate {
+                        // Each packet compressed, or as it is when short.
+                        for p in batch.iter() {
+                            let z = compress(&session.ctx, p);
+                            flags.push(z.is_some());
+                            zbatch.push(z.unwrap_or_else(|| p.clone()));
+                        }
+                    }
+                    let out: &[Outgoing] = if deflate { zbatch } else { &batch };
                     // One gathered write of the whole batch, no copy; the
                     // tail of a direct write goes first.
                     let written = match rest {
                         Some(_) => Ok((0, false)),
-                        None => frames::send_frames(fd, &batch),
+                        None => frames::send_frames(fd, out, flags),
                     };
                     let tail = match written {
                         Ok((n, false)) => {
                             let mut tail = rest.unwrap_or_default();
-                            frames::frames_from(&batch, n, &mut tail);
+                            frames::frames_from(out, flags, n, &mut tail);
                             Some(tail)
                         }
                         _ => None,
                     };
+                    zbatch.clear();
+                    flags.clear();
                     batch.clear();
                     if batch.capacity() > 4 * BATCH {
                         *batch = Vec::new();
