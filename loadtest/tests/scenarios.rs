@@ -212,16 +212,7 @@ fn churn_during_fanout() {
 /// the pairs spread over both, publishers on the first, so cross-instance delivery is counted.
 #[test]
 fn two_instances_through_redis() {
-    let (_redis, url) = private_redis();
-    let prefix = format!("lt-smoke-{}", std::process::id());
-    let cluster = [
-        "--redis-url",
-        url.as_str(),
-        "--redis-prefix",
-        prefix.as_str(),
-    ];
-    let a = gateway_with(&cluster);
-    let b = gateway_with(&cluster);
+    let (_redis, a, b) = clustered_pair("lt-smoke", &[]);
     let v = run_urls(
         &[&a, &b],
         "cluster-fanout",
@@ -284,18 +275,7 @@ fn join_storm_of_ten_thousand_on_one_shard() {
 /// reaches every member, nobody is cut, every publish reaches all 3,000.
 #[test]
 fn join_storm_of_three_thousand_on_two_instances() {
-    let (_redis, url) = private_redis();
-    let prefix = format!("lt-storm-{}", std::process::id());
-    let cluster = [
-        "--max-events-per-sec",
-        "0",
-        "--redis-url",
-        url.as_str(),
-        "--redis-prefix",
-        prefix.as_str(),
-    ];
-    let a = gateway_with(&cluster);
-    let b = gateway_with(&cluster);
+    let (_redis, a, b) = clustered_pair("lt-storm", &["--max-events-per-sec", "0"]);
     let v = run_urls(
         &[&a, &b],
         "join-storm-cluster",
@@ -374,4 +354,20 @@ fn private_redis() -> (Proc, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (redis, format!("redis://127.0.0.1:{port}"))
+}
+
+/// A private redis-server and two gateways clustered through it (with `extra` flags).
+fn clustered_pair(prefix: &str, extra: &[&str]) -> (Proc, Server, Server) {
+    let (redis, url) = private_redis();
+    let prefix = format!("{prefix}-{}", std::process::id());
+    let mut args = vec![
+        "--redis-url",
+        url.as_str(),
+        "--redis-prefix",
+        prefix.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let a = gateway_with(&args);
+    let b = gateway_with(&args);
+    (redis, a, b)
 }

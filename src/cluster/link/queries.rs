@@ -25,6 +25,28 @@ impl Link {
             .await
     }
 
+    /// The sum of field `field` of hash `i:<instance>:<hash>` over the live
+    /// instances other than this one (whose part the caller has in memory).
+    async fn sum_of_others(
+        &mut self,
+        live: &[String],
+        hash: &str,
+        field: &str,
+    ) -> redis::RedisResult<usize> {
+        let me = self.cfg.instance.clone();
+        let others: Vec<&String> = live.iter().filter(|i| **i != *me).collect();
+        if others.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for i in others {
+            pipe.hget(self.inst_key(i, hash), field);
+        }
+        let conn = &mut self.cmd()?;
+        let counts: Vec<Option<usize>> = pipe.query_async(conn).await?;
+        Ok(counts.into_iter().flatten().sum())
+    }
+
     /// Answers a question; `None` when the answer comes later (a direct
     /// message waits for the target instance).
     pub(super) async fn query(&mut self, shard: usize, qid: u64, q: Query) -> Option<Reply> {
@@ -138,31 +160,11 @@ impl Link {
         let resp = match q {
             Query::Count(channel) => {
                 let own = self.members.get(&*channel).map_or(0, |m| m.len());
-                let me = self.cfg.instance.clone();
-                for i in live.iter().filter(|i| **i != *me) {
-                    pipe.hget(self.inst_key(i, "ch"), &*channel);
-                }
-                let others: Vec<Option<usize>> = if live.iter().any(|i| *i != *me) {
-                    let conn = &mut self.cmd()?;
-                    pipe.query_async(conn).await?
-                } else {
-                    Vec::new()
-                };
-                Reply::Count(own + others.into_iter().flatten().sum::<usize>())
+                Reply::Count(own + self.sum_of_others(&live, "ch", &channel).await?)
             }
             Query::UserCount(user) => {
                 let own = self.users.get(&*user).copied().unwrap_or(0);
-                let me = self.cfg.instance.clone();
-                for i in live.iter().filter(|i| **i != *me) {
-                    pipe.hget(self.inst_key(i, "users"), &*user);
-                }
-                let others: Vec<Option<usize>> = if live.iter().any(|i| *i != *me) {
-                    let conn = &mut self.cmd()?;
-                    pipe.query_async(conn).await?
-                } else {
-                    Vec::new()
-                };
-                Reply::Count(own + others.into_iter().flatten().sum::<usize>())
+                Reply::Count(own + self.sum_of_others(&live, "users", &user).await?)
             }
             Query::Members(channel) => {
                 for i in &live {
