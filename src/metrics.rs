@@ -365,7 +365,6 @@ impl prometheus::core::Collector for ClusterCollector {
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.stats;
         let values = [
@@ -377,33 +376,7 @@ impl prometheus::core::Collector for ClusterCollector {
             s.deliveries_in.load(Relaxed),
             s.commands.load(Relaxed),
         ];
-        CLUSTER_METRICS
-            .iter()
-            .zip(values)
-            .map(|((name, help, is_counter), v)| {
-                let mut label = LabelPair::default();
-                label.set_name("instance".into());
-                label.set_value(self.instance.clone());
-                let mut m = Metric::default();
-                m.set_label(vec![label]);
-                let mut f = MetricFamily::default();
-                f.set_name(format!("{PREFIX}{name}"));
-                f.set_help((*help).into());
-                if *is_counter {
-                    let mut c = Counter::default();
-                    c.set_value(v as f64);
-                    m.set_counter(c);
-                    f.set_field_type(MetricType::COUNTER);
-                } else {
-                    let mut g = Gauge::default();
-                    g.set_value(v as f64);
-                    m.set_gauge(g);
-                    f.set_field_type(MetricType::GAUGE);
-                }
-                f.set_metric(vec![m]);
-                f
-            })
-            .collect()
+        families_of(CLUSTER_METRICS, &values, &self.instance)
     }
 }
 
@@ -412,18 +385,7 @@ pub fn register_jwks(jwks: Arc<crate::jwks::Jwks>, instance: &str) {
     if let Err(e) = families().registry.register(Box::new(JwksCollector {
         jwks,
         instance: instance.into(),
-        descs: JWKS_METRICS
-            .iter()
-            .filter_map(|(name, help, _)| {
-                prometheus::core::Desc::new(
-                    format!("{PREFIX}{name}"),
-                    (*help).into(),
-                    vec!["instance".into()],
-                    Default::default(),
-                )
-                .ok()
-            })
-            .collect(),
+        descs: descs_of(&JWKS_METRICS),
     })) {
         tracing::warn!("jwks metrics: {e}");
     }
@@ -474,6 +436,22 @@ impl prometheus::core::Collector for JwksCollector {
     }
 }
 
+/// The descriptions of [`families_of`]'s families.
+fn descs_of(specs: &[(&str, &str, bool)]) -> Vec<prometheus::core::Desc> {
+    specs
+        .iter()
+        .filter_map(|(name, help, _)| {
+            prometheus::core::Desc::new(
+                format!("{PREFIX}{name}"),
+                (*help).into(),
+                vec!["instance".into()],
+                Default::default(),
+            )
+            .ok()
+        })
+        .collect()
+}
+
 /// One single-series family per `(name, help, is_counter)`, labelled with
 /// the instance.
 fn families_of(
@@ -513,22 +491,10 @@ fn families_of(
 
 /// Exports the cluster link's counters (once per process).
 pub fn register_cluster(stats: Arc<crate::cluster::ClusterStats>, instance: &str) {
-    let descs = CLUSTER_METRICS
-        .iter()
-        .filter_map(|(name, help, _)| {
-            prometheus::core::Desc::new(
-                format!("{PREFIX}{name}"),
-                (*help).into(),
-                vec!["instance".into()],
-                Default::default(),
-            )
-            .ok()
-        })
-        .collect();
     let c = ClusterCollector {
         stats,
         instance: instance.into(),
-        descs,
+        descs: descs_of(CLUSTER_METRICS),
     };
     if let Err(e) = families().registry.register(Box::new(c)) {
         tracing::warn!("cluster metrics: {e}");

@@ -131,18 +131,24 @@ enum SlotKind {
     Dead,
 }
 
-/// Presence waiting in the queue; exists only while some does.
-#[derive(Default)]
-struct Waiting {
-    /// Key → position (in pushes counted by `seq`) of the key's queued frame.
-    by_key: std::collections::HashMap<u64, u64>,
-    /// Slots pushed since this was created, plus the queue's length then:
-    /// the queue's front is at `seq - queue.len()`.
-    seq: u64,
-    live: usize,
+/// What the queue holds besides plain packets (kept in a `Cell`: no
+/// allocation for a presence frame).
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Presence frames queued, and their bytes.
+    live: u32,
     bytes: usize,
-    dead: usize,
+    /// Coalesced-away slots still in the queue.
+    dead: u32,
+    /// Slots ever pushed (wrapping): the queue's front is slot number
+    /// `pushed - queue.len()`.
+    pushed: u32,
 }
+
+/// Key → slot number of the newest presence frame queued under it. Built
+/// when the queue first backs up (from what it holds then) and kept while
+/// it stays non-empty; a queue that keeps up never has one.
+type Index = std::collections::HashMap<u64, u32>;
 
 /// Bounded queue of encoded Engine.IO packets for one session.
 ///
@@ -157,7 +163,8 @@ pub struct Outbox {
     byte_bound: usize,
     /// Payload bytes queued (presence included).
     bytes: Cell<usize>,
-    waiting: RefCell<Option<Box<Waiting>>>,
+    tally: Cell<Tally>,
+    index: RefCell<Option<Box<Index>>>,
     closed: Cell<Option<CloseReason>>,
     waker: RefCell<Option<Waker>>,
     /// Lent by the transport while its writer is idle.
@@ -177,7 +184,8 @@ impl Outbox {
             bound: bound.max(1),
             byte_bound,
             bytes: Cell::new(0),
-            waiting: RefCell::new(None),
+            tally: Cell::new(Tally::default()),
+            index: RefCell::new(None),
             closed: Cell::new(None),
             waker: RefCell::new(None),
             direct: RefCell::new(None),
@@ -250,38 +258,38 @@ impl Outbox {
             return done;
         }
         let mut q = self.queue.borrow_mut();
-        let mut w = self.waiting.borrow_mut();
-        let w = w.get_or_insert_with(|| {
-            Box::new(Waiting {
-                seq: q.len() as u64,
-                ..Waiting::default()
-            })
-        });
-        if q.len() - w.dead >= COALESCE_FROM {
-            if let Some(old) = take_waiting(&mut q, w, tag.key) {
-                self.bytes.set(self.bytes.get() - old.1);
+        let mut t = self.tally.get();
+        let mut index = self.index.borrow_mut();
+        if q.len() - t.dead as usize >= COALESCE_FROM {
+            let map = index.get_or_insert_with(|| Box::new(index_of(&q, t.pushed)));
+            if let Some((kind, len)) = take_waiting(&mut q, map, &mut t, tag.key) {
+                self.bytes.set(self.bytes.get() - len);
                 let opposite = matches!(
-                    (old.0, tag.kind),
+                    (kind, tag.kind),
                     (PresenceKind::Join, PresenceKind::Leave)
                         | (PresenceKind::Leave, PresenceKind::Join)
                 );
                 if opposite {
+                    self.tally.set(t);
                     return true;
                 }
             }
         }
+        if let Some(map) = index.as_mut() {
+            map.insert(tag.key, t.pushed);
+        }
         let len = packet.len();
-        let was_empty = q.len() == w.dead;
-        w.by_key.insert(tag.key, w.seq);
-        w.seq += 1;
-        w.live += 1;
-        w.bytes += len;
+        let was_empty = q.len() == t.dead as usize;
+        t.pushed = t.pushed.wrapping_add(1);
+        t.live += 1;
+        t.bytes += len;
+        self.tally.set(t);
         self.bytes.set(self.bytes.get() + len);
         q.push_back(Slot {
             packet,
             kind: SlotKind::Presence(tag),
         });
-        drop(q);
+        drop((q, index));
         if was_empty {
             self.wake();
         }
@@ -293,17 +301,21 @@ impl Outbox {
     fn enqueue(&self, first: Outgoing, rest: &[bytes::Bytes]) -> bool {
         let len = first.len() + rest.iter().map(bytes::Bytes::len).sum::<usize>();
         let mut q = self.queue.borrow_mut();
-        let mut w = self.waiting.borrow_mut();
-        let (p_live, p_bytes, dead) = w.as_ref().map_or((0, 0, 0), |w| (w.live, w.bytes, w.dead));
-        let plain = q.len() - p_live - dead;
-        let plain_bytes = self.bytes.get() - p_bytes;
+        let mut t = self.tally.get();
+        let dead = t.dead as usize;
+        let plain = q.len() - t.live as usize - dead;
+        let plain_bytes = self.bytes.get() - t.bytes;
         // Anything fits when no other packet of its kind waits.
         let fits = plain == 0 || plain_bytes.saturating_add(len) <= self.byte_bound;
         if plain + 1 + rest.len() > self.bound || !fits {
             q.clear();
             q.shrink_to_fit();
-            *w = None;
-            drop((q, w));
+            drop(q);
+            self.index.borrow_mut().take();
+            self.tally.set(Tally {
+                pushed: t.pushed,
+                ..Tally::default()
+            });
             self.bytes.set(0);
             self.close(CloseReason::SlowConsumer);
             return false;
@@ -324,10 +336,9 @@ impl Outbox {
             packet: Outgoing::Binary(b),
             kind: SlotKind::Plain,
         }));
-        if let Some(w) = w.as_mut() {
-            w.seq += 1 + rest.len() as u64;
-        }
-        drop((q, w));
+        t.pushed = t.pushed.wrapping_add(1 + rest.len() as u32);
+        self.tally.set(t);
+        drop(q);
         if was_empty {
             self.wake();
         }
@@ -386,8 +397,7 @@ impl Outbox {
 
     /// Packets queued (coalesced-away presence not counted).
     pub fn len(&self) -> usize {
-        let dead = self.waiting.borrow().as_ref().map_or(0, |w| w.dead);
-        self.queue.borrow().len() - dead
+        self.queue.borrow().len() - self.tally.get().dead as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -396,7 +406,7 @@ impl Outbox {
 
     /// Presence frames queued.
     pub fn queued_presence(&self) -> usize {
-        self.waiting.borrow().as_ref().map_or(0, |w| w.live)
+        self.tally.get().live as usize
     }
 
     /// Moves up to `max` queued packets into `out`. Frees the queue's
@@ -404,54 +414,55 @@ impl Outbox {
     pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) {
         self.kicked.set(false);
         let mut q = self.queue.borrow_mut();
-        let mut waiting = self.waiting.borrow_mut();
-        match waiting.as_mut() {
-            None => {
-                let n = q.len().min(max);
-                if n == q.len() {
-                    self.bytes.set(0);
-                    out.extend(q.drain(..).map(|s| s.packet));
-                } else {
-                    let mut taken = 0;
-                    out.extend(q.drain(..n).map(|s| {
-                        taken += s.packet.len();
-                        s.packet
-                    }));
-                    self.bytes.set(self.bytes.get() - taken);
-                }
+        let mut t = self.tally.get();
+        if t.live == 0 && t.dead == 0 {
+            let n = q.len().min(max);
+            if n == q.len() {
+                self.bytes.set(0);
+                out.extend(q.drain(..).map(|s| s.packet));
+            } else {
+                let mut taken = 0;
+                out.extend(q.drain(..n).map(|s| {
+                    taken += s.packet.len();
+                    s.packet
+                }));
+                self.bytes.set(self.bytes.get() - taken);
             }
-            Some(w) => {
-                let mut n = 0;
-                while n < max {
-                    let front = w.seq - q.len() as u64;
-                    let Some(s) = q.pop_front() else { break };
-                    match s.kind {
-                        SlotKind::Dead => {
-                            w.dead -= 1;
-                            continue;
-                        }
-                        SlotKind::Presence(tag) => {
-                            w.live -= 1;
-                            w.bytes -= s.packet.len();
-                            if w.by_key.get(&tag.key) == Some(&front) {
-                                w.by_key.remove(&tag.key);
+        } else {
+            let mut index = self.index.borrow_mut();
+            let mut n = 0;
+            while n < max {
+                let front = t.pushed.wrapping_sub(q.len() as u32);
+                let Some(s) = q.pop_front() else { break };
+                match s.kind {
+                    SlotKind::Dead => {
+                        t.dead -= 1;
+                        continue;
+                    }
+                    SlotKind::Presence(tag) => {
+                        t.live -= 1;
+                        t.bytes -= s.packet.len();
+                        if let Some(map) = index.as_mut() {
+                            if map.get(&tag.key) == Some(&front) {
+                                map.remove(&tag.key);
                             }
                         }
-                        SlotKind::Plain => {}
                     }
-                    self.bytes.set(self.bytes.get() - s.packet.len());
-                    out.push(s.packet);
-                    n += 1;
+                    SlotKind::Plain => {}
                 }
-                // Coalesced-away frames left at the front go too.
-                while matches!(q.front().map(|s| &s.kind), Some(SlotKind::Dead)) {
-                    q.pop_front();
-                    w.dead -= 1;
-                }
-                if q.is_empty() {
-                    *waiting = None;
-                }
+                self.bytes.set(self.bytes.get() - s.packet.len());
+                out.push(s.packet);
+                n += 1;
             }
+            // Coalesced-away frames left at the front go too.
+            while matches!(q.front().map(|s| &s.kind), Some(SlotKind::Dead)) {
+                q.pop_front();
+                t.dead -= 1;
+            }
+            if q.is_empty() {
+                *index = None;
+            }
+            self.tally.set(t);
         }
         if q.is_empty() && q.capacity() > 64 {
             *q = VecDeque::new();
@@ -485,17 +496,31 @@ impl Outbox {
     }
 }
 
+/// The index of what `q` holds, whose front is slot number `front + len`
+/// back from `pushed`: each key's newest presence frame.
+fn index_of(q: &VecDeque<Slot>, pushed: u32) -> Index {
+    let front = pushed.wrapping_sub(q.len() as u32);
+    let mut map = Index::new();
+    for (i, slot) in q.iter().enumerate() {
+        if let SlotKind::Presence(tag) = slot.kind {
+            map.insert(tag.key, front.wrapping_add(i as u32));
+        }
+    }
+    map
+}
+
 /// Removes the presence frame still queued under `key`, if any, leaving a
 /// dead slot in its place (positions of the others stay put); returns its
 /// kind and length.
 fn take_waiting(
     q: &mut VecDeque<Slot>,
-    w: &mut Waiting,
+    map: &mut Index,
+    t: &mut Tally,
     key: u64,
 ) -> Option<(PresenceKind, usize)> {
-    let at = w.by_key.remove(&key)?;
-    let front = w.seq - q.len() as u64;
-    let slot = q.get_mut(usize::try_from(at.checked_sub(front)?).ok()?)?;
+    let at = map.remove(&key)?;
+    let front = t.pushed.wrapping_sub(q.len() as u32);
+    let slot = q.get_mut(at.wrapping_sub(front) as usize)?;
     let SlotKind::Presence(tag) = slot.kind else {
         return None;
     };
@@ -504,9 +529,9 @@ fn take_waiting(
     }
     let packet = std::mem::replace(&mut slot.packet, Outgoing::Text(bytes::Bytes::new()));
     slot.kind = SlotKind::Dead;
-    w.live -= 1;
-    w.bytes -= packet.len();
-    w.dead += 1;
+    t.live -= 1;
+    t.bytes -= packet.len();
+    t.dead += 1;
     Some((tag.kind, packet.len()))
 }
 
@@ -771,7 +796,7 @@ mod tests {
         assert!(!got.iter().any(|s| s.ends_with(" 1000")));
         assert_eq!(o.len(), 0);
         assert_eq!(o.queued_bytes(), 0);
-        assert!(o.waiting.borrow().is_none());
+        assert!(o.index.borrow().is_none());
     }
 
     #[test]

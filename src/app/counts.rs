@@ -41,15 +41,16 @@ pub async fn after_change(
     if max == 0 {
         return (None, false);
     }
+    let before = |n: usize| if is_join { n } else { n + 1 };
     let mut n = views::member_count(ctx, channel).await;
-    if ctx.cluster.is_some() {
+    if ctx.cluster.is_some() && before(n) <= max {
         // The cluster's answer counts the joins its Redis shard had taken
         // in when it asked; in a join storm that lags far behind the
         // members this instance already holds, and every one of them would
         // receive a per-member frame decided on the lagging number.
         n = n.max(ctx.shard.member_count(channel).await);
     }
-    let before = if is_join { n } else { n + 1 };
+    let before = before(n);
     if before <= max {
         return (Some(n), false);
     }

@@ -544,17 +544,7 @@ impl Link {
             let pubsub = client.get_async_pubsub().await?;
             Ok::<_, redis::RedisError>((cmd, pubsub))
         };
-        let (cmd, pubsub) = match timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                self.down(&e.to_string());
-                return None;
-            }
-            Err(_) => {
-                self.down("connect timed out");
-                return None;
-            }
-        };
+        let (cmd, pubsub) = self.attempted(timeout(Duration::from_secs(2), attempt).await)?;
         let (mut sink, stream) = pubsub.split();
         let subscribed = async {
             sink.subscribe(topics).await?;
@@ -569,6 +559,24 @@ impl Link {
         }
         self.stream = Some(stream);
         Some((CmdConn::One(cmd), Sink::One(sink)))
+    }
+
+    /// The outcome of a timed connection attempt; on failure Redis is down.
+    fn attempted<T>(
+        &mut self,
+        r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Option<T> {
+        match r {
+            Ok(Ok(x)) => Some(x),
+            Ok(Err(e)) => {
+                self.down(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.down("connect timed out");
+                None
+            }
+        }
     }
 
     /// A Redis Cluster: the slot map, a command connection per primary and
@@ -592,17 +600,7 @@ impl Link {
         };
         let r = timeout(Duration::from_secs(4), attempt).await;
         self.next_sub_id = subs.next_id();
-        let router = match r {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                self.down(&e.to_string());
-                return None;
-            }
-            Err(_) => {
-                self.down("connect timed out");
-                return None;
-            }
-        };
+        let router = self.attempted(r)?;
         self.known = router.primaries();
         self.lost.clear();
         self.next_topology = Instant::now() + self.cfg.heartbeat;

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import {
-  startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, checkEvent, REDIS_URL, redisCmd,
+  startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, checkEvent, REDIS_URL, redisCmd, api,
 } from './fixture.mjs';
 import { startRedisCluster, primaryOf, keySlot } from './redis_cluster.mjs';
 const rand = () => crypto.randomBytes(4).toString('hex');
@@ -143,17 +143,6 @@ async function readyz(srv) {
   return { status: r.status, body: await r.json().catch(() => null) };
 }
 
-const ADMIN = mint({ role: 'admin' });
-
-async function api(srv, method, path, body) {
-  const headers = { authorization: `Bearer ${ADMIN}` };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const r = await fetch(`${srv.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, json, text };
-}
 
 /** Sum of every series of a Prometheus metric, or null when the metric is not exported. */
 async function metric(srv, name) {

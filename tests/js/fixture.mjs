@@ -356,3 +356,14 @@ export async function dropRedisKeys(url, prefix) {
     if (keys.length) await redisCmd(url, 'DEL', ...keys);
   } while (cursor !== '0');
 }
+
+/** A REST call with an admin token: { status, json (null when not JSON), text }. */
+export async function api(srv, method, path, body) {
+  const headers = { authorization: `Bearer ${mint({ role: 'admin' })}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const r = await fetch(`${srv.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: r.status, json, text };
+}

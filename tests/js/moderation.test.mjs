@@ -7,20 +7,9 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import {
-  startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, waitFor, REDIS_URL, redisCmd, dropRedisKeys,
+  startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, waitFor, REDIS_URL, redisCmd, dropRedisKeys, api,
 } from './fixture.mjs';
 
-const ADMIN = mint({ role: 'admin' });
-
-async function api(srv, method, path, body) {
-  const headers = { authorization: `Bearer ${ADMIN}` };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const r = await fetch(`${srv.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, json, text };
-}
 
 /** Resolves with the disconnect reason and whether the client is still trying to reconnect. */
 function disconnected(s) {
