@@ -133,10 +133,11 @@ pub struct RuntimeArgs {
     /// Largest Engine.IO packet / polling body accepted, in bytes.
     #[arg(long, env = "SOCKET_GATEWAY_MAX_PAYLOAD", default_value_t = 1_000_000)]
     pub max_payload: usize,
-    /// Bytes read from a websocket at once (tungstenite's read buffer, held by
-    /// every connection: the main cost of an idle socket). A larger inbound
-    /// message takes several reads, never fails for it.
-    #[arg(long, env = "SOCKET_GATEWAY_WS_READ_BUFFER", default_value_t = 1024)]
+    /// Bytes read from a websocket at once, into one buffer per shard shared
+    /// by all its websockets (a socket keeps bytes of its own only while a
+    /// frame is not yet whole). A larger inbound message takes several
+    /// reads, never fails for it.
+    #[arg(long, env = "SOCKET_GATEWAY_WS_READ_BUFFER", default_value_t = 16384)]
     pub ws_read_buffer: usize,
     /// Write a delivery straight to an idle websocket from the publisher's
     /// loop (one `send`, no task switch) instead of queueing it for the

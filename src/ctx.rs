@@ -24,6 +24,10 @@ pub struct ShardCtx {
     /// Scratch for a websocket task's batch of packets (borrowed only
     /// between two awaits), so sockets keep no batch storage of their own.
     pub ws_batch: RefCell<Vec<proto::engineio::Outgoing>>,
+    /// What every websocket of the shard reads into (`--ws-read-buffer`
+    /// bytes, borrowed only within one poll): a socket keeps bytes of its
+    /// own only for a frame not yet whole.
+    pub ws_read: RefCell<Box<[u8]>>,
     /// The batch's compressed frames, for sockets with permessage-deflate.
     pub ws_deflated: RefCell<(Vec<proto::engineio::Outgoing>, Vec<bool>)>,
     /// The shard's compressor and its cache of compressed shared frames.

@@ -58,7 +58,9 @@ pub async fn run_shard(
             return;
         }
     };
+    let ws_read = RefCell::new(vec![0; cfg.ws_read_buffer].into_boxed_slice());
     let ctx = Rc::new(ShardCtx {
+        ws_read,
         presence_counts: RefCell::default(),
         shard: shard.clone(),
         cfg,

@@ -1,7 +1,7 @@
 //! permessage-deflate (RFC 7692) for the websocket transport: the offer
 //! accepted at the upgrade, the shard's compressor with its cache of shared
 //! frames, and the per-socket inflater that turns a client's compressed
-//! frames into plain ones before tungstenite reads them.
+//! frames into plain ones before the frame reader (`wsread`) reads them.
 //!
 //! The server always answers with `server_no_context_takeover` and
 //! `client_no_context_takeover`: every message is compressed on its own, in
@@ -237,14 +237,14 @@ enum State {
 }
 
 /// One socket's reader of compressed client frames, between the TCP stream
-/// and tungstenite: frames pass through as read, except a compressed
+/// and the frame reader: frames pass through as read, except a compressed
 /// message's frames, which are inflated and handed on as plain frames
 /// (masked with a zero key, as a client's must be). A message that inflates
-/// past `max` becomes a frame header announcing `max + 1` bytes, which
-/// tungstenite refuses as too large. Holds buffers only while a message is
+/// past `max` becomes a frame header announcing `max + 1` bytes, which the
+/// frame reader refuses as too large. Holds buffers only while a message is
 /// read; its inflate state lives for one message.
 pub struct Inflater {
-    /// tungstenite's own bound (`--max-payload`): a refused message is
+    /// The frame reader's bound (`--max-payload`): a refused message is
     /// announced one byte longer.
     refuse_at: usize,
     max: usize,
@@ -258,9 +258,8 @@ pub struct Inflater {
     dec: Option<Box<Decompress>>,
     /// The current compressed frame's inflated bytes.
     frame: Vec<u8>,
-    /// Bytes ready for tungstenite, from `out_at` on.
+    /// Plain frames ready for the frame reader.
     out: Vec<u8>,
-    out_at: usize,
 }
 
 impl Inflater {
@@ -276,7 +275,6 @@ impl Inflater {
             dec: None,
             frame: Vec::new(),
             out: Vec::new(),
-            out_at: 0,
         }
     }
 
@@ -287,27 +285,17 @@ impl Inflater {
         self.max = max.min(self.refuse_at);
     }
 
-    /// Bytes waiting for tungstenite.
-    pub fn has_output(&self) -> bool {
-        self.out_at < self.out.len()
-    }
-
-    /// Moves waiting bytes into `buf`; how many.
-    pub fn take(&mut self, buf: &mut [u8]) -> usize {
-        let n = (self.out.len() - self.out_at).min(buf.len());
-        buf[..n].copy_from_slice(&self.out[self.out_at..self.out_at + n]);
-        self.out_at += n;
-        if self.out_at == self.out.len() {
-            self.out_at = 0;
-            self.out.clear();
-            if self.out.capacity() > 4096 {
-                self.out = Vec::new();
-            }
+    /// Hands the plain frames made so far to `f`, then forgets them.
+    pub fn with_output<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let r = f(&self.out);
+        self.out.clear();
+        if self.out.capacity() > 4096 {
+            self.out = Vec::new();
         }
-        n
+        r
     }
 
-    /// Reads bytes from the socket, adding what tungstenite should see to
+    /// Reads bytes from the socket, adding the plain frames they make to
     /// the output.
     pub fn feed(&mut self, mut input: &[u8]) -> io::Result<()> {
         while !input.is_empty() {
@@ -380,7 +368,7 @@ impl Inflater {
                     rsv1
                 }
                 // A continuation is compressed like its message, and says
-                // nothing itself (a set bit here is tungstenite's to refuse).
+                // nothing itself (a set bit here is the frame reader's to refuse).
                 0 => self.deflated && !rsv1,
                 _ => false,
             };
@@ -460,7 +448,7 @@ impl Inflater {
         }
     }
 
-    /// Past the bound: a header tungstenite refuses as too large.
+    /// Past the bound: a header the frame reader refuses as too large.
     fn refuse(&mut self, first: u8) {
         self.out.push(first & !0x40);
         push_len(&mut self.out, self.refuse_at as u64 + 1);
@@ -618,7 +606,7 @@ mod tests {
         z
     }
 
-    /// Reads tungstenite's view back: (first byte, payload) per frame.
+    /// Reads the frame reader's view back: (first byte, payload) per frame.
     fn plain_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let mut out = Vec::new();
         while b.len() >= 2 {
@@ -655,11 +643,7 @@ mod tests {
             let mut got = Vec::new();
             for c in wire.chunks(step) {
                 inf.feed(c).unwrap();
-                let mut buf = [0u8; 333];
-                while inf.has_output() {
-                    let n = inf.take(&mut buf);
-                    got.extend_from_slice(&buf[..n]);
-                }
+                inf.with_output(|b| got.extend_from_slice(b));
             }
             let frames = plain_frames(&got);
             let firsts: Vec<u8> = frames.iter().map(|f| f.0).collect();
@@ -675,17 +659,15 @@ mod tests {
         let z = compress(&vec![b'a'; 2_000_000]);
         assert!(z.len() < 4000);
         let mut inf = Inflater::new(100_000);
-        // A lower bound for now still refuses with tungstenite's.
+        // A lower bound for now still refuses with the reader's.
         inf.set_max(50_000);
         inf.feed(&client_frame(0xc1, &z)).unwrap();
-        let mut buf = vec![0u8; 64];
-        let n = inf.take(&mut buf);
         let mut hdr = [0u8; 14];
-        hdr[..n.min(14)].copy_from_slice(&buf[..n.min(14)]);
+        inf.with_output(|b| hdr[..b.len().min(14)].copy_from_slice(&b[..b.len().min(14)]));
         assert_eq!(payload_len(&hdr), 100_001);
         assert!(inf.frame.capacity() <= 100_000);
         // Nothing more is read.
         inf.feed(&client_frame(0x81, b"2")).unwrap();
-        assert!(!inf.has_output());
+        assert!(inf.out.is_empty());
     }
 }

@@ -1,160 +1,183 @@
-//! The websocket transport: one task per connection that both reads client
-//! frames and drains the session's outbox, so an idle socket costs one task,
-//! one small read buffer and no write buffer.
+//! The websocket transport: one small task per connection that both reads
+//! client frames and drains the session's outbox. An idle socket costs that
+//! task (its stream, and its reader's empty state) and nothing else: no
+//! read buffer and no write buffer.
 //!
-//! tungstenite reads, and writes the control frames; data frames are written
-//! by [`frames`]: a queued batch goes out in one gathered `sendmsg` (headers
-//! and shared payloads, no copy), not one `send` per message. While the
-//! writer is idle and `--ws-direct-writes` is on, the task lends the
-//! session's outbox a `WsSink`, so a delivery is written by the publisher's
-//! loop at once (one `sendmsg`, no task switch); the first one the kernel
-//! does not take whole sends everything after it back through the queue.
-//! Off by default: under load the queue coalesces several deliveries to a
-//! socket into one write, which direct writes never do (BENCHMARKS.md).
+//! Reads go into the shard's buffer (`ShardCtx::ws_read`, shared by all its
+//! sockets and borrowed only within one poll); [`wsread::FrameReader`]
+//! turns the bytes into messages and keeps bytes of its own only while a
+//! frame is not yet whole. Data frames are written by [`frames`]: a queued
+//! batch goes out in one gathered `sendmsg` (headers and shared payloads,
+//! no copy), not one `send` per message; control frames (pong, close) and
+//! the probe's answer are written whole, through glommio. While the writer
+//! is idle and `--ws-direct-writes` is on, the task lends the session's
+//! outbox a `WsSink`, so a delivery is written by the publisher's loop at
+//! once (one `sendmsg`, no task switch); the first one the kernel does not
+//! take whole sends everything after it back through the queue. Off by
+//! default: under load the queue coalesces several deliveries to a socket
+//! into one write, which direct writes never do (BENCHMARKS.md).
 //!
 //! With permessage-deflate (`--ws-compression`, when the client offers it)
-//! the stream under tungstenite passes client frames through
-//! [`deflate::Inflater`], which hands compressed messages on inflated, and
-//! the writer compresses each frame of at least `--ws-compression-threshold`
-//! bytes through the shard's [`deflate::Deflater`], which compresses a
-//! publication's shared frame once for all its recipients on the shard.
+//! the bytes read pass through [`deflate::Inflater`], which hands compressed
+//! messages on inflated, and the writer compresses each frame of at least
+//! `--ws-compression-threshold` bytes through the shard's
+//! [`deflate::Deflater`], which compresses a publication's shared frame
+//! once for all its recipients on the shard.
 //!
 //! Until its session's first CONNECT, a websocket may send at most
 //! [`PRE_CONNECT_BYTES`] (a CONNECT with its token, and a retry or two):
 //! beyond it the read fails and the session closes, so a session that has not
-//! authenticated never makes tungstenite buffer a `--max-payload` message.
+//! authenticated never makes the reader hold a `--max-payload` message.
 
 use std::cell::RefCell;
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
-use async_tungstenite::WebSocketStream;
-use futures_util::{SinkExt, StreamExt};
+use futures_lite::{AsyncRead, AsyncWriteExt};
 use proto::engineio::Outgoing;
 use shards::rt::TcpStream;
 use shards::{CloseReason, Direct, DirectSink};
-use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::Message;
 
-use crate::config::Config;
 use crate::ctx::ShardCtx;
 use crate::engine::session::Session;
 use crate::engine::transport::deflate::{self, Inflater};
 use crate::engine::transport::frames;
+use crate::engine::transport::wsread::{FrameError, FrameReader, Inbound};
 use crate::http::Request;
-use futures_lite::AsyncWriteExt;
 
 /// Packets moved from the outbox per batch.
 const BATCH: usize = 256;
+
+/// Reads of the socket one poll may make before it lets other tasks run
+/// (a long message arriving in many reads).
+const READS_PER_POLL: usize = 64;
 
 /// Bytes a websocket may send before its session's first CONNECT succeeds:
 /// twice the HTTP request head limit, so any token that fits in a handshake
 /// header fits in a CONNECT, with room to retry.
 pub const PRE_CONNECT_BYTES: usize = 2 * crate::http::MAX_HEAD;
 
-/// The TCP stream under tungstenite, counting what is read while the
-/// session is pending.
-pub struct WsStream {
+/// Close status codes (RFC 6455 §7.4.1).
+const GOING_AWAY: u16 = 1001;
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_DATA: u16 = 1007;
+const TOO_BIG: u16 = 1009;
+
+/// Opcodes of the frames this module writes itself.
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PONG: u8 = 0xa;
+
+/// One websocket connection's reading side, and the stream the task writes
+/// to.
+struct Conn {
     tcp: TcpStream,
-    session: Rc<Session>,
+    reader: FrameReader,
+    /// With permessage-deflate: turns compressed client frames into plain
+    /// ones before the reader sees them.
+    inflater: Option<Box<Inflater>>,
     /// Bytes still allowed before a CONNECT; `None` once connected.
     pre_connect: Option<usize>,
-    /// With permessage-deflate: turns compressed client frames into plain
-    /// ones before tungstenite reads them.
-    inflater: Option<Box<Inflater>>,
 }
 
-impl futures_lite::AsyncRead for WsStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        loop {
-            if let Some(inf) = this.inflater.as_mut().filter(|i| i.has_output()) {
-                return Poll::Ready(Ok(inf.take(buf)));
-            }
-            let r = std::pin::Pin::new(&mut this.tcp).poll_read(cx, buf);
-            if let (Some(left), Poll::Ready(Ok(n))) = (this.pre_connect, &r) {
-                if !this.session.is_pending() {
-                    this.pre_connect = None;
-                } else if *n > left {
-                    return Poll::Ready(Err(std::io::Error::other(
-                        "too many bytes before the Socket.IO CONNECT",
-                    )));
-                } else {
-                    this.pre_connect = Some(left - n);
-                }
-            }
-            match (this.inflater.as_mut(), r) {
-                (Some(inf), Poll::Ready(Ok(n))) if n > 0 => {
-                    // Before its CONNECT a session may not make tungstenite
-                    // hold more inflated than it could send plain.
-                    inf.set_max(match this.pre_connect {
-                        Some(_) => PRE_CONNECT_BYTES,
-                        None => usize::MAX,
-                    });
-                    inf.feed(&buf[..n])?
-                }
-                (_, r) => return r,
-            }
+/// Why a websocket can no longer be read.
+enum ReadError {
+    Frame(FrameError),
+    Io(io::Error),
+    /// More than [`PRE_CONNECT_BYTES`] before a CONNECT.
+    PreConnect,
+}
+
+impl From<FrameError> for ReadError {
+    fn from(e: FrameError) -> Self {
+        ReadError::Frame(e)
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Frame(e) => e.fmt(f),
+            ReadError::Io(e) => e.fmt(f),
+            ReadError::PreConnect => f.write_str("too many bytes before the Socket.IO CONNECT"),
         }
     }
 }
 
-impl futures_lite::AsyncWrite for WsStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+type Read = Result<Option<Inbound>, ReadError>;
+
+impl Conn {
+    /// The client's next message; `Ok(None)` when it closed the connection.
+    fn poll_next(&mut self, cx: &mut Context<'_>, s: &Session) -> Poll<Read> {
+        let max = s.ctx.cfg.max_payload;
+        if self.reader.has_buffered() {
+            if let Some(m) = self.reader.next(&[], max)? {
+                return Poll::Ready(Ok(Some(m)));
+            }
+        }
+        for _ in 0..READS_PER_POLL {
+            let mut buf = s.ctx.ws_read.borrow_mut();
+            let n = match Pin::new(&mut self.tcp).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ReadError::Io(e))),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(n)) => n,
+            };
+            if let Some(left) = self.pre_connect {
+                if !s.is_pending() {
+                    self.pre_connect = None;
+                } else if n > left {
+                    return Poll::Ready(Err(ReadError::PreConnect));
+                } else {
+                    self.pre_connect = Some(left - n);
+                }
+            }
+            let got = match self.inflater.as_mut() {
+                Some(inf) => {
+                    // Before its CONNECT a session may not make the reader
+                    // hold more inflated than it could send plain.
+                    inf.set_max(match self.pre_connect {
+                        Some(_) => PRE_CONNECT_BYTES,
+                        None => usize::MAX,
+                    });
+                    inf.feed(&buf[..n]).map_err(ReadError::Io)?;
+                    let reader = &mut self.reader;
+                    inf.with_output(|plain| reader.next(plain, max))?
+                }
+                None => self.reader.next(&buf[..n], max)?,
+            };
+            if let Some(m) = got {
+                return Poll::Ready(Ok(Some(m)));
+            }
+        }
+        // A long message: other sockets get a turn before the rest is read.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    async fn next(&mut self, s: &Session) -> Read {
+        std::future::poll_fn(|cx| self.poll_next(cx, s)).await
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_close(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_close(cx)
+    /// Writes one frame whole (waiting for room, under the write timeout).
+    async fn write_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut head = [0u8; 10];
+        let hl = frames::frame_header(opcode, payload.len(), &mut head);
+        let mut bytes = Vec::with_capacity(hl + payload.len());
+        bytes.extend_from_slice(&head[..hl]);
+        bytes.extend_from_slice(payload);
+        self.tcp.write_all(&bytes).await
     }
 }
 
-impl AsRawFd for WsStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.tcp.as_raw_fd()
-    }
-}
-
-fn ws_config(cfg: &Config) -> WebSocketConfig {
-    let mut c = WebSocketConfig::default();
-    // tungstenite's default is a 128 KiB read buffer per connection, held
-    // for the socket's whole life; ours is small (`--ws-read-buffer`).
-    c.read_buffer_size = cfg.ws_read_buffer;
-    // tungstenite writes only control frames (pong, close) and the probe.
-    c.write_buffer_size = 16 * 1024;
-    c.max_write_buffer_size = 4 * 1024 * 1024;
-    c.max_message_size = Some(cfg.max_payload);
-    c.max_frame_size = Some(cfg.max_payload);
-    c
+/// A close frame's payload: the status code and the reason.
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
 }
 
 /// Answers the upgrade and runs the connection. `probe`: the session is
@@ -189,39 +212,32 @@ pub async fn upgrade(
     let _ = stream.set_read_timeout(None);
     // A client that accepts nothing for a whole ping timeout is gone.
     let _ = stream.set_write_timeout(Some(session.ctx.cfg.ping_timeout));
-    let rest = buf.get(req.head_len..).unwrap_or_default().to_vec();
-    let cfg = ws_config(&session.ctx.cfg);
-    let stream = WsStream {
+    let mut conn = Conn {
         tcp: stream,
-        pre_connect: session.is_pending().then_some(PRE_CONNECT_BYTES),
-        session: session.clone(),
+        reader: FrameReader::default(),
         inflater: None,
+        pre_connect: session.is_pending().then_some(PRE_CONNECT_BYTES),
     };
-    let mut stream = stream;
-    let mut rest = rest;
+    // Bytes the client sent after its request, in the same read.
+    let rest = buf.get(req.head_len..).unwrap_or_default();
     if deflate.is_some() {
-        // Bytes the client sent after its request go through the inflater
-        // like the rest.
         let mut inf = Box::new(Inflater::new(session.ctx.cfg.max_payload));
         if session.is_pending() {
             inf.set_max(PRE_CONNECT_BYTES);
         }
-        if inf.feed(&rest).is_err() {
+        if inf.feed(rest).is_err() {
             return;
         }
-        rest.clear();
-        while inf.has_output() {
-            let mut chunk = [0u8; 1024];
-            let n = inf.take(&mut chunk);
-            rest.extend_from_slice(&chunk[..n]);
-        }
-        stream.inflater = Some(inf);
+        inf.with_output(|plain| conn.reader.preload(plain));
+        conn.inflater = Some(inf);
+    } else {
+        conn.reader.preload(rest);
     }
-    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(cfg)).await;
+    drop(buf);
     // The websocket gets its own small task: the connection future that
     // parsed the request (several KiB) is freed instead of living as long
     // as the socket.
-    shards::rt::spawn_local(run(session, ws, probe, deflate.is_some())).detach();
+    shards::rt::spawn_local(run(session, conn, probe, deflate.is_some())).detach();
 }
 
 /// Completes the websocket handshake and closes at once (a second
@@ -240,13 +256,13 @@ pub async fn accept_and_close(mut stream: TcpStream, req: &Request) {
 }
 
 enum Ev {
-    In(Option<Result<Message, tungstenite::Error>>),
+    In(Read),
     Out,
 }
 
 /// Writes deliveries straight to the socket while its task is idle. Lent to
-/// the outbox only while tungstenite holds nothing unwritten and the task is
-/// not writing, and taken back before the task writes or its stream closes,
+/// the outbox only while the task has nothing half written and is not
+/// writing, and taken back before the task writes or its stream closes,
 /// so its bytes never interleave with others and its fd is the open socket.
 struct WsSink {
     fd: RawFd,
@@ -276,52 +292,6 @@ impl DirectSink for WsSink {
                 Direct::Partial
             }
         }
-    }
-}
-
-/// The waker the websocket's read side gets: it notes that the read side
-/// asked to be polled, then wakes the socket's task. The task polls
-/// tungstenite only then (or after it returned a message), not after every
-/// batch it writes: a socket that only receives costs no read attempt per
-/// write.
-struct ReadWake {
-    ready: AtomicBool,
-    task: Waker,
-}
-
-impl ReadWake {
-    fn new(task: &Waker) -> Arc<Self> {
-        Arc::new(ReadWake {
-            ready: AtomicBool::new(true),
-            task: task.clone(),
-        })
-    }
-
-    fn poll(
-        self: &Arc<Self>,
-        ws: &mut WebSocketStream<WsStream>,
-    ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
-        if !self.ready.swap(false, Ordering::Relaxed) {
-            return Poll::Pending;
-        }
-        let waker = Waker::from(self.clone());
-        let r = ws.poll_next_unpin(&mut Context::from_waker(&waker));
-        if r.is_ready() {
-            // More may be buffered already, with no wake to come.
-            self.ready.store(true, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl Wake for ReadWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, Ordering::Relaxed);
-        self.task.wake_by_ref();
     }
 }
 
@@ -355,14 +325,9 @@ fn compress(ctx: &ShardCtx, packet: &Outgoing) -> Option<Outgoing> {
     z
 }
 
-async fn run(
-    session: Rc<Session>,
-    mut ws: WebSocketStream<WsStream>,
-    mut probing: bool,
-    deflate: bool,
-) {
+async fn run(session: Rc<Session>, mut conn: Conn, mut probing: bool, deflate: bool) {
     let _guard = FdGuard(session.clone());
-    let fd = ws.get_ref().as_raw_fd();
+    let fd = conn.tcp.as_raw_fd();
     // Only when direct writes are on: it costs each socket an allocation.
     let sink = session.ctx.cfg.ws_direct_writes.then(|| {
         Rc::new(WsSink {
@@ -383,10 +348,9 @@ async fn run(
     // socket that receives without pause must still have its events read
     // (its publishes and directs), not only its outbox drained.
     let mut inbound_first = false;
-    let mut reader: Option<Arc<ReadWake>> = None;
     loop {
-        // Here tungstenite holds nothing unwritten: lend the sink if the
-        // outbox is idle too.
+        // Here nothing of ours is half written: lend the sink if the outbox
+        // is idle too.
         if let Some(sink) = sink.as_ref().filter(|_| !probing) {
             if !session.outbox.has_direct() {
                 session.outbox.lend_direct(sink.clone());
@@ -394,11 +358,10 @@ async fn run(
         }
         let ev = std::future::poll_fn(|cx| {
             if probing && session.is_ended() {
-                return Poll::Ready(Ev::In(None));
+                return Poll::Ready(Ev::In(Ok(None)));
             }
-            let reader = reader.get_or_insert_with(|| ReadWake::new(cx.waker()));
             if inbound_first {
-                if let Poll::Ready(m) = reader.poll(&mut ws) {
+                if let Poll::Ready(m) = conn.poll_next(cx, &session) {
                     return Poll::Ready(Ev::In(m));
                 }
                 if !probing && session.outbox.poll_ready(cx).is_ready() {
@@ -409,65 +372,16 @@ async fn run(
             if !probing && session.outbox.poll_ready(cx).is_ready() {
                 return Poll::Ready(Ev::Out);
             }
-            reader.poll(&mut ws).map(Ev::In)
+            conn.poll_next(cx, &session).map(Ev::In)
         })
         .await;
         inbound_first = matches!(ev, Ev::Out);
-        match ev {
+        let msg = match ev {
             Ev::Out => {
-                session.outbox.take_direct();
-                let rest = sink.as_ref().and_then(|s| s.rest.take());
-                // The shard's scratch batch, not one per socket: an idle
-                // socket keeps no batch storage. Never held across an await.
-                let (written, tail) = {
-                    let mut batch = session.ctx.ws_batch.borrow_mut();
-                    batch.clear();
-                    session.outbox.drain_into(&mut batch, BATCH);
-                    batch.iter().for_each(|p| session.ctx.metrics.packet_out(p));
-                    let mut zs = session.ctx.ws_deflated.borrow_mut();
-                    let (zbatch, flags) = &mut *zs;
-                    if deflate {
-                        // Each packet compressed, or as it is when short.
-                        for p in batch.iter() {
-                            let z = compress(&session.ctx, p);
-                            flags.push(z.is_some());
-                            zbatch.push(z.unwrap_or_else(|| p.clone()));
-                        }
-                    }
-                    let out: &[Outgoing] = if deflate { zbatch } else { &batch };
-                    // One gathered write of the whole batch, no copy; the
-                    // tail of a direct write goes first.
-                    let written = match rest {
-                        Some(_) => Ok((0, false)),
-                        None => frames::send_frames(fd, out, flags),
-                    };
-                    let tail = match written {
-                        Ok((n, false)) => {
-                            let mut tail = rest.unwrap_or_default();
-                            frames::frames_from(out, flags, n, &mut tail);
-                            Some(tail)
-                        }
-                        _ => None,
-                    };
-                    zbatch.clear();
-                    flags.clear();
-                    batch.clear();
-                    if batch.capacity() > 4 * BATCH {
-                        *batch = Vec::new();
-                    }
-                    (written, tail)
-                };
-                if written.is_err() {
+                let rest = take_back(&session, sink.as_deref());
+                if !write_batch(&session, &mut conn, fd, deflate, rest).await {
                     session.terminate(CloseReason::TransportError);
                     return;
-                }
-                if let Some(tail) = tail {
-                    // The socket is full: the rest (copied) through glommio,
-                    // which waits for room under the write timeout.
-                    if ws.get_mut().write_all(&tail).await.is_err() {
-                        session.terminate(CloseReason::TransportError);
-                        return;
-                    }
                 }
                 session.outbox.note_write();
                 if let Some(reason) = session
@@ -477,19 +391,39 @@ async fn run(
                 {
                     session.terminate(CloseReason::ClientClosed);
                     // 1001 on a deploy: the client reconnects, elsewhere.
-                    let frame = (reason == CloseReason::ServerShutdown).then(|| {
-                        tungstenite::protocol::CloseFrame {
-                            code: tungstenite::protocol::frame::coding::CloseCode::Away,
-                            reason: "server shutting down".into(),
-                        }
-                    });
-                    close_gracefully(&mut ws, frame).await;
+                    let close = (reason == CloseReason::ServerShutdown)
+                        .then(|| close_payload(GOING_AWAY, "server shutting down"));
+                    Box::pin(close_gracefully(
+                        &mut conn,
+                        &session,
+                        close.unwrap_or_default(),
+                    ))
+                    .await;
                     return;
                 }
+                continue;
             }
-            Ev::In(Some(Ok(msg))) if probing => match msg {
-                Message::Text(t) if t.as_str() == "2probe" => {
-                    if ws.send(Message::Text("3probe".into())).await.is_err() {
+            Ev::In(m) => m,
+        };
+        let msg = match msg {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                if !probing {
+                    session.terminate(CloseReason::ClientClosed);
+                }
+                return;
+            }
+            Err(e) => {
+                let rest = take_back(&session, sink.as_deref());
+                tracing::debug!(sid = %session.sid, "websocket read: {e}");
+                Box::pin(refuse(&session, &mut conn, e, probing, rest)).await;
+                return;
+            }
+        };
+        if probing {
+            let ok = match msg {
+                Inbound::Text(t) if t == "2probe" => {
+                    if conn.write_frame(OP_TEXT, b"3probe").await.is_err() {
                         return;
                     }
                     // Releases a pending polling GET with a NOOP (written as
@@ -497,113 +431,205 @@ async fn run(
                     // client can finish the upgrade.
                     session.upgrading.set(true);
                     session.outbox.wake();
+                    true
                 }
-                Message::Text(t) if t.as_str() == "5" && session.upgrading.get() => {
+                Inbound::Text(t) if t == "5" && session.upgrading.get() => {
                     session.upgrading.set(false);
                     session.websocket.set(true);
                     session.outbox.wake();
-                    session.ws_fd.set(Some(ws.get_ref().as_raw_fd()));
+                    session.ws_fd.set(Some(fd));
                     probing = false;
+                    true
                 }
-                Message::Ping(_) | Message::Pong(_) => {}
-                _ => {
-                    let _ = ws.close(None).await;
-                    return;
-                }
-            },
-            Ev::In(Some(Ok(Message::Ping(_)))) => {
-                // tungstenite queued the pong; write it before lending again.
-                session.outbox.take_direct();
-                if ws.flush().await.is_err() {
+                Inbound::Ping(p) => conn.write_frame(OP_PONG, &p).await.is_ok(),
+                Inbound::Pong => true,
+                _ => false,
+            };
+            if !ok {
+                Box::pin(close_gracefully(&mut conn, &session, Vec::new())).await;
+                return;
+            }
+            continue;
+        }
+        let r = match msg {
+            Inbound::Ping(p) => {
+                let rest = take_back(&session, sink.as_deref());
+                if write_with_rest(&mut conn, rest, OP_PONG, &p).await.is_err() {
                     session.terminate(CloseReason::TransportError);
                     return;
                 }
+                Ok(())
             }
-            Ev::In(Some(Ok(msg))) => {
-                session.ctx.metrics.bytes_in(msg.len());
-                let r = match msg {
-                    // Boxed per inbound message so the handlers' futures
-                    // are not part of every idle socket's task.
-                    Message::Text(t) => Box::pin(session.on_text(t.as_str())).await,
-                    Message::Binary(b) => Box::pin(session.on_binary(b)).await,
-                    Message::Close(_) => {
-                        session.terminate(CloseReason::ClientClosed);
-                        return;
-                    }
-                    _ => Ok(()),
-                };
-                if let Err(v) = r {
-                    session.outbox.take_direct();
-                    tracing::debug!(sid = %session.sid, "closing: {}", v.0);
-                    session.terminate(CloseReason::TransportError);
-                    close_gracefully(&mut ws, None).await;
-                    return;
-                }
-            }
-            Ev::In(Some(Err(tungstenite::Error::Capacity(e)))) => {
-                session.outbox.take_direct();
-                // Bigger than --max-payload: say so, then close cleanly (1009).
-                tracing::debug!(sid = %session.sid, "websocket message too large: {e}");
-                let max = session.ctx.cfg.max_payload;
-                let err = format!(
-                    "42[\"error\",{{\"code\":\"too_large\",\"message\":\"a message may be at most {max} bytes\"}}]"
-                );
-                let _ = ws.feed(Message::Text(err.into())).await;
-                let frame = tungstenite::protocol::CloseFrame {
-                    code: tungstenite::protocol::frame::coding::CloseCode::Size,
-                    reason: "too large".into(),
-                };
-                if !probing {
-                    session.terminate(CloseReason::TooLarge);
-                }
-                close_gracefully(&mut ws, Some(frame)).await;
+            Inbound::Pong => Ok(()),
+            Inbound::Close(code) => {
+                session.terminate(CloseReason::ClientClosed);
+                // The closing handshake's answer, echoing the client's code.
+                let rest = take_back(&session, sink.as_deref());
+                let payload = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
+                let _ = write_with_rest(&mut conn, rest, OP_CLOSE, &payload).await;
                 return;
             }
-            Ev::In(Some(Err(e))) => {
-                session.outbox.take_direct();
-                tracing::debug!(sid = %session.sid, "websocket error: {e}");
-                if !probing {
-                    session.terminate(CloseReason::TransportError);
-                }
-                // RFC 6455: say why, when the connection can still carry it.
-                use tungstenite::protocol::frame::coding::CloseCode;
-                let code = match e {
-                    tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
-                    tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
-                    _ => None,
-                };
-                if let Some(code) = code {
-                    let frame = tungstenite::protocol::CloseFrame {
-                        code,
-                        reason: "".into(),
-                    };
-                    close_gracefully(&mut ws, Some(frame)).await;
-                }
-                return;
+            // Boxed per inbound message so the handlers' futures are not
+            // part of every idle socket's task.
+            Inbound::Text(t) => {
+                session.ctx.metrics.bytes_in(t.len());
+                Box::pin(session.on_text(&t)).await
             }
-            Ev::In(None) => {
-                if !probing {
-                    session.terminate(CloseReason::ClientClosed);
-                }
-                return;
+            Inbound::Binary(b) => {
+                session.ctx.metrics.bytes_in(b.len());
+                Box::pin(session.on_binary(b)).await
             }
+        };
+        if let Err(v) = r {
+            take_back(&session, sink.as_deref());
+            tracing::debug!(sid = %session.sid, "closing: {}", v.0);
+            session.terminate(CloseReason::TransportError);
+            Box::pin(close_gracefully(&mut conn, &session, Vec::new())).await;
+            return;
         }
     }
 }
 
-/// Sends a close frame, then reads (and drops) what the client still sends
-/// until its own close frame or for at most a second. Closing a socket with
+/// Takes the direct-write sink back from the outbox (before the task
+/// writes anything itself), with the tail a direct write left unwritten.
+fn take_back(session: &Session, sink: Option<&WsSink>) -> Option<Vec<u8>> {
+    session.outbox.take_direct();
+    sink.and_then(|s| s.rest.take())
+}
+
+/// Writes one frame after `rest` (the tail of a direct write), whole.
+async fn write_with_rest(
+    conn: &mut Conn,
+    rest: Option<Vec<u8>>,
+    opcode: u8,
+    payload: &[u8],
+) -> io::Result<()> {
+    if let Some(rest) = rest {
+        conn.tcp.write_all(&rest).await?;
+    }
+    conn.write_frame(opcode, payload).await
+}
+
+/// Writes what the outbox holds, after `rest` (the tail of a direct
+/// write): false when the connection failed.
+async fn write_batch(
+    session: &Session,
+    conn: &mut Conn,
+    fd: RawFd,
+    deflate: bool,
+    rest: Option<Vec<u8>>,
+) -> bool {
+    // The shard's scratch batch, not one per socket: an idle socket keeps
+    // no batch storage. Never held across an await.
+    let (written, tail) = {
+        let mut batch = session.ctx.ws_batch.borrow_mut();
+        batch.clear();
+        session.outbox.drain_into(&mut batch, BATCH);
+        batch.iter().for_each(|p| session.ctx.metrics.packet_out(p));
+        let mut zs = session.ctx.ws_deflated.borrow_mut();
+        let (zbatch, flags) = &mut *zs;
+        if deflate {
+            // Each packet compressed, or as it is when short.
+            for p in batch.iter() {
+                let z = compress(&session.ctx, p);
+                flags.push(z.is_some());
+                zbatch.push(z.unwrap_or_else(|| p.clone()));
+            }
+        }
+        let out: &[Outgoing] = if deflate { zbatch } else { &batch };
+        // One gathered write of the whole batch, no copy; the tail of a
+        // direct write goes first.
+        let written = match rest {
+            Some(_) => Ok((0, false)),
+            None => frames::send_frames(fd, out, flags),
+        };
+        let tail = match written {
+            Ok((n, false)) => {
+                let mut tail = rest.unwrap_or_default();
+                frames::frames_from(out, flags, n, &mut tail);
+                Some(tail)
+            }
+            _ => None,
+        };
+        zbatch.clear();
+        flags.clear();
+        batch.clear();
+        if batch.capacity() > 4 * BATCH {
+            *batch = Vec::new();
+        }
+        (written, tail)
+    };
+    if written.is_err() {
+        return false;
+    }
+    match tail {
+        // The socket is full: the rest (copied) through glommio, which
+        // waits for room under the write timeout.
+        Some(tail) => conn.tcp.write_all(&tail).await.is_ok(),
+        None => true,
+    }
+}
+
+/// A client whose bytes cannot be read: says why when the connection can
+/// still carry it (RFC 6455 status codes; `too_large` also as an `error`
+/// event), and closes.
+async fn refuse(
+    session: &Rc<Session>,
+    conn: &mut Conn,
+    e: ReadError,
+    probing: bool,
+    rest: Option<Vec<u8>>,
+) {
+    let code = match &e {
+        ReadError::Frame(FrameError::TooLarge) => Some(TOO_BIG),
+        ReadError::Frame(FrameError::Protocol(_)) => Some(PROTOCOL_ERROR),
+        ReadError::Frame(FrameError::Utf8) => Some(INVALID_DATA),
+        ReadError::Io(_) | ReadError::PreConnect => None,
+    };
+    if !probing {
+        session.terminate(match code {
+            Some(TOO_BIG) => CloseReason::TooLarge,
+            _ => CloseReason::TransportError,
+        });
+    }
+    let Some(code) = code else { return };
+    if let Some(rest) = rest {
+        if conn.tcp.write_all(&rest).await.is_err() {
+            return;
+        }
+    }
+    let reason = if code == TOO_BIG {
+        let max = session.ctx.cfg.max_payload;
+        let err = format!(
+            "42[\"error\",{{\"code\":\"too_large\",\"message\":\"a message may be at most {max} bytes\"}}]"
+        );
+        if conn.write_frame(OP_TEXT, err.as_bytes()).await.is_err() {
+            return;
+        }
+        "too large"
+    } else {
+        ""
+    };
+    close_gracefully(conn, session, close_payload(code, reason)).await;
+}
+
+/// Sends a close frame (`payload`: its status code and reason, or nothing),
+/// then reads (and drops) what the client still sends until
+/// its own close frame or for at most a second. Closing a socket with
 /// unread bytes makes the kernel send a reset, and a reset makes the client
 /// drop whatever it had not read yet — such as the `error` events and the
 /// DISCONNECT that explain why it is being closed.
-async fn close_gracefully(
-    ws: &mut WebSocketStream<WsStream>,
-    frame: Option<tungstenite::protocol::CloseFrame>,
-) {
-    if ws.close(frame).await.is_err() {
+async fn close_gracefully(conn: &mut Conn, session: &Session, payload: Vec<u8>) {
+    if conn.write_frame(OP_CLOSE, &payload).await.is_err() {
         return;
     }
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let drain = async {
+        while let Ok(Some(m)) = conn.next(session).await {
+            if matches!(m, Inbound::Close(_)) {
+                break;
+            }
+        }
+    };
     let limit = async { shards::rt::sleep(std::time::Duration::from_secs(1)).await };
     futures_lite::future::or(drain, limit).await;
 }
