@@ -139,13 +139,6 @@ pub struct RuntimeArgs {
     /// reads, never fails for it.
     #[arg(long, env = "SOCKET_GATEWAY_WS_READ_BUFFER", default_value_t = 16384)]
     pub ws_read_buffer: usize,
-    /// Write a delivery straight to an idle websocket from the publisher's
-    /// loop (one `send`, no task switch) instead of queueing it for the
-    /// socket's task: ~10 % lower latency at light load, but under load
-    /// deliveries are no longer coalesced into one write per socket, so
-    /// saturation throughput drops by a third (BENCHMARKS.md).
-    #[arg(long, env = "SOCKET_GATEWAY_WS_DIRECT_WRITES", default_value_t = false, action = clap::ArgAction::Set)]
-    pub ws_direct_writes: bool,
     /// Accept permessage-deflate (RFC 7692) when a websocket client offers
     /// it: frames at or above `--ws-compression-threshold` go compressed,
     /// once per publish for all its recipients, and compressed client frames
@@ -504,7 +497,6 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         connect_timeout: Duration::from_secs(10),
         max_payload: rt.max_payload.max(64),
         ws_read_buffer: rt.ws_read_buffer.clamp(256, 1 << 20),
-        ws_direct_writes: rt.ws_direct_writes,
         ws_compression: rt.ws_compression,
         ws_compression_threshold: rt.ws_compression_threshold,
         max_events_per_sec: rt.max_events_per_sec,

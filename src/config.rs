@@ -33,10 +33,8 @@ pub struct Config {
     /// within this is closed (socket.io's `connectTimeout`).
     pub connect_timeout: Duration,
     pub max_payload: usize,
-    /// tungstenite's read buffer per websocket.
+    /// Bytes of the shard's websocket read buffer (see `transport::ws`).
     pub ws_read_buffer: usize,
-    /// Deliveries written straight to idle websockets (see `transport::ws`).
-    pub ws_direct_writes: bool,
     /// permessage-deflate accepted when offered (see `transport::deflate`).
     pub ws_compression: bool,
     /// Frames shorter than this go uncompressed.

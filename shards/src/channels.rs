@@ -541,9 +541,14 @@ impl Channels {
         self.channels.contains_key(channel) || self.exact_subs.contains_key(channel)
     }
 
-    /// Delivers a publication to this shard's recipients; returns how many
-    /// deliveries were queued.
+    /// Delivers a publication to this shard's recipients, written at once or
+    /// queued as the shard's pace says ([`crate::outbox::fan_out`]); returns
+    /// how many deliveries were made.
     pub fn deliver(&self, p: &Publication) -> usize {
+        crate::outbox::fan_out(|| self.deliver_now(p))
+    }
+
+    fn deliver_now(&self, p: &Publication) -> usize {
         let mut n = 0;
         let skip = |m: &Member| p.skip_user.as_deref().is_some_and(|u| *u == *m.user_id);
         if let Some(ch) = self.channels.get(&*p.channel) {

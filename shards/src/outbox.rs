@@ -22,6 +22,14 @@
 //! many sockets costs one `send` per recipient and no task switch. The first
 //! push the kernel does not take whole takes the sink back, and from then on
 //! packets queue until the transport has flushed and lends it again.
+//!
+//! Whether a lent sink is used is chosen per fan-out, by how busy the shard
+//! is ([`fan_out`]): a fan-out that starts after the shard was quiet for
+//! [`QUIET`] writes at once (the lowest latency: no task switch per
+//! recipient), one that follows another closely queues, so that deliveries
+//! which pile up for a socket while the shard works go out in one gathered
+//! write (the most throughput). A socket that queues this way gives its sink
+//! back and gets it again once its task has flushed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -29,6 +37,36 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use proto::engineio::Outgoing;
+
+/// How long a shard must have been without a fan-out for the next one to
+/// write at once: at light load (one fan-out every few milliseconds or
+/// less often) every delivery is written by the fan-out itself; once
+/// fan-outs follow each other within it, deliveries queue and coalesce.
+pub const QUIET: std::time::Duration = std::time::Duration::from_millis(1);
+
+thread_local! {
+    /// This shard's pace: whether lent sinks are used now, and when its last
+    /// fan-out ended.
+    static PACE: (Cell<bool>, Cell<Option<std::time::Instant>>) =
+        const { (Cell::new(true), Cell::new(None)) };
+}
+
+/// Runs one fan-out (`f`), choosing first whether its deliveries are
+/// written at once (the shard was quiet for [`QUIET`]) or queued. Pushes
+/// outside a fan-out (acks, direct messages) follow the last choice.
+pub fn fan_out<R>(f: impl FnOnce() -> R) -> R {
+    PACE.with(|(direct, last)| {
+        let now = std::time::Instant::now();
+        direct.set(last.get().is_none_or(|t| now.duration_since(t) >= QUIET));
+        let r = f();
+        last.set(Some(std::time::Instant::now()));
+        r
+    })
+}
+
+fn write_at_once() -> bool {
+    PACE.with(|(direct, _)| direct.get())
+}
 
 /// Why a socket is being closed; shown in logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +235,12 @@ impl Outbox {
     /// Offers `packet` to the lent sink, if any. `Some(true)`: done with it;
     /// `None`: queue it.
     fn try_direct(&self, packet: &Outgoing) -> Option<bool> {
+        if !write_at_once() {
+            // The shard is busy: queue, so that this socket's deliveries
+            // coalesce; the transport lends the sink again once it flushed.
+            self.take_direct();
+            return None;
+        }
         // A lent sink implies an empty queue: nothing can overtake.
         let direct = self.direct.borrow().as_ref().map(|s| s.try_write(packet));
         match direct {

@@ -201,9 +201,9 @@ export const CONFIGS = [
   { name: 'shards=1 transports=default', shards: 1, transports: undefined },
   { name: 'shards=1 transports=websocket', shards: 1, transports: ['websocket'] },
   { name: 'shards=2 transports=default', shards: 2, transports: undefined },
-  // Also covers the direct-write path (off by default).
-  { name: 'shards=2 transports=websocket direct-writes', shards: 2, transports: ['websocket'],
-    extraArgs: ['--ws-direct-writes', 'true'] },
+  // The smallest read buffer: client frames arrive split across reads and must reassemble.
+  { name: 'shards=2 transports=websocket read-buffer=256', shards: 2, transports: ['websocket'],
+    extraArgs: ['--ws-read-buffer', '256'] },
 ];
 /** The configuration for tests that run once. */
 export const ONCE = { name: 'shards=2 transports=default', shards: 2, transports: undefined };

@@ -10,12 +10,12 @@
 //! batch goes out in one gathered `sendmsg` (headers and shared payloads,
 //! no copy), not one `send` per message; control frames (pong, close) and
 //! the probe's answer are written whole, through glommio. While the writer
-//! is idle and `--ws-direct-writes` is on, the task lends the session's
-//! outbox a `WsSink`, so a delivery is written by the publisher's loop at
-//! once (one `sendmsg`, no task switch); the first one the kernel does not
-//! take whole sends everything after it back through the queue. Off by
-//! default: under load the queue coalesces several deliveries to a socket
-//! into one write, which direct writes never do (BENCHMARKS.md).
+//! is idle, the task lends the session's outbox a `WsSink`, so a delivery
+//! can be written by the publisher's loop at once (one `sendmsg`, no task
+//! switch); the first one the kernel does not take whole sends everything
+//! after it back through the queue. The shard decides per fan-out whether
+//! lent sinks are used (`shards::outbox::fan_out`): at once while it is
+//! quiet, queued (and coalesced into one write per socket) while it is busy.
 //!
 //! With permessage-deflate (`--ws-compression`, when the client offers it)
 //! the bytes read pass through [`deflate::Inflater`], which hands compressed
@@ -325,167 +325,193 @@ fn compress(ctx: &ShardCtx, packet: &Outgoing) -> Option<Outgoing> {
     z
 }
 
-async fn run(session: Rc<Session>, mut conn: Conn, mut probing: bool, deflate: bool) {
-    let _guard = FdGuard(session.clone());
-    let fd = conn.tcp.as_raw_fd();
-    // Only when direct writes are on: it costs each socket an allocation.
-    let sink = session.ctx.cfg.ws_direct_writes.then(|| {
-        Rc::new(WsSink {
-            fd,
-            ctx: session.ctx.clone(),
-            deflate,
-            rest: RefCell::new(None),
-        })
-    });
-    session
-        .ctx
-        .live_websockets
-        .set(session.ctx.live_websockets.get() + 1);
-    if !probing {
-        session.ws_fd.set(Some(fd));
-    }
-    // After writing a batch, the client's own frames get the next turn: a
-    // socket that receives without pause must still have its events read
-    // (its publishes and directs), not only its outbox drained.
-    let mut inbound_first = false;
-    loop {
-        // Here nothing of ours is half written: lend the sink if the outbox
-        // is idle too.
-        if let Some(sink) = sink.as_ref().filter(|_| !probing) {
-            if !session.outbox.has_direct() {
-                session.outbox.lend_direct(sink.clone());
-            }
+/// The connection's task. A function returning an `async` block rather than
+/// an `async fn`, whose arguments would be kept twice in its state: this
+/// future is what every idle websocket holds.
+#[allow(clippy::manual_async_fn)] // see above: the async fn is 1.8x larger
+fn run(
+    session: Rc<Session>,
+    mut conn: Conn,
+    mut probing: bool,
+    deflate: bool,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _guard = FdGuard(session.clone());
+        let fd = conn.tcp.as_raw_fd();
+        // Made at the socket's first write, not before: a socket that is never
+        // sent anything (the idle majority) holds none.
+        let mut sink: Option<Rc<WsSink>> = None;
+        session
+            .ctx
+            .live_websockets
+            .set(session.ctx.live_websockets.get() + 1);
+        if !probing {
+            session.ws_fd.set(Some(fd));
         }
-        let ev = std::future::poll_fn(|cx| {
-            if probing && session.is_ended() {
-                return Poll::Ready(Ev::In(Ok(None)));
+        // After writing a batch, the client's own frames get the next turn: a
+        // socket that receives without pause must still have its events read
+        // (its publishes and directs), not only its outbox drained.
+        let mut inbound_first = false;
+        loop {
+            // Here nothing of ours is half written: lend the sink if the outbox
+            // is idle too.
+            if let Some(sink) = sink.as_ref().filter(|_| !probing) {
+                if !session.outbox.has_direct() {
+                    session.outbox.lend_direct(sink.clone());
+                }
             }
-            if inbound_first {
-                if let Poll::Ready(m) = conn.poll_next(cx, &session) {
-                    return Poll::Ready(Ev::In(m));
+            let ev = std::future::poll_fn(|cx| {
+                if probing && session.is_ended() {
+                    return Poll::Ready(Ev::In(Ok(None)));
+                }
+                if inbound_first {
+                    if let Poll::Ready(m) = conn.poll_next(cx, &session) {
+                        return Poll::Ready(Ev::In(m));
+                    }
+                    if !probing && session.outbox.poll_ready(cx).is_ready() {
+                        return Poll::Ready(Ev::Out);
+                    }
+                    return Poll::Pending;
                 }
                 if !probing && session.outbox.poll_ready(cx).is_ready() {
                     return Poll::Ready(Ev::Out);
                 }
-                return Poll::Pending;
-            }
-            if !probing && session.outbox.poll_ready(cx).is_ready() {
-                return Poll::Ready(Ev::Out);
-            }
-            conn.poll_next(cx, &session).map(Ev::In)
-        })
-        .await;
-        inbound_first = matches!(ev, Ev::Out);
-        let msg = match ev {
-            Ev::Out => {
-                let rest = take_back(&session, sink.as_deref());
-                if !write_batch(&session, &mut conn, fd, deflate, rest).await {
-                    session.terminate(CloseReason::TransportError);
+                conn.poll_next(cx, &session).map(Ev::In)
+            })
+            .await;
+            inbound_first = matches!(ev, Ev::Out);
+            let msg = match ev {
+                Ev::Out => {
+                    let rest = take_back(&session, sink.as_deref());
+                    sink.get_or_insert_with(|| {
+                        Rc::new(WsSink {
+                            fd,
+                            ctx: session.ctx.clone(),
+                            deflate,
+                            rest: RefCell::new(None),
+                        })
+                    });
+                    let ok = match write_batch(&session, fd, deflate, rest) {
+                        Ok(None) => true,
+                        // The socket is full: the rest (copied) through glommio,
+                        // which waits for room under the write timeout.
+                        Ok(Some(tail)) => conn.tcp.write_all(&tail).await.is_ok(),
+                        Err(()) => false,
+                    };
+                    if !ok {
+                        session.terminate(CloseReason::TransportError);
+                        return;
+                    }
+                    session.outbox.note_write();
+                    if let Some(reason) = session
+                        .outbox
+                        .closed()
+                        .filter(|_| session.outbox.is_empty())
+                    {
+                        session.terminate(CloseReason::ClientClosed);
+                        // 1001 on a deploy: the client reconnects, elsewhere.
+                        let close = (reason == CloseReason::ServerShutdown)
+                            .then(|| close_payload(GOING_AWAY, "server shutting down"));
+                        Box::pin(close_gracefully(
+                            &mut conn,
+                            &session,
+                            close.unwrap_or_default(),
+                        ))
+                        .await;
+                        return;
+                    }
+                    continue;
+                }
+                Ev::In(m) => m,
+            };
+            let msg = match msg {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    if !probing {
+                        session.terminate(CloseReason::ClientClosed);
+                    }
                     return;
                 }
-                session.outbox.note_write();
-                if let Some(reason) = session
-                    .outbox
-                    .closed()
-                    .filter(|_| session.outbox.is_empty())
-                {
-                    session.terminate(CloseReason::ClientClosed);
-                    // 1001 on a deploy: the client reconnects, elsewhere.
-                    let close = (reason == CloseReason::ServerShutdown)
-                        .then(|| close_payload(GOING_AWAY, "server shutting down"));
-                    Box::pin(close_gracefully(
-                        &mut conn,
-                        &session,
-                        close.unwrap_or_default(),
-                    ))
-                    .await;
+                Err(e) => {
+                    let rest = take_back(&session, sink.as_deref());
+                    tracing::debug!(sid = %session.sid, "websocket read: {e}");
+                    Box::pin(refuse(&session, &mut conn, e, probing, rest)).await;
+                    return;
+                }
+            };
+            if probing {
+                let ok = match msg {
+                    Inbound::Text(t) if t == "2probe" => {
+                        if Box::pin(conn.write_frame(OP_TEXT, b"3probe"))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        // Releases a pending polling GET with a NOOP (written as
+                        // its answer, never queued for the websocket) so the
+                        // client can finish the upgrade.
+                        session.upgrading.set(true);
+                        session.outbox.wake();
+                        true
+                    }
+                    Inbound::Text(t) if t == "5" && session.upgrading.get() => {
+                        session.upgrading.set(false);
+                        session.websocket.set(true);
+                        session.outbox.wake();
+                        session.ws_fd.set(Some(fd));
+                        probing = false;
+                        true
+                    }
+                    Inbound::Ping(p) => Box::pin(conn.write_frame(OP_PONG, &p)).await.is_ok(),
+                    Inbound::Pong => true,
+                    _ => false,
+                };
+                if !ok {
+                    Box::pin(close_gracefully(&mut conn, &session, Vec::new())).await;
                     return;
                 }
                 continue;
             }
-            Ev::In(m) => m,
-        };
-        let msg = match msg {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                if !probing {
-                    session.terminate(CloseReason::ClientClosed);
-                }
-                return;
-            }
-            Err(e) => {
-                let rest = take_back(&session, sink.as_deref());
-                tracing::debug!(sid = %session.sid, "websocket read: {e}");
-                Box::pin(refuse(&session, &mut conn, e, probing, rest)).await;
-                return;
-            }
-        };
-        if probing {
-            let ok = match msg {
-                Inbound::Text(t) if t == "2probe" => {
-                    if conn.write_frame(OP_TEXT, b"3probe").await.is_err() {
+            let r = match msg {
+                Inbound::Ping(p) => {
+                    let rest = take_back(&session, sink.as_deref());
+                    if Box::pin(write_with_rest(&mut conn, rest, OP_PONG, &p))
+                        .await
+                        .is_err()
+                    {
+                        session.terminate(CloseReason::TransportError);
                         return;
                     }
-                    // Releases a pending polling GET with a NOOP (written as
-                    // its answer, never queued for the websocket) so the
-                    // client can finish the upgrade.
-                    session.upgrading.set(true);
-                    session.outbox.wake();
-                    true
+                    Ok(())
                 }
-                Inbound::Text(t) if t == "5" && session.upgrading.get() => {
-                    session.upgrading.set(false);
-                    session.websocket.set(true);
-                    session.outbox.wake();
-                    session.ws_fd.set(Some(fd));
-                    probing = false;
-                    true
+                Inbound::Pong => Ok(()),
+                Inbound::Close(code) => {
+                    session.terminate(CloseReason::ClientClosed);
+                    // The closing handshake's answer, echoing the client's code.
+                    let rest = take_back(&session, sink.as_deref());
+                    let payload = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
+                    let _ = Box::pin(write_with_rest(&mut conn, rest, OP_CLOSE, &payload)).await;
+                    return;
                 }
-                Inbound::Ping(p) => conn.write_frame(OP_PONG, &p).await.is_ok(),
-                Inbound::Pong => true,
-                _ => false,
+                // Boxed per inbound message so the handlers' futures are not
+                // part of every idle socket's task.
+                Inbound::Text(t) => {
+                    session.ctx.metrics.bytes_in(t.len());
+                    Box::pin(session.on_text(&t)).await
+                }
+                Inbound::Binary(b) => {
+                    session.ctx.metrics.bytes_in(b.len());
+                    Box::pin(session.on_binary(b)).await
+                }
             };
-            if !ok {
+            if let Err(v) = r {
+                take_back(&session, sink.as_deref());
+                tracing::debug!(sid = %session.sid, "closing: {}", v.0);
+                session.terminate(CloseReason::TransportError);
                 Box::pin(close_gracefully(&mut conn, &session, Vec::new())).await;
                 return;
             }
-            continue;
-        }
-        let r = match msg {
-            Inbound::Ping(p) => {
-                let rest = take_back(&session, sink.as_deref());
-                if write_with_rest(&mut conn, rest, OP_PONG, &p).await.is_err() {
-                    session.terminate(CloseReason::TransportError);
-                    return;
-                }
-                Ok(())
-            }
-            Inbound::Pong => Ok(()),
-            Inbound::Close(code) => {
-                session.terminate(CloseReason::ClientClosed);
-                // The closing handshake's answer, echoing the client's code.
-                let rest = take_back(&session, sink.as_deref());
-                let payload = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
-                let _ = write_with_rest(&mut conn, rest, OP_CLOSE, &payload).await;
-                return;
-            }
-            // Boxed per inbound message so the handlers' futures are not
-            // part of every idle socket's task.
-            Inbound::Text(t) => {
-                session.ctx.metrics.bytes_in(t.len());
-                Box::pin(session.on_text(&t)).await
-            }
-            Inbound::Binary(b) => {
-                session.ctx.metrics.bytes_in(b.len());
-                Box::pin(session.on_binary(b)).await
-            }
-        };
-        if let Err(v) = r {
-            take_back(&session, sink.as_deref());
-            tracing::debug!(sid = %session.sid, "closing: {}", v.0);
-            session.terminate(CloseReason::TransportError);
-            Box::pin(close_gracefully(&mut conn, &session, Vec::new())).await;
-            return;
         }
     }
 }
@@ -511,14 +537,14 @@ async fn write_with_rest(
 }
 
 /// Writes what the outbox holds, after `rest` (the tail of a direct
-/// write): false when the connection failed.
-async fn write_batch(
+/// write), as far as the socket takes it now: what is left to write (the
+/// socket is full), or `Err` when the connection failed.
+fn write_batch(
     session: &Session,
-    conn: &mut Conn,
     fd: RawFd,
     deflate: bool,
     rest: Option<Vec<u8>>,
-) -> bool {
+) -> Result<Option<Vec<u8>>, ()> {
     // The shard's scratch batch, not one per socket: an idle socket keeps
     // no batch storage. Never held across an await.
     let (written, tail) = {
@@ -559,15 +585,7 @@ async fn write_batch(
         }
         (written, tail)
     };
-    if written.is_err() {
-        return false;
-    }
-    match tail {
-        // The socket is full: the rest (copied) through glommio, which
-        // waits for room under the write timeout.
-        Some(tail) => conn.tcp.write_all(&tail).await.is_ok(),
-        None => true,
-    }
+    written.map(|_| tail).map_err(drop)
 }
 
 /// A client whose bytes cannot be read: says why when the connection can
