@@ -197,16 +197,20 @@ type Index = std::collections::HashMap<u64, u32>;
 /// consumer; everything else does as before.
 pub struct Outbox {
     queue: RefCell<VecDeque<Slot>>,
-    bound: usize,
+    /// In packets; u32 (no queue gets near it) packs it with the flags.
+    bound: u32,
     byte_bound: usize,
     /// Payload bytes queued (presence included).
     bytes: Cell<usize>,
     tally: Cell<Tally>,
-    index: RefCell<Option<Box<Index>>>,
+    /// Taken out while in use (a `Cell`, not a `RefCell`: one word less
+    /// on every socket).
+    index: Cell<Option<Box<Index>>>,
     closed: Cell<Option<CloseReason>>,
-    waker: RefCell<Option<Waker>>,
+    waker: Cell<Option<Waker>>,
     /// Lent by the transport while its writer is idle.
-    direct: RefCell<Option<Rc<dyn DirectSink>>>,
+    /// (A `Cell`: taken out while it writes.)
+    direct: Cell<Option<Rc<dyn DirectSink>>>,
     /// A direct write left bytes for the transport to finish.
     kicked: Cell<bool>,
     /// Writes that reached the socket (direct ones and flushed batches).
@@ -219,14 +223,14 @@ impl Outbox {
     pub fn new(bound: usize, byte_bound: usize) -> Self {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
-            bound: bound.max(1),
+            bound: bound.clamp(1, u32::MAX as usize) as u32,
             byte_bound,
             bytes: Cell::new(0),
             tally: Cell::new(Tally::default()),
-            index: RefCell::new(None),
+            index: Cell::new(None),
             closed: Cell::new(None),
-            waker: RefCell::new(None),
-            direct: RefCell::new(None),
+            waker: Cell::new(None),
+            direct: Cell::new(None),
             kicked: Cell::new(false),
             writes: Cell::new(0),
         }
@@ -242,7 +246,9 @@ impl Outbox {
             return None;
         }
         // A lent sink implies an empty queue: nothing can overtake.
-        let direct = self.direct.borrow().as_ref().map(|s| s.try_write(packet));
+        let sink = self.direct.take();
+        let direct = sink.as_ref().map(|s| s.try_write(packet));
+        self.direct.set(sink);
         match direct {
             Some(Direct::Sent) => {
                 self.writes.set(self.writes.get() + 1);
@@ -283,7 +289,7 @@ impl Outbox {
         if !rest.is_empty() {
             // Attachments go through the queue, after what the sink wrote.
             self.take_direct();
-        } else if self.direct.borrow().is_some() {
+        } else if self.has_direct() {
             return self.push(first);
         }
         self.enqueue(first, rest)
@@ -303,7 +309,7 @@ impl Outbox {
         }
         let mut q = self.queue.borrow_mut();
         let mut t = self.tally.get();
-        let mut index = self.index.borrow_mut();
+        let mut index = self.index.take();
         if q.len() - t.dead as usize >= COALESCE_FROM {
             let map = index.get_or_insert_with(|| Box::new(index_of(&q, t.pushed)));
             if let Some((kind, len)) = take_waiting(&mut q, map, &mut t, tag.key) {
@@ -315,6 +321,7 @@ impl Outbox {
                 );
                 if opposite {
                     self.tally.set(t);
+                    self.index.set(index);
                     return true;
                 }
             }
@@ -333,7 +340,8 @@ impl Outbox {
             packet,
             kind: SlotKind::Presence(tag),
         });
-        drop((q, index));
+        self.index.set(index);
+        drop(q);
         if was_empty {
             self.wake();
         }
@@ -351,11 +359,11 @@ impl Outbox {
         let plain_bytes = self.bytes.get() - t.bytes;
         // Anything fits when no other packet of its kind waits.
         let fits = plain == 0 || plain_bytes.saturating_add(len) <= self.byte_bound;
-        if plain + 1 + rest.len() > self.bound || !fits {
+        if plain + 1 + rest.len() > self.bound as usize || !fits {
             q.clear();
             q.shrink_to_fit();
             drop(q);
-            self.index.borrow_mut().take();
+            self.index.take();
             self.tally.set(Tally {
                 pushed: t.pushed,
                 ..Tally::default()
@@ -368,8 +376,7 @@ impl Outbox {
         let was_empty = q.len() == dead;
         if q.capacity() == 0 && rest.is_empty() {
             // Room for one, not the default four: most sockets hold one
-            // packet at a time (a handshake, a delivery), and an idle one
-            // keeps what it grew to.
+            // packet at a time (a handshake, a delivery).
             q.reserve_exact(1);
         }
         q.push_back(Slot {
@@ -410,18 +417,21 @@ impl Outbox {
         if self.closed.get().is_some() || !self.queue.borrow().is_empty() || self.kicked.get() {
             return false;
         }
-        *self.direct.borrow_mut() = Some(sink);
+        self.direct.set(Some(sink));
         true
     }
 
     /// Takes the sink back (before the transport writes on its own, or
     /// closes its socket). Returns whether one was lent.
     pub fn take_direct(&self) -> bool {
-        self.direct.borrow_mut().take().is_some()
+        self.direct.take().is_some()
     }
 
     pub fn has_direct(&self) -> bool {
-        self.direct.borrow().is_some()
+        let sink = self.direct.take();
+        let has = sink.is_some();
+        self.direct.set(sink);
+        has
     }
 
     /// Counts a batch the transport flushed.
@@ -454,7 +464,8 @@ impl Outbox {
     }
 
     /// Moves up to `max` queued packets into `out`. Frees the queue's
-    /// storage when it drains after a burst, so idle sockets stay small.
+    /// storage whenever it drains, so an idle socket holds none (a slot is
+    /// 120 bytes; the next push allocates again, one malloc per batch).
     pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) {
         self.kicked.set(false);
         let mut q = self.queue.borrow_mut();
@@ -473,7 +484,7 @@ impl Outbox {
                 self.bytes.set(self.bytes.get() - taken);
             }
         } else {
-            let mut index = self.index.borrow_mut();
+            let mut index = self.index.take();
             let mut n = 0;
             while n < max {
                 let front = t.pushed.wrapping_sub(q.len() as u32);
@@ -503,12 +514,12 @@ impl Outbox {
                 q.pop_front();
                 t.dead -= 1;
             }
-            if q.is_empty() {
-                *index = None;
+            if !q.is_empty() {
+                self.index.set(index);
             }
             self.tally.set(t);
         }
-        if q.is_empty() && q.capacity() > 64 {
+        if q.is_empty() && q.capacity() > 0 {
             *q = VecDeque::new();
         }
     }
@@ -518,11 +529,11 @@ impl Outbox {
         if !self.is_empty() || self.closed.get().is_some() || self.kicked.get() {
             return Poll::Ready(());
         }
-        let mut w = self.waker.borrow_mut();
-        match &*w {
-            Some(old) if old.will_wake(cx.waker()) => {}
-            _ => *w = Some(cx.waker().clone()),
-        }
+        let w = match self.waker.take() {
+            Some(old) if old.will_wake(cx.waker()) => old,
+            _ => cx.waker().clone(),
+        };
+        self.waker.set(Some(w));
         Poll::Pending
     }
 
@@ -534,7 +545,7 @@ impl Outbox {
     /// Wakes the transport without queueing anything (e.g. a state change
     /// such as the end of a polling upgrade).
     pub fn wake(&self) {
-        if let Some(w) = self.waker.borrow_mut().take() {
+        if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
@@ -840,7 +851,7 @@ mod tests {
         assert!(!got.iter().any(|s| s.ends_with(" 1000")));
         assert_eq!(o.len(), 0);
         assert_eq!(o.queued_bytes(), 0);
-        assert!(o.index.borrow().is_none());
+        assert!(o.index.take().is_none());
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl App for Gateway {
     }
 
     fn pid(&self, g: &Rc<GwSocket>) -> Option<String> {
-        (g.secret != 0).then(|| crate::app::recovery::pid(g))
+        (g.secret() != 0).then(|| crate::app::recovery::pid(g))
     }
 
     fn on_connected(
@@ -158,8 +158,9 @@ async fn connect(
     auth: Option<&Value>,
 ) -> Result<Rc<GwSocket>, Refusal> {
     let verifier = s.ctx.cfg.verifier.as_ref().ok_or(Refusal::MissingToken)?;
-    let hs = &s.handshake;
-    let token = pick_token(auth, hs.bearer.as_deref(), hs.query_token.as_deref())
+    let hs = s.handshake.as_deref();
+    let bearer = hs.and_then(|h| h.bearer.as_deref());
+    let token = pick_token(auth, bearer, hs.and_then(|h| h.query_token.as_deref()))
         .ok_or(Refusal::MissingToken)?;
     let claims = verifier.verify(token)?;
     // Counted from here until `on_disconnect` (held for recovery or not):
@@ -213,8 +214,11 @@ pub async fn on_event(
     s.ctx.metrics.event_in();
     let limit = s.ctx.cfg.max_events_per_sec;
     let result = if limit > 0 && !g.admit(limit) {
-        let refused = g.refused.get() + 1;
-        g.refused.set(refused);
+        let refused = {
+            let mut more = g.more_mut();
+            more.refused += 1;
+            more.refused
+        };
         if refused > limit {
             // A second's worth of refused events in a row: not a burst.
             tracing::info!(socket = %g.member.socket_id, "disconnected: rate_limited");
@@ -226,7 +230,9 @@ pub async fn on_event(
             format!("more than {limit} events per second"),
         ))
     } else {
-        g.refused.set(0);
+        if let Some(mut more) = g.more_mut_if_any() {
+            more.refused = 0;
+        }
         match parse_args(data) {
             Ok((name, arg)) => match &*name {
                 "publish" => publish(s, g, arg, att).await.map(Some),
@@ -315,7 +321,7 @@ fn object(arg: Option<Value>) -> Result<Value, Fail> {
 }
 
 fn check_grant(g: &GwSocket, channel: &str) -> Result<(), Fail> {
-    match &g.claims.borrow().channels {
+    match &*g.grant() {
         Some(grant) if !grant.allows_channel(channel) => Err(Fail::new(
             ErrorCode::Forbidden,
             format!("token does not allow channel {channel:?}"),
@@ -488,7 +494,7 @@ async fn direct(
 async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
     let topic_str = str_field(&arg, "topic")?;
     let topic = rules::parse_topic(topic_str)?;
-    if let Some(grant) = &g.claims.borrow().channels {
+    if let Some(grant) = &*g.grant() {
         if !grant.allows_topic(topic_str) {
             return Err(Fail::new(
                 ErrorCode::Forbidden,
@@ -501,17 +507,20 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
         Some(f) => Some(Filter::parse(f)?),
     };
     let max = s.ctx.cfg.max_channels_per_socket;
-    if g.subs.borrow().len() >= max {
+    if g.more().map_or(0, |m| m.subs.len()) >= max {
         let msg =
             format!("a socket may hold at most {max} subscriptions (--max-channels-per-socket)");
         return Err(Fail::new(ErrorCode::Forbidden, msg));
     }
-    let n = g.next_sub.get();
-    g.next_sub.set(n + 1);
-    let id: Arc<str> = format!("{}.{n}", g.member.socket_id).into();
-    g.subs
-        .borrow_mut()
-        .insert(id.clone(), (topic.clone(), filter.clone()));
+    let id: Arc<str> = {
+        let mut more = g.more_mut();
+        let n = more.next_sub;
+        more.next_sub = n + 1;
+        let id: Arc<str> = format!("{}.{n}", g.member.socket_id).into();
+        more.subs
+            .insert(id.clone(), (topic.clone(), filter.clone()));
+        id
+    };
     s.ctx.metrics.subscribed();
     crate::app::recovery::checkpoint(&s.ctx, g);
     let filter = filter.map(|f| Rc::new(f) as Rc<dyn SubFilter>);
@@ -527,7 +536,7 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
 
 async fn unsubscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String, Fail> {
     let id = str_field(&arg, "subscriptionId")?;
-    let topic = g.subs.borrow_mut().remove(id);
+    let topic = g.more_mut_if_any().and_then(|mut m| m.subs.remove(id));
     let Some((topic, _)) = topic else {
         return Err(Fail::new(
             ErrorCode::UnknownSubscription,
@@ -569,14 +578,14 @@ async fn refresh(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String
             format!("token refused: {}", r.as_str()),
         )
     })?;
-    if claims.sub != g.claims.borrow().sub {
+    if *claims.sub != *g.member.user_id {
         return Err(Fail::new(
             ErrorCode::Forbidden,
             "a refreshed token must keep the same sub",
         ));
     }
     let exp = claims.exp;
-    *g.claims.borrow_mut() = claims;
+    g.set_claims(claims);
     narrow(s, g).await;
     Ok(format!("{{\"ok\":true,\"exp\":{exp}}}"))
 }
@@ -586,8 +595,8 @@ async fn refresh(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<String
 /// receiving there at once (the remaining members get presence `leave`).
 async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
     let (channels, subs) = {
-        let claims = g.claims.borrow();
-        let Some(grant) = &claims.channels else {
+        let grant = g.grant();
+        let Some(grant) = &*grant else {
             return;
         };
         let channels: Vec<Arc<str>> = g
@@ -597,13 +606,13 @@ async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
             .filter(|c| !grant.allows_channel(c))
             .cloned()
             .collect();
-        let subs: Vec<Arc<str>> = g
-            .subs
-            .borrow()
-            .iter()
-            .filter(|(_, (topic, _))| !grant.allows_topic(&rules::topic_text(topic)))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let subs: Vec<Arc<str>> = g.more().map_or_else(Vec::new, |m| {
+            m.subs
+                .iter()
+                .filter(|(_, (topic, _))| !grant.allows_topic(&rules::topic_text(topic)))
+                .map(|(id, _)| id.clone())
+                .collect()
+        });
         (channels, subs)
     };
     let shard = &s.ctx.shard;
@@ -614,7 +623,7 @@ async fn narrow(s: &Rc<Session>, g: &Rc<GwSocket>) {
         }
     }
     for id in subs {
-        let topic = g.subs.borrow_mut().remove(&id);
+        let topic = g.more_mut_if_any().and_then(|mut m| m.subs.remove(&id));
         if let Some((topic, _)) = topic {
             shard.unsubscribe(g.member.key, &id, &topic).await;
             s.ctx.metrics.unsubscribed();

@@ -3,7 +3,7 @@
 //! presence, and how it is removed for good. Used by the socket events
 //! (`gateway.rs`) and by recovery (`recovery/`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use shards::{now_ms, Member, PresenceKind, PresenceTag, SubFilter, Topic};
 
 use crate::app::publish::presence_publication;
 use crate::app::recovery::pending::{Carry, Pending};
-use crate::auth::Claims;
+use crate::auth::{ChannelGrant, Claims};
 use crate::ctx::ShardCtx;
 use crate::frame;
 use crate::rules::Filter;
@@ -22,62 +22,175 @@ use crate::rules::Filter;
 pub(crate) type Subs = HashMap<Arc<str>, (Topic, Option<Filter>)>;
 
 /// One authenticated socket on namespace `/`.
+///
+/// Every connected socket has one, most of them idle, so it keeps only what
+/// an idle socket needs; the rest ([`More`]) is allocated the first time it
+/// is used.
 pub struct GwSocket {
     pub member: Rc<Member>,
-    pub(crate) claims: RefCell<Claims>,
+    claims: RefCell<Grant>,
     pub(crate) channels: RefCell<Vec<Arc<str>>>,
-    pub(crate) subs: RefCell<Subs>,
-    pub(crate) next_sub: Cell<u64>,
-    /// The secret half of its recovery id (`pid`); 0 when it does not recover.
-    pub(crate) secret: u128,
+    /// The secret half of its recovery id (`pid`), as two halves so the
+    /// struct is not 16-aligned; 0 when it does not recover.
+    secret: [u64; 2],
     /// The shard's recovery log position when it connected: a recovery
     /// without an offset replays from here.
     pub(crate) since: Cell<u64>,
     /// When it connected (ms): a recovery on another instance without an
     /// offset starts there.
     pub(crate) born_ms: Cell<u64>,
+    more: RefCell<Option<Box<More>>>,
+}
+
+/// What a socket keeps of its token's claims: `sub` and `info` are its
+/// member's `user_id` and `info` (the same on a refresh or a recovery, which
+/// keep the `sub`), so they are not stored twice.
+struct Grant {
+    /// Seconds since the epoch.
+    exp: u64,
+    /// `None` (claim absent or `null`) allows all channels.
+    channels: Option<Box<ChannelGrant>>,
+    admin: bool,
+    /// `--jwt-leeway` (seconds, saturated: beyond 136 years it changes
+    /// nothing), in what would otherwise be padding.
+    leeway: u32,
+}
+
+/// What a socket only needs once it does something: subscribe, recover,
+/// change presence, send events under a rate limit.
+pub(crate) struct More {
+    pub(crate) subs: Subs,
+    pub(crate) next_sub: u64,
     /// What its last recovery gave it from elsewhere (another shard's log,
     /// or Redis): a later recovery whose offset is among those frames
     /// starts there, as this shard's log does not hold them.
-    pub(crate) carry: RefCell<Option<Box<Carry>>>,
+    pub(crate) carry: Option<Carry>,
     /// What a recovery still has to give it once its CONNECT is answered.
-    pub(crate) pending: RefCell<Option<Box<Pending>>>,
-    pub(crate) leeway: u64,
-    /// Token bucket for `--max-events-per-sec`: tokens left, last refill.
-    pub(crate) bucket: Cell<(f64, std::time::Instant)>,
+    pub(crate) pending: Option<Pending>,
     /// What the other members last saw of it, per channel whose presence
-    /// changed lately (see [`gate`]); `None` while there is none.
-    pub(crate) presence_gate: RefCell<Option<Box<Gates>>>,
+    /// changed lately (see [`gate`]).
+    presence_gate: Gates,
+    /// Token bucket for `--max-events-per-sec`: tokens left, last refill.
+    bucket: (f64, Instant),
     /// Token bucket for `--max-joins-per-sec` (joins and leaves).
-    pub(crate) join_bucket: Cell<(f64, std::time::Instant)>,
+    join_bucket: (f64, Instant),
     /// Events refused in a row; a socket that keeps flooding is cut.
-    pub(crate) refused: Cell<u32>,
+    pub(crate) refused: u32,
+}
+
+impl Default for More {
+    fn default() -> Self {
+        // Full buckets: f64::MAX is capped at the burst on the first take,
+        // whenever that is, so when they start does not matter.
+        let now = Instant::now();
+        More {
+            subs: Subs::default(),
+            next_sub: 1,
+            carry: None,
+            pending: None,
+            presence_gate: Gates::default(),
+            bucket: (f64::MAX, now),
+            join_bucket: (f64::MAX, now),
+            refused: 0,
+        }
+    }
 }
 
 impl GwSocket {
     /// Takes one event from the bucket (`per_sec` refill, burst twice that).
     pub(crate) fn admit(&self, per_sec: u32) -> bool {
-        take(&self.bucket, per_sec)
+        take(&mut self.more_mut().bucket, per_sec)
     }
 
     /// Takes one join or leave from its own bucket (`--max-joins-per-sec`).
     pub(crate) fn admit_join(&self, per_sec: u32) -> bool {
-        take(&self.join_bucket, per_sec)
+        take(&mut self.more_mut().join_bucket, per_sec)
     }
 
     pub fn expired(&self, now_secs: u64) -> bool {
-        self.claims.borrow().exp.saturating_add(self.leeway) < now_secs
+        let c = self.claims.borrow();
+        c.exp.saturating_add(u64::from(c.leeway)) < now_secs
+    }
+
+    /// Its rarely used state, if it has any yet.
+    pub(crate) fn more(&self) -> Option<Ref<'_, More>> {
+        Ref::filter_map(self.more.borrow(), |m| m.as_deref()).ok()
+    }
+
+    /// Its rarely used state, allocated on first use.
+    pub(crate) fn more_mut(&self) -> RefMut<'_, More> {
+        RefMut::map(self.more.borrow_mut(), |m| {
+            &mut **m.get_or_insert_with(Box::default)
+        })
+    }
+
+    /// Its rarely used state to change, if it has any yet.
+    pub(crate) fn more_mut_if_any(&self) -> Option<RefMut<'_, More>> {
+        RefMut::filter_map(self.more.borrow_mut(), |m| m.as_deref_mut()).ok()
+    }
+
+    /// Its subscriptions, taken out (allocates nothing when it has none).
+    pub(crate) fn take_subs(&self) -> Subs {
+        self.more
+            .borrow_mut()
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.subs))
+            .unwrap_or_default()
+    }
+
+    /// What a recovery still has to give it, taken out.
+    pub(crate) fn take_pending(&self) -> Option<Pending> {
+        self.more
+            .borrow_mut()
+            .as_mut()
+            .and_then(|m| m.pending.take())
+    }
+
+    /// The id number its next subscription gets.
+    pub(crate) fn next_sub(&self) -> u64 {
+        self.more().map_or(1, |m| m.next_sub)
+    }
+
+    pub(crate) fn secret(&self) -> u128 {
+        (u128::from(self.secret[0]) << 64) | u128::from(self.secret[1])
+    }
+
+    /// Its `channels` claim: `None` allows all channels.
+    pub(crate) fn grant(&self) -> Ref<'_, Option<Box<ChannelGrant>>> {
+        Ref::map(self.claims.borrow(), |c| &c.channels)
+    }
+
+    /// Takes the claims of a token with its `sub` (a refresh, a recovery).
+    pub(crate) fn set_claims(&self, claims: Claims) {
+        let mut c = self.claims.borrow_mut();
+        c.exp = claims.exp;
+        c.channels = claims.channels.map(Box::new);
+        c.admin = claims.admin;
+    }
+
+    /// Its claims whole again (for a new socket when its recovery fails).
+    pub(crate) fn claims(&self) -> Claims {
+        let c = self.claims.borrow();
+        let m = &self.member;
+        Claims {
+            sub: m.user_id.to_string(),
+            exp: c.exp,
+            // The member's text is this value serialized: it parses back.
+            info: m.info.as_deref().and_then(|i| serde_json::from_str(i).ok()),
+            channels: c.channels.as_deref().cloned(),
+            admin: c.admin,
+        }
     }
 }
 
 /// A token bucket: `per_sec` refill, a burst of twice that.
-fn take(bucket: &Cell<(f64, std::time::Instant)>, per_sec: u32) -> bool {
-    let now = std::time::Instant::now();
-    let (tokens, last) = bucket.get();
+fn take(bucket: &mut (f64, Instant), per_sec: u32) -> bool {
+    let now = Instant::now();
+    let (tokens, last) = *bucket;
     let cap = 2.0 * per_sec as f64;
     let tokens = (tokens + now.duration_since(last).as_secs_f64() * per_sec as f64).min(cap);
     let ok = tokens >= 1.0;
-    bucket.set((if ok { tokens - 1.0 } else { tokens }, now));
+    *bucket = (if ok { tokens - 1.0 } else { tokens }, now);
     ok
 }
 
@@ -96,20 +209,17 @@ pub(crate) fn new_socket(
 ) -> Rc<GwSocket> {
     Rc::new(GwSocket {
         member,
-        claims: RefCell::new(claims),
+        claims: RefCell::new(Grant {
+            exp: claims.exp,
+            channels: claims.channels.map(Box::new),
+            admin: claims.admin,
+            leeway: u32::try_from(leeway).unwrap_or(u32::MAX),
+        }),
         channels: RefCell::default(),
-        subs: RefCell::default(),
-        next_sub: Cell::new(1),
-        secret,
+        secret: [(secret >> 64) as u64, secret as u64],
         since: Cell::new(since),
         born_ms: Cell::new(now_ms()),
-        carry: RefCell::new(None),
-        pending: RefCell::new(None),
-        bucket: Cell::new((f64::MAX, std::time::Instant::now())),
-        join_bucket: Cell::new((f64::MAX, std::time::Instant::now())),
-        presence_gate: RefCell::new(None),
-        refused: Cell::new(0),
-        leeway,
+        more: RefCell::new(None),
     })
 }
 
@@ -126,8 +236,7 @@ pub async fn disconnect(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>) {
             left(ctx, g, &ch).await;
         }
     }
-    let subs = std::mem::take(&mut *g.subs.borrow_mut());
-    for (id, (topic, _)) in subs {
+    for (id, (topic, _)) in g.take_subs() {
         shard.unsubscribe(g.member.key, &id, &topic).await;
         ctx.metrics.unsubscribed();
     }
@@ -195,8 +304,8 @@ const PRESENCE_PERIOD: Duration = Duration::from_secs(1);
 /// saw another one (a join and a leave in between cancel out).
 fn gate(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>, is_join: bool) -> bool {
     let now = Instant::now();
-    let mut slot = g.presence_gate.borrow_mut();
-    let map = slot.get_or_insert_with(Box::default);
+    let mut more = g.more_mut();
+    let map = &mut more.presence_gate;
     map.retain(|_, e| {
         e.pending
             || e.last
@@ -239,8 +348,8 @@ fn gate(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>, is_join: bool)
 async fn flush(ctx: &Rc<ShardCtx>, g: &Rc<GwSocket>, channel: &Arc<str>) {
     let member = !g.member.is_hidden() && g.channels.borrow().iter().any(|c| c == channel);
     let send = {
-        let mut slot = g.presence_gate.borrow_mut();
-        let Some(e) = slot.as_mut().and_then(|m| m.get_mut(channel)) else {
+        let mut more = g.more_mut();
+        let Some(e) = more.presence_gate.get_mut(channel) else {
             return;
         };
         e.pending = false;

@@ -139,10 +139,14 @@ async fn handshake(
         )
         .await;
     }
-    let hs = Handshake {
-        bearer: req.authorization.clone(),
-        query_token: req.query_param("token").map(|t| t.into_owned()),
-    };
+    let bearer = req.authorization.clone();
+    let query_token = req.query_param("token").map(|t| t.into_owned());
+    let hs = (bearer.is_some() || query_token.is_some()).then(|| {
+        Box::new(Handshake {
+            bearer,
+            query_token,
+        })
+    });
     let session = match Session::open(engine, new_sid(&ctx.shard), hs, websocket, raw) {
         Ok(s) => s,
         Err(full) => {

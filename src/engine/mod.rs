@@ -7,9 +7,11 @@
 //!   session (or hands the connection to the shard that owns it), and gives
 //!   the request to its transport.
 //! - `sweep`: the shard's sweeper (ping and connect deadlines) and drain.
+//! - `instant`: the sessions' deadlines, compact.
 //! - `transport/`: websocket and long-polling.
 
 pub mod handshake;
+pub mod instant;
 pub mod session;
 pub mod sweep;
 pub mod transport;

@@ -34,6 +34,7 @@ use shards::{CloseReason, Outbox};
 
 use crate::config::take_slot;
 use crate::ctx::ShardCtx;
+use crate::engine::instant::{InstantCell, OptionInstantCell};
 
 /// A future on this shard (not `Send`), boxed so the handler is a trait
 /// object.
@@ -109,7 +110,8 @@ pub struct Session {
     pub ctx: Rc<ShardCtx>,
     engine: Rc<Engine>,
     pub outbox: Rc<Outbox>,
-    pub handshake: Handshake,
+    /// `None` when the handshake carried no token (boxed: most don't).
+    pub handshake: Option<Box<Handshake>>,
     /// Packets flow over a websocket (from the start or after the upgrade).
     pub websocket: Cell<bool>,
     /// A websocket probe succeeded; waiting for the client's UPGRADE.
@@ -117,14 +119,14 @@ pub struct Session {
     /// A polling GET is waiting on this session.
     pub polling_busy: Cell<bool>,
     /// When the next PING is due (a PONG schedules the next one).
-    pub next_ping: Cell<Instant>,
+    pub next_ping: InstantCell,
     /// Set when a PING is sent: the scheduled ping time + ping timeout.
-    pub pong_deadline: Cell<Option<Instant>>,
+    pub pong_deadline: OptionInstantCell,
     /// Until the layer above connects: when the session is closed for want
     /// of a connection (`--connect-timeout`). `Some` exactly while the
     /// session is pending (counted in the instance's pending sessions, not
     /// its connections); a raw Engine.IO session is never pending.
-    connect_deadline: Cell<Option<Instant>>,
+    connect_deadline: OptionInstantCell,
     /// A plain Engine.IO session (the engine.io-protocol suite's
     /// `/engine.io/` path): no Socket.IO layer, message packets echoed.
     pub raw: bool,
@@ -170,7 +172,7 @@ impl Session {
     pub fn open(
         engine: &Rc<Engine>,
         sid: Rc<str>,
-        handshake: Handshake,
+        handshake: Option<Box<Handshake>>,
         websocket: bool,
         raw: bool,
     ) -> Result<Rc<Self>, Full> {
@@ -203,9 +205,9 @@ impl Session {
             websocket: Cell::new(websocket),
             upgrading: Cell::new(false),
             polling_busy: Cell::new(false),
-            next_ping: Cell::new(now + cfg.ping_interval),
-            pong_deadline: Cell::new(None),
-            connect_deadline: Cell::new((!raw).then(|| now + cfg.connect_timeout)),
+            next_ping: InstantCell::new(now + cfg.ping_interval),
+            pong_deadline: OptionInstantCell::new(None),
+            connect_deadline: OptionInstantCell::new((!raw).then(|| now + cfg.connect_timeout)),
             raw,
             ws_fd: Cell::new(None),
             handler: (engine.new_handler)(),

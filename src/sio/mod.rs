@@ -90,8 +90,93 @@ pub trait App: 'static {
 /// packet whose attachments are still arriving.
 pub struct SioSession<A: App> {
     app: Rc<A>,
-    binary: RefCell<Option<BinaryAssembly>>,
-    sockets: RefCell<Vec<(String, A::Socket)>>,
+    /// Boxed: large, and rarely there.
+    binary: RefCell<Option<Box<BinaryAssembly>>>,
+    sockets: RefCell<Sockets<A::Socket>>,
+}
+
+/// The connected namespaces with their sockets, in the order they
+/// connected: the first inline, as most sessions only ever have `/`.
+struct Sockets<S> {
+    first: Option<(Nsp, S)>,
+    rest: Box<[(Nsp, S)]>,
+}
+
+impl<S> Default for Sockets<S> {
+    fn default() -> Self {
+        Sockets {
+            first: None,
+            rest: Box::default(),
+        }
+    }
+}
+
+impl<S> Sockets<S> {
+    fn iter(&self) -> impl Iterator<Item = &(Nsp, S)> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn get(&self, nsp: &str) -> Option<&S> {
+        self.iter().find(|(n, _)| n.as_str() == nsp).map(|(_, s)| s)
+    }
+
+    fn push(&mut self, nsp: &str, socket: S) {
+        let entry = (Nsp::new(nsp), socket);
+        if self.first.is_none() {
+            self.first = Some(entry);
+        } else {
+            let mut rest = std::mem::take(&mut self.rest).into_vec();
+            rest.push(entry);
+            self.rest = rest.into_boxed_slice();
+        }
+    }
+
+    fn remove(&mut self, nsp: &str) -> Option<S> {
+        if self.first.as_ref().is_some_and(|(n, _)| n.as_str() == nsp) {
+            let (_, socket) = self.first.take()?;
+            if !self.rest.is_empty() {
+                let mut rest = std::mem::take(&mut self.rest).into_vec();
+                self.first = Some(rest.remove(0));
+                self.rest = rest.into_boxed_slice();
+            }
+            return Some(socket);
+        }
+        let i = self.rest.iter().position(|(n, _)| n.as_str() == nsp)?;
+        let mut rest = std::mem::take(&mut self.rest).into_vec();
+        let (_, socket) = rest.remove(i);
+        self.rest = rest.into_boxed_slice();
+        Some(socket)
+    }
+
+    fn into_sockets(self) -> impl Iterator<Item = S> {
+        self.first
+            .into_iter()
+            .chain(self.rest.into_vec())
+            .map(|(_, s)| s)
+    }
+}
+
+/// A namespace's name; `/` needs no allocation.
+enum Nsp {
+    Root,
+    Other(Box<str>),
+}
+
+impl Nsp {
+    fn new(nsp: &str) -> Self {
+        if nsp == "/" {
+            Nsp::Root
+        } else {
+            Nsp::Other(nsp.into())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Nsp::Root => "/",
+            Nsp::Other(n) => n,
+        }
+    }
 }
 
 impl<A: App> SioSession<A> {
@@ -99,7 +184,7 @@ impl<A: App> SioSession<A> {
         SioSession {
             app,
             binary: RefCell::new(None),
-            sockets: RefCell::new(Vec::new()),
+            sockets: RefCell::default(),
         }
     }
 
@@ -124,7 +209,7 @@ impl<A: App> SioSession<A> {
             // The header's Engine.IO packet: its type byte and this text.
             let asm = BinaryAssembly::new(&p, 1 + text.len(), limits)
                 .map_err(|_| ProtocolViolation("too many binary attachments"))?;
-            *self.binary.borrow_mut() = Some(asm);
+            *self.binary.borrow_mut() = Some(Box::new(asm));
             return Ok(());
         }
         self.dispatch(s, p.kind, p.nsp, p.id, p.data, Vec::new())
@@ -160,15 +245,11 @@ impl<A: App> SioSession<A> {
     }
 
     fn is_connected(&self, nsp: &str) -> bool {
-        self.sockets.borrow().iter().any(|(n, _)| n == nsp)
+        self.sockets.borrow().get(nsp).is_some()
     }
 
     fn socket(&self, nsp: &str) -> Option<A::Socket> {
-        self.sockets
-            .borrow()
-            .iter()
-            .find(|(n, _)| n == nsp)
-            .map(|(_, s)| s.clone())
+        self.sockets.borrow().get(nsp).cloned()
     }
 
     async fn dispatch(
@@ -232,9 +313,7 @@ impl<A: App> SioSession<A> {
             Some(pid) => format!("{{\"sid\":\"{sid}\",\"pid\":\"{pid}\"}}"),
             None => format!("{{\"sid\":\"{sid}\"}}"),
         };
-        self.sockets
-            .borrow_mut()
-            .push((nsp.to_string(), socket.clone()));
+        self.sockets.borrow_mut().push(nsp, socket.clone());
         // Taken before the ack is queued: a websocket may write it at once.
         let writes = s.outbox.writes();
         send(s, Sio::Connect, nsp, None, Some(&ack));
@@ -242,13 +321,7 @@ impl<A: App> SioSession<A> {
     }
 
     async fn disconnect(&self, s: &Rc<Session>, nsp: &str) {
-        let removed = {
-            let mut socks = self.sockets.borrow_mut();
-            socks
-                .iter()
-                .position(|(n, _)| n == nsp)
-                .map(|i| socks.remove(i).1)
-        };
+        let removed = self.sockets.borrow_mut().remove(nsp);
         if let Some(sock) = removed {
             self.app.on_disconnect(s, &sock, None).await;
         }
@@ -292,7 +365,7 @@ impl<A: App> EngineHandler for SioSession<A> {
             .sockets
             .borrow()
             .iter()
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n.as_str().to_string())
             .collect();
         for nsp in nsps {
             send(s, Sio::Disconnect, &nsp, None, None);
@@ -302,13 +375,13 @@ impl<A: App> EngineHandler for SioSession<A> {
     fn on_close(&self, s: &Rc<Session>) {
         self.binary.borrow_mut().take();
         let sockets = std::mem::take(&mut *self.sockets.borrow_mut());
-        if sockets.is_empty() {
+        if sockets.first.is_none() {
             return;
         }
         let (this, app) = (s.clone(), self.app.clone());
         let reason = s.outbox.closed();
         shards::rt::spawn_local(async move {
-            for (_, sock) in sockets {
+            for sock in sockets.into_sockets() {
                 app.on_disconnect(&this, &sock, reason).await;
             }
         })
@@ -345,5 +418,31 @@ fn validate(p: &socketio::Packet<'_>) -> Result<(), ProtocolViolation> {
         Ok(())
     } else {
         Err(ProtocolViolation("invalid socket.io payload"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sockets;
+
+    fn names(s: &Sockets<u32>) -> Vec<(&str, u32)> {
+        s.iter().map(|(n, v)| (n.as_str(), *v)).collect()
+    }
+
+    #[test]
+    fn namespaces_keep_their_order() {
+        let mut s = Sockets::default();
+        s.push("/", 1);
+        s.push("/a", 2);
+        s.push("/b", 3);
+        assert_eq!(names(&s), [("/", 1), ("/a", 2), ("/b", 3)]);
+        assert_eq!(s.get("/a"), Some(&2));
+        assert_eq!(s.remove("/"), Some(1));
+        assert_eq!(names(&s), [("/a", 2), ("/b", 3)]);
+        assert_eq!(s.remove("/b"), Some(3));
+        assert_eq!(s.remove("/b"), None);
+        s.push("/", 4);
+        assert_eq!(names(&s), [("/a", 2), ("/", 4)]);
+        assert_eq!(s.into_sockets().collect::<Vec<_>>(), [2, 4]);
     }
 }

@@ -78,15 +78,15 @@ pub(super) async fn take_over(
     };
     let id = key.wire(shard.instance()).into();
     let (g, from) = arriving(s, key, id, claims, secret, verifier.leeway_secs());
-    g.next_sub.set(c.next_sub);
+    g.more_mut().next_sub = c.next_sub;
     for ch in c.channels {
         if shard.join(&ch, &g.member).await {
             g.channels.borrow_mut().push(ch);
         }
     }
     for (id, topic, filter) in c.subs {
-        g.subs
-            .borrow_mut()
+        g.more_mut()
+            .subs
             .insert(id.clone(), (topic.clone(), filter.clone()));
         let filter = filter.map(|f| Rc::new(f) as Rc<dyn SubFilter>);
         shard.subscribe(id, g.member.clone(), topic, filter).await;
@@ -104,7 +104,7 @@ pub(super) async fn take_over(
     )
     .await;
     let Some(Resp::Released(replay, skip)) = released else {
-        let claims = g.claims.borrow().clone();
+        let claims = g.claims();
         drop_silently(ctx, &g).await;
         return Err(claims);
     };
@@ -114,11 +114,11 @@ pub(super) async fn take_over(
         let to = shard.id();
         ask(shard, key.shard, Req::SetMoved { seq: key.seq, to }).await;
     }
-    *g.pending.borrow_mut() = Some(Box::new(Pending {
+    g.more_mut().pending = Some(Pending {
         replay,
         local: Local::Since { from, skip },
         rejoin: c.hidden,
-    }));
+    });
     Ok(g)
 }
 
@@ -128,7 +128,7 @@ pub async fn forget(ctx: &ShardCtx, g: &GwSocket) {
     let shard = &ctx.shard;
     let key = g.member.key;
     if let Some(c) = &ctx.cluster {
-        if g.secret != 0 {
+        if g.secret() != 0 {
             c.checkpoint(&g.member.socket_id, None);
         }
         match SocketKey::parse(&g.member.socket_id) {
@@ -170,17 +170,17 @@ pub(super) async fn answer(ctx: &Rc<ShardCtx>, held: &Held, from: ShardId, req: 
             }
             h.claimed_until = Some(Instant::now() + CLAIM_TIMEOUT);
             let g = &h.g;
-            let subs = g
-                .subs
-                .borrow()
-                .iter()
-                .map(|(id, (t, f))| (id.clone(), t.clone(), f.clone()))
-                .collect();
+            let subs = g.more().map_or_else(Vec::new, |m| {
+                m.subs
+                    .iter()
+                    .map(|(id, (t, f))| (id.clone(), t.clone(), f.clone()))
+                    .collect()
+            });
             let channels = g.channels.borrow().clone();
             let c = Claimed {
                 channels,
                 subs,
-                next_sub: g.next_sub.get(),
+                next_sub: g.next_sub(),
                 hidden: g.member.is_hidden(),
             };
             Resp::Claimed(c)

@@ -61,7 +61,7 @@ const SWEEP: Duration = Duration::from_millis(100);
 
 /// `pid`: the socket id, a dot, and the secret in hex.
 pub fn pid(g: &GwSocket) -> String {
-    format!("{}.{:032x}", g.member.socket_id, g.secret)
+    format!("{}.{:032x}", g.member.socket_id, g.secret())
 }
 
 /// Whether a socket that ended for `reason` is kept for recovery.
@@ -84,11 +84,11 @@ pub fn hold(
     let cfg = &s.ctx.cfg;
     let mut held = held.borrow_mut();
     // Held sockets are bounded like connected ones.
-    if g.secret == 0 || !recoverable(reason) || held.len() >= cfg.max_connections {
+    if g.secret() == 0 || !recoverable(reason) || held.len() >= cfg.max_connections {
         return false;
     }
     g.member.detach();
-    g.pending.borrow_mut().take();
+    g.take_pending();
     let now = Instant::now();
     held.insert(
         g.member.key.seq,
@@ -196,12 +196,13 @@ fn recover_here(
         return Err(Box::new(("unknown_pid", claims)));
     };
     let g = h.g;
-    *g.claims.borrow_mut() = claims;
-    *g.pending.borrow_mut() = Some(Box::new(Pending {
+    g.set_claims(claims);
+    let rejoin = g.member.is_hidden();
+    g.more_mut().pending = Some(Pending {
         replay: Vec::new(),
         local: Local::After { offset },
-        rejoin: g.member.is_hidden(),
-    }));
+        rejoin,
+    });
     Ok(g)
 }
 
@@ -209,13 +210,12 @@ fn recover_here(
 /// missed, in order, then attaches it to its new session. Runs without
 /// yielding, so nothing newer can come in between.
 pub fn resume(s: &Rc<Session>, g: &Rc<GwSocket>) {
-    let Some(p) = g.pending.borrow_mut().take() else {
+    let Some(p) = g.take_pending() else {
         return;
     };
     let ctx = &s.ctx;
     let shard = &ctx.shard;
     let m = &g.member;
-    let p = *p;
     let mut out = p.replay;
     match p.local {
         Local::After { offset } => {
@@ -226,10 +226,10 @@ pub fn resume(s: &Rc<Session>, g: &Rc<GwSocket>) {
         Local::Since { from, skip } => {
             // What came from elsewhere stays with it: a later recovery whose
             // offset is one of those frames starts there.
-            *g.carry.borrow_mut() = Some(Box::new(Carry {
+            g.more_mut().carry = Some(Carry {
                 frames: out.clone(),
                 from,
-            }));
+            });
             let mut mine = Vec::new();
             let _ = shard.replay_into(m, None, from, &mut mine);
             out.extend(

@@ -54,7 +54,7 @@ pub(super) async fn from_cluster(
     };
     let id = socket_id.as_str().into();
     let (g, from) = arriving(s, local, id, claims, secret, verifier.leeway_secs());
-    g.next_sub.set(v["next_sub"].as_u64().unwrap_or(1));
+    g.more_mut().next_sub = v["next_sub"].as_u64().unwrap_or(1);
     let since_ms = v["since_ms"].as_u64().unwrap_or(0);
     g.born_ms.set(since_ms);
     let mut streams: Vec<Arc<str>> = Vec::new();
@@ -80,8 +80,8 @@ pub(super) async fn from_cluster(
             }
         }
         let id: Arc<str> = id.into();
-        g.subs
-            .borrow_mut()
+        g.more_mut()
+            .subs
             .insert(id.clone(), (topic.clone(), filter.clone()));
         let filter = filter.map(|f| Rc::new(f) as Rc<dyn SubFilter>);
         shard.subscribe(id, g.member.clone(), topic, filter).await;
@@ -102,7 +102,7 @@ pub(super) async fn from_cluster(
                 _ => "unavailable",
             };
             drop_silently(ctx, &g).await;
-            let claims = g.claims.borrow().clone();
+            let claims = g.claims();
             return Err(Box::new((why, claims)));
         }
     };
@@ -127,11 +127,11 @@ pub(super) async fn from_cluster(
         c.join(ch, view);
     }
     checkpoint(ctx, &g);
-    *g.pending.borrow_mut() = Some(Box::new(Pending {
+    g.more_mut().pending = Some(Pending {
         replay,
         local: Local::Since { from, skip },
         rejoin: false,
-    }));
+    });
     Ok(g)
 }
 
@@ -140,24 +140,24 @@ pub(super) async fn from_cluster(
 /// subscriptions.
 pub fn checkpoint(ctx: &ShardCtx, g: &GwSocket) {
     let Some(c) = &ctx.cluster else { return };
-    if g.secret == 0 || !ctx.cfg.recovery() {
+    if g.secret() == 0 || !ctx.cfg.recovery() {
         return;
     }
-    let subs: Vec<Value> = g
-        .subs
-        .borrow()
-        .iter()
-        .map(|(id, (t, f))| {
-            let f = f.as_ref().map_or(Value::Null, Filter::to_json);
-            serde_json::json!([&**id, crate::rules::topic_text(t), f])
-        })
-        .collect();
+    let subs: Vec<Value> = g.more().map_or_else(Vec::new, |m| {
+        m.subs
+            .iter()
+            .map(|(id, (t, f))| {
+                let f = f.as_ref().map_or(Value::Null, Filter::to_json);
+                serde_json::json!([&**id, crate::rules::topic_text(t), f])
+            })
+            .collect()
+    });
     let channels: Vec<String> = g.channels.borrow().iter().map(|c| c.to_string()).collect();
     let state = serde_json::json!({
-        "secret": format!("{:032x}", g.secret),
-        "sub": g.claims.borrow().sub,
+        "secret": format!("{:032x}", g.secret()),
+        "sub": &*g.member.user_id,
         "since_ms": g.born_ms.get(),
-        "next_sub": g.next_sub.get(),
+        "next_sub": g.next_sub(),
         "channels": channels,
         "subs": subs,
     });

@@ -65,10 +65,10 @@ pub(super) fn check(
         return Err("busy");
     }
     // Constant-time enough: a u128 comparison does not branch per byte.
-    if h.g.secret != secret {
+    if h.g.secret() != secret {
         return Err("unknown_pid");
     }
-    if h.g.claims.borrow().sub != sub {
+    if *h.g.member.user_id != *sub {
         return Err("other_user");
     }
     if !covers(shard, &h.g, offset) {
@@ -80,13 +80,14 @@ pub(super) fn check(
 /// Whether this shard can give `g` everything after `offset` (without one,
 /// since it came here).
 pub(super) fn covers(shard: &shards::Shard, g: &GwSocket, offset: Option<&str>) -> bool {
-    let carry = g.carry.borrow();
+    let more = g.more();
+    let carry = more.as_ref().and_then(|m| m.carry.as_ref());
     let carried = |c: &Carry, o: &str| {
         c.frames
             .iter()
             .any(|(f, _)| offset_of(f).as_deref() == Some(o))
     };
-    match (offset, carry.as_deref()) {
+    match (offset, carry) {
         (Some(o), Some(c)) if carried(c, o) => shard.log_holds_since(c.from),
         (Some(o), _) => shard.log_has(o),
         (None, Some(c)) => shard.log_holds_since(c.from),
@@ -101,9 +102,9 @@ pub(super) fn local_replay(
     g: &GwSocket,
     offset: Option<&str>,
 ) -> Result<Replay, shards::Miss> {
-    let carry = g.carry.borrow();
+    let more = g.more();
     let m = &g.member;
-    let Some(c) = carry.as_deref() else {
+    let Some(c) = more.as_ref().and_then(|m| m.carry.as_ref()) else {
         return shard.replay(m, offset, g.since.get());
     };
     let at = offset.and_then(|o| {
@@ -135,8 +136,7 @@ pub(super) async fn drop_silently(ctx: &ShardCtx, g: &GwSocket) {
     for ch in channels {
         shard.leave(&ch, g.member.key).await;
     }
-    let subs = std::mem::take(&mut *g.subs.borrow_mut());
-    for (id, (topic, _)) in subs {
+    for (id, (topic, _)) in g.take_subs() {
         shard.unsubscribe(g.member.key, &id, &topic).await;
     }
     shard.unregister(g.member.key);
