@@ -143,49 +143,60 @@ async fn shutdown_requested(cfg: &Config) {
 }
 
 /// Serves one client connection: requests until it closes, is upgraded to
-/// a websocket or handed to another shard.
-pub async fn serve_connection(engine: Rc<Engine>, mut stream: TcpStream, mut buf: Vec<u8>) {
-    let limit = engine.ctx.cfg.head_timeout;
-    let _ = stream.set_read_timeout(Some(limit));
-    loop {
-        // The whole head must arrive in time, not just each read: a client
-        // trickling one byte at a time would otherwise hold the socket.
-        let timed_out = async {
-            shards::rt::sleep(limit).await;
-            Err(NoHead::TimedOut)
-        };
-        let head = async {
-            read_head(&mut stream, &mut buf)
-                .await
-                .map_err(NoHead::Refused)
-        };
-        let req = match futures_lite::future::or(head, timed_out).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            // Too slow: close without answering (like nginx's header
-            // timeout); a slowloris client gets nothing to read.
-            Err(NoHead::TimedOut) => return,
-            Err(NoHead::Refused(e)) => {
-                let status = e.status();
-                let _ = stream
-                    .write_all(&http::response(
+/// a websocket or handed to another shard. An `async` block rather than an
+/// `async fn` (which keeps its arguments twice): every connection waiting
+/// for its request holds this future.
+#[allow(clippy::manual_async_fn)]
+pub fn serve_connection(
+    engine: Rc<Engine>,
+    mut stream: TcpStream,
+    mut buf: Vec<u8>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let limit = engine.ctx.cfg.head_timeout;
+        let _ = stream.set_read_timeout(Some(limit));
+        loop {
+            // The whole head must arrive in time, not just each read: a client
+            // trickling one byte at a time would otherwise hold the socket.
+            let timed_out = async {
+                shards::rt::sleep(limit).await;
+                Err(NoHead::TimedOut)
+            };
+            let head = async {
+                read_head(&mut stream, &mut buf)
+                    .await
+                    .map_err(NoHead::Refused)
+            };
+            let req = match futures_lite::future::or(head, timed_out).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                // Too slow: close without answering (like nginx's header
+                // timeout); a slowloris client gets nothing to read.
+                Err(NoHead::TimedOut) => return,
+                Err(NoHead::Refused(e)) => {
+                    let status = e.status();
+                    let answer = http::response(
                         status,
                         "text/plain",
                         http::status_text(status).as_bytes(),
                         None,
                         false,
                         &[],
-                    ))
-                    .await;
-                return;
+                    );
+                    let _ = Box::pin(stream.write_all(&answer)).await;
+                    return;
+                }
+            };
+            // Boxed: what a connection holds while it waits for its request
+            // stays small. Under a connect storm thousands wait at once, and a
+            // large wait is memory the process keeps after the storm.
+            match Box::pin(route(&engine, stream, buf, req)).await {
+                Some((s, b)) => {
+                    stream = s;
+                    buf = b;
+                }
+                None => return,
             }
-        };
-        match route(&engine, stream, buf, req).await {
-            Some((s, b)) => {
-                stream = s;
-                buf = b;
-            }
-            None => return,
         }
     }
 }
