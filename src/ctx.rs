@@ -30,6 +30,12 @@ pub struct ShardCtx {
     pub ws_read: RefCell<Box<[u8]>>,
     /// The batch's compressed frames, for sockets with permessage-deflate.
     pub ws_deflated: RefCell<(Vec<proto::engineio::Outgoing>, Vec<bool>)>,
+    /// The shard's direct-write sink, lent to every idle websocket's outbox
+    /// (made on first use: it refers back to this context).
+    pub ws_sink: std::cell::OnceCell<Rc<dyn shards::DirectSink>>,
+    /// What direct writes left unwritten, by socket fd, for the socket's
+    /// task to write before anything else.
+    pub ws_rests: RefCell<std::collections::HashMap<std::os::fd::RawFd, Vec<u8>>>,
     /// The shard's compressor and its cache of compressed shared frames.
     pub deflater: RefCell<crate::engine::transport::deflate::Deflater>,
     /// Large channels whose home is this shard and whose member count

@@ -114,9 +114,11 @@ pub enum Direct {
     Blocked,
 }
 
-/// A transport's way to write a packet at once, without its task.
+/// A transport's way to write a packet at once, without its task. One sink
+/// may serve many sockets: each lends it with its own `token` (which socket,
+/// and how to write to it), so a socket pays nothing for the sink itself.
 pub trait DirectSink {
-    fn try_write(&self, packet: &Outgoing) -> Direct;
+    fn try_write(&self, token: u64, packet: &Outgoing) -> Direct;
 }
 
 /// What a presence frame says about whom, so that presence waiting in a
@@ -210,7 +212,7 @@ pub struct Outbox {
     waker: Cell<Option<Waker>>,
     /// Lent by the transport while its writer is idle.
     /// (A `Cell`: taken out while it writes.)
-    direct: Cell<Option<Rc<dyn DirectSink>>>,
+    direct: Cell<Option<(Rc<dyn DirectSink>, u64)>>,
     /// A direct write left bytes for the transport to finish.
     kicked: Cell<bool>,
     /// Writes that reached the socket (direct ones and flushed batches).
@@ -247,7 +249,7 @@ impl Outbox {
         }
         // A lent sink implies an empty queue: nothing can overtake.
         let sink = self.direct.take();
-        let direct = sink.as_ref().map(|s| s.try_write(packet));
+        let direct = sink.as_ref().map(|(s, token)| s.try_write(*token, packet));
         self.direct.set(sink);
         match direct {
             Some(Direct::Sent) => {
@@ -412,12 +414,13 @@ impl Outbox {
 
     /// Lends a sink for direct writes. Only while the transport's writer is
     /// idle: nothing queued, nothing buffered, no write in flight, not
-    /// closed; otherwise the sink is not taken.
-    pub fn lend_direct(&self, sink: Rc<dyn DirectSink>) -> bool {
+    /// closed; otherwise the sink is not taken. `token` is what the sink
+    /// needs to know which socket it writes to.
+    pub fn lend_direct(&self, sink: Rc<dyn DirectSink>, token: u64) -> bool {
         if self.closed.get().is_some() || !self.queue.borrow().is_empty() || self.kicked.get() {
             return false;
         }
-        self.direct.set(Some(sink));
+        self.direct.set(Some((sink, token)));
         true
     }
 
@@ -629,7 +632,7 @@ mod tests {
     }
 
     impl DirectSink for Fake {
-        fn try_write(&self, p: &Outgoing) -> Direct {
+        fn try_write(&self, _token: u64, p: &Outgoing) -> Direct {
             if self.partial_at.get() == Some(self.got.borrow().len()) {
                 self.got.borrow_mut().push(p.clone());
                 return Direct::Partial;
@@ -655,7 +658,7 @@ mod tests {
     fn a_lent_sink_writes_until_blocked_then_the_queue_keeps_order() {
         let o = Outbox::new(10, usize::MAX);
         let f = fake(2);
-        assert!(o.lend_direct(f.clone()));
+        assert!(o.lend_direct(f.clone(), 0));
         for s in ["1", "2", "3", "4"] {
             assert!(o.push(text(s)));
         }
@@ -669,9 +672,9 @@ mod tests {
         assert_eq!(o.writes(), 2);
         // Lent again only while idle.
         o.push(text("5"));
-        assert!(!o.lend_direct(f.clone()));
+        assert!(!o.lend_direct(f.clone(), 0));
         o.drain_into(&mut v, 10);
-        assert!(o.lend_direct(f.clone()));
+        assert!(o.lend_direct(f.clone(), 0));
     }
 
     #[test]
@@ -679,7 +682,7 @@ mod tests {
         let o = Outbox::new(10, usize::MAX);
         let f = fake(10);
         f.partial_at.set(Some(1));
-        o.lend_direct(f.clone());
+        o.lend_direct(f.clone(), 0);
         o.push(text("1"));
         o.push(text("2")); // partly written: the sink keeps its tail
         o.push(text("3"));
@@ -697,18 +700,18 @@ mod tests {
     fn close_and_attachments_take_the_sink_back() {
         let o = Outbox::new(10, usize::MAX);
         let f = fake(10);
-        o.lend_direct(f.clone());
+        o.lend_direct(f.clone(), 0);
         assert!(o.push_all(text("a"), &[]));
         assert!(o.push_all(text("b"), &[Bytes::from_static(b"att")]));
         assert!(!o.has_direct());
         assert_eq!(*f.got.borrow(), vec![text("a")]);
         assert_eq!(o.len(), 2);
         let o = Outbox::new(10, usize::MAX);
-        o.lend_direct(f.clone());
+        o.lend_direct(f.clone(), 0);
         o.close(CloseReason::ClientClosed);
         assert!(!o.has_direct());
         assert!(!o.push(text("c")));
-        assert!(!o.lend_direct(f.clone()));
+        assert!(!o.lend_direct(f.clone(), 0));
     }
 
     fn futures_task_noop() -> Waker {
@@ -779,7 +782,7 @@ mod tests {
     fn direct_writes_are_not_queued_bytes() {
         let o = Outbox::new(100, 10);
         let f = fake(1);
-        assert!(o.lend_direct(f.clone()));
+        assert!(o.lend_direct(f.clone(), 0));
         assert!(o.push(Outgoing::Binary(bin(50))));
         assert_eq!(o.queued_bytes(), 0);
         // blocked: queued, and counted, from here

@@ -69,6 +69,8 @@ pub async fn run_shard(
         live_websockets: Cell::new(0),
         ws_batch: RefCell::new(Vec::new()),
         ws_deflated: RefCell::default(),
+        ws_sink: Default::default(),
+        ws_rests: RefCell::default(),
         deflater: RefCell::default(),
     });
     let engine = Engine::new(ctx.clone(), handler_factory(&ctx));

@@ -29,7 +29,6 @@
 //! beyond it the read fails and the session closes, so a session that has not
 //! authenticated never makes the reader hold a `--max-payload` message.
 
-use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -260,50 +259,70 @@ enum Ev {
     Out,
 }
 
-/// Writes deliveries straight to the socket while its task is idle. Lent to
-/// the outbox only while the task has nothing half written and is not
-/// writing, and taken back before the task writes or its stream closes,
-/// so its bytes never interleave with others and its fd is the open socket.
+/// Writes deliveries straight to an idle websocket, one sink for all the
+/// shard's websockets: a socket lends it with a token (its fd, and whether
+/// it negotiated permessage-deflate), so it costs the socket nothing. Lent
+/// to a socket's outbox only while the socket's task has nothing half
+/// written and is not writing, and taken back before the task writes or its
+/// stream closes, so its bytes never interleave with others and the fd is
+/// the open socket.
 struct WsSink {
-    fd: RawFd,
-    ctx: Rc<ShardCtx>,
-    /// permessage-deflate was negotiated.
-    deflate: bool,
-    /// The unwritten tail of a frame the kernel took only part of.
-    rest: RefCell<Option<Vec<u8>>>,
+    ctx: std::rc::Weak<ShardCtx>,
+}
+
+/// The token a socket lends the sink with.
+fn sink_token(fd: RawFd, deflate: bool) -> u64 {
+    (fd as u32 as u64) | ((deflate as u64) << 32)
 }
 
 impl DirectSink for WsSink {
-    fn try_write(&self, packet: &Outgoing) -> Direct {
-        let z = self.deflate.then(|| compress(&self.ctx, packet)).flatten();
+    fn try_write(&self, token: u64, packet: &Outgoing) -> Direct {
+        let Some(ctx) = self.ctx.upgrade() else {
+            return Direct::Blocked;
+        };
+        let (fd, deflate) = (token as u32 as RawFd, token >> 32 & 1 == 1);
+        let z = deflate.then(|| compress(&ctx, packet)).flatten();
         let flags = [z.is_some()];
         let one = std::slice::from_ref(z.as_ref().unwrap_or(packet));
-        match frames::send_frames(self.fd, one, &flags) {
+        match frames::send_frames(fd, one, &flags) {
             // Would block, or an error the task meets on its own next write.
             Ok((0, _)) | Err(_) => Direct::Blocked,
             Ok((n, whole)) => {
-                self.ctx.metrics.packet_out(packet);
+                ctx.metrics.packet_out(packet);
                 if whole {
                     return Direct::Sent;
                 }
                 let mut rest = Vec::new();
                 frames::frames_from(one, &flags, n, &mut rest);
-                *self.rest.borrow_mut() = Some(rest);
+                ctx.ws_rests.borrow_mut().insert(fd, rest);
                 Direct::Partial
             }
         }
     }
 }
 
+/// The shard's sink, made on first use.
+fn shard_sink(ctx: &Rc<ShardCtx>) -> Rc<dyn DirectSink> {
+    ctx.ws_sink
+        .get_or_init(|| {
+            Rc::new(WsSink {
+                ctx: Rc::downgrade(ctx),
+            })
+        })
+        .clone()
+}
+
 /// Clears the session's `ws_fd` when the task that owns the stream ends,
 /// and the upgrade flag when a probe ends without the UPGRADE (polling goes
 /// on).
-struct FdGuard(Rc<Session>);
+struct FdGuard(Rc<Session>, RawFd);
 
 impl Drop for FdGuard {
     fn drop(&mut self) {
-        // Before the stream (and its fd) goes.
+        // Before the stream (and its fd) goes: a later socket may get the
+        // same fd.
         self.0.outbox.take_direct();
+        self.0.ctx.ws_rests.borrow_mut().remove(&self.1);
         self.0.ws_fd.set(None);
         let live = &self.0.ctx.live_websockets;
         live.set(live.get().saturating_sub(1));
@@ -336,11 +355,10 @@ fn run(
     deflate: bool,
 ) -> impl std::future::Future<Output = ()> {
     async move {
-        let _guard = FdGuard(session.clone());
         let fd = conn.tcp.as_raw_fd();
-        // Made at the socket's first write, not before: a socket that is never
-        // sent anything (the idle majority) holds none.
-        let mut sink: Option<Rc<WsSink>> = None;
+        let _guard = FdGuard(session.clone(), fd);
+        let sink = shard_sink(&session.ctx);
+        let token = sink_token(fd, deflate);
         session
             .ctx
             .live_websockets
@@ -355,10 +373,8 @@ fn run(
         loop {
             // Here nothing of ours is half written: lend the sink if the outbox
             // is idle too.
-            if let Some(sink) = sink.as_ref().filter(|_| !probing) {
-                if !session.outbox.has_direct() {
-                    session.outbox.lend_direct(sink.clone());
-                }
+            if !probing && !session.outbox.has_direct() {
+                session.outbox.lend_direct(sink.clone(), token);
             }
             let ev = std::future::poll_fn(|cx| {
                 if probing && session.is_ended() {
@@ -382,15 +398,7 @@ fn run(
             inbound_first = matches!(ev, Ev::Out);
             let msg = match ev {
                 Ev::Out => {
-                    let rest = take_back(&session, sink.as_deref());
-                    sink.get_or_insert_with(|| {
-                        Rc::new(WsSink {
-                            fd,
-                            ctx: session.ctx.clone(),
-                            deflate,
-                            rest: RefCell::new(None),
-                        })
-                    });
+                    let rest = take_back(&session, fd);
                     let ok = match write_batch(&session, fd, deflate, rest) {
                         Ok(None) => true,
                         // The socket is full: the rest (copied) through glommio,
@@ -433,7 +441,7 @@ fn run(
                     return;
                 }
                 Err(e) => {
-                    let rest = take_back(&session, sink.as_deref());
+                    let rest = take_back(&session, fd);
                     tracing::debug!(sid = %session.sid, "websocket read: {e}");
                     Box::pin(refuse(&session, &mut conn, e, probing, rest)).await;
                     return;
@@ -475,7 +483,7 @@ fn run(
             }
             let r = match msg {
                 Inbound::Ping(p) => {
-                    let rest = take_back(&session, sink.as_deref());
+                    let rest = take_back(&session, fd);
                     if Box::pin(write_with_rest(&mut conn, rest, OP_PONG, &p))
                         .await
                         .is_err()
@@ -489,7 +497,7 @@ fn run(
                 Inbound::Close(code) => {
                     session.terminate(CloseReason::ClientClosed);
                     // The closing handshake's answer, echoing the client's code.
-                    let rest = take_back(&session, sink.as_deref());
+                    let rest = take_back(&session, fd);
                     let payload = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
                     let _ = Box::pin(write_with_rest(&mut conn, rest, OP_CLOSE, &payload)).await;
                     return;
@@ -506,7 +514,7 @@ fn run(
                 }
             };
             if let Err(v) = r {
-                take_back(&session, sink.as_deref());
+                take_back(&session, fd);
                 tracing::debug!(sid = %session.sid, "closing: {}", v.0);
                 session.terminate(CloseReason::TransportError);
                 Box::pin(close_gracefully(&mut conn, &session, Vec::new())).await;
@@ -518,9 +526,9 @@ fn run(
 
 /// Takes the direct-write sink back from the outbox (before the task
 /// writes anything itself), with the tail a direct write left unwritten.
-fn take_back(session: &Session, sink: Option<&WsSink>) -> Option<Vec<u8>> {
+fn take_back(session: &Session, fd: RawFd) -> Option<Vec<u8>> {
     session.outbox.take_direct();
-    sink.and_then(|s| s.rest.take())
+    session.ctx.ws_rests.borrow_mut().remove(&fd)
 }
 
 /// Writes one frame after `rest` (the tail of a direct write), whole.
