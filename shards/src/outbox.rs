@@ -25,7 +25,8 @@
 //!
 //! Whether a lent sink is used is chosen per fan-out, by how busy the shard
 //! is ([`fan_out`]): a fan-out that starts after the shard was quiet for
-//! [`QUIET`] writes at once (the lowest latency: no task switch per
+//! [`QUIET`] (no fan-out ended and no socket flushed a queued batch)
+//! writes at once (the lowest latency: no task switch per
 //! recipient), one that follows another closely queues, so that deliveries
 //! which pile up for a socket while the shard works go out in one gathered
 //! write (the most throughput). A socket that queues this way gives its sink
@@ -38,8 +39,8 @@ use std::task::{Context, Poll, Waker};
 
 use proto::engineio::Outgoing;
 
-/// How long a shard must have been without a fan-out for the next one to
-/// write at once: at light load (one fan-out every few milliseconds or
+/// How long a shard must have been without a fan-out or a flushed batch for
+/// the next fan-out to write at once: at light load (one fan-out every few milliseconds or
 /// less often) every delivery is written by the fan-out itself; once
 /// fan-outs follow each other within it, deliveries queue and coalesce.
 pub const QUIET: std::time::Duration = std::time::Duration::from_millis(1);
@@ -437,9 +438,12 @@ impl Outbox {
         has
     }
 
-    /// Counts a batch the transport flushed.
+    /// Counts a batch the transport flushed. The shard is busy while its
+    /// sockets' tasks flush what a fan-out queued: a fan-out that starts
+    /// within [`QUIET`] of such a write queues too.
     pub fn note_write(&self) {
         self.writes.set(self.writes.get() + 1);
+        PACE.with(|(_, last)| last.set(Some(std::time::Instant::now())));
     }
 
     /// Writes that reached the socket so far (direct writes and flushed
