@@ -545,7 +545,9 @@ impl Channels {
     /// queued as the shard's pace says ([`crate::outbox::fan_out`]); returns
     /// how many deliveries were made.
     pub fn deliver(&self, p: &Publication) -> usize {
-        crate::outbox::fan_out(|| self.deliver_now(p))
+        let members = self.channels.get(&*p.channel).map_or(0, |c| c.list.len());
+        let subs = self.exact_subs.get(&*p.channel).map_or(0, |s| s.len());
+        crate::outbox::fan_out(members + subs, || self.deliver_now(p))
     }
 
     fn deliver_now(&self, p: &Publication) -> usize {

@@ -52,13 +52,22 @@ thread_local! {
         const { (Cell::new(true), Cell::new(None)) };
 }
 
-/// Runs one fan-out (`f`), choosing first whether its deliveries are
-/// written at once (the shard was quiet for [`QUIET`]) or queued. Pushes
+/// Recipients on one shard above which a fan-out always queues: writing to
+/// thousands of sockets one by one holds the shard for milliseconds, in
+/// which the next publications wait, while queueing lets them be taken in
+/// and coalesced (and the task switch it costs per recipient is a small
+/// part of such a fan-out's latency: BENCHMARKS.md, "The lean connection").
+pub const DIRECT_MAX_RECIPIENTS: usize = 1024;
+
+/// Runs one fan-out (`f`) to about `recipients` sockets, choosing first
+/// whether its deliveries are written at once (the shard was quiet for
+/// [`QUIET`], and at most [`DIRECT_MAX_RECIPIENTS`]) or queued. Pushes
 /// outside a fan-out (acks, direct messages) follow the last choice.
-pub fn fan_out<R>(f: impl FnOnce() -> R) -> R {
+pub fn fan_out<R>(recipients: usize, f: impl FnOnce() -> R) -> R {
     PACE.with(|(direct, last)| {
         let now = std::time::Instant::now();
-        direct.set(last.get().is_none_or(|t| now.duration_since(t) >= QUIET));
+        let quiet = last.get().is_none_or(|t| now.duration_since(t) >= QUIET);
+        direct.set(quiet && recipients <= DIRECT_MAX_RECIPIENTS);
         let r = f();
         last.set(Some(std::time::Instant::now()));
         r
