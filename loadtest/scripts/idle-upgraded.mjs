@@ -5,7 +5,8 @@
 //
 //   node loadtest/scripts/idle-upgraded.mjs [N=5000]
 //   env: GATEWAY_BIN (target/release/socket-gateway), TRANSPORTS=websocket (websocket only, the
-//   same clients without the polling start, to compare)
+//   same clients without the polling start, to compare), SETTLE_MS (3000: the wait before the
+//   memory sample)
 //
 // Needs the test suite's npm packages (`npm ci --prefix tests/js`).
 import { spawn } from 'node:child_process';
@@ -48,7 +49,7 @@ for (let i = 0; i < N; i++) {
   if (i % 500 === 499) while (upgraded < i - 500) await sleep(20);
 }
 while (upgraded < N && Date.now() - start < 120_000) await sleep(100);
-await sleep(3000);
+await sleep(Number(process.env.SETTLE_MS || 3000));
 const after = rss(gw.pid);
 // Descriptors the gateway holds: one per websocket, plus any keep-alive polling connection the
 // client left open after the upgrade (the server closes those after --head-timeout).
