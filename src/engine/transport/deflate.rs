@@ -460,7 +460,7 @@ impl Inflater {
 }
 
 /// A masked frame's length field for `len`, after the first byte.
-fn push_len(out: &mut Vec<u8>, len: u64) {
+pub(super) fn push_len(out: &mut Vec<u8>, len: u64) {
     if len < 126 {
         out.push(0x80 | len as u8);
     } else if len <= 0xffff {

@@ -168,7 +168,8 @@ impl FrameReader {
     }
 
     /// Whether the reader holds nothing (no allocation).
-    pub fn is_idle(&self) -> bool {
+    #[cfg(test)]
+    fn is_idle(&self) -> bool {
         self.partial.is_none()
     }
 
@@ -177,68 +178,34 @@ impl FrameReader {
     /// the next call. A message longer than `max` is an error as soon as a
     /// header announces it.
     pub fn next(&mut self, fresh: &[u8], max: usize) -> Result<Option<Inbound>, FrameError> {
-        match self.partial.take() {
-            None => {
-                let mut at = 0;
-                let mut msg = None;
-                let r = parse(fresh, &mut msg, max);
-                self.settle(fresh, &mut at, msg, r)
+        let Some(mut p) = self.partial.take() else {
+            // Nothing kept: parse the read in place, copy only what is left.
+            let mut msg = None;
+            let (ev, used) = parse(fresh, &mut msg, max)?;
+            let rest = &fresh[used..];
+            if !rest.is_empty() || msg.is_some() {
+                self.partial = Some(Box::new(Partial {
+                    buf: rest.to_vec(),
+                    at: 0,
+                    msg,
+                }));
             }
-            Some(mut p) => {
-                if !fresh.is_empty() {
-                    if p.at > 0 {
-                        p.buf.drain(..p.at);
-                        p.at = 0;
-                    }
-                    p.buf.extend_from_slice(fresh);
-                }
-                let Partial { buf, mut at, msg } = *p;
-                let mut msg = msg;
-                let r = parse(&buf[at..], &mut msg, max);
-                self.settle_owned(buf, &mut at, msg, r)
-            }
+            return Ok(ev);
+        };
+        if !fresh.is_empty() {
+            p.buf.drain(..p.at);
+            p.at = 0;
+            p.buf.extend_from_slice(fresh);
         }
-    }
-
-    /// After parsing from a borrowed slice: keeps (copied) whatever the
-    /// socket must remember.
-    fn settle(
-        &mut self,
-        input: &[u8],
-        at: &mut usize,
-        msg: Option<(u8, Vec<u8>)>,
-        r: Result<(Option<Inbound>, usize), FrameError>,
-    ) -> Result<Option<Inbound>, FrameError> {
-        let (ev, used) = r?;
-        *at += used;
-        let rest = &input[*at..];
-        if !rest.is_empty() || msg.is_some() {
-            self.partial = Some(Box::new(Partial {
-                buf: rest.to_vec(),
-                at: 0,
-                msg,
-            }));
+        let (ev, used) = parse(&p.buf[p.at..], &mut p.msg, max)?;
+        p.at += used;
+        if p.at == p.buf.len() {
+            p.buf = Vec::new();
+            p.at = 0;
         }
-        Ok(ev)
-    }
-
-    /// After parsing from the socket's own buffer: keeps it only while it
-    /// holds something.
-    fn settle_owned(
-        &mut self,
-        mut buf: Vec<u8>,
-        at: &mut usize,
-        msg: Option<(u8, Vec<u8>)>,
-        r: Result<(Option<Inbound>, usize), FrameError>,
-    ) -> Result<Option<Inbound>, FrameError> {
-        let (ev, used) = r?;
-        *at += used;
-        if *at < buf.len() || msg.is_some() {
-            if *at == buf.len() {
-                buf = Vec::new();
-                *at = 0;
-            }
-            self.partial = Some(Box::new(Partial { buf, at: *at, msg }));
+        // Kept only while it holds something.
+        if !p.buf.is_empty() || p.msg.is_some() {
+            self.partial = Some(p);
         }
         Ok(ev)
     }
@@ -349,16 +316,7 @@ mod tests {
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [0x12, 0x34, 0x56, 0x78];
         let mut f = vec![first];
-        let len = payload.len();
-        if len < 126 {
-            f.push(0x80 | len as u8);
-        } else if len <= 0xffff {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(len as u64).to_be_bytes());
-        }
+        super::super::deflate::push_len(&mut f, payload.len() as u64);
         f.extend_from_slice(&mask);
         f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
         f
