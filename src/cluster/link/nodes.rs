@@ -9,7 +9,8 @@
 //! nodes at once), and each gets its own answer, so a `MOVED` or `ASK` for
 //! one command is followed for that command alone without sending the
 //! others twice. A `MOVED` also marks the map stale; the link then reads
-//! the map again and moves its subscriptions (see `Link::rehome`).
+//! the map again and moves its subscriptions (see `Link::topology` and
+//! `ShardSubs::rehome`).
 //! A transaction (MULTI/EXEC) goes whole to the node of its first key: the
 //! link only builds transactions within one hash slot.
 //!
