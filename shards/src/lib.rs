@@ -6,6 +6,9 @@
 //! - [`shard::Shard`] is one core's state: its sockets, their channel
 //!   membership and subscriptions ([`channels`]), and a replica of which peer
 //!   shards want which topics. `!Send`: only its own executor touches it.
+//! - [`publication::Publication`] is one publish encoded once, shared by
+//!   every shard and recipient it reaches, and the frame each recipient
+//!   gets of it.
 //! - [`outbox::Outbox`] is a socket's bounded send queue; overflow disconnects
 //!   the socket as a slow consumer instead of stalling the shard.
 //! - [`mailbox`] is the only door between shards; [`replies`] holds the
@@ -49,19 +52,19 @@ pub mod ids;
 pub mod interest;
 pub mod mailbox;
 pub mod outbox;
+pub mod publication;
 pub mod recovery;
 pub mod replies;
 pub mod runtime;
 pub mod shard;
 
-pub use channels::{
-    direct_frame, frame_offset, object_end, Data, Member, MemberView, Publication, SubFilter, Topic,
-};
+pub use channels::{Member, MemberView, SubFilter, Topic};
 pub use history::{object_id, select, HistoryBounds, HistoryPage, HistoryQuery};
 pub use ids::{channel_home, session_owner, shard_bit, ShardId, ShardMask, SocketKey, MAX_SHARDS};
 pub use interest::InterestMap;
 pub use mailbox::{AppMsg, PeerGone, Request, Response};
 pub use outbox::{CloseReason, Direct, DirectSink, Outbox, PresenceKind, PresenceTag};
+pub use publication::{direct_frame, frame_offset, object_end, Data, Publication};
 pub use recovery::{LogBounds, Miss};
 pub use replies::Replies;
 pub use runtime::{start, RuntimeConfig, ShardHandle};

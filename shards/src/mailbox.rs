@@ -18,9 +18,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use glommio::channels::channel_mesh::Senders;
 
-use crate::channels::{MemberView, Publication, Topic};
+use crate::channels::{MemberView, Topic};
 use crate::history::{HistoryPage, HistoryQuery};
 use crate::ids::ShardId;
+use crate::publication::Publication;
 use crate::replies::Replies;
 
 /// A message from one shard to another.

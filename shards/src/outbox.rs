@@ -31,6 +31,9 @@
 //! which pile up for a socket while the shard works go out in one gathered
 //! write (the most throughput). A socket that queues this way gives its sink
 //! back and gets it again once its task has flushed.
+//!
+//! Long because a third of it is unit tests (`mod tests`, the last 320 or
+//! so lines): the queue's bounds and the lent sink have many edge cases.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

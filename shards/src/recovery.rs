@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::channels::{frame_offset, Publication};
+use crate::publication::{frame_offset, Publication};
 
 /// What the log holds.
 pub enum Entry {

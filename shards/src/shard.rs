@@ -34,11 +34,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use proto::engineio::Outgoing;
 
-use crate::channels::{Channels, Member, Publication, Topic};
+use crate::channels::{Channels, Member, Topic};
 use crate::history::History;
 use crate::ids::{ShardId, SocketKey};
 use crate::interest::InterestMap;
 use crate::mailbox::{AppMsg, Mailbox, ShardMsg};
+use crate::publication::Publication;
 use crate::recovery::Log;
 
 mod channel_history;

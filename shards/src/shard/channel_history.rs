@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Shard;
-use crate::channels::Publication;
 use crate::history::{History, HistoryBounds, HistoryPage, HistoryQuery};
 use crate::ids::{channel_home, ShardId};
 use crate::mailbox::{Request, Response};
+use crate::publication::Publication;
 
 impl Shard {
     /// Turns channel history on for this shard (before it serves; every

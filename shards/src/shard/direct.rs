@@ -6,9 +6,9 @@
 use bytes::Bytes;
 
 use super::{DirectSent, Shard};
-use crate::channels::direct_frame;
 use crate::ids::{ShardId, SocketKey};
 use crate::mailbox::{Request, Response, ShardMsg};
+use crate::publication::direct_frame;
 use crate::recovery::Entry;
 
 impl Shard {

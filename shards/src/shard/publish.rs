@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Shard, Uplink};
-use crate::channels::Publication;
 use crate::mailbox::ShardMsg;
 use crate::outbox::PresenceKind;
+use crate::publication::Publication;
 
 impl Shard {
     /// Forwards to every interested peer, then delivers on this shard.

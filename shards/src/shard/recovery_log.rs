@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::{now_ms, Replay, Shard};
-use crate::channels::{direct_frame, Member, Publication};
+use crate::channels::Member;
+use crate::publication::{direct_frame, Publication};
 use crate::recovery::{Entry, Log, LogBounds, Miss};
 
 impl Shard {
