@@ -1,5 +1,9 @@
 //! Command line: `serve`, `token`, `protocol-suite`. Clap lives only here;
 //! every flag has an environment variable and documents its default.
+//!
+//! Long because it holds every flag's clap definition and doc (about 400
+//! lines), then their translation into `Config`; keeping clap in one file
+//! keeps it out of everything else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

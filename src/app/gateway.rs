@@ -6,6 +6,10 @@
 //!
 //! A publish is checked and encoded exactly once (`publish.rs`), then handed
 //! to the shard, which shares those bytes with every recipient.
+//!
+//! Over 600 lines because every client event is answered here, one short
+//! function each, after the CONNECT path (`connect` and the per-user
+//! connection slots).
 
 use std::rc::Rc;
 use std::sync::Arc;

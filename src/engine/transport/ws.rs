@@ -28,6 +28,11 @@
 //! [`PRE_CONNECT_BYTES`] (a CONNECT with its token, and a retry or two):
 //! beyond it the read fails and the session closes, so a session that has not
 //! authenticated never makes the reader hold a `--max-payload` message.
+//!
+//! Over 600 lines because the connection's task (`run`, its one loop of
+//! about 180 lines) is kept whole, next to the sink it lends the outbox
+//! (`WsSink`) and the batch writer; reading frames is `wsread.rs`, writing
+//! them `frames.rs`, compression `deflate.rs`.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
