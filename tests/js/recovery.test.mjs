@@ -998,6 +998,66 @@ acrossInstances({
   stop: async () => redisCluster?.stop(),
 });
 
+describe('recovery across instances of a socket connected longer than the window [--recovery-window 3000]', () => {
+  const prefix = `trecw${crypto.randomBytes(4).toString('hex')}`;
+  const WINDOW = 3000;
+  const nodes = [];
+  const startNode = async (name) => {
+    const node = await startServer({
+      shards: 2,
+      extraArgs: ['--redis-url', REDIS_URL, '--redis-prefix', prefix, '--instance-id', `gw-${name}-${crypto.randomBytes(3).toString('hex')}`,
+        '--heartbeat-interval', '500', '--instance-expiry', '3000', '--recovery-window', String(WINDOW), '--presence-grace', '500'],
+    });
+    nodes.push(node);
+    return node;
+  };
+  let B;
+  before(async () => { B = await startNode('b'); });
+  after(async () => {
+    await closeProxies();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await dropRedisKeys(REDIS_URL, prefix).catch(() => {});
+  });
+  afterEach(async () => { for (const n of nodes) closeAll(n); await closeProxies(); });
+
+  // Its state in Redis must outlive its last join, leave or subscribe while it is connected: a
+  // socket idle for longer than the window whose instance is then killed still recovers.
+  it('idle past the window, its instance SIGKILLed: recovers on another instance with what it missed', { timeout: 60000 }, async () => {
+    const K = await startNode('k');
+    const proxy = await proxyFor(K);
+    const ch = uniq('idle');
+    const m = await connectVia(K, proxy);
+    const tm = tape(m);
+    const oB = await connect(B);
+    await ack(m, 'join', ch);
+    await ack(oB, 'join', ch);
+    const warm = await publish(oB, ch, 'warm', { i: -1 });
+    await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
+    const id0 = m.id;
+    await sleep(WINDOW + 1500); // connected and idle: no checkpoint by join, leave or subscribe
+    proxy.pause();
+    const gone = new Promise((r) => K.proc.once('exit', r));
+    K.proc.kill('SIGKILL');
+    await gone;
+    await until(() => !m.connected, 'the client sees its instance die');
+    const acks = okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const dm = await direct(oB, id0, 'dm', { i: 0 });
+    assert.equal(dm.ok, true, `direct to a socket of a killed instance, within the window: ${JSON.stringify(dm)}`);
+    proxy.retarget(B.port);
+    const back = nextConnect(m);
+    proxy.resume();
+    const c = await back;
+    assert.equal(c.recovered, true, 'recovered on the surviving instance');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().length >= 5, () => `deliveries ${tm.events().length} of 5`, 10000);
+    await sleep(300);
+    const evs = tm.events();
+    assertOnce(evs, 'after SIGKILL');
+    assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), [warm.id, ...acks.map((a) => a.id)]);
+    assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id]);
+  });
+});
+
 describe('recovery of a large channel\'s presence [--presence-max-members 3, --presence-interval 200]', () => {
   let srv;
   before(async () => {
