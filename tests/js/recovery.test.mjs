@@ -636,6 +636,46 @@ describe(`recovery [shards=2 websocket, --presence-grace ${GRACE}]`, () => {
     assert.ok(!members.some((x) => x.userId === other), 'no member of the other user');
     await assertNotMember(o, m, tm, ch);
   });
+
+  it('/metrics: recoveries by result, frames replayed, sockets held', { timeout: 60000 }, async () => {
+    const metrics = async () => (await fetch(`${srv.url}/metrics`)).text();
+    const sum = (text, name, label = '') => [...text.matchAll(new RegExp(`^socket_gateway_${name}\\{[^}]*${label}[^}]*\\} (\\d+)`, 'gm'))]
+      .reduce((n, m) => n + Number(m[1]), 0);
+    const before = await metrics();
+    const proxy = await proxyFor(srv);
+    const ch = uniq('metrics');
+    const user = uniqUser('metrics');
+    const m = await connectVia(srv, proxy, { sub: user });
+    const tm = tape(m);
+    await ack(m, 'join', ch);
+    await until(() => tm.presence().length === 1, 'an offset');
+    const pub = await connect(srv);
+    await cut(proxy, [m]);
+    await until(async () => sum(await metrics(), 'recoverable_sockets') >= 1, 'the held socket is counted');
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(pub, ch, 'm', { i }))), 'while away');
+    let back = nextConnect(m);
+    proxy.resume();
+    assert.equal((await back).recovered, true);
+    await until(() => tm.events().length >= 3, 'the missed events');
+    // then one refused for another user's token, and one for an unknown pid
+    await cut(proxy, [m]);
+    m.auth = { token: mint({ sub: uniqUser('other') }) };
+    back = nextConnect(m);
+    proxy.resume();
+    assert.equal((await back).recovered, false);
+    await cut(proxy, [m]);
+    m._pid = `${m.id}.${'0'.repeat(31)}1`;
+    back = nextConnect(m);
+    proxy.resume();
+    assert.equal((await back).recovered, false);
+    const after = await metrics();
+    const delta = (name, label) => sum(after, name, label) - sum(before, name, label);
+    assert.equal(delta('recoveries_total', 'result="recovered"'), 1, 'one recovered');
+    assert.equal(delta('recoveries_total', 'result="other_user"'), 1, 'one refused: another user');
+    assert.equal(delta('recoveries_total', 'result="unknown_pid"'), 1, 'one refused: unknown pid');
+    assert.equal(delta('recoveries_total'), 3, 'three attempts');
+    assert.ok(delta('recovery_replayed_total') >= 3, `the three missed events were replayed: ${delta('recovery_replayed_total')}`);
+  });
 });
 
 /**
