@@ -202,6 +202,16 @@ impl Shard {
         self.sockets.borrow().len()
     }
 
+    /// The ids of this shard's recoverable sockets, connected or held.
+    pub fn recoverable_ids(&self) -> Vec<Arc<str>> {
+        self.sockets
+            .borrow()
+            .values()
+            .filter(|m| m.recover)
+            .map(|m| m.socket_id.clone())
+            .collect()
+    }
+
     /// Connects this shard to the cluster link.
     pub fn set_uplink(&self, u: Rc<dyn Uplink>) {
         *self.uplink.borrow_mut() = Some(u);

@@ -240,6 +240,12 @@ impl ClusterLink {
         });
     }
 
+    /// Renews the TTL of these sockets' states in Redis (see
+    /// [`ToCluster::Touch`]).
+    pub fn touch(&self, socket_ids: Vec<Arc<str>>) {
+        let _ = self.tx.try_send(ToCluster::Touch { socket_ids });
+    }
+
     /// A socket of `instance` recovered on this shard (`on`), or gone again.
     pub fn adopt(&self, instance: &str, seq: u64, on: bool) {
         let _ = self.tx.try_send(ToCluster::Adopt {

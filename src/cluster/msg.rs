@@ -57,6 +57,11 @@ pub enum ToCluster {
         socket_id: Arc<str>,
         state: Option<String>,
     },
+    /// Keep these sockets' states (they are still here, connected or held)
+    /// from expiring: a state is written only when it changes.
+    Touch {
+        socket_ids: Vec<Arc<str>>,
+    },
     /// Pass a fence to shard `to` through its port: it answers shard
     /// `origin`'s query `qid` once it has handled everything sent before.
     Relay {

@@ -636,6 +636,46 @@ describe(`recovery [shards=2 websocket, --presence-grace ${GRACE}]`, () => {
     assert.ok(!members.some((x) => x.userId === other), 'no member of the other user');
     await assertNotMember(o, m, tm, ch);
   });
+
+  it('/metrics: recoveries by result, frames replayed, sockets held', { timeout: 60000 }, async () => {
+    const metrics = async () => (await fetch(`${srv.url}/metrics`)).text();
+    const sum = (text, name, label = '') => [...text.matchAll(new RegExp(`^socket_gateway_${name}\\{[^}]*${label}[^}]*\\} (\\d+)`, 'gm'))]
+      .reduce((n, m) => n + Number(m[1]), 0);
+    const before = await metrics();
+    const proxy = await proxyFor(srv);
+    const ch = uniq('metrics');
+    const user = uniqUser('metrics');
+    const m = await connectVia(srv, proxy, { sub: user });
+    const tm = tape(m);
+    await ack(m, 'join', ch);
+    await until(() => tm.presence().length === 1, 'an offset');
+    const pub = await connect(srv);
+    await cut(proxy, [m]);
+    await until(async () => sum(await metrics(), 'recoverable_sockets') >= 1, 'the held socket is counted');
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(pub, ch, 'm', { i }))), 'while away');
+    let back = nextConnect(m);
+    proxy.resume();
+    assert.equal((await back).recovered, true);
+    await until(() => tm.events().length >= 3, 'the missed events');
+    // then one refused for another user's token, and one for an unknown pid
+    await cut(proxy, [m]);
+    m.auth = { token: mint({ sub: uniqUser('other') }) };
+    back = nextConnect(m);
+    proxy.resume();
+    assert.equal((await back).recovered, false);
+    await cut(proxy, [m]);
+    m._pid = `${m.id}.${'0'.repeat(31)}1`;
+    back = nextConnect(m);
+    proxy.resume();
+    assert.equal((await back).recovered, false);
+    const after = await metrics();
+    const delta = (name, label) => sum(after, name, label) - sum(before, name, label);
+    assert.equal(delta('recoveries_total', 'result="recovered"'), 1, 'one recovered');
+    assert.equal(delta('recoveries_total', 'result="other_user"'), 1, 'one refused: another user');
+    assert.equal(delta('recoveries_total', 'result="unknown_pid"'), 1, 'one refused: unknown pid');
+    assert.equal(delta('recoveries_total'), 3, 'three attempts');
+    assert.ok(delta('recovery_replayed_total') >= 3, `the three missed events were replayed: ${delta('recovery_replayed_total')}`);
+  });
 });
 
 /**
@@ -996,6 +1036,66 @@ acrossInstances({
   start: async () => { redisCluster = await startRedisCluster(); return redisCluster.url; },
   drop: async () => {}, // private, stopped after
   stop: async () => redisCluster?.stop(),
+});
+
+describe('recovery across instances of a socket connected longer than the window [--recovery-window 3000]', () => {
+  const prefix = `trecw${crypto.randomBytes(4).toString('hex')}`;
+  const WINDOW = 3000;
+  const nodes = [];
+  const startNode = async (name) => {
+    const node = await startServer({
+      shards: 2,
+      extraArgs: ['--redis-url', REDIS_URL, '--redis-prefix', prefix, '--instance-id', `gw-${name}-${crypto.randomBytes(3).toString('hex')}`,
+        '--heartbeat-interval', '500', '--instance-expiry', '3000', '--recovery-window', String(WINDOW), '--presence-grace', '500'],
+    });
+    nodes.push(node);
+    return node;
+  };
+  let B;
+  before(async () => { B = await startNode('b'); });
+  after(async () => {
+    await closeProxies();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await dropRedisKeys(REDIS_URL, prefix).catch(() => {});
+  });
+  afterEach(async () => { for (const n of nodes) closeAll(n); await closeProxies(); });
+
+  // Its state in Redis must outlive its last join, leave or subscribe while it is connected: a
+  // socket idle for longer than the window whose instance is then killed still recovers.
+  it('idle past the window, its instance SIGKILLed: recovers on another instance with what it missed', { timeout: 60000 }, async () => {
+    const K = await startNode('k');
+    const proxy = await proxyFor(K);
+    const ch = uniq('idle');
+    const m = await connectVia(K, proxy);
+    const tm = tape(m);
+    const oB = await connect(B);
+    await ack(m, 'join', ch);
+    await ack(oB, 'join', ch);
+    const warm = await publish(oB, ch, 'warm', { i: -1 });
+    await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
+    const id0 = m.id;
+    await sleep(WINDOW + 1500); // connected and idle: no checkpoint by join, leave or subscribe
+    proxy.pause();
+    const gone = new Promise((r) => K.proc.once('exit', r));
+    K.proc.kill('SIGKILL');
+    await gone;
+    await until(() => !m.connected, 'the client sees its instance die');
+    const acks = okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const dm = await direct(oB, id0, 'dm', { i: 0 });
+    assert.equal(dm.ok, true, `direct to a socket of a killed instance, within the window: ${JSON.stringify(dm)}`);
+    proxy.retarget(B.port);
+    const back = nextConnect(m);
+    proxy.resume();
+    const c = await back;
+    assert.equal(c.recovered, true, 'recovered on the surviving instance');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().length >= 5, () => `deliveries ${tm.events().length} of 5`, 10000);
+    await sleep(300);
+    const evs = tm.events();
+    assertOnce(evs, 'after SIGKILL');
+    assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), [warm.id, ...acks.map((a) => a.id)]);
+    assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id]);
+  });
 });
 
 describe('recovery of a large channel\'s presence [--presence-max-members 3, --presence-interval 200]', () => {

@@ -58,6 +58,8 @@ use remote::from_cluster;
 use state::{check, drop_silently, local_replay, offset_of, parse_pid, HeldSocket};
 
 const SWEEP: Duration = Duration::from_millis(100);
+/// Socket states renewed per message to the cluster link.
+const TOUCH_BATCH: usize = 1024;
 
 /// `pid`: the socket id, a dot, and the secret in hex.
 pub fn pid(g: &GwSocket) -> String {
@@ -305,6 +307,26 @@ pub fn start(ctx: &Rc<ShardCtx>, held: &Rc<Held>) {
             })
             .detach();
         });
+    }
+    if ctx.cluster.is_some() {
+        // A state in Redis is written when it changes and expires a window
+        // after its last write: while the socket is here, connected or
+        // held, it is renewed every quarter of the window, so a socket
+        // idle for longer than the window still recovers on another
+        // instance when this one dies.
+        let c = ctx.clone();
+        let every = (ctx.cfg.recovery_window / 4).max(Duration::from_millis(100));
+        shards::rt::spawn_local(async move {
+            loop {
+                shards::rt::sleep(every).await;
+                let Some(link) = &c.cluster else { return };
+                let ids = c.shard.recoverable_ids();
+                for chunk in ids.chunks(TOUCH_BATCH) {
+                    link.touch(chunk.to_vec());
+                }
+            }
+        })
+        .detach();
     }
     let (c, w) = (ctx.clone(), Rc::downgrade(held));
     shards::rt::spawn_local(async move {

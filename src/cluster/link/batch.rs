@@ -118,6 +118,17 @@ impl Link {
                     }
                     queued += 1;
                 }
+                ToCluster::Touch { socket_ids } => {
+                    if let Some(r) = self.cfg.recovery {
+                        // Touched every quarter of the window: it outlives
+                        // the last touch by a whole window.
+                        let ttl = r.ttl_ms + r.ttl_ms / 4;
+                        for id in &socket_ids {
+                            pipe.pexpire(self.state_key(id), ttl as i64).ignore();
+                            queued += 1;
+                        }
+                    }
+                }
                 ToCluster::Relay { to, origin, qid } => {
                     if let Some(p) = self.ports.get(to) {
                         p.send(
