@@ -532,7 +532,6 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
         instance_id: instance_id.into(),
         redis: None,
         open_sessions: AtomicUsize::new(0),
-        session_churn: AtomicUsize::new(0),
         pending_sessions: AtomicUsize::new(0),
         connected_sessions: AtomicUsize::new(0),
     })

@@ -97,9 +97,6 @@ pub struct Config {
     pub redis: Option<crate::cluster::LinkConfig>,
     /// Engine.IO sessions open on this instance, across shards.
     pub open_sessions: AtomicUsize,
-    /// Sessions opened and ended since the start (all shards): how much the
-    /// set of connections has churned, for giving memory back after a storm.
-    pub session_churn: AtomicUsize,
     /// Of those, the ones whose client has not connected a Socket.IO
     /// namespace yet (bounded by `max_pending_sessions`).
     pub pending_sessions: AtomicUsize,

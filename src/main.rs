@@ -1,5 +1,21 @@
 use socket_gateway::cli::{self, Cli, Command};
 
+/// jemalloc, not glibc's malloc: its size classes keep the long-lived
+/// records of sockets apart from the short-lived buffers of the requests that
+/// opened them, so a storm of handshakes (or a client's polling before its
+/// upgrade) leaves whole free pages rather than holes between records, and
+/// its background thread gives them back to the system within a second or
+/// two of a storm (BENCHMARKS.md, "The lean connection").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Read by jemalloc at startup (its documented `malloc_conf` symbol): purge
+/// freed pages from a background thread, a second after they were freed, in
+/// one step (no lazily freed stage whose pages would still count as ours).
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() {
     let cli = match socket_gateway::config_file::parse() {
         Ok(cli) => cli,

@@ -197,7 +197,6 @@ impl Session {
             }
         }
         cfg.open_sessions.fetch_add(1, Ordering::Relaxed);
-        cfg.session_churn.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let session = Rc::new(Session {
             sid,
@@ -345,7 +344,6 @@ impl Session {
         self.engine.sessions.borrow_mut().remove(&self.sid);
         let cfg = &self.ctx.cfg;
         cfg.open_sessions.fetch_sub(1, Ordering::Relaxed);
-        cfg.session_churn.fetch_add(1, Ordering::Relaxed);
         if self.is_pending() {
             cfg.pending_sessions.fetch_sub(1, Ordering::Relaxed);
         } else {

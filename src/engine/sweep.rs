@@ -1,7 +1,6 @@
 //! One shard's sessions over time: the sweeper (PINGs, PONG and connect
 //! deadlines, the layer above's periodic check, from one timer per shard
-//! instead of one per session), giving memory back after a storm of
-//! connects or disconnects, and the graceful drain at shutdown.
+//! instead of one per session) and the graceful drain at shutdown.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -13,45 +12,6 @@ use crate::engine::session::Engine;
 /// Up to this many sessions on a shard, the sweeper wakes exactly when the
 /// next deadline is due instead of once per period.
 const PRECISE_SWEEP_MAX: usize = 1024;
-
-/// Sessions opened or ended since memory was last given back after which a
-/// quiet sweep gives it back.
-const TRIM_AFTER_CHURN: usize = 1000;
-
-/// Gives the allocator's free pages back to the system once a storm of
-/// connects or disconnects is over (the shard 0 sweeper calls it each
-/// sweep). A storm's short-lived allocations (thousands of handshakes in
-/// flight, their request buffers and futures) are freed interleaved with
-/// the long-lived records of the sockets that stay, so the allocator keeps
-/// their pages: after 10,000 connects at full speed the process held ~1.7
-/// KiB per socket more than after the same connects paced (BENCHMARKS.md).
-/// `malloc_trim` returns the free pages inside the heap, not only its top.
-/// It runs only when at least [`TRIM_AFTER_CHURN`] sessions came or went
-/// since the last time and fewer than a tenth of that in the last sweep, so
-/// never during a storm and never on a steady node.
-struct Trim {
-    at_last: usize,
-    at_prev_sweep: usize,
-}
-
-impl Trim {
-    fn sweep(&mut self, churn: usize) {
-        let quiet = churn - self.at_prev_sweep < TRIM_AFTER_CHURN / 10;
-        self.at_prev_sweep = churn;
-        if churn - self.at_last < TRIM_AFTER_CHURN || !quiet {
-            return;
-        }
-        self.at_last = churn;
-        let start = Instant::now();
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only walks and releases the allocator's free
-        // memory; it is safe to call from any thread at any time.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-        tracing::debug!(took = ?start.elapsed(), "gave free memory back after a storm");
-    }
-}
 
 /// How many drain batches `period` makes with one every `interval`: at
 /// least one, and one at once when the period is zero.
@@ -118,15 +78,8 @@ pub async fn sweeper(engine: Rc<Engine>) {
     let period = (cfg.ping_interval.min(cfg.ping_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_millis(500));
     let mut wait = period;
-    let mut trim = (ctx.shard.id() == 0).then_some(Trim {
-        at_last: 0,
-        at_prev_sweep: 0,
-    });
     loop {
         shards::rt::sleep(wait).await;
-        if let Some(t) = trim.as_mut() {
-            t.sweep(cfg.session_churn.load(std::sync::atomic::Ordering::Relaxed));
-        }
         let now = Instant::now();
         let now_secs = shards::now_ms() / 1000;
         ctx.metrics
