@@ -1,7 +1,8 @@
 // The JavaScript client package (clients/js, `createRealtime`) against the real gateway: every
 // method, errors with codes, lifecycle across a server restart on the same port, recovery after a
 // cut connection (nothing redone, nothing missed, nothing twice), token refresh before expiry, and
-// reconnection after the server disconnects an expired socket.
+// reconnection after the server disconnects an expired socket. One file for the one package: its
+// cases share the gateway it starts (hence its length).
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -3,7 +3,9 @@
 //
 // Needs a Redis at REDIS_URL (default redis://127.0.0.1:6379; `.ci/run` starts one) and
 // `redis-server` on PATH for the outage test, which runs its own private Redis on a free port
-// and never touches the shared one. Every test uses its own key prefix.
+// and never touches the shared one. Every test uses its own key prefix. Long because every
+// cluster-wide behaviour is here, sharing one set of instance helpers; its three-instance part
+// also runs on a Redis Cluster.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
