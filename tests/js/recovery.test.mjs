@@ -1098,6 +1098,91 @@ describe('recovery across instances of a socket connected longer than the window
   });
 });
 
+// Whole or nothing across instances: what Redis cannot prove complete is refused, not replayed in
+// part. A small --history-size so that `MAXLEN ~` trims for real (it drops whole stream nodes,
+// 100 entries each by default, so only after a couple of hundred entries).
+describe('recovery across instances: whole or nothing [--history-size 10]', () => {
+  const prefix = `trecx${crypto.randomBytes(4).toString('hex')}`;
+  const nodes = [];
+  const startNode = async (name) => {
+    const node = await startServer({
+      shards: 2,
+      extraArgs: ['--redis-url', REDIS_URL, '--redis-prefix', prefix, '--instance-id', `gw-${name}-${crypto.randomBytes(3).toString('hex')}`,
+        '--heartbeat-interval', '500', '--instance-expiry', '3000', '--presence-grace', String(GRACE), '--history-size', '10'],
+    });
+    nodes.push(node);
+    return node;
+  };
+  let B;
+  before(async () => { B = await startNode('b'); });
+  after(async () => {
+    await closeProxies();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await dropRedisKeys(REDIS_URL, prefix).catch(() => {});
+  });
+  afterEach(async () => { for (const n of nodes) closeAll(n); await closeProxies(); });
+
+  const metrics = async (srv) => (await fetch(`${srv.url}/metrics`)).text();
+  const sum = (text, name, label = '') => [...text.matchAll(new RegExp(`^socket_gateway_${name}\\{[^}]*${label}[^}]*\\} (\\d+)`, 'gm'))]
+    .reduce((n, m) => n + Number(m[1]), 0);
+
+  /**
+   * A socket `m` on a fresh instance K, a member of a channel (and `setup(m)` done), whose last
+   * offset is the event `last(oB, ch, m.id)` sends from B (by default `warm`, published to the
+   * channel); then K is SIGKILLed and the client kept away until reconnect().
+   */
+  async function awayFromKilled(setup = async () => {}, last = (oB, ch) => publish(oB, ch, 'warm', { i: -1 })) {
+    const K = await startNode('k');
+    const proxy = await proxyFor(K);
+    const ch = uniq('whole');
+    const m = await connectVia(K, proxy);
+    const tm = tape(m);
+    const oB = await connect(B);
+    await ack(m, 'join', ch);
+    await setup(m);
+    await ack(oB, 'join', ch);
+    await until(() => presenceOf(tm.presence(), 'join', oB.id).length === 1, 'the other member\'s join');
+    const id0 = m.id;
+    const warm = await last(oB, ch, id0);
+    assert.equal(warm.ok, true, JSON.stringify(warm));
+    await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
+    proxy.pause();
+    const gone = new Promise((r) => K.proc.once('exit', r));
+    K.proc.kill('SIGKILL');
+    await gone;
+    await until(() => !m.connected, 'the client sees its instance die');
+    const reconnect = async () => {
+      proxy.retarget(B.port);
+      const back = nextConnect(m);
+      proxy.resume();
+      return back;
+    };
+    return { m, tm, oB, ch, id0, warm, reconnect };
+  }
+
+  it('a socket with a prefix subscription whose instance was SIGKILLed is a new socket on another instance', { timeout: 60000 }, async () => {
+    const topic = uniq('wholepfx');
+    let sub;
+    const before0 = await metrics(B);
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled(async (s) => {
+      sub = await ack(s, 'subscribe', { topic: `${topic}:*` });
+      assert.equal(sub.ok, true, JSON.stringify(sub));
+    });
+    // What the prefix matches meanwhile is in the stream of `<topic>:x`, which its state does not name.
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, `${topic}:x`, 'p', { i }))), 'while away');
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, false, 'not recovered: its prefix subscription cannot be replayed whole here');
+    assert.notEqual(c.id, id0, 'a new socket');
+    await assertNotMember(oB, m, tm, ch);
+    assert.ok(!tm.events().some((e) => e.subscriptionId === sub.subscriptionId), 'nothing through the old prefix subscription');
+    const after0 = await metrics(B);
+    const delta = (name, label) => sum(after0, name, label) - sum(before0, name, label);
+    assert.equal(delta('recoveries_total', 'result="prefix_subscription"'), 1, 'counted with its own reason');
+    assert.equal(delta('recoveries_total', 'result="recovered"'), 0, 'not counted as recovered');
+  });
+});
+
 describe('recovery of a large channel\'s presence [--presence-max-members 3, --presence-interval 200]', () => {
   let srv;
   before(async () => {
