@@ -235,6 +235,10 @@ struct Link {
     sweep_after: Option<String>,
     /// Shards (bit per shard) that want each exact channel / prefix.
     interest: InterestMap,
+    /// When the streams of the channels of interest were last kept from
+    /// expiring (with the first [`ToCluster::Touch`] after an eighth of
+    /// the window).
+    streams_touched: Option<Instant>,
     /// This instance's presence, rewritten after Redis comes back (ordered,
     /// so the rolling TTL refresh can resume where it stopped).
     members: BTreeMap<String, HashMap<String, String>>,
@@ -322,6 +326,7 @@ pub fn spawn(
         sweep_after: None,
         withdrawn: false,
         interest: InterestMap::default(),
+        streams_touched: None,
         members: BTreeMap::new(),
         users: HashMap::new(),
         connections: vec![0; shards],
@@ -832,6 +837,21 @@ impl Link {
                         for id in &socket_ids {
                             pipe.pexpire(self.state_key(id), ttl as i64).ignore();
                             queued += 1;
+                        }
+                        // And the streams of its channels (every shard
+                        // touches; once per eighth of the window is
+                        // enough): a socket's offset names an entry there,
+                        // which must outlive a quiet channel while the
+                        // socket may still recover (recovery.rs).
+                        let due = Duration::from_millis(r.ttl_ms / 8);
+                        if self.streams_touched.is_none_or(|t| t.elapsed() >= due) {
+                            self.streams_touched = Some(Instant::now());
+                            let keys: Vec<String> =
+                                self.interest.exact().map(|c| self.history_key(c)).collect();
+                            for k in keys {
+                                pipe.pexpire(k, ttl as i64).ignore();
+                                queued += 1;
+                            }
                         }
                     }
                 }

@@ -1181,6 +1181,57 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     assert.equal(delta('recoveries_total', 'result="prefix_subscription"'), 1, 'counted with its own reason');
     assert.equal(delta('recoveries_total', 'result="recovered"'), 0, 'not counted as recovered');
   });
+
+  // The offset names an entry of a stream; on another instance that entry must still be there.
+  const streamKey = (ch) => `${prefix}:h:{${ch}}`;
+
+  it('the offset\'s entry trimmed from its channel\'s stream (250 events past --history-size 10): a new socket', { timeout: 60000 }, async () => {
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled();
+    for (let b = 0; b < 5; b += 1) {
+      okAll(await Promise.all(Array.from({ length: 50 }, (_, i) => publish(oB, ch, 'm', { i: b * 50 + i }))), 'while away');
+    }
+    // 253 entries went in (two joins, `warm`, 250 events): `MAXLEN ~` dropped at least its first node.
+    const len = await redisCmd(REDIS_URL, 'XLEN', streamKey(ch));
+    assert.ok(len < 200, `the stream was trimmed (XLEN ${len})`);
+    const c = await reconnect();
+    assert.equal(c.recovered, false, 'the offset is gone from the stream: not recovered');
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+  });
+
+  it('the channel\'s stream deleted while the socket was away, then more published: a new socket, not a partial replay', { timeout: 60000 }, async () => {
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled();
+    okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, ch, 'lost', { i }))), 'while away, then lost');
+    assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(ch)), 1, 'the stream deleted');
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, false, 'the offset\'s entry is not in the stream: not recovered');
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+  });
+
+  it('the channel\'s stream deleted and nothing published since: a new socket (the stream is gone, not empty)', { timeout: 60000 }, async () => {
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled();
+    assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(ch)), 1, 'the stream deleted');
+    const c = await reconnect();
+    assert.equal(c.recovered, false);
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+  });
+
+  it('an offset kept in the socket\'s direct stream (a direct message from another instance) recovers', { timeout: 60000 }, async () => {
+    const { tm, oB, ch, id0, warm: dm, reconnect } = await awayFromKilled(undefined, (o, _ch, to) => direct(o, to, 'dm', { i: 0 }));
+    const acks = okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, true, 'recovered: the offset is in its direct stream');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().length >= 4, () => `deliveries ${tm.events().length} of 4`);
+    await sleep(300);
+    const evs = tm.events();
+    assertOnce(evs, 'after SIGKILL');
+    assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), acks.map((a) => a.id));
+    assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id]);
+  });
 });
 
 describe('recovery of a large channel\'s presence [--presence-max-members 3, --presence-interval 200]', () => {
