@@ -5,7 +5,8 @@
 // newer; presence does not flap within the grace; recovery that cannot be complete is a new socket;
 // `recover: false` and `--recovery-window 0` leave the wire exactly as without recovery. With Redis,
 // a socket recovers on another instance, also after its own was SIGKILLed (needs a Redis at
-// REDIS_URL, default redis://127.0.0.1:6379).
+// REDIS_URL, default redis://127.0.0.1:6379). One file for the whole feature (hence its length):
+// its suites share the proxy, the tapes and the cluster helpers.
 //
 // Two shards by default: a reconnect lands on either shard (SO_REUSEPORT picks one per TCP
 // connection), so the tests that reconnect several sockets at once take both the same-shard and
@@ -1139,11 +1140,11 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     const tm = tape(m);
     const oB = await connect(B);
     await ack(m, 'join', ch);
-    await setup(m);
+    await setup(m, K);
     await ack(oB, 'join', ch);
     await until(() => presenceOf(tm.presence(), 'join', oB.id).length === 1, 'the other member\'s join');
     const id0 = m.id;
-    const warm = await last(oB, ch, id0);
+    const warm = await last(oB, ch, id0, K);
     assert.equal(warm.ok, true, JSON.stringify(warm));
     await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
     proxy.pause();
@@ -1231,6 +1232,26 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     assertOnce(evs, 'after SIGKILL');
     assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), acks.map((a) => a.id));
     assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id]);
+  });
+
+  it('an offset that never went through Redis (a direct between two sockets of the killed instance) recovers: its channel\'s stream reaches back before it', { timeout: 60000 }, async () => {
+    const { tm, oB, ch, id0, warm: dm, reconnect } = await awayFromKilled(undefined, async (_o, _ch, to, K) => {
+      const k2 = await connect(K);
+      // The stream's entries (the joins) must be older than the offset by more than the two
+      // seconds of clock slack the reading allows.
+      await sleep(2300);
+      return direct(k2, to, 'local', { i: 0 });
+    });
+    const acks = okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, true, 'recovered: the channel\'s stream was kept all along');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().filter((e) => e.channel === ch).length >= 3, () => `deliveries ${tm.events().length}`);
+    await sleep(300);
+    const evs = tm.events();
+    assertOnce(evs, 'after SIGKILL');
+    assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), acks.map((a) => a.id));
+    assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id], 'the local direct once, before the cut');
   });
 });
 

@@ -21,8 +21,10 @@
 //! offset's event but not yet received may come again, with the same id.
 //! Whole or nothing: the offset's own entry must be in one of those streams
 //! (a stream loses only its oldest entries, so what follows it there is
-//! complete), and no other stream may have been trimmed past the start;
-//! otherwise the recovery is refused (`offset_gone`).
+//! complete), or one of them must reach back before it (kept all along: the
+//! offset named a frame that never went through Redis), and no other
+//! stream may have been trimmed past the start; otherwise the recovery is
+//! refused (`offset_gone`).
 
 use std::sync::Arc;
 
@@ -316,8 +318,8 @@ impl Link {
     }
 
     /// What a socket missed, from the streams of its channels and its
-    /// direct stream; refused when none holds its offset's entry, or when
-    /// another no longer reaches back far enough.
+    /// direct stream; refused when none holds its offset's entry nor reaches
+    /// back before it, or when another no longer reaches back far enough.
     pub(super) async fn recover_entries(
         &mut self,
         socket_id: &str,
@@ -380,23 +382,26 @@ impl Link {
                     .iter()
                     .position(|(_, _, off)| off.as_deref() == Some(o))
             });
+            let oldest = first.first().map(|(id, _)| entry_pos(id).0);
             if let Some(i) = at {
                 missed.drain(..=i);
                 anchored = true;
-            } else {
-                let oldest = first.first().map(|(id, _)| entry_pos(id).0);
-                if len >= history_len && oldest.is_some_and(|ms| ms > from) {
-                    // Trimmed past where this socket must start.
-                    return Ok(Reply::Refused("offset_gone"));
-                }
+            } else if len >= history_len && oldest.is_some_and(|ms| ms > from) {
+                // Trimmed past where this socket must start.
+                return Ok(Reply::Refused("offset_gone"));
+            } else if oldest.is_some_and(|ms| ms <= from) {
+                // This stream reaches back before the offset: it was kept
+                // all along, so an offset that never went through Redis (a
+                // large channel's count, a direct between two sockets of
+                // one instance) still has a complete replay.
+                anchored = true;
             }
             all.extend(missed.into_iter().map(|(pos, m, _)| (pos, m)));
         }
         if !anchored {
-            // No stream holds the offset's entry: trimmed, lost with its
-            // stream (deleted, or Redis restarted or failed over), or never
-            // kept (a frame this instance's sockets alone were given).
-            // Nothing proves the rest complete.
+            // No stream holds the offset's entry nor reaches back before it:
+            // trimmed, or lost with its stream (deleted, or Redis restarted
+            // or failed over). Nothing proves the rest complete.
             return Ok(Reply::Refused("offset_gone"));
         }
         all.sort_by_key(|(pos, _)| *pos);
