@@ -243,6 +243,10 @@ struct Link {
     sweep_after: Option<String>,
     /// Shards (bit per shard) that want each exact channel / prefix.
     interest: InterestMap,
+    /// When the streams of the channels of interest were last kept from
+    /// expiring (with the first [`ToCluster::Touch`] after an eighth of
+    /// the window).
+    streams_touched: Option<Instant>,
     /// This instance's presence, rewritten after Redis comes back (ordered,
     /// so the rolling TTL refresh can resume where it stopped).
     members: BTreeMap<String, HashMap<String, String>>,
@@ -319,6 +323,7 @@ pub fn spawn(
         sweep_after: None,
         withdrawn: false,
         interest: InterestMap::default(),
+        streams_touched: None,
         members: BTreeMap::new(),
         users: HashMap::new(),
         connections: vec![0; shards],

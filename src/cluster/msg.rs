@@ -58,7 +58,9 @@ pub enum ToCluster {
         state: Option<String>,
     },
     /// Keep these sockets' states (they are still here, connected or held)
-    /// from expiring: a state is written only when it changes.
+    /// from expiring: a state is written only when it changes. With them,
+    /// the streams of the instance's channels of interest (where their
+    /// offsets' entries are).
     Touch {
         socket_ids: Vec<Arc<str>>,
     },

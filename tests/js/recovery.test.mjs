@@ -5,7 +5,8 @@
 // newer; presence does not flap within the grace; recovery that cannot be complete is a new socket;
 // `recover: false` and `--recovery-window 0` leave the wire exactly as without recovery. With Redis,
 // a socket recovers on another instance, also after its own was SIGKILLed (needs a Redis at
-// REDIS_URL, default redis://127.0.0.1:6379).
+// REDIS_URL, default redis://127.0.0.1:6379). One file for the whole feature (hence its length):
+// its suites share the proxy, the tapes and the cluster helpers.
 //
 // Two shards by default: a reconnect lands on either shard (SO_REUSEPORT picks one per TCP
 // connection), so the tests that reconnect several sockets at once take both the same-shard and
@@ -1095,6 +1096,162 @@ describe('recovery across instances of a socket connected longer than the window
     assertOnce(evs, 'after SIGKILL');
     assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), [warm.id, ...acks.map((a) => a.id)]);
     assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id]);
+  });
+});
+
+// Whole or nothing across instances: what Redis cannot prove complete is refused, not replayed in
+// part. A small --history-size so that `MAXLEN ~` trims for real (it drops whole stream nodes,
+// 100 entries each by default, so only after a couple of hundred entries).
+describe('recovery across instances: whole or nothing [--history-size 10]', () => {
+  const prefix = `trecx${crypto.randomBytes(4).toString('hex')}`;
+  const nodes = [];
+  const startNode = async (name) => {
+    const node = await startServer({
+      shards: 2,
+      extraArgs: ['--redis-url', REDIS_URL, '--redis-prefix', prefix, '--instance-id', `gw-${name}-${crypto.randomBytes(3).toString('hex')}`,
+        '--heartbeat-interval', '500', '--instance-expiry', '3000', '--presence-grace', String(GRACE), '--history-size', '10'],
+    });
+    nodes.push(node);
+    return node;
+  };
+  let B;
+  before(async () => { B = await startNode('b'); });
+  after(async () => {
+    await closeProxies();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await dropRedisKeys(REDIS_URL, prefix).catch(() => {});
+  });
+  afterEach(async () => { for (const n of nodes) closeAll(n); await closeProxies(); });
+
+  const metrics = async (srv) => (await fetch(`${srv.url}/metrics`)).text();
+  const sum = (text, name, label = '') => [...text.matchAll(new RegExp(`^socket_gateway_${name}\\{[^}]*${label}[^}]*\\} (\\d+)`, 'gm'))]
+    .reduce((n, m) => n + Number(m[1]), 0);
+
+  /**
+   * A socket `m` on a fresh instance K, a member of a channel (and `setup(m)` done), whose last
+   * offset is the event `last(oB, ch, m.id)` sends from B (by default `warm`, published to the
+   * channel); then K is SIGKILLed and the client kept away until reconnect().
+   */
+  async function awayFromKilled(setup = async () => {}, last = (oB, ch) => publish(oB, ch, 'warm', { i: -1 })) {
+    const K = await startNode('k');
+    const proxy = await proxyFor(K);
+    const ch = uniq('whole');
+    const m = await connectVia(K, proxy);
+    const tm = tape(m);
+    const oB = await connect(B);
+    await ack(m, 'join', ch);
+    await setup(m, K);
+    await ack(oB, 'join', ch);
+    await until(() => presenceOf(tm.presence(), 'join', oB.id).length === 1, 'the other member\'s join');
+    const id0 = m.id;
+    const warm = await last(oB, ch, id0, K);
+    assert.equal(warm.ok, true, JSON.stringify(warm));
+    await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
+    proxy.pause();
+    const gone = new Promise((r) => K.proc.once('exit', r));
+    K.proc.kill('SIGKILL');
+    await gone;
+    await until(() => !m.connected, 'the client sees its instance die');
+    const reconnect = async () => {
+      proxy.retarget(B.port);
+      const back = nextConnect(m);
+      proxy.resume();
+      return back;
+    };
+    return { m, tm, oB, ch, id0, warm, reconnect };
+  }
+
+  it('a socket with a prefix subscription whose instance was SIGKILLed is a new socket on another instance', { timeout: 60000 }, async () => {
+    const topic = uniq('wholepfx');
+    let sub;
+    const before0 = await metrics(B);
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled(async (s) => {
+      sub = await ack(s, 'subscribe', { topic: `${topic}:*` });
+      assert.equal(sub.ok, true, JSON.stringify(sub));
+    });
+    // What the prefix matches meanwhile is in the stream of `<topic>:x`, which its state does not name.
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, `${topic}:x`, 'p', { i }))), 'while away');
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, false, 'not recovered: its prefix subscription cannot be replayed whole here');
+    assert.notEqual(c.id, id0, 'a new socket');
+    await assertNotMember(oB, m, tm, ch);
+    assert.ok(!tm.events().some((e) => e.subscriptionId === sub.subscriptionId), 'nothing through the old prefix subscription');
+    const after0 = await metrics(B);
+    const delta = (name, label) => sum(after0, name, label) - sum(before0, name, label);
+    assert.equal(delta('recoveries_total', 'result="prefix_subscription"'), 1, 'counted with its own reason');
+    assert.equal(delta('recoveries_total', 'result="recovered"'), 0, 'not counted as recovered');
+  });
+
+  // The offset names an entry of a stream; on another instance that entry must still be there.
+  const streamKey = (ch) => `${prefix}:h:{${ch}}`;
+
+  it('the offset\'s entry trimmed from its channel\'s stream (250 events past --history-size 10): a new socket', { timeout: 60000 }, async () => {
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled();
+    for (let b = 0; b < 5; b += 1) {
+      okAll(await Promise.all(Array.from({ length: 50 }, (_, i) => publish(oB, ch, 'm', { i: b * 50 + i }))), 'while away');
+    }
+    // 253 entries went in (two joins, `warm`, 250 events): `MAXLEN ~` dropped at least its first node.
+    const len = await redisCmd(REDIS_URL, 'XLEN', streamKey(ch));
+    assert.ok(len < 200, `the stream was trimmed (XLEN ${len})`);
+    const c = await reconnect();
+    assert.equal(c.recovered, false, 'the offset is gone from the stream: not recovered');
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+  });
+
+  it('the channel\'s stream deleted while the socket was away, then more published: a new socket, not a partial replay', { timeout: 60000 }, async () => {
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled();
+    okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, ch, 'lost', { i }))), 'while away, then lost');
+    assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(ch)), 1, 'the stream deleted');
+    okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, false, 'the offset\'s entry is not in the stream: not recovered');
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+  });
+
+  it('the channel\'s stream deleted and nothing published since: a new socket (the stream is gone, not empty)', { timeout: 60000 }, async () => {
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled();
+    assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(ch)), 1, 'the stream deleted');
+    const c = await reconnect();
+    assert.equal(c.recovered, false);
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+  });
+
+  it('an offset kept in the socket\'s direct stream (a direct message from another instance) recovers', { timeout: 60000 }, async () => {
+    const { tm, oB, ch, id0, warm: dm, reconnect } = await awayFromKilled(undefined, (o, _ch, to) => direct(o, to, 'dm', { i: 0 }));
+    const acks = okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, true, 'recovered: the offset is in its direct stream');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().length >= 4, () => `deliveries ${tm.events().length} of 4`);
+    await sleep(300);
+    const evs = tm.events();
+    assertOnce(evs, 'after SIGKILL');
+    assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), acks.map((a) => a.id));
+    assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id]);
+  });
+
+  it('an offset that never went through Redis (a direct between two sockets of the killed instance) recovers: its channel\'s stream reaches back before it', { timeout: 60000 }, async () => {
+    const { tm, oB, ch, id0, warm: dm, reconnect } = await awayFromKilled(undefined, async (_o, _ch, to, K) => {
+      const k2 = await connect(K);
+      // The stream's entries (the joins) must be older than the offset by more than the two
+      // seconds of clock slack the reading allows.
+      await sleep(2300);
+      return direct(k2, to, 'local', { i: 0 });
+    });
+    const acks = okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, true, 'recovered: the channel\'s stream was kept all along');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().filter((e) => e.channel === ch).length >= 3, () => `deliveries ${tm.events().length}`);
+    await sleep(300);
+    const evs = tm.events();
+    assertOnce(evs, 'after SIGKILL');
+    assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), acks.map((a) => a.id));
+    assert.deepEqual(evs.filter((e) => e.channel === null).map((e) => e.id), [dm.id], 'the local direct once, before the cut');
   });
 });
 

@@ -23,8 +23,10 @@
 //!   other instance is told to let the socket go. The socket keeps its id;
 //!   direct messages to it still go to the inbox its id names, which this
 //!   instance then listens to.
-//! - Whole or nothing: an unknown `pid`, another user's token, or an offset
-//!   the shard's recovery log no longer holds make a new socket.
+//! - Whole or nothing: an unknown `pid`, another user's token, an offset
+//!   the shard's recovery log (or, across instances, Redis) no longer holds,
+//!   or a prefix subscription to recover on another instance make a new
+//!   socket.
 //!
 //! Files: this one holds the steps (hold, recover, resume, the sweeper);
 //! `state.rs` the held sockets and the checks and replays every path

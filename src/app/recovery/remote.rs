@@ -1,7 +1,9 @@
 //! Recovery on another instance: a recoverable socket's state is kept in
 //! Redis whenever it changes ([`checkpoint`]), and a pid naming another
 //! instance is recovered from that state and the channels' streams
-//! (`cluster/link/recovery.rs`), with its old id.
+//! (`cluster/link/recovery.rs`), with its old id. A socket with a prefix
+//! subscription is not recovered here (`prefix_subscription`): what the
+//! prefix matched meanwhile lies in streams of channels it does not name.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -48,6 +50,11 @@ pub(super) async fn from_cluster(
         _ => return Err(Box::new(("unknown_pid", claims))),
     };
     let v: Value = serde_json::from_str(&state).unwrap_or_default();
+    if has_prefix_subscription(&v) {
+        // What a prefix matched while the socket was away is in the streams
+        // of channels nobody can name here: it cannot be replayed whole.
+        return Err(Box::new(("prefix_subscription", claims)));
+    }
     let local = SocketKey {
         shard: shard.id(),
         seq: key.seq,
@@ -135,6 +142,16 @@ pub(super) async fn from_cluster(
     Ok(g)
 }
 
+/// Whether a stored state holds a prefix subscription (a topic that does
+/// not read as one exact channel).
+fn has_prefix_subscription(state: &Value) -> bool {
+    state["subs"].as_array().into_iter().flatten().any(|sub| {
+        sub[1]
+            .as_str()
+            .is_some_and(|t| !matches!(crate::rules::parse_topic(t), Ok(Topic::Exact(_))))
+    })
+}
+
 /// Stores a recoverable socket's state in Redis (with a cluster), so that
 /// another instance can recover it: its secret, user, channels and
 /// subscriptions.
@@ -162,4 +179,21 @@ pub fn checkpoint(ctx: &ShardCtx, g: &GwSocket) {
         "subs": subs,
     });
     c.checkpoint(&g.member.socket_id, Some(state.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_with_a_prefix_subscription_is_told_apart() {
+        let exact = serde_json::json!({"subs": [["s1", "chat:room1", null]]});
+        let prefix =
+            serde_json::json!({"subs": [["s1", "chat:room1", null], ["s2", "chat:*", null]]});
+        assert!(!has_prefix_subscription(&exact));
+        assert!(!has_prefix_subscription(
+            &serde_json::json!({"channels": ["a"]})
+        ));
+        assert!(has_prefix_subscription(&prefix));
+    }
 }

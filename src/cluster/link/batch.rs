@@ -7,6 +7,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::member::member_json;
 use super::{bounded, Link};
@@ -126,6 +129,21 @@ impl Link {
                         for id in &socket_ids {
                             pipe.pexpire(self.state_key(id), ttl as i64).ignore();
                             queued += 1;
+                        }
+                        // And the streams of its channels (every shard
+                        // touches; once per eighth of the window is
+                        // enough): a socket's offset names an entry there,
+                        // which must outlive a quiet channel while the
+                        // socket may still recover (recovery.rs).
+                        let due = Duration::from_millis(r.ttl_ms / 8);
+                        if self.streams_touched.is_none_or(|t| t.elapsed() >= due) {
+                            self.streams_touched = Some(Instant::now());
+                            let keys: Vec<String> =
+                                self.interest.exact().map(|c| self.history_key(c)).collect();
+                            for k in keys {
+                                pipe.pexpire(k, ttl as i64).ignore();
+                                queued += 1;
+                            }
                         }
                     }
                 }

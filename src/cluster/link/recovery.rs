@@ -19,6 +19,12 @@
 //! connected), drops what precedes the offset in the stream that holds it,
 //! and merges the rest in stream order. Events sent shortly before the
 //! offset's event but not yet received may come again, with the same id.
+//! Whole or nothing: the offset's own entry must be in one of those streams
+//! (a stream loses only its oldest entries, so what follows it there is
+//! complete), or one of them must reach back before it (kept all along: the
+//! offset named a frame that never went through Redis), and no other
+//! stream may have been trimmed past the start; otherwise the recovery is
+//! refused (`offset_gone`).
 
 use std::sync::Arc;
 
@@ -312,8 +318,8 @@ impl Link {
     }
 
     /// What a socket missed, from the streams of its channels and its
-    /// direct stream; refused when a stream no longer reaches back far
-    /// enough.
+    /// direct stream; refused when none holds its offset's entry nor reaches
+    /// back before it, or when another no longer reaches back far enough.
     pub(super) async fn recover_entries(
         &mut self,
         socket_id: &str,
@@ -342,16 +348,14 @@ impl Link {
         let conn = &mut self.cmd()?;
         let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
         let mut all: Vec<((u64, u64), Missed)> = Vec::new();
+        // Without an offset there is no entry to find: everything since the
+        // socket connected is read.
+        let mut anchored = offset.is_none();
         for chunk in replies.chunks(3) {
             let [range, first, len] = chunk else { continue };
             let range: Entries = redis::from_redis_value(range)?;
             let first: Entries = redis::from_redis_value(first)?;
             let len: usize = redis::from_redis_value(len)?;
-            let oldest = first.first().map(|(id, _)| entry_pos(id).0);
-            if len >= history_len && oldest.is_some_and(|ms| ms > from) {
-                // Trimmed past where this socket must start.
-                return Ok(Reply::Refused("offset_gone"));
-            }
             let mut missed: Vec<((u64, u64), Missed, Option<String>)> = Vec::new();
             for (id, fields) in range {
                 let Some(env) = fields.get(1).and_then(|b| Envelope::decode(b)) else {
@@ -370,16 +374,35 @@ impl Link {
                 };
                 missed.push((entry_pos(&id), m, off));
             }
-            // The stream that holds the offset starts right after it.
-            if let Some(o) = offset {
-                if let Some(i) = missed
+            // The stream that holds the offset starts right after it: it
+            // only ever loses its oldest entries, so what follows the
+            // offset's entry there is all there is.
+            let at = offset.and_then(|o| {
+                missed
                     .iter()
                     .position(|(_, _, off)| off.as_deref() == Some(o))
-                {
-                    missed.drain(..=i);
-                }
+            });
+            let oldest = first.first().map(|(id, _)| entry_pos(id).0);
+            if let Some(i) = at {
+                missed.drain(..=i);
+                anchored = true;
+            } else if len >= history_len && oldest.is_some_and(|ms| ms > from) {
+                // Trimmed past where this socket must start.
+                return Ok(Reply::Refused("offset_gone"));
+            } else if oldest.is_some_and(|ms| ms <= from) {
+                // This stream reaches back before the offset: it was kept
+                // all along, so an offset that never went through Redis (a
+                // large channel's count, a direct between two sockets of
+                // one instance) still has a complete replay.
+                anchored = true;
             }
             all.extend(missed.into_iter().map(|(pos, m, _)| (pos, m)));
+        }
+        if !anchored {
+            // No stream holds the offset's entry nor reaches back before it:
+            // trimmed, or lost with its stream (deleted, or Redis restarted
+            // or failed over). Nothing proves the rest complete.
+            return Ok(Reply::Refused("offset_gone"));
         }
         all.sort_by_key(|(pos, _)| *pos);
         Ok(Reply::Missed(all.into_iter().map(|(_, m)| m).collect()))
