@@ -4,13 +4,13 @@ use socket_gateway::cli::{self, Cli, Command};
 /// records of sockets apart from the short-lived buffers of the requests that
 /// opened them, so a storm of handshakes (or a client's polling before its
 /// upgrade) leaves whole free pages rather than holes between records, and
-/// its background thread gives them back to the system within a second or
-/// two of a storm (BENCHMARKS.md, "The lean connection").
+/// its background threads give them back to the system within a second or
+/// two of a storm (BENCHMARKS.md, "The allocator").
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Read by jemalloc at startup (its documented `malloc_conf` symbol): purge
-/// freed pages from a background thread, a second after they were freed, in
+/// freed pages from background threads, a second after they were freed, in
 /// one step (no lazily freed stage whose pages would still count as ours).
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
