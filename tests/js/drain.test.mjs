@@ -116,7 +116,11 @@ describe('drain on SIGTERM: batches over --drain-period, recovery on the other i
     assert.equal(r.body.status, 'draining', JSON.stringify(r.body));
     assert.equal((await readyz(B)).status, 200);
     proxy.retarget(B.port);
-    assert.ok(notReadyAfter <= 100, `A's /readyz turned 503 ${notReadyAfter} ms after SIGTERM`);
+    // The flag flips when the signal arrives; what a load balancer needs is that /readyz says 503
+    // before the first socket is moved (the first batch waits one interval). The watcher's own
+    // clock and a host loaded by 2,000 clients make the exact figure noisy (a CI run saw 201 ms),
+    // so the bound is half an interval, not a figure this host cannot keep.
+    assert.ok(notReadyAfter <= INTERVAL / 2, `A's /readyz turned 503 ${notReadyAfter} ms after SIGTERM`);
 
     await until(() => state.every((s) => s.reconnects.length > 0), () => `every client reconnects (${state.filter((s) => s.reconnects.length > 0).length}/${N})`, DRAIN + 20000);
     const ex = await done;
@@ -139,6 +143,7 @@ describe('drain on SIGTERM: batches over --drain-period, recovery on the other i
     const biggest = Math.max(...windows.values());
     console.log(`# /readyz 503 after ${notReadyAfter} ms; disconnects from ${at[0]} to ${at[at.length - 1]} ms in ${windows.size} windows of ${INTERVAL} ms (largest ${biggest}); A exited after ${ex.at - t0} ms (code ${ex.code}); ${last} events published`);
     assert.ok(at[0] >= INTERVAL - 100, `the first batch waits one interval (first disconnect at ${at[0]} ms)`);
+    assert.ok(notReadyAfter < at[0], `/readyz said 503 (${notReadyAfter} ms) before the first socket was closed (${at[0]} ms)`);
     // Seen from this process, whose event loop the 2,000 clients keep busy: a batch may be seen
     // late, and two batches together. What must hold: never all in one second, never most in one
     // interval, and spread over most of the period.
