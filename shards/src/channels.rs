@@ -240,6 +240,12 @@ impl Channels {
         Some(InterestChange::None)
     }
 
+    /// When (ms) `key` joined `channel`, if it is a member.
+    pub fn joined_at(&self, channel: &str, key: SocketKey) -> Option<u64> {
+        let ch = self.channels.get(channel)?;
+        ch.list.get(*ch.pos.get(&key.seq)?).map(|j| j.at)
+    }
+
     /// Members shown in lists and counts (hidden ones left out).
     pub fn member_count(&self, channel: &str) -> usize {
         self.channels.get(channel).map_or(0, ChannelMembers::shown)
@@ -523,8 +529,17 @@ mod tests {
         let b = member(2, "v");
         assert_eq!(c.join(&ch, &b, 3, 0), Some(InterestChange::None));
         assert_eq!(c.member_count("c"), 2);
+        // The first join's time is kept, a second join changes nothing.
+        assert_eq!(c.joined_at("c", a.key), Some(1));
+        assert_eq!(c.joined_at("c", b.key), Some(3));
         assert_eq!(c.leave("c", a.key), Some(InterestChange::None));
         assert_eq!(c.leave("c", a.key), None);
+        assert_eq!(c.joined_at("c", a.key), None);
+        assert_eq!(
+            c.joined_at("c", b.key),
+            Some(3),
+            "moved by the swap, same time"
+        );
         assert_eq!(c.members("c")[0].socket_id, b.socket_id);
         assert_eq!(
             c.leave("c", b.key),

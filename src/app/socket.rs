@@ -253,13 +253,15 @@ pub(crate) async fn joined(
 ) -> Option<usize> {
     if let Some(c) = &ctx.cluster {
         let m = &g.member;
+        let joined_at = ctx.shard.joined_at(channel, m.key).unwrap_or_else(now_ms);
         let view = shards::MemberView {
             socket_id: m.socket_id.clone(),
             user_id: m.user_id.clone(),
             info: m.info.clone(),
-            joined_at: now_ms(),
+            joined_at,
         };
         c.join(channel, view);
+        crate::app::recovery::ensure_stream(ctx, g, channel, joined_at);
     }
     let (count, large) = crate::app::counts::after_change(ctx, channel, true).await;
     if !large && gate(ctx, g, channel, true) {

@@ -132,8 +132,18 @@ pub struct LinkConfig {
 pub struct RecoveryStore {
     /// Entries each channel's stream keeps (approximately: `MAXLEN ~`).
     pub history_len: usize,
-    /// How long a stream or a socket's state outlives its last write.
+    /// How long a socket's state outlives its last write (the recovery
+    /// window).
     pub ttl_ms: u64,
+}
+
+impl RecoveryStore {
+    /// How long a stream outlives its last write or renewal: as long as a
+    /// renewed state (a quarter more than the window), so that a quiet
+    /// channel's stream is never gone while a state that needs it is kept.
+    pub fn stream_ttl_ms(&self) -> u64 {
+        self.ttl_ms + self.ttl_ms / 4
+    }
 }
 
 /// Counters and state shared with the shards (metrics, `/readyz`).
@@ -260,9 +270,9 @@ struct Link {
     next_req: u64,
     /// Direct messages waiting for the target instance's answer.
     pending_direct: HashMap<u64, (usize, u64, Instant)>,
-    /// SHA1s of the publish and direct scripts, loaded at connect (with
-    /// recovery only).
-    scripts: Option<(String, String)>,
+    /// SHA1s of the recovery scripts, loaded at connect (with recovery
+    /// only).
+    scripts: Option<recovery::Scripts>,
     /// Sockets of other instances recovered here: (instance, seq) → shard.
     adopted: HashMap<(String, u64), usize>,
     /// Adopted sockets per other instance (its inbox is subscribed while > 0).

@@ -231,6 +231,15 @@ impl ClusterLink {
         });
     }
 
+    /// A connected recoverable socket needs `channel`'s stream from `at`
+    /// (ms) on (see [`ToCluster::Ensure`]).
+    pub fn ensure(&self, channel: &Arc<str>, at: u64) {
+        let _ = self.tx.try_send(ToCluster::Ensure {
+            channel: channel.clone(),
+            at,
+        });
+    }
+
     /// Stores (or, with `None`, deletes) a recoverable socket's state for
     /// other instances.
     pub fn checkpoint(&self, socket_id: &Arc<str>, state: Option<String>) {

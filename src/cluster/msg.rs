@@ -51,6 +51,13 @@ pub enum ToCluster {
     Withdraw {
         done: std::sync::mpsc::Sender<bool>,
     },
+    /// A recoverable socket that is connected now needs `channel`'s stream
+    /// from `at` (ms) on: the stream gets a marker entry at `at` if it does
+    /// not exist (see `cluster/link/recovery.rs`).
+    Ensure {
+        channel: Arc<str>,
+        at: u64,
+    },
     /// A recoverable socket's state for another instance to recover it
     /// from (`None`: it is gone for good).
     Checkpoint {
@@ -126,7 +133,9 @@ pub enum Query {
     /// own direct stream, after `offset` (or from `since_ms`).
     RecoverEntries {
         socket_id: String,
-        channels: Vec<Arc<str>>,
+        /// Each stream with the time (ms) from which the socket needs it:
+        /// when it joined the channel (or subscribed to it).
+        channels: Vec<(Arc<str>, u64)>,
         offset: Option<String>,
         since_ms: u64,
     },

@@ -1130,9 +1130,10 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
   /**
    * A socket `m` on a fresh instance K, a member of a channel (and `setup(m)` done), whose last
    * offset is the event `last(oB, ch, m.id)` sends from B (by default `warm`, published to the
-   * channel); then K is SIGKILLed and the client kept away until reconnect().
+   * channel); `then(m)` runs once it has that offset; then K is SIGKILLed and the client kept
+   * away until reconnect().
    */
-  async function awayFromKilled(setup = async () => {}, last = (oB, ch) => publish(oB, ch, 'warm', { i: -1 })) {
+  async function awayFromKilled(setup = async () => {}, last = (oB, ch) => publish(oB, ch, 'warm', { i: -1 }), then = async () => {}) {
     const K = await startNode('k');
     const proxy = await proxyFor(K);
     const ch = uniq('whole');
@@ -1147,6 +1148,7 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     const warm = await last(oB, ch, id0, K);
     assert.equal(warm.ok, true, JSON.stringify(warm));
     await until(() => tm.events().some((e) => e.id === warm.id), 'an offset');
+    await then(m);
     proxy.pause();
     const gone = new Promise((r) => K.proc.once('exit', r));
     K.proc.kill('SIGKILL');
@@ -1218,6 +1220,61 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     assert.equal(c.recovered, false);
     assert.notEqual(c.id, id0);
     await assertNotMember(oB, m, tm, ch);
+  });
+
+  it('another channel\'s stream (not the offset\'s) deleted while the socket was away, then more published there: a new socket, not a partial replay', { timeout: 60000 }, async () => {
+    const other = uniq('wholeother');
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled(async (s) => {
+      assert.equal((await ack(s, 'join', other)).ok, true);
+      // A stream begun again within 100 ms of the join passes for the one the join began.
+      await sleep(300);
+    });
+    // The offset (`warm`) is in `ch`'s stream, which is whole; `other` loses two events with its stream.
+    okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, other, 'lost', { i }))), 'while away, then lost');
+    assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(other)), 1, 'the other stream deleted');
+    okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, other, 'm', { i }))), 'while away');
+    okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, false, 'the other stream begins after the socket needs it: not recovered');
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+    assert.ok(!tm.events().some((e) => e.event === 'lost' || (e.channel === other && e.event === 'm')), 'nothing replayed from either channel');
+  });
+
+  it('another channel\'s stream deleted and nothing published there since: a new socket', { timeout: 60000 }, async () => {
+    const other = uniq('wholeother');
+    const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled(async (s) => {
+      assert.equal((await ack(s, 'join', other)).ok, true);
+    });
+    okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, other, 'lost', { i }))), 'while away, then lost');
+    assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(other)), 1, 'the other stream deleted');
+    const c = await reconnect();
+    assert.equal(c.recovered, false);
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+  });
+
+  it('a subscription to a channel with no stream yet, made after the offset, recovers what was published there meanwhile (its stream was begun for it)', { timeout: 60000 }, async () => {
+    const topic = uniq('wholefresh');
+    let sub;
+    const { tm, oB, ch, id0, warm, reconnect } = await awayFromKilled(undefined, undefined, async (s) => {
+      // Nothing was ever published to `topic`, and a subscription announces no presence: only the
+      // marker written for the subscription makes its stream reach back to where it is needed.
+      assert.equal(await redisCmd(REDIS_URL, 'EXISTS', streamKey(topic)), 0, 'no stream before the subscription');
+      sub = await ack(s, 'subscribe', { topic });
+      assert.equal(sub.ok, true, JSON.stringify(sub));
+      await until(async () => (await redisCmd(REDIS_URL, 'EXISTS', streamKey(topic))) === 1, 'the stream begun for the subscription');
+    });
+    const acks = okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, topic, 'f', { i }))), 'while away');
+    const c = await reconnect();
+    assert.equal(c.recovered, true, 'recovered: the subscription\'s stream reaches back to when it was needed');
+    assert.equal(c.id, id0);
+    await until(() => tm.events().filter((e) => e.subscriptionId === sub.subscriptionId).length >= 3, () => `deliveries ${tm.events().length}`);
+    await sleep(300);
+    const evs = tm.events();
+    assertOnce(evs, 'after SIGKILL');
+    assert.deepEqual(evs.filter((e) => e.subscriptionId === sub.subscriptionId).map((e) => e.id), acks.map((a) => a.id));
+    assert.deepEqual(evs.filter((e) => e.channel === ch).map((e) => e.id), [warm.id], 'its channel: the offset\'s event, once');
   });
 
   it('an offset kept in the socket\'s direct stream (a direct message from another instance) recovers', { timeout: 60000 }, async () => {

@@ -126,6 +126,11 @@ impl Shard {
         }
     }
 
+    /// When (ms) `key` joined `channel`, if it is a member.
+    pub fn joined_at(&self, channel: &str, key: SocketKey) -> Option<u64> {
+        self.channels.borrow().joined_at(channel, key)
+    }
+
     /// A socket's member-list visibility changed (presence grace): updates
     /// the counts of its channels.
     pub fn set_hidden(&self, m: &Member, channels: &[Arc<str>], hidden: bool) {

@@ -64,13 +64,17 @@ pub(super) async fn from_cluster(
     g.more_mut().next_sub = v["next_sub"].as_u64().unwrap_or(1);
     let since_ms = v["since_ms"].as_u64().unwrap_or(0);
     g.born_ms.set(since_ms);
-    let mut streams: Vec<Arc<str>> = Vec::new();
-    for ch in v["channels"].as_array().into_iter().flatten() {
+    // Each stream with when the socket joined its channel (a state written
+    // before joins were kept says nothing: since it connected).
+    let mut streams: Vec<(Arc<str>, u64)> = Vec::new();
+    let joined = v["joined"].as_array();
+    for (i, ch) in v["channels"].as_array().into_iter().flatten().enumerate() {
         let Some(ch) = ch.as_str() else { continue };
         let ch: Arc<str> = ch.into();
+        let at = joined.and_then(|j| j.get(i)?.as_u64()).unwrap_or(since_ms);
         if shard.join(&ch, &g.member).await {
             g.channels.borrow_mut().push(ch.clone());
-            streams.push(ch);
+            streams.push((ch, at));
         }
     }
     for sub in v["subs"].as_array().into_iter().flatten() {
@@ -82,8 +86,11 @@ pub(super) async fn from_cluster(
         };
         let filter = Filter::parse(&sub[2]).ok();
         if let Topic::Exact(c) = &topic {
-            if !streams.contains(c) {
-                streams.push(c.clone());
+            // A subscription's time is not kept: since the socket connected
+            // (a stream begun after that, before the subscription, makes
+            // the recovery refused rather than partial).
+            if !streams.iter().any(|(s, _)| s == c) {
+                streams.push((c.clone(), since_ms));
             }
         }
         let id: Arc<str> = id.into();
@@ -97,7 +104,7 @@ pub(super) async fn from_cluster(
     // streams read now leave no gap.
     let q = Query::RecoverEntries {
         socket_id: socket_id.clone(),
-        channels: streams,
+        channels: streams.clone(),
         offset,
         since_ms,
     };
@@ -125,13 +132,24 @@ pub(super) async fn from_cluster(
     let skip = replay.iter().filter_map(|(f, _)| offset_of(f)).collect();
     c.adopt(&instance, key.seq, true);
     for ch in g.channels.borrow().iter() {
+        let joined_at = shard
+            .joined_at(ch, g.member.key)
+            .unwrap_or_else(shards::now_ms);
         let view = shards::MemberView {
             socket_id: g.member.socket_id.clone(),
             user_id: g.member.user_id.clone(),
             info: g.member.info.clone(),
-            joined_at: shards::now_ms(),
+            joined_at,
         };
         c.join(ch, view);
+        // Whole up to now (what it missed is about to be replayed): its
+        // streams are needed from its joins here on.
+        c.ensure(ch, joined_at);
+    }
+    for (ch, _) in &streams {
+        if !g.channels.borrow().contains(ch) {
+            c.ensure(ch, since_ms);
+        }
     }
     checkpoint(ctx, &g);
     g.more_mut().pending = Some(Pending {
@@ -152,9 +170,21 @@ fn has_prefix_subscription(state: &Value) -> bool {
     })
 }
 
+/// A connected recoverable socket (with a cluster) needs `channel`'s
+/// stream from `at` (ms) on: its join, or for a subscription since it
+/// connected. Only while it is connected: it has everything up to now, so a
+/// stream begun again here (by its marker) hides no loss it suffered.
+pub fn ensure_stream(ctx: &ShardCtx, g: &GwSocket, channel: &Arc<str>, at: u64) {
+    let Some(c) = &ctx.cluster else { return };
+    if g.secret() == 0 || !ctx.cfg.recovery() || g.member.is_detached() {
+        return;
+    }
+    c.ensure(channel, at);
+}
+
 /// Stores a recoverable socket's state in Redis (with a cluster), so that
-/// another instance can recover it: its secret, user, channels and
-/// subscriptions.
+/// another instance can recover it: its secret, user, channels (with when
+/// it joined each) and subscriptions.
 pub fn checkpoint(ctx: &ShardCtx, g: &GwSocket) {
     let Some(c) = &ctx.cluster else { return };
     if g.secret() == 0 || !ctx.cfg.recovery() {
@@ -169,13 +199,23 @@ pub fn checkpoint(ctx: &ShardCtx, g: &GwSocket) {
             })
             .collect()
     });
-    let channels: Vec<String> = g.channels.borrow().iter().map(|c| c.to_string()).collect();
+    let since = g.born_ms.get();
+    let (channels, joined): (Vec<String>, Vec<u64>) = g
+        .channels
+        .borrow()
+        .iter()
+        .map(|c| {
+            let at = ctx.shard.joined_at(c, g.member.key).unwrap_or(since);
+            (c.to_string(), at)
+        })
+        .unzip();
     let state = serde_json::json!({
         "secret": format!("{:032x}", g.secret()),
         "sub": &*g.member.user_id,
-        "since_ms": g.born_ms.get(),
+        "since_ms": since,
         "next_sub": g.next_sub(),
         "channels": channels,
+        "joined": joined,
         "subs": subs,
     });
     c.checkpoint(&g.member.socket_id, Some(state.to_string()));

@@ -104,6 +104,18 @@ impl Link {
                         && bounded(self.forget_instance(&me, None)).await.is_ok();
                     let _ = done.send(ok);
                 }
+                ToCluster::Ensure { channel, at } => {
+                    if let (Some(s), Some(r)) = (&self.scripts, self.cfg.recovery) {
+                        pipe.cmd("EVALSHA")
+                            .arg(&s.ensure)
+                            .arg(1)
+                            .arg(self.history_key(&channel))
+                            .arg(at)
+                            .arg(r.stream_ttl_ms())
+                            .ignore();
+                        queued += 1;
+                    }
+                }
                 ToCluster::Checkpoint { socket_id, state } => {
                     let key = self.state_key(&socket_id);
                     match (state, self.cfg.recovery) {
@@ -125,7 +137,7 @@ impl Link {
                     if let Some(r) = self.cfg.recovery {
                         // Touched every quarter of the window: it outlives
                         // the last touch by a whole window.
-                        let ttl = r.ttl_ms + r.ttl_ms / 4;
+                        let ttl = r.stream_ttl_ms();
                         for id in &socket_ids {
                             pipe.pexpire(self.state_key(id), ttl as i64).ignore();
                             queued += 1;

@@ -39,7 +39,7 @@ impl Link {
             p,
         };
         match (&self.scripts, self.cfg.recovery) {
-            (Some((publish, _)), Some(r)) => {
+            (Some(super::recovery::Scripts { publish, .. }), Some(r)) => {
                 pipe.cmd("EVALSHA")
                     .arg(publish)
                     .arg(1)
@@ -47,7 +47,7 @@ impl Link {
                     .arg(topic)
                     .arg(env.encode())
                     .arg(r.history_len)
-                    .arg(r.ttl_ms)
+                    .arg(r.stream_ttl_ms())
                     .ignore();
             }
             _ => {

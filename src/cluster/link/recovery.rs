@@ -5,12 +5,15 @@
 //! Keys, under `<prefix>:` (the braces are hash tags: everything about one
 //! channel, or one socket, sits in one slot of a Redis Cluster):
 //! - `h:{<channel>}`: a stream of the channel's publications (the cluster
-//!   envelope as published), `MAXLEN ~ --history-size`, expiring a recovery
-//!   window after its last entry. Written by the same script that publishes,
-//!   so a publish stays one command and one round trip.
+//!   envelope as published), `MAXLEN ~ --history-size`, expiring a quarter
+//!   more than a recovery window after its last entry or renewal. Written
+//!   by the same script that publishes, so a publish stays one command and
+//!   one round trip; begun with a marker entry (`ENSURE`) when a connected
+//!   recoverable socket joins a channel that has none.
 //! - `rs:{<socket id>}`: a recoverable socket's state (JSON: secret, user,
-//!   channels, subscriptions), rewritten when they change, deleted when the
-//!   socket is gone for good, expiring a window after its last write.
+//!   channels with when it joined each, subscriptions), rewritten when they
+//!   change, deleted when the socket is gone for good, expiring a window
+//!   after its last write.
 //! - `d:{<socket id>}`: direct messages to a socket that has a state, kept by
 //!   the script that sends them.
 //!
@@ -22,9 +25,11 @@
 //! Whole or nothing: the offset's own entry must be in one of those streams
 //! (a stream loses only its oldest entries, so what follows it there is
 //! complete), or one of them must reach back before it (kept all along: the
-//! offset named a frame that never went through Redis), and no other
-//! stream may have been trimmed past the start; otherwise the recovery is
-//! refused (`offset_gone`).
+//! offset named a frame that never went through Redis); every other
+//! channel's stream must reach back to where the socket needs it
+//! ([`complete`]: a stream lost and begun again by a later publish begins
+//! too late), and the direct stream must not be trimmed past the start;
+//! otherwise the recovery is refused (`offset_gone`).
 
 use std::sync::Arc;
 
@@ -70,13 +75,35 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return {0, 0}";
 
-/// The publish and direct scripts (for a cluster, or one server).
+/// Makes sure a channel's stream exists for a connected socket that needs
+/// it from `ARGV[1]` (ms) on: if it does not, it starts with a marker entry
+/// (field `m`, read by nobody) at that time. A stream that exists keeps
+/// its entries; either way it gets the stream TTL.
+const ENSURE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XADD', KEYS[1], ARGV[1] .. '-0', 'm', '')
+end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])";
+
+/// The publish, direct and ensure scripts (for a cluster, or one server).
 pub(super) fn scripts(cluster: bool, recovery: bool) -> Vec<String> {
     match (recovery, cluster) {
         (false, _) => Vec::new(),
-        (true, true) => vec![SPUBLISH.to_string(), DIRECT_KEEP.to_string()],
-        (true, false) => vec![PUBLISH.to_string(), DIRECT.to_string()],
+        (true, true) => vec![
+            SPUBLISH.to_string(),
+            DIRECT_KEEP.to_string(),
+            ENSURE.to_string(),
+        ],
+        (true, false) => vec![PUBLISH.to_string(), DIRECT.to_string(), ENSURE.to_string()],
     }
+}
+
+/// The SHA1s of the loaded scripts.
+#[derive(Debug, Clone)]
+pub(super) struct Scripts {
+    pub publish: String,
+    pub direct: String,
+    pub ensure: String,
 }
 
 /// How long before its offset's event a recovering socket is given events
@@ -90,10 +117,7 @@ pub(super) const REFILL_SLACK_MS: u64 = 2000;
 
 /// Loads the scripts (on a cluster the router has loaded them on every
 /// primary already; this learns their SHA1s).
-pub(super) async fn load_scripts(
-    conn: &mut CmdConn,
-    cluster: bool,
-) -> redis::RedisResult<(String, String)> {
+pub(super) async fn load_scripts(conn: &mut CmdConn, cluster: bool) -> redis::RedisResult<Scripts> {
     let mut shas = Vec::new();
     for s in scripts(cluster, true) {
         let sha: String = redis::cmd("SCRIPT")
@@ -103,9 +127,13 @@ pub(super) async fn load_scripts(
             .await?;
         shas.push(sha);
     }
-    let direct = shas.pop().unwrap_or_default();
-    let publish = shas.pop().unwrap_or_default();
-    Ok((publish, direct))
+    let mut shas = shas.into_iter();
+    let mut next = || shas.next().unwrap_or_default();
+    Ok(Scripts {
+        publish: next(),
+        direct: next(),
+        ensure: next(),
+    })
 }
 
 /// The publisher's clock in an event id (`<ms, 12 hex><counter>-…`).
@@ -174,7 +202,7 @@ impl Link {
         let cluster = self.cfg.cluster;
         let conn = &mut self.cmd()?;
         let (receivers, kept): (i64, i64) = match (&scripts, store) {
-            (Some((_, direct)), Some(r)) => {
+            (Some(Scripts { direct, .. }), Some(r)) => {
                 redis::cmd("EVALSHA")
                     .arg(direct)
                     .arg(2)
@@ -183,7 +211,7 @@ impl Link {
                     .arg(&inbox)
                     .arg(&env)
                     .arg(r.history_len)
-                    .arg(r.ttl_ms)
+                    .arg(r.stream_ttl_ms())
                     .query_async(conn)
                     .await?
             }
@@ -319,11 +347,12 @@ impl Link {
 
     /// What a socket missed, from the streams of its channels and its
     /// direct stream; refused when none holds its offset's entry nor reaches
-    /// back before it, or when another no longer reaches back far enough.
+    /// back before it, or when a channel's stream does not reach back to
+    /// where the socket needs it (see [`complete`]).
     pub(super) async fn recover_entries(
         &mut self,
         socket_id: &str,
-        channels: &[Arc<str>],
+        channels: &[(Arc<str>, u64)],
         offset: Option<&str>,
         since_ms: u64,
     ) -> redis::RedisResult<Reply> {
@@ -332,8 +361,15 @@ impl Link {
             None => since_ms,
         };
         let history_len = self.cfg.recovery.map_or(0, |r| r.history_len);
-        let mut keys: Vec<String> = channels.iter().map(|c| self.history_key(c)).collect();
+        let mut keys: Vec<String> = channels.iter().map(|(c, _)| self.history_key(c)).collect();
         keys.push(self.direct_key(socket_id));
+        // From when each stream must be whole: the channels' from where the
+        // socket needs them; the direct stream (`None`) is not checked so.
+        let needed: Vec<Option<u64>> = channels
+            .iter()
+            .map(|(_, joined)| Some(from.max(joined.saturating_add(JOIN_SLACK_MS))))
+            .chain([None])
+            .collect();
         let mut pipe = redis::pipe();
         for k in &keys {
             pipe.cmd("XRANGE").arg(k).arg(format!("{from}-0")).arg("+");
@@ -351,7 +387,7 @@ impl Link {
         // Without an offset there is no entry to find: everything since the
         // socket connected is read.
         let mut anchored = offset.is_none();
-        for chunk in replies.chunks(3) {
+        for (chunk, needed) in replies.chunks(3).zip(needed) {
             let [range, first, len] = chunk else { continue };
             let range: Entries = redis::from_redis_value(range)?;
             let first: Entries = redis::from_redis_value(first)?;
@@ -386,15 +422,24 @@ impl Link {
             if let Some(i) = at {
                 missed.drain(..=i);
                 anchored = true;
-            } else if len >= history_len && oldest.is_some_and(|ms| ms > from) {
-                // Trimmed past where this socket must start.
-                return Ok(Reply::Refused("offset_gone"));
-            } else if oldest.is_some_and(|ms| ms <= from) {
-                // This stream reaches back before the offset: it was kept
-                // all along, so an offset that never went through Redis (a
+            } else {
+                let whole = match needed {
+                    // A channel's stream that begins after the socket needs
+                    // it was trimmed past that, or lost (deleted, Redis
+                    // restarted or failed over) and begun again, or is gone.
+                    Some(needed) => complete(oldest, needed),
+                    // The direct stream exists only once a direct was kept:
+                    // what can be told is whether it was trimmed.
+                    None => len < history_len || oldest.is_none_or(|ms| ms <= from),
+                };
+                if !whole {
+                    return Ok(Reply::Refused("offset_gone"));
+                }
+                // A stream that reaches back before the offset was kept all
+                // along, so an offset that never went through Redis (a
                 // large channel's count, a direct between two sockets of
                 // one instance) still has a complete replay.
-                anchored = true;
+                anchored |= oldest.is_some_and(|ms| ms <= from);
             }
             all.extend(missed.into_iter().map(|(pos, m, _)| (pos, m)));
         }
@@ -409,9 +454,38 @@ impl Link {
     }
 }
 
+/// How late after a join the stream may begin: the marker entry is written
+/// when the join reaches Redis, and a publish of another instance may have
+/// begun the stream just before it (stamped by Redis's clock, not the
+/// gateway's). A stream lost and begun again within this much of the join
+/// goes unnoticed.
+const JOIN_SLACK_MS: u64 = 100;
+
+/// Whether a channel's stream whose oldest entry is at `oldest` (ms) holds
+/// everything since `needed`: a stream only ever loses its oldest entries
+/// (trimming, expiry) or all of them (lost with Redis, or deleted), and a
+/// stream that exists for a recoverable socket began, at the latest, with a
+/// marker at its join (`ENSURE`) while the socket was connected. So a
+/// stream that is missing, or begins after `needed`, was lost or trimmed
+/// past where the socket must start.
+fn complete(oldest: Option<u64>, needed: u64) -> bool {
+    oldest.is_some_and(|ms| ms <= needed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_is_complete_only_if_it_reaches_back_far_enough() {
+        assert!(complete(Some(1_000), 1_000));
+        assert!(complete(Some(900), 1_000));
+        assert!(
+            !complete(Some(1_001), 1_000),
+            "begun after: lost or trimmed"
+        );
+        assert!(!complete(None, 1_000), "gone");
+    }
 
     #[test]
     fn ids_and_positions() {
