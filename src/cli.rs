@@ -119,6 +119,14 @@ pub struct RuntimeArgs {
     /// Address to listen on (every shard binds it with SO_REUSEPORT).
     #[arg(long, env = "SOCKET_GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
+    /// Listen even when another process already listens on the port: with
+    /// SO_REUSEPORT the kernel then spreads new connections over both (a
+    /// restart on one host that overlaps the old process on purpose; a
+    /// polling session's requests may then land on either process, so only
+    /// websocket clients are served whole). Without it, such a start is
+    /// refused.
+    #[arg(long, env = "SOCKET_GATEWAY_SHARE_PORT")]
+    pub share_port: bool,
     /// Number of shards (pinned executors); default: one per available CPU.
     #[arg(long, env = "SOCKET_GATEWAY_SHARDS")]
     pub shards: Option<usize>,
@@ -491,6 +499,7 @@ fn base_config(rt: &RuntimeArgs, mode: Mode, path: &str) -> Result<Config, Strin
     Ok(Config {
         mode,
         listen: rt.listen,
+        share_port: rt.share_port,
         path: normalize_path(path),
         shards,
         cpus: rt.cpus.clone(),

@@ -21,6 +21,8 @@ pub enum Mode {
 pub struct Config {
     pub mode: Mode,
     pub listen: SocketAddr,
+    /// Listen even where another process listens (`--share-port`).
+    pub share_port: bool,
     /// Socket.IO path, always with a leading and trailing slash.
     pub path: String,
     pub shards: usize,

@@ -79,6 +79,19 @@ impl Running {
 
 /// Starts the shards and returns once all of them listen.
 pub fn start(cfg: Config) -> std::io::Result<Running> {
+    // SO_REUSEPORT would let this process join another's port and take a
+    // share of its connections without a word.
+    if cfg.listen.port() != 0 && !cfg.share_port {
+        if let Some(other) = crate::edge::port::listener_on(cfg.listen) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is taken: another process listens on {other} (pick another --listen, stop it, or pass --share-port to share its connections on purpose)",
+                    cfg.listen
+                ),
+            ));
+        }
+    }
     // Bound but not listening: reserves the port (resolving port 0) without
     // joining the SO_REUSEPORT group that receives connections.
     let probe = bind_reuseport(cfg.listen, false)?;

@@ -3,5 +3,6 @@
 //! top layer: it builds each shard's services and chooses the application.
 
 pub mod admin;
+pub mod port;
 pub mod rest;
 pub mod server;

@@ -86,3 +86,66 @@ describe('configuration file', () => {
     assert.match(missing.stderr, /\/nonexistent\/gateway\.toml/);
   });
 });
+
+/** Starts the binary with `args` and resolves once it says it listens on `port`; { stop() }. */
+async function listening(args, port) {
+  const p = spawn(GATEWAY_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  p.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise((r) => p.once('exit', r));
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no "listening" line within 15 s: ${out} ${err}`)), 15000);
+    p.stdout.on('data', (d) => {
+      out += d;
+      if (new RegExp(`listening on http://\\S+:${port}`).test(out)) { clearTimeout(t); resolve(); }
+    });
+    p.once('exit', (code) => { clearTimeout(t); reject(new Error(`exited with ${code}: ${err}`)); });
+  });
+  return {
+    running: () => p.exitCode === null && p.signalCode === null,
+    async stop() { p.kill('SIGTERM'); await exited; },
+  };
+}
+
+describe('the port: a second process on it is refused unless --share-port', () => {
+  const servers = [];
+  after(async () => { for (const s of servers) await s.stop(); });
+
+  it('a second instance on a port another process listens on stops at once, naming the port; the first is undisturbed', { timeout: 60000 }, async () => {
+    const A = await startServer();
+    servers.push(A);
+    const a = await connect(A);
+    for (const listen of [`127.0.0.1:${A.port}`, `0.0.0.0:${A.port}`]) {
+      const second = await run(['serve', '--listen', listen, '--no-pin', '--shards', '1', '--jwt-secret', A.secret]);
+      assert.equal(second.code, 2, second.stderr);
+      assert.match(second.stderr, new RegExp(`${listen.replace(/\./g, '\\.')} is taken: another process listens on 127\\.0\\.0\\.1:${A.port}`));
+      assert.match(second.stderr, /--share-port/);
+    }
+    assert.ok(a.connected, 'the first instance\'s socket is still connected');
+    for (let i = 0; i < 5; i += 1) {
+      const s = await connect(A);
+      assert.ok(s.connected);
+      s.close();
+    }
+    // Another address on the same port is no conflict.
+    const other = await listening(['serve', '--listen', `127.0.0.2:${A.port}`, '--no-pin', '--shards', '1', '--jwt-secret', A.secret], A.port);
+    servers.push(other);
+    assert.ok(other.running());
+  });
+
+  it('with --share-port the second instance starts on the same port', { timeout: 60000 }, async () => {
+    const A = await startServer();
+    servers.push(A);
+    const B = await listening(['serve', '--listen', `127.0.0.1:${A.port}`, '--share-port', '--no-pin', '--shards', '1', '--jwt-secret', A.secret], A.port);
+    servers.push(B);
+    assert.ok(B.running(), 'still running');
+    // Websocket only: with two processes on one port, the requests of one polling session may
+    // land on either (the reason a second process is refused by default).
+    for (let i = 0; i < 5; i += 1) {
+      const s = await connect(A, { transports: ['websocket'] });
+      assert.ok(s.connected);
+      s.close();
+    }
+  });
+});
