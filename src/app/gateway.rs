@@ -528,7 +528,7 @@ async fn subscribe(s: &Rc<Session>, g: &Rc<GwSocket>, arg: Value) -> Result<Stri
     s.ctx.metrics.subscribed();
     crate::app::recovery::checkpoint(&s.ctx, g);
     if let shards::Topic::Exact(c) = &topic {
-        crate::app::recovery::ensure_stream(&s.ctx, g, c, g.born_ms.get());
+        crate::app::socket::ensure_stream(&s.ctx, g, c, g.born_ms.get());
     }
     let filter = filter.map(|f| Rc::new(f) as Rc<dyn SubFilter>);
     s.ctx

@@ -261,13 +261,25 @@ pub(crate) async fn joined(
             joined_at,
         };
         c.join(channel, view);
-        crate::app::recovery::ensure_stream(ctx, g, channel, joined_at);
+        ensure_stream(ctx, g, channel, joined_at);
     }
     let (count, large) = crate::app::counts::after_change(ctx, channel, true).await;
     if !large && gate(ctx, g, channel, true) {
         presence(ctx, g, channel, "join").await;
     }
     count
+}
+
+/// A connected recoverable socket (with a cluster) needs `channel`'s
+/// stream from `at` (ms) on: its join, or for a subscription since it
+/// connected. Only while it is connected: it has everything up to now, so a
+/// stream begun again here (by its marker) hides no loss it suffered.
+pub fn ensure_stream(ctx: &ShardCtx, g: &GwSocket, channel: &Arc<str>, at: u64) {
+    let Some(c) = &ctx.cluster else { return };
+    if g.secret() == 0 || !ctx.cfg.recovery() || g.member.is_detached() {
+        return;
+    }
+    c.ensure(channel, at);
 }
 
 /// After `g` left `channel` (or its presence grace ended): out of the

@@ -47,7 +47,7 @@ use serde_json::Value;
 use shards::{AppMsg, PresenceKind, PresenceTag};
 
 pub use handover::forget;
-pub use remote::{checkpoint, ensure_stream};
+pub use remote::checkpoint;
 pub use state::Held;
 
 use crate::app::socket::{disconnect, joined, left, GwSocket};

@@ -170,18 +170,6 @@ fn has_prefix_subscription(state: &Value) -> bool {
     })
 }
 
-/// A connected recoverable socket (with a cluster) needs `channel`'s
-/// stream from `at` (ms) on: its join, or for a subscription since it
-/// connected. Only while it is connected: it has everything up to now, so a
-/// stream begun again here (by its marker) hides no loss it suffered.
-pub fn ensure_stream(ctx: &ShardCtx, g: &GwSocket, channel: &Arc<str>, at: u64) {
-    let Some(c) = &ctx.cluster else { return };
-    if g.secret() == 0 || !ctx.cfg.recovery() || g.member.is_detached() {
-        return;
-    }
-    c.ensure(channel, at);
-}
-
 /// Stores a recoverable socket's state in Redis (with a cluster), so that
 /// another instance can recover it: its secret, user, channels (with when
 /// it joined each) and subscriptions.
