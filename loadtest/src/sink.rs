@@ -434,9 +434,15 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
         for ev in events.iter().take(k.max(0) as usize) {
             let (tok, e) = (ev.u64, ev.events);
             if tok == TIMER {
-                // Normally already cleared by re-arming it in publish_due.
+                // Usually stale: publish_due above re-armed the timer, which clears it. But
+                // the re-armed timer may have fired since, and reading it would swallow that
+                // expiry with nothing left armed: the loop then slept until epoll_wait's
+                // 1 s timeout and published a second's frames late (the floor's p99 read
+                // about 1 s in some runs). Re-arming after the read keeps the next publish
+                // armed whatever happened (a time already past fires at once).
                 if let Some(p) = &paced {
                     p.timer.clear();
+                    p.arm();
                 }
                 continue;
             }
