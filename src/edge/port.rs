@@ -12,6 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub fn listener_on(addr: SocketAddr) -> Option<SocketAddr> {
     ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|path| {
         let table = std::fs::read_to_string(path).ok()?;
+        // Bound first: the iterator borrows `table`, which a tail
+        // expression would outlive.
         let found = listeners(&table).find(|l| overlaps(*l, addr));
         found
     })

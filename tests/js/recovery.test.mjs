@@ -1187,6 +1187,12 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
 
   // The offset names an entry of a stream; on another instance that entry must still be there.
   const streamKey = (ch) => `${prefix}:h:{${ch}}`;
+  /** The reconnect made a new socket: not recovered, another id, not back in `ch`. */
+  async function assertNewSocket(c, { m, tm, oB, ch, id0 }, why) {
+    assert.equal(c.recovered, false, why);
+    assert.notEqual(c.id, id0);
+    await assertNotMember(oB, m, tm, ch);
+  }
 
   it('the offset\'s entry trimmed from its channel\'s stream (250 events past --history-size 10): a new socket', { timeout: 60000 }, async () => {
     const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled();
@@ -1196,10 +1202,7 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     // 253 entries went in (two joins, `warm`, 250 events): `MAXLEN ~` dropped at least its first node.
     const len = await redisCmd(REDIS_URL, 'XLEN', streamKey(ch));
     assert.ok(len < 200, `the stream was trimmed (XLEN ${len})`);
-    const c = await reconnect();
-    assert.equal(c.recovered, false, 'the offset is gone from the stream: not recovered');
-    assert.notEqual(c.id, id0);
-    await assertNotMember(oB, m, tm, ch);
+    await assertNewSocket(await reconnect(), { m, tm, oB, ch, id0 }, 'the offset is gone from the stream: not recovered');
   });
 
   it('the channel\'s stream deleted while the socket was away, then more published: a new socket, not a partial replay', { timeout: 60000 }, async () => {
@@ -1207,19 +1210,13 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, ch, 'lost', { i }))), 'while away, then lost');
     assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(ch)), 1, 'the stream deleted');
     okAll(await Promise.all(Array.from({ length: 3 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
-    const c = await reconnect();
-    assert.equal(c.recovered, false, 'the offset\'s entry is not in the stream: not recovered');
-    assert.notEqual(c.id, id0);
-    await assertNotMember(oB, m, tm, ch);
+    await assertNewSocket(await reconnect(), { m, tm, oB, ch, id0 }, 'the offset\'s entry is not in the stream: not recovered');
   });
 
   it('the channel\'s stream deleted and nothing published since: a new socket (the stream is gone, not empty)', { timeout: 60000 }, async () => {
     const { m, tm, oB, ch, id0, reconnect } = await awayFromKilled();
     assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(ch)), 1, 'the stream deleted');
-    const c = await reconnect();
-    assert.equal(c.recovered, false);
-    assert.notEqual(c.id, id0);
-    await assertNotMember(oB, m, tm, ch);
+    await assertNewSocket(await reconnect(), { m, tm, oB, ch, id0 });
   });
 
   it('another channel\'s stream (not the offset\'s) deleted while the socket was away, then more published there: a new socket, not a partial replay', { timeout: 60000 }, async () => {
@@ -1234,10 +1231,7 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(other)), 1, 'the other stream deleted');
     okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, other, 'm', { i }))), 'while away');
     okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, ch, 'm', { i }))), 'while away');
-    const c = await reconnect();
-    assert.equal(c.recovered, false, 'the other stream begins after the socket needs it: not recovered');
-    assert.notEqual(c.id, id0);
-    await assertNotMember(oB, m, tm, ch);
+    await assertNewSocket(await reconnect(), { m, tm, oB, ch, id0 }, 'the other stream begins after the socket needs it: not recovered');
     assert.ok(!tm.events().some((e) => e.event === 'lost' || (e.channel === other && e.event === 'm')), 'nothing replayed from either channel');
   });
 
@@ -1248,10 +1242,7 @@ describe('recovery across instances: whole or nothing [--history-size 10]', () =
     });
     okAll(await Promise.all(Array.from({ length: 2 }, (_, i) => publish(oB, other, 'lost', { i }))), 'while away, then lost');
     assert.equal(await redisCmd(REDIS_URL, 'DEL', streamKey(other)), 1, 'the other stream deleted');
-    const c = await reconnect();
-    assert.equal(c.recovered, false);
-    assert.notEqual(c.id, id0);
-    await assertNotMember(oB, m, tm, ch);
+    await assertNewSocket(await reconnect(), { m, tm, oB, ch, id0 });
   });
 
   it('a subscription to a channel with no stream yet, made after the offset, recovers what was published there meanwhile (its stream was begun for it)', { timeout: 60000 }, async () => {

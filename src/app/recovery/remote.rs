@@ -142,14 +142,12 @@ pub(super) async fn from_cluster(
             joined_at,
         };
         c.join(ch, view);
-        // Whole up to now (what it missed is about to be replayed): its
-        // streams are needed from its joins here on.
-        c.ensure(ch, joined_at);
     }
+    // Whole up to now (what it missed is about to be replayed): its streams
+    // are needed from its joins here on (a subscription's: since it
+    // connected).
     for (ch, _) in &streams {
-        if !g.channels.borrow().contains(ch) {
-            c.ensure(ch, since_ms);
-        }
+        c.ensure(ch, shard.joined_at(ch, g.member.key).unwrap_or(since_ms));
     }
     checkpoint(ctx, &g);
     g.more_mut().pending = Some(Pending {
