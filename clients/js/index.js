@@ -7,7 +7,9 @@
 // Every request resolves with the gateway's ack ({ ok: true, ... }) or rejects with a
 // RealtimeError whose `code` is the protocol's error code (bad_request, invalid_channel, forbidden,
 // not_found, unknown_subscription, too_large, rate_limited, unauthorized, internal) or one of the
-// client's own: timeout, disconnected, closed.
+// client's own: timeout, disconnected, closed. A request whose promise nobody awaits (as in
+// `realtime.socketClient.publish(...)` written as a statement) reports its failure on 'error'
+// instead, so an ignored call can never end the process with an unhandled rejection.
 //
 // Across reconnects the gateway normally recovers the socket (socket.io-client sends the recovery
 // id and the last offset it saw; the gateway answers with the same socket id and replays what was
@@ -73,6 +75,29 @@ class RecentKeys {
     this._set.add(key);
     return true;
   }
+}
+
+// A request's promise. It knows whether the caller looked at it (await, then, catch and finally
+// all go through then()), so that a failure nobody looks at goes to 'error' rather than becoming
+// an unhandled rejection. Derived promises are plain ones.
+class Request extends Promise {
+  static get [Symbol.species]() { return Promise; }
+
+  then(onFulfilled, onRejected) {
+    this._observed = true;
+    return super.then(onFulfilled, onRejected);
+  }
+}
+
+// Wraps `work` (a promise) in a Request; its rejection goes to rt's 'error' when the caller had
+// attached nothing by then. 'closed' is not reported: the caller closed the client itself.
+function request(rt, work) {
+  const req = new Request((resolve, reject) => { work.then(resolve, reject); });
+  Promise.prototype.then.call(req, undefined, (err) => {
+    if (req._observed || (err && err.code === 'closed')) return;
+    rt._emit('error', err);
+  });
+  return req;
 }
 
 // A small emitter that never throws into socket.io-client: a throwing handler is reported on
@@ -467,7 +492,8 @@ export class Realtime extends Emitter {
           meta.session = this._session;
           this._socket.timeout(ms).emit(event, arg, (err, res) => {
             if (err) {
-              const code = /disconnected/.test(err.message) ? 'disconnected' : 'timeout';
+              // an answer lost to close() is 'closed', like a call made after it
+              const code = this._closed ? 'closed' : /disconnected/.test(err.message) ? 'disconnected' : 'timeout';
               finish(reject, new RealtimeError(code, `"${event}": ${err.message}`));
             } else if (res && res.ok === true) {
               finish(resolve, res);
@@ -507,7 +533,9 @@ export class Subscription {
   _setId(id) { this._id = id; }
 
   /** Stop receiving; resolves with the server's ack ({ok:true}). */
-  async unsubscribe() {
+  unsubscribe() { return request(this._client, this._unsubscribe()); }
+
+  async _unsubscribe() {
     const rt = this._client;
     if (!this.active) return { ok: true };
     this.active = false;
@@ -535,16 +563,17 @@ export class SocketClient {
   get socketId() { return this._rt.socketId; }
 
   /** Join a channel; rejoined automatically after a reconnect. Ack: {ok, channel, members}. */
-  async joinChannel(channel) {
-    const ack = await this._rt._send('join', channel);
-    this._rt._channels.add(typeof channel === 'string' ? channel : ack.channel);
-    return ack;
+  joinChannel(channel) {
+    return request(this._rt, this._rt._send('join', channel).then((ack) => {
+      this._rt._channels.add(typeof channel === 'string' ? channel : ack.channel);
+      return ack;
+    }));
   }
 
   /** Leave a channel (no longer rejoined). Ack: {ok, channel}. */
   leaveChannel(channel) {
     this._rt._channels.delete(channel && typeof channel === 'object' ? channel.channel : channel);
-    return this._rt._send('leave', channel);
+    return request(this._rt, this._rt._send('leave', channel));
   }
 
   /** The channels this client is in (and rejoins after a reconnect). */
@@ -554,21 +583,25 @@ export class SocketClient {
   publish(channel, event, data, opts = {}) {
     const arg = { channel, event, data };
     if (opts && opts.echo !== undefined) arg.echo = opts.echo;
-    return this._rt._send('publish', arg);
+    return request(this._rt, this._rt._send('publish', arg));
   }
 
   /** Send an event to one socket by id. Ack: {ok, id}; rejects with code not_found. */
   directMessage(socketId, event, data) {
-    return this._rt._send('direct', { to: socketId, event, data });
+    return request(this._rt, this._rt._send('direct', { to: socketId, event, data }));
   }
 
   /**
    * Subscribe to a topic (a channel or a prefix ending in '*'), optionally filtered; handler gets
    * each matching RealtimeEvent. Resolves with a Subscription (call .unsubscribe()).
    */
-  async subscribe(topic, filter, handler) {
+  subscribe(topic, filter, handler) {
     if (typeof filter === 'function' && handler === undefined) { handler = filter; filter = undefined; }
-    if (typeof handler !== 'function') throw new TypeError('subscribe(topic, filter?, handler): handler must be a function');
+    if (typeof handler !== 'function') return Promise.reject(new TypeError('subscribe(topic, filter?, handler): handler must be a function'));
+    return request(this._rt, this._subscribe(topic, filter, handler));
+  }
+
+  async _subscribe(topic, filter, handler) {
     const rt = this._rt;
     const meta = {};
     const ack = await rt._send('subscribe', subscribeArg(topic, filter), meta);
@@ -588,11 +621,11 @@ export class SocketClient {
    * more remain) is the `after` of the next page.
    */
   members(channel, { limit, after } = {}) {
-    if (limit === undefined && after === undefined) return this._rt._send('members', channel);
+    if (limit === undefined && after === undefined) return request(this._rt, this._rt._send('members', channel));
     const arg = { channel };
     if (limit !== undefined) arg.limit = limit;
     if (after !== undefined) arg.after = after;
-    return this._rt._send('members', arg);
+    return request(this._rt, this._rt._send('members', arg));
   }
 
   /**
@@ -603,7 +636,7 @@ export class SocketClient {
     const arg = { channel };
     if (limit !== undefined) arg.limit = limit;
     if (since !== undefined) arg.since = since;
-    return this._rt._send('history', arg);
+    return request(this._rt, this._rt._send('history', arg));
   }
 
   /** Events delivered to a channel you joined (membership deliveries). Returns an off() function. */

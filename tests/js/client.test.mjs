@@ -304,6 +304,36 @@ describe('clients/js: errors carry the protocol codes', () => {
     await rejectsWith(a.socketClient.joinChannel('chat:x'), 'closed');
   });
 
+  it('a failed call nobody awaits goes to error, never to an unhandled rejection; an awaited one does not', async () => {
+    const unhandled = [];
+    const onUnhandled = (reason) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const a = realtimeFor(srv.url, { token: mint({ sub: uniqUser('a'), channels: ['chat:*'] }) });
+      await a.ready();
+      // statements, as in the product description's examples
+      a.socketClient.joinChannel('game:x');
+      a.socketClient.publish('game:x', 'message', {});
+      a.socketClient.members(null);
+      await rejectsWith(a.socketClient.joinChannel(''), 'invalid_channel');
+      const viaThen = await a.socketClient.directMessage('no-such-socket', 'm', 1).then(() => 'resolved', (e) => e.code);
+      assert.equal(viaThen, 'not_found');
+      await until(() => a.errors.length >= 3, () => `errors reported (${a.errors.length}/3)`);
+      await sleep(100);
+      assert.deepEqual(a.errors.map((e) => [e instanceof RealtimeError, e.code]).sort(),
+        [[true, 'bad_request'], [true, 'forbidden'], [true, 'forbidden']], 'the three ignored failures, and only those');
+      // a call ignored as the client closes: the caller closed it, nothing to report
+      a.socketClient.publish('chat:x', 'message', 1);
+      a.close();
+      a.socketClient.publish('chat:x', 'message', 2);
+      await sleep(100);
+      assert.equal(a.errors.length, 3, 'closing reports nothing');
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('a refused connection reports error {code: unauthorized, reason} and ends disconnected', async () => {
     const a = realtimeFor(srv.url, { token: mint({ sub: uniqUser('a'), exp: now() - 3600 }) });
     const pending = a.socketClient.joinChannel('chat:x');
