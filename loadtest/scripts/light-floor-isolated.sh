@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Light load, 1 x 200 at 200 publishes/s, with the server alone on CPU 1 and the one-thread load
 # client alone on CPU 0 (taskset): the floor (loadtest sink-server --publish-rate 200) against the
-# gateway (one shard, pinned to CPU 1), alternated ROUNDS (5) times, with the host's steal ticks.
+# relay floor (loadtest sink-server --relay: the same trivial sender, each frame started by the
+# client's publish, so the publish's trip in is in it) and the gateway (one shard, pinned to
+# CPU 1), alternated ROUNDS (5) times, with the host's steal ticks.
 # Env: GW (target/release/socket-gateway), ROUNDS, OUT.
 set -u
 cd "$(dirname "$0")/../.."
@@ -12,6 +14,11 @@ for r in $(seq 1 ${ROUNDS:-5}); do
   taskset -c 1 $LT sink-server --listen 127.0.0.1:47900 --publish-rate 200 >$OUT/sink-$r.log 2>&1 &
   S=$!; sleep 1
   taskset -c 0 $LT fanout --url http://127.0.0.1:47900 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 0 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/floor-$r.json | grep -E "latency ms" | sed "s/^/floor r$r steal $(( $(steal) - s0 )) /"
+  kill $S; wait $S 2>/dev/null
+  s0=$(steal)
+  taskset -c 1 $LT sink-server --listen 127.0.0.1:47902 --relay >$OUT/relay-$r.log 2>&1 &
+  S=$!; sleep 1
+  taskset -c 0 $LT fanout --url http://127.0.0.1:47902 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/relay-$r.json | grep -E "latency ms" | sed "s/^/relay r$r steal $(( $(steal) - s0 )) /"
   kill $S; wait $S 2>/dev/null
   s0=$(steal)
   $GW serve --listen 127.0.0.1:47901 --shards 1 --cpus 1 --jwt-secret bench-secret --log-level warn --max-events-per-sec 0 >$OUT/gw-$r.log 2>&1 &

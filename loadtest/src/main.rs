@@ -63,7 +63,9 @@ enum Cmd {
     /// their join/subscribe, then streams pre-encoded RealtimeEvent frames to each as fast as
     /// the socket takes them (flood: the harness's own ingest rate), or with --publish-rate R
     /// writes one frame to every subscriber R times a second (paced: the floor latency of a
-    /// fan-out on this machine; run `fanout --publishers 0 --rate R` against it).
+    /// fan-out on this machine; run `fanout --publishers 0 --rate R` against it), or with
+    /// --relay writes one frame to every subscriber for each publish a client sends (the floor
+    /// of a fan-out that starts with a client's publish; run `fanout --publishers 1 --rate R`).
     SinkServer {
         #[arg(long, default_value = "127.0.0.1:4000")]
         listen: String,
@@ -74,6 +76,10 @@ enum Cmd {
         /// (stamped with its scheduled time); 0 = flood mode.
         #[arg(long, default_value_t = 0.0)]
         publish_rate: f64,
+        /// Relay mode: each `publish` a client sends is written (its `seq` and `sent_ns`) to
+        /// every subscribed connection, then acknowledged, as a gateway does.
+        #[arg(long, conflicts_with = "publish_rate")]
+        relay: bool,
     },
 }
 
@@ -178,7 +184,8 @@ fn main() -> ExitCode {
             listen,
             batch,
             publish_rate,
-        } => match loadtest::sink::serve(&listen, batch, publish_rate) {
+            relay,
+        } => match loadtest::sink::serve(&listen, batch, publish_rate, relay) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

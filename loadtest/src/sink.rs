@@ -18,6 +18,14 @@
 //!   prints a line a second on stderr: publishes, frames written, how many could not be
 //!   written at once (deferred), how late the loop started and how long it took.
 //!
+//! * **Relay** (`--relay`) is paced mode driven by a client instead of a timer: each `publish`
+//!   a connection sends becomes the one frame (its `seq`, and its `sent_ns`: the publisher's
+//!   scheduled time), written to every subscribed connection, and then acknowledged, in the
+//!   order a gateway does it. It is the floor of a fan-out that starts with a client's publish:
+//!   the publish's trip in (the client writes, this process wakes and reads) is in it, which
+//!   the timer of paced mode does not pay. Client side: `fanout --publishers 1 --channels 1
+//!   --rate R ...`, as against a gateway.
+//!
 //! Client side: `loadtest fanout --publishers 0 --channels 1 --rate R ...` (give the sink's
 //! rate: with `--publishers 0` and `--rate`, the client keeps reading after the window until
 //! every subscriber has got a frame stamped after it, so the publishes at the end of the window
@@ -77,6 +85,16 @@ fn make_batch(n: usize) -> Batch {
     Batch { buf, seq_at, ns_at }
 }
 
+/// The unsigned number after the first `key` in `json`.
+fn json_u64(json: &[u8], key: &[u8]) -> Option<u64> {
+    let at = find(json, key)? + key.len();
+    let digits = json[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&json[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
 fn put_num(dst: &mut [u8], mut v: u64) {
     for b in dst.iter_mut() {
         *b = b' ';
@@ -105,6 +123,8 @@ struct Peer {
     seq: u64,
     batch: Option<Batch>,
     sid: String,
+    /// Relay mode: publishes read and not yet relayed: (seq, sent_ns, ack id).
+    relays: Vec<(u64, u64, String)>,
 }
 
 impl Peer {
@@ -177,7 +197,7 @@ impl Peer {
     }
 
     /// Reads what the client sent and answers it.
-    fn on_readable(&mut self, batch_n: usize) -> io::Result<bool> {
+    fn on_readable(&mut self, batch_n: usize, relay: bool) -> io::Result<bool> {
         let mut chunk = [0u8; 4096];
         loop {
             match self.stream.read(&mut chunk) {
@@ -248,6 +268,10 @@ impl Peer {
                             };
                             server_text(&mut self.out, s.as_bytes());
                             self.streaming = true;
+                        } else if relay && rest.starts_with(b"[\"publish\"") {
+                            let seq = json_u64(rest, b"\"seq\":").unwrap_or(0);
+                            let ns = json_u64(rest, b"\"sent_ns\":").unwrap_or_else(mono_ns);
+                            self.relays.push((seq, ns, id.to_string()));
                         } else if !id.is_empty() {
                             let s = format!("43{id}[{{\"ok\":true,\"id\":\"0\"}}]");
                             server_text(&mut self.out, s.as_bytes());
@@ -314,32 +338,47 @@ impl Paced {
             put_num(&mut self.frame.buf[s..s + W], self.seq);
             put_num(&mut self.frame.buf[t..t + W], due);
             self.seq += 1;
-            let start = mono_ns();
-            let mut subs = 0;
-            for (idx, slot) in peers.iter_mut().enumerate() {
-                let Some(p) = slot.as_mut() else { continue };
-                if !p.streaming {
-                    continue;
-                }
-                subs += 1;
-                match p.send_frame(&self.frame.buf) {
-                    Ok(true) => {}
-                    Ok(false) => self.deferred += 1,
-                    Err(_) => {
-                        *slot = None;
-                        free.push(idx);
-                    }
-                }
-            }
-            let took = mono_ns() - start;
-            self.frames += subs;
-            self.last_subs = subs;
-            self.rounds += 1;
-            self.lag_max = self.lag_max.max(start.saturating_sub(due));
-            self.loop_sum += took;
-            self.loop_max = self.loop_max.max(took);
+            self.fan_out(mono_ns(), due, peers, free);
         }
         self.arm();
+    }
+
+    /// Relay mode: one publish, stamped `sent_ns` by its publisher, as the frame `seq`,
+    /// written to every subscribed connection.
+    fn relay(&mut self, seq: u64, sent_ns: u64, peers: &mut [Option<Peer>], free: &mut Vec<usize>) {
+        let (s, t) = (self.frame.seq_at[0], self.frame.ns_at[0]);
+        put_num(&mut self.frame.buf[s..s + W], seq);
+        put_num(&mut self.frame.buf[t..t + W], sent_ns);
+        self.seq += 1;
+        let start = mono_ns();
+        self.fan_out(start, sent_ns, peers, free);
+    }
+
+    /// Writes the current frame to every subscribed connection, and accounts for it.
+    fn fan_out(&mut self, start: u64, due: u64, peers: &mut [Option<Peer>], free: &mut Vec<usize>) {
+        let mut subs = 0;
+        for (idx, slot) in peers.iter_mut().enumerate() {
+            let Some(p) = slot.as_mut() else { continue };
+            if !p.streaming {
+                continue;
+            }
+            subs += 1;
+            match p.send_frame(&self.frame.buf) {
+                Ok(true) => {}
+                Ok(false) => self.deferred += 1,
+                Err(_) => {
+                    *slot = None;
+                    free.push(idx);
+                }
+            }
+        }
+        let took = mono_ns() - start;
+        self.frames += subs;
+        self.last_subs = subs;
+        self.rounds += 1;
+        self.lag_max = self.lag_max.max(start.saturating_sub(due));
+        self.loop_sum += took;
+        self.loop_max = self.loop_max.max(took);
     }
 
     /// A line on stderr with the totals and the last interval's loop times.
@@ -376,8 +415,8 @@ impl Paced {
 }
 
 /// Runs the sink until killed. `publish_rate` 0: flood mode with batches of `batch` frames;
-/// > 0: paced mode, that many publishes per second.
-pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String> {
+/// > 0: paced mode, that many publishes per second; `relay`: each client publish is one.
+pub fn serve(listen: &str, batch: usize, publish_rate: f64, relay: bool) -> Result<(), String> {
     if !publish_rate.is_finite() || publish_rate < 0.0 {
         return Err("--publish-rate must be 0 (flood) or a positive number".into());
     }
@@ -390,7 +429,10 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
         u64: LISTEN,
     };
     unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev) };
-    let mut paced = if publish_rate > 0.0 {
+    let mut paced = if relay {
+        // The timer is made but never armed: publishes come from clients.
+        Some(Paced::new(1.0)?)
+    } else if publish_rate > 0.0 {
         let p = Paced::new(publish_rate)?;
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
@@ -406,6 +448,10 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
         "loadtest sink-server listening on {} (a trivial sender, not a gateway; {})",
         listener.local_addr().map_err(|e| e.to_string())?,
         match &paced {
+            Some(p) if relay => format!(
+                "relay: each client publish is one frame of {} bytes",
+                p.frame.buf.len()
+            ),
             Some(p) => format!(
                 "paced: {publish_rate} publishes/s, one frame of {} bytes each",
                 p.frame.buf.len()
@@ -423,7 +469,7 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
         let k = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, 1000) };
         // Publishes first: they are what is measured.
         if let Some(p) = paced.as_mut() {
-            if p.next_due <= mono_ns() {
+            if !relay && p.next_due <= mono_ns() {
                 p.publish_due(&mut peers, &mut free);
             }
             if last_report.elapsed() >= std::time::Duration::from_secs(1) {
@@ -471,6 +517,7 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
                         seq: 0,
                         batch: None,
                         sid: format!("sink{n}"),
+                        relays: Vec::new(),
                     });
                 }
                 continue;
@@ -481,8 +528,31 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64) -> Result<(), String
             };
             let mut alive = true;
             if e & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
-                alive = matches!(p.on_readable(batch), Ok(true));
+                alive = matches!(p.on_readable(batch, relay), Ok(true));
             }
+            let relays = std::mem::take(&mut p.relays);
+            if alive && !relays.is_empty() {
+                let r = paced.as_mut().expect("relay mode is paced");
+                let mut acks = Vec::new();
+                for (seq, ns, id) in relays {
+                    r.relay(seq, ns, &mut peers, &mut free);
+                    if !id.is_empty() {
+                        server_text(
+                            &mut acks,
+                            format!("43{id}[{{\"ok\":true,\"id\":\"0\"}}]").as_bytes(),
+                        );
+                    }
+                }
+                // The fan-out may have dropped the publisher (a failed write).
+                let Some(p) = peers[idx].as_mut() else {
+                    continue;
+                };
+                p.out.extend_from_slice(&acks);
+                alive = p.pump(batch).is_ok();
+            }
+            let Some(p) = peers[idx].as_mut() else {
+                continue;
+            };
             if alive && e & libc::EPOLLOUT as u32 != 0 {
                 alive = p.pump(batch).is_ok();
             }
@@ -545,6 +615,7 @@ mod tests {
             seq: 0,
             batch: None,
             sid: "t".into(),
+            relays: Vec::new(),
         };
         // Nothing pending: the kernel takes the frame at once.
         assert!(p.send_frame(b"one").unwrap());
