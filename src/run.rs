@@ -82,7 +82,8 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
     // SO_REUSEPORT would let this process join another's port and take a
     // share of its connections without a word.
     if cfg.listen.port() != 0 && !cfg.share_port {
-        if let Some(other) = crate::edge::port::listener_on(cfg.listen) {
+        let grace = std::time::Duration::from_secs(3);
+        if let Some(other) = crate::edge::port::listener_after(cfg.listen, grace) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
                 format!(

@@ -24,6 +24,8 @@ for r in $(seq 1 "$ROUNDS"); do
     # shellcheck disable=SC2086
     $GW serve --listen 127.0.0.1:47901 $args --jwt-secret bench-secret --log-level warn --max-events-per-sec 0 >"$OUT/$name-$r.log" 2>&1 &
     G=$!; sleep 1.5
+    # A gateway refuses a port another process listens on: say who, rather than a silent 0.
+    kill -0 $G 2>/dev/null || { echo "$name r$r did not start: $(cat "$OUT/$name-$r.log")"; ss -ltnp | grep ':47901 '; continue; }
     $LT fanout --url http://127.0.0.1:47901 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 \
       --rate 200 --duration 10 --warmup 2 --quiet --json "$OUT/$name-$r.json" | grep -E "latency ms" | sed "s/^/$name r$r steal $(( $(steal) - s0 )) /"
     kill $G; wait $G 2>/dev/null

@@ -19,6 +19,22 @@ pub fn listener_on(addr: SocketAddr) -> Option<SocketAddr> {
     })
 }
 
+/// [`listener_on`], asked again every 50 ms for up to `grace` while it
+/// finds one: a process that was just stopped can still be listed as
+/// listening a moment after it is gone (seen in back-to-back benchmark runs;
+/// a likely cause is the kernel releasing what its io_uring held after the
+/// exit), and a supervisor restarting an instance starts the new one then.
+pub fn listener_after(addr: SocketAddr, grace: std::time::Duration) -> Option<SocketAddr> {
+    let until = std::time::Instant::now() + grace;
+    loop {
+        let found = listener_on(addr)?;
+        if std::time::Instant::now() >= until {
+            return Some(found);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip().is_unspecified() || b.ip().is_unspecified() || a.ip() == b.ip())
 }

@@ -1,6 +1,7 @@
 // `serve --config FILE` (TOML, keys = the serve flags without `--`) and `config --print-default`,
 // with the real binary: the default file round-trips, a file sets a flag, a flag and an
 // environment variable override it, and an unknown key stops the start with the key named.
+import net from 'node:net';
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -112,7 +113,7 @@ describe('the port: a second process on it is refused unless --share-port', () =
   const servers = [];
   after(async () => { for (const s of servers) await s.stop(); });
 
-  it('a second instance on a port another process listens on stops at once, naming the port; the first is undisturbed', { timeout: 60000 }, async () => {
+  it('a second instance on a port another process listens on stops (after its grace), naming the port; the first is undisturbed', { timeout: 60000 }, async () => {
     const A = await startServer();
     servers.push(A);
     const a = await connect(A);
@@ -132,6 +133,18 @@ describe('the port: a second process on it is refused unless --share-port', () =
     const other = await listening(['serve', '--listen', `127.0.0.2:${A.port}`, '--no-pin', '--shards', '1', '--jwt-secret', A.secret], A.port);
     servers.push(other);
     assert.ok(other.running());
+  });
+
+  it('a listener that goes away within the grace (a stopped process\'s, lingering) does not stop the new instance', { timeout: 60000 }, async () => {
+    const holder = net.createServer();
+    await new Promise((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const { port } = holder.address();
+    setTimeout(() => holder.close(), 1000);
+    const started = Date.now();
+    const B = await listening(['serve', '--listen', `127.0.0.1:${port}`, '--no-pin', '--shards', '1', '--jwt-secret', 'grace-secret'], port);
+    servers.push(B);
+    assert.ok(B.running());
+    assert.ok(Date.now() - started >= 900, 'it waited for the old listener to go');
   });
 
   it('with --share-port the second instance starts on the same port', { timeout: 60000 }, async () => {
