@@ -2,7 +2,7 @@
 //! client's event text parsed and checked, its frame encoded), a publish
 //! fanned out to 10,000 local members and to 10,000 subscriptions (time and
 //! heap allocations per delivery), a publish crossing the cross-shard
-//! mailbox, and JWT verification.
+//! mailbox, what the metrics cost per delivery written, and JWT verification.
 //!
 //! Allocations are counted by a wrapping global allocator, so the figure is
 //! exact, not sampled: the fan-out must stay at zero allocations per
@@ -135,6 +135,19 @@ fn publish_cost(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// What a delivery written to a socket costs in metrics (counters, and the
+/// delivery latency read from the frame's `ts` into the histogram): paid once
+/// per recipient, so it is part of the fan-out's per-delivery time.
+fn delivery_metrics(c: &mut Criterion) {
+    let m = socket_gateway::metrics::Metrics::new(0, &Arc::from("bench"));
+    let frame = Outgoing::Text(Bytes::from_static(
+        br#"42["event",{"id":"01a2126ceabc-1","channel":"chat:room1","event":"message","data":{"text":"Hello everyone!","sender":"user123"},"from":{"socketId":"k3j4h5g6f7d8s9a0","userId":"user123"},"ts":1764000000000},"01a2126ceabc-1"]"#,
+    ));
+    c.bench_function("delivery_metrics/packet_out", |b| {
+        b.iter(|| m.packet_out(black_box(&frame)))
+    });
 }
 
 fn drain(ms: &[Rc<Member>], scratch: &mut Vec<Outgoing>) {
@@ -278,5 +291,12 @@ fn jwt(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, publish_cost, fanout, mailbox, jwt);
+criterion_group!(
+    benches,
+    publish_cost,
+    fanout,
+    mailbox,
+    delivery_metrics,
+    jwt
+);
 criterion_main!(benches);
