@@ -17,6 +17,15 @@ export const GATEWAY_BIN =
 export const KEYS_DIR = path.join(REPO_ROOT, 'tests', 'keys');
 export const SECRET = 'node-suite-secret-0123456789abcdef';
 
+// What a test process started and must not leave behind: a process stopped by a signal (the
+// runner cancelling a file, Ctrl-C) exits through process.exit, so that the 'exit' handlers run:
+// this one kills the gateways started here, redis_cluster.mjs's stops its Redis Cluster.
+const children = new Set();
+process.on('exit', () => { for (const p of children) { try { p.kill('SIGKILL'); } catch { /* gone */ } } });
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => process.exit(128 + os.constants.signals[sig]));
+}
+
 /** Generous "it arrives" timeout. Never used to assert speed. */
 export const ARRIVE_MS = Number(process.env.ARRIVE_MS || 10000);
 
@@ -49,6 +58,8 @@ export async function startServer(opts = {}) {
 
   if (!fs.existsSync(GATEWAY_BIN)) throw new Error(`gateway binary not found at ${GATEWAY_BIN} (set GATEWAY_BIN)`);
   const proc = spawn(GATEWAY_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(proc);
+  proc.once('exit', () => children.delete(proc));
   let out = '';
   let err = '';
   proc.stderr.on('data', (d) => { err += d; if (err.length > 200_000) err = err.slice(-100_000); });
