@@ -11,18 +11,18 @@ LT=target/release/loadtest; GW=${GW:-target/release/socket-gateway}; OUT=${OUT:-
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
 for r in $(seq 1 ${ROUNDS:-5}); do
   s0=$(steal)
-  taskset -c 1 $LT sink-server --listen 127.0.0.1:47900 --publish-rate 200 >$OUT/sink-$r.log 2>&1 &
+  taskset -c 1 $LT sink-server --listen 127.0.0.1:27900 --publish-rate 200 >$OUT/sink-$r.log 2>&1 &
   S=$!; sleep 1
-  taskset -c 0 $LT fanout --url http://127.0.0.1:47900 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 0 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/floor-$r.json | grep -E "latency ms" | sed "s/^/floor r$r steal $(( $(steal) - s0 )) /"
+  taskset -c 0 $LT fanout --url http://127.0.0.1:27900 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 0 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/floor-$r.json | grep -E "latency ms" | sed "s/^/floor r$r steal $(( $(steal) - s0 )) /"
   kill $S; wait $S 2>/dev/null
   s0=$(steal)
-  taskset -c 1 $LT sink-server --listen 127.0.0.1:47902 --relay >$OUT/relay-$r.log 2>&1 &
+  taskset -c 1 $LT sink-server --listen 127.0.0.1:27902 --relay >$OUT/relay-$r.log 2>&1 &
   S=$!; sleep 1
-  taskset -c 0 $LT fanout --url http://127.0.0.1:47902 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/relay-$r.json | grep -E "latency ms" | sed "s/^/relay r$r steal $(( $(steal) - s0 )) /"
+  taskset -c 0 $LT fanout --url http://127.0.0.1:27902 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/relay-$r.json | grep -E "latency ms" | sed "s/^/relay r$r steal $(( $(steal) - s0 )) /"
   kill $S; wait $S 2>/dev/null
   s0=$(steal)
-  $GW serve --listen 127.0.0.1:47901 --shards 1 --cpus 1 --jwt-secret bench-secret --log-level warn --max-events-per-sec 0 >$OUT/gw-$r.log 2>&1 &
+  $GW serve --listen 127.0.0.1:27901 --shards 1 --cpus 1 --jwt-secret bench-secret --log-level warn --max-events-per-sec 0 >$OUT/gw-$r.log 2>&1 &
   G=$!; sleep 1.5
-  taskset -c 0 $LT fanout --url http://127.0.0.1:47901 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/gw-$r.json | grep -E "latency ms" | sed "s/^/gw1@cpu1 r$r steal $(( $(steal) - s0 )) /"
+  taskset -c 0 $LT fanout --url http://127.0.0.1:27901 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/gw-$r.json | grep -E "latency ms" | sed "s/^/gw1@cpu1 r$r steal $(( $(steal) - s0 )) /"
   kill $G; wait $G 2>/dev/null
 done

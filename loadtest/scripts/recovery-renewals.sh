@@ -2,12 +2,12 @@
 # Redis commands while 10,000 idle recoverable sockets sit on one instance (2 shards, the default
 # window of 120 s: their states are renewed every quarter of it). Resets Redis's commandstats once
 # they are connected, prints them a minute later.
-# Env: GW_BIN (target/release/socket-gateway), LT_BIN (target/release/loadtest), PORT (47950),
+# Env: GW_BIN (target/release/socket-gateway), LT_BIN (target/release/loadtest), PORT (27950),
 #      REDIS_URL (redis://127.0.0.1:6379), N (10000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 GW_BIN=${GW_BIN:-target/release/socket-gateway}; LT_BIN=${LT_BIN:-target/release/loadtest}
-PORT=${PORT:-47950}; REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}; N=${N:-10000}
+PORT=${PORT:-27950}; REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}; N=${N:-10000}
 PREFIX=renew$$
 "$GW_BIN" serve --listen 127.0.0.1:$PORT --shards 2 --jwt-secret bench-secret --log-level warn \
   --redis-url "$REDIS_URL" --redis-prefix $PREFIX >/dev/null 2>&1 &
