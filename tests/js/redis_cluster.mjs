@@ -15,21 +15,21 @@ import { redisCmd } from './fixture.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** A TCP port nobody listens on now (and whose cluster bus port, +10000, is free too). */
-async function freePort() {
+/**
+ * A port for a node, and its cluster bus port (+10000), both free now. Both below Linux's
+ * ephemeral range (32768+): a port in it can become the local port of some test's outgoing
+ * connection between this check and redis-server's bind. `taken`: ports already picked.
+ */
+async function freePort(taken) {
+  const free = (port) => new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
   for (;;) {
-    const p = await new Promise((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-    });
-    if (p + 10000 > 65535) continue;
-    const busFree = await new Promise((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(p + 10000, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (busFree) return p;
+    const p = 21000 + Math.floor(Math.random() * 1700);
+    if (taken.has(p)) continue;
+    if (await free(p) && await free(p + 10000)) return p;
   }
 }
 
@@ -87,23 +87,33 @@ export async function startRedisCluster({ primaries = 3, replicas = 1, nodeTimeo
   };
   process.once('exit', stop);
   try {
-    for (let i = 0; i < n; i += 1) ports.push(await freePort());
-    for (const port of ports) {
-      const proc = spawn('redis-server', [
-        '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
-        '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', String(nodeTimeout),
-        '--save', '', '--appendonly', 'no', '--dir', dir,
-        // replicas in sync at once (not after the default 5 s), so a failover can happen right away
-        '--repl-diskless-sync-delay', '0',
-      ], { stdio: ['ignore', 'ignore', 'pipe'] });
-      proc.once('error', () => {});
-      procs.set(port, proc);
-    }
-    for (const port of ports) {
-      for (let k = 0; ; k += 1) {
-        try { if (await redisCmd(`redis://127.0.0.1:${port}`, 'PING') === 'PONG') break; } catch { /* not yet */ }
-        if (k > 100) throw new Error(`redis-server on port ${port} did not start`);
-        await sleep(50);
+    // A node that does not come up (its port taken after all) is started again on another.
+    const taken = new Set();
+    for (let i = 0; i < n; i += 1) {
+      for (let attempt = 1; ; attempt += 1) {
+        const port = await freePort(taken);
+        taken.add(port);
+        let stderr = '';
+        const proc = spawn('redis-server', [
+          '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
+          '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', String(nodeTimeout),
+          '--save', '', '--appendonly', 'no', '--dir', dir,
+          // replicas in sync at once (not after the default 5 s), so a failover can happen right away
+          '--repl-diskless-sync-delay', '0',
+        ], { stdio: ['ignore', 'pipe', 'pipe'] });
+        proc.once('error', () => {});
+        proc.stdout.on('data', (d) => { stderr = (stderr + d).slice(-2000); });
+        proc.stderr.on('data', (d) => { stderr = (stderr + d).slice(-2000); });
+        procs.set(port, proc);
+        let up = false;
+        for (let k = 0; k <= 100 && proc.exitCode === null; k += 1) {
+          try { if (await redisCmd(`redis://127.0.0.1:${port}`, 'PING') === 'PONG') { up = true; break; } } catch { /* not yet */ }
+          await sleep(50);
+        }
+        if (up) { ports.push(port); break; }
+        try { proc.kill('SIGKILL'); } catch { /* gone */ }
+        procs.delete(port);
+        if (attempt === 3) throw new Error(`redis-server did not start (3 ports tried, the last ${port}):\n${stderr}`);
       }
     }
     const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`),
