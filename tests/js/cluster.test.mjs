@@ -88,12 +88,20 @@ async function requireRedis(url) {
   }
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
-    srv.on('error', reject);
-  });
+/**
+ * A port nobody listens on now, below Linux's ephemeral range (32768+): a port in that range can
+ * become the local port of a concurrent test's outgoing connection before redis-server binds it.
+ */
+async function freePort() {
+  for (;;) {
+    const port = 23000 + Math.floor(Math.random() * 7000);
+    const free = await new Promise((resolve) => {
+      const srv = net.createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
 }
 
 /** A private redis-server on `port`; resolves once it answers PING. */

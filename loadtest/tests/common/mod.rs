@@ -21,12 +21,20 @@ impl Drop for Proc {
     }
 }
 
+/// A port nobody listens on now, below Linux's ephemeral range (32768+): a
+/// port in that range can become the local port of one of the load client's
+/// thousands of connections before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        // A random start per call (RandomState is seeded per instance).
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 24000 + (h.finish() % 6000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// How long `cargo build` of the gateway may take: a cold debug build on a small, busy
