@@ -85,6 +85,11 @@ fn make_batch(n: usize) -> Batch {
     Batch { buf, seq_at, ns_at }
 }
 
+/// The ack of a `publish` (or any other event) with ack id `id`.
+fn publish_ack(id: &str) -> String {
+    format!("43{id}[{{\"ok\":true,\"id\":\"0\"}}]")
+}
+
 /// The unsigned number after the first `key` in `json`.
 fn json_u64(json: &[u8], key: &[u8]) -> Option<u64> {
     let at = find(json, key)? + key.len();
@@ -273,8 +278,7 @@ impl Peer {
                             let ns = json_u64(rest, b"\"sent_ns\":").unwrap_or_else(mono_ns);
                             self.relays.push((seq, ns, id.to_string()));
                         } else if !id.is_empty() {
-                            let s = format!("43{id}[{{\"ok\":true,\"id\":\"0\"}}]");
-                            server_text(&mut self.out, s.as_bytes());
+                            server_text(&mut self.out, publish_ack(id).as_bytes());
                         }
                     }
                 }
@@ -334,24 +338,25 @@ impl Paced {
         while self.next_due <= mono_ns() {
             let due = self.next_due;
             self.next_due += self.gap_ns;
-            let (s, t) = (self.frame.seq_at[0], self.frame.ns_at[0]);
-            put_num(&mut self.frame.buf[s..s + W], self.seq);
-            put_num(&mut self.frame.buf[t..t + W], due);
-            self.seq += 1;
-            self.fan_out(mono_ns(), due, peers, free);
+            self.publish(self.seq, due, peers, free);
         }
         self.arm();
     }
 
-    /// Relay mode: one publish, stamped `sent_ns` by its publisher, as the frame `seq`,
-    /// written to every subscribed connection.
-    fn relay(&mut self, seq: u64, sent_ns: u64, peers: &mut [Option<Peer>], free: &mut Vec<usize>) {
+    /// One publish: the frame as message `seq`, stamped `sent_ns` (its scheduled time; the
+    /// publisher's in relay mode), written to every subscribed connection.
+    fn publish(
+        &mut self,
+        seq: u64,
+        sent_ns: u64,
+        peers: &mut [Option<Peer>],
+        free: &mut Vec<usize>,
+    ) {
         let (s, t) = (self.frame.seq_at[0], self.frame.ns_at[0]);
         put_num(&mut self.frame.buf[s..s + W], seq);
         put_num(&mut self.frame.buf[t..t + W], sent_ns);
         self.seq += 1;
-        let start = mono_ns();
-        self.fan_out(start, sent_ns, peers, free);
+        self.fan_out(mono_ns(), sent_ns, peers, free);
     }
 
     /// Writes the current frame to every subscribed connection, and accounts for it.
@@ -535,12 +540,9 @@ pub fn serve(listen: &str, batch: usize, publish_rate: f64, relay: bool) -> Resu
                 let r = paced.as_mut().expect("relay mode is paced");
                 let mut acks = Vec::new();
                 for (seq, ns, id) in relays {
-                    r.relay(seq, ns, &mut peers, &mut free);
+                    r.publish(seq, ns, &mut peers, &mut free);
                     if !id.is_empty() {
-                        server_text(
-                            &mut acks,
-                            format!("43{id}[{{\"ok\":true,\"id\":\"0\"}}]").as_bytes(),
-                        );
+                        server_text(&mut acks, publish_ack(&id).as_bytes());
                     }
                 }
                 // The fan-out may have dropped the publisher (a failed write).

@@ -6,9 +6,8 @@
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import fs from 'node:fs';
-import { GATEWAY_BIN, SECRET, ARRIVE_MS, mint, uniq, uniqUser, until, sleep } from './fixture.mjs';
+import { GATEWAY_BIN, SECRET, ARRIVE_MS, mint, uniq, uniqUser, until, sleep, freeLowPort } from './fixture.mjs';
 import { startProxy } from './proxy.mjs';
 import { createRealtime, RealtimeError, decodeJwt } from '../../clients/js/index.js';
 
@@ -17,18 +16,7 @@ import { createRealtime, RealtimeError, decodeJwt } from '../../clients/js/index
 
 // A free port below Linux's ephemeral range (32768+), so the gateways other test files start on
 // port 0 cannot take it while ours is restarting.
-async function freePort() {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    const free = await new Promise((resolve) => {
-      const srv = net.createServer();
-      srv.unref();
-      srv.once('error', () => resolve(false));
-      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-}
+const freePort = () => freeLowPort();
 
 async function startGateway(port, { leeway, extraArgs = [] } = {}) {
   if (!fs.existsSync(GATEWAY_BIN)) throw new Error(`gateway binary not found at ${GATEWAY_BIN} (set GATEWAY_BIN)`);

@@ -14,6 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import {
   startServer, connect, ack, mint, uniq, uniqUser, record, until, sleep, isErr, checkEvent, REDIS_URL, redisCmd, api,
+  freeLowPort,
 } from './fixture.mjs';
 import { startRedisCluster, primaryOf, keySlot } from './redis_cluster.mjs';
 const rand = () => crypto.randomBytes(4).toString('hex');
@@ -88,21 +89,8 @@ async function requireRedis(url) {
   }
 }
 
-/**
- * A port nobody listens on now, below Linux's ephemeral range (32768+): a port in that range can
- * become the local port of a concurrent test's outgoing connection before redis-server binds it.
- */
-async function freePort() {
-  for (;;) {
-    const port = 23000 + Math.floor(Math.random() * 7000);
-    const free = await new Promise((resolve) => {
-      const srv = net.createServer();
-      srv.once('error', () => resolve(false));
-      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-}
+/** A port nobody listens on now, for a private redis-server. */
+const freePort = () => freeLowPort({ from: 23000, span: 7000 });
 
 /** A private redis-server on `port`; resolves once it answers PING. */
 async function startRedis(port, { password } = {}) {

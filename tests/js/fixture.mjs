@@ -200,6 +200,28 @@ export function waitFor(emitter, event, pred = () => true, timeout = ARRIVE_MS) 
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * A port in [from, from + span) that nobody listens on now, and `port + d` free too for each `d`
+ * of `alsoFree` (a Redis Cluster node's bus port), none in `skip`. Keep the range below Linux's
+ * ephemeral range (32768+): a port in it can become the local port of a concurrent test's
+ * outgoing connection between this check and the server's bind.
+ */
+export async function freeLowPort({ from = 20000, span = 12000, skip = new Set(), alsoFree = [] } = {}) {
+  const free = (port) => new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+  for (;;) {
+    const port = from + Math.floor(Math.random() * span);
+    if (skip.has(port) || !(await free(port))) continue;
+    let all = true;
+    for (const d of alsoFree) if (!(await free(port + d))) { all = false; break; }
+    if (all) return port;
+  }
+}
+
 /** Assert the standard failure ack and return it. */
 export function isErr(res, code) {
   return res && res.ok === false && res.error && res.error.code === code && typeof res.error.message === 'string';

@@ -8,30 +8,14 @@
 //   node redis_cluster.mjs            → redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { redisCmd } from './fixture.mjs';
+import { redisCmd, freeLowPort } from './fixture.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * A port for a node, and its cluster bus port (+10000), both free now. Both below Linux's
- * ephemeral range (32768+): a port in it can become the local port of some test's outgoing
- * connection between this check and redis-server's bind. `taken`: ports already picked.
- */
-async function freePort(taken) {
-  const free = (port) => new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-  for (;;) {
-    const p = 21000 + Math.floor(Math.random() * 1700);
-    if (taken.has(p)) continue;
-    if (await free(p) && await free(p + 10000)) return p;
-  }
-}
+/** A port for a node whose cluster bus port (+10000) is free too, both below 32768. */
+const freePort = (taken) => freeLowPort({ from: 21000, span: 1700, skip: taken, alsoFree: [10000] });
 
 function need(tool) {
   const r = spawnSync(tool, ['--version'], { encoding: 'utf8' });
