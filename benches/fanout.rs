@@ -145,8 +145,23 @@ fn delivery_metrics(c: &mut Criterion) {
     let frame = Outgoing::Text(Bytes::from_static(
         br#"42["event",{"id":"01a2126ceabc-1","channel":"chat:room1","event":"message","data":{"text":"Hello everyone!","sender":"user123"},"from":{"socketId":"k3j4h5g6f7d8s9a0","userId":"user123"},"ts":1764000000000},"01a2126ceabc-1"]"#,
     ));
+    // Every recipient of a fan-out gets the same frame.
     c.bench_function("delivery_metrics/packet_out", |b| {
         b.iter(|| m.packet_out(black_box(&frame)))
+    });
+    // Each delivery another publication's frame (two alternated): the
+    // frame's `ts` read every time.
+    let other = match &frame {
+        Outgoing::Text(t) => Outgoing::Text(Bytes::copy_from_slice(t)),
+        _ => unreachable!(),
+    };
+    let frames = [frame, other];
+    let mut i = 0;
+    c.bench_function("delivery_metrics/packet_out_new_frame", |b| {
+        b.iter(|| {
+            i ^= 1;
+            m.packet_out(black_box(&frames[i]))
+        })
     });
 }
 

@@ -7,6 +7,13 @@
 //! them all, after setting the gauges that are views of the whole instance
 //! (connections per shard, channels, memberships) from a mailbox gather.
 //!
+//! What is counted once per delivery (packets, bytes, deliveries and the
+//! latency histogram) is paid once per recipient of every fan-out, so it
+//! lives in [`DeliveryStats`]: plain loads and stores of atomics that one
+//! shard alone writes, with no locked read-modify-write (a prometheus
+//! counter's `inc` is one), read at scrape time by a collector. Nothing
+//! lags: a scrape sees every delivery written before it.
+//!
 //! Deliveries and their latency are measured where a RealtimeEvent frame is
 //! handed to a client transport ([`Metrics::packet_out`]): the latency is
 //! `now - ts` of the frame (epoch milliseconds, so millisecond resolution),
@@ -17,11 +24,12 @@
 //! Never blocks the shard: `with_label_values` (a lock) runs only on rare
 //! paths (a refusal, a close, a REST request) or at shard start.
 
-use std::sync::{Arc, OnceLock};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use proto::engineio::Outgoing;
 use shards::{now_ms, CloseReason};
@@ -41,17 +49,14 @@ pub struct Families {
     subscriptions: IntGaugeVec,
     mailbox_pending: IntGaugeVec,
     events_in: IntCounterVec,
-    deliveries: IntCounterVec,
-    packets_out: IntCounterVec,
     bytes_in: IntCounterVec,
-    bytes_out: IntCounterVec,
     deflated: IntCounterVec,
     deflate_reused: IntCounterVec,
     slow_consumers: IntCounterVec,
     disconnects: IntCounterVec,
     auth_refusals: IntCounterVec,
     rest_requests: IntCounterVec,
-    delivery_latency: HistogramVec,
+    deliveries: Arc<DeliveryCollector>,
     recoveries: IntCounterVec,
     replayed: IntCounterVec,
     recoverable: IntGaugeVec,
@@ -82,18 +87,9 @@ pub fn families() -> &'static Families {
     F.get_or_init(|| {
         let r = Registry::new();
         let is = &["instance", "shard"];
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                format!("{PREFIX}delivery_latency_seconds"),
-                "Time from a publish (the event's ts, millisecond resolution) to the write of the recipient's transport batch",
-            )
-            .buckets(vec![
-                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            is,
-        )
-        .expect("valid metric");
-        r.register(Box::new(latency.clone())).expect("unique metric");
+        let deliveries = Arc::new(DeliveryCollector::default());
+        r.register(Box::new(SharedCollector(deliveries.clone())))
+            .expect("unique metric");
         Families {
             connections: gauge(&r, "connections", "Connected Socket.IO sockets", is),
             sessions: gauge(&r, "engineio_sessions", "Open Engine.IO sessions", &["instance"]),
@@ -104,17 +100,14 @@ pub fn families() -> &'static Families {
             subscriptions: gauge(&r, "subscriptions", "Topic subscriptions held by sockets", is),
             mailbox_pending: gauge(&r, "mailbox_pending_requests", "Questions this shard sent to peers through the mailbox and not yet answered (sampled)", is),
             events_in: counter(&r, "events_in_total", "Client events received (join, publish, ...)", is),
-            deliveries: counter(&r, "deliveries_total", "RealtimeEvent frames written to client transports", is),
-            packets_out: counter(&r, "packets_out_total", "Engine.IO packets written to client transports", is),
             bytes_in: counter(&r, "bytes_in_total", "Engine.IO payload bytes received from clients", is),
-            bytes_out: counter(&r, "bytes_out_total", "Engine.IO payload bytes written to clients", is),
             deflated: counter(&r, "ws_deflate_compressed_total", "Frames (or a frame's shared head) compressed for websockets with permessage-deflate", is),
             deflate_reused: counter(&r, "ws_deflate_reused_total", "Compressed frames written again to other recipients without compressing them again", is),
             slow_consumers: counter(&r, "slow_consumer_disconnects_total", "Sockets cut because their send queue overflowed", is),
             disconnects: counter(&r, "disconnects_total", "Closed Engine.IO sessions by reason", &["instance", "shard", "reason"]),
             auth_refusals: counter(&r, "auth_refusals_total", "Refused Socket.IO connects by reason", &["instance", "shard", "reason"]),
             rest_requests: counter(&r, "rest_requests_total", "REST API requests by route and status", &["instance", "shard", "route", "status"]),
-            delivery_latency: latency,
+            deliveries,
             recoveries: counter(&r, "recoveries_total", "Connection state recoveries attempted, by result (recovered, or why not)", &["instance", "shard", "result"]),
             replayed: counter(&r, "recovery_replayed_total", "Frames given again to recovered sockets", is),
             recoverable: gauge(&r, "recoverable_sockets", "Sockets whose connection dropped, held for recovery", is),
@@ -130,16 +123,17 @@ pub fn families() -> &'static Families {
 pub struct Metrics {
     instance: Arc<str>,
     shard: String,
+    /// `!Sync`: [`DeliveryStats`] has one writer, the shard that holds this.
+    _one_writer: PhantomData<std::cell::Cell<()>>,
+    /// The last RealtimeEvent frame seen and its `ts` ([`Self::event_ts`]).
+    last_event: std::cell::RefCell<LastEvent>,
     events_in: IntCounter,
-    deliveries: IntCounter,
-    packets_out: IntCounter,
+    out: Arc<DeliveryStats>,
     bytes_in: IntCounter,
-    bytes_out: IntCounter,
     deflated: IntCounter,
     deflate_reused: IntCounter,
     slow_consumers: IntCounter,
     subscriptions: IntGauge,
-    latency: Histogram,
     replayed: IntCounter,
     recoverable: IntGauge,
     recovery_log_bytes: IntGauge,
@@ -154,15 +148,12 @@ impl Metrics {
         let l = [&**instance, s.as_str()];
         Metrics {
             events_in: f.events_in.with_label_values(&l),
-            deliveries: f.deliveries.with_label_values(&l),
-            packets_out: f.packets_out.with_label_values(&l),
+            out: f.deliveries.register(instance, &s),
             bytes_in: f.bytes_in.with_label_values(&l),
-            bytes_out: f.bytes_out.with_label_values(&l),
             deflated: f.deflated.with_label_values(&l),
             deflate_reused: f.deflate_reused.with_label_values(&l),
             slow_consumers: f.slow_consumers.with_label_values(&l),
             subscriptions: f.subscriptions.with_label_values(&l),
-            latency: f.delivery_latency.with_label_values(&l),
             replayed: f.replayed.with_label_values(&l),
             recoverable: f.recoverable.with_label_values(&l),
             recovery_log_bytes: f.recovery_log_bytes.with_label_values(&l),
@@ -170,6 +161,8 @@ impl Metrics {
             history_events: f.history_events.with_label_values(&l),
             instance: instance.clone(),
             shard: s,
+            _one_writer: PhantomData,
+            last_event: Default::default(),
         }
     }
 
@@ -190,18 +183,39 @@ impl Metrics {
     /// One packet handed to a client transport: counts it, and when it is a
     /// RealtimeEvent, the delivery and its latency.
     pub fn packet_out(&self, p: &Outgoing) {
-        self.packets_out.inc();
-        self.bytes_out.inc_by(p.len() as u64);
+        let o = &*self.out;
+        DeliveryStats::add(&o.packets, 1);
+        DeliveryStats::add(&o.bytes, p.len() as u64);
         let bytes = match p {
             // A subscription's frame: `ts` ends the shared part.
             Outgoing::Text(b) | Outgoing::TextParts(b, _, _) => b,
             Outgoing::Binary(_) => return,
         };
-        if let Some(ts) = frame::event_ts(bytes) {
-            self.deliveries.inc();
-            let ms = now_ms().saturating_sub(ts);
-            self.latency.observe(ms as f64 / 1000.0);
+        if let Some(ts) = self.event_ts(bytes) {
+            o.observe(now_ms().saturating_sub(ts));
         }
+    }
+
+    /// A fan-out hands the same frame to every recipient, so its `ts` is
+    /// read once: a frame at the same address, of the same length and with
+    /// the same head (which holds the event's id, unique per publication)
+    /// is the one seen last, even if that one was freed and its memory
+    /// reused.
+    fn event_ts(&self, frame: &[u8]) -> Option<u64> {
+        let mut last = self.last_event.borrow_mut();
+        let head = &frame[..frame.len().min(EVENT_HEAD)];
+        if last.ptr == frame.as_ptr() as usize
+            && last.len == frame.len()
+            && last.head[..head.len()] == *head
+        {
+            return last.ts;
+        }
+        let ts = frame::event_ts(frame);
+        last.ptr = frame.as_ptr() as usize;
+        last.len = frame.len();
+        last.head[..head.len()].copy_from_slice(head);
+        last.ts = ts;
+        ts
     }
 
     pub fn subscribed(&self) {
@@ -273,6 +287,196 @@ impl Metrics {
             .rest_requests
             .with_label_values(&[&self.instance, &self.shard, route, &status.to_string()])
             .inc();
+    }
+}
+
+/// Bytes of a frame's start compared to know it again: `42["event",{"id":"`
+/// and the event's id.
+const EVENT_HEAD: usize = 64;
+
+/// What [`Metrics::event_ts`] knows of the last frame it read.
+pub struct LastEvent {
+    ptr: usize,
+    len: usize,
+    head: [u8; EVENT_HEAD],
+    ts: Option<u64>,
+}
+
+impl Default for LastEvent {
+    fn default() -> Self {
+        LastEvent {
+            ptr: 0,
+            len: 0,
+            head: [0; EVENT_HEAD],
+            ts: None,
+        }
+    }
+}
+
+/// Upper bounds of the delivery latency histogram's buckets, milliseconds.
+const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+
+/// One shard's per-delivery counters and latency histogram. Only the shard
+/// that holds the [`Metrics`] writes them (`Metrics` is not `Sync`), so an
+/// increment is a load and a store, never a locked read-modify-write; a
+/// scrape on another thread reads them as they are.
+#[derive(Default)]
+pub struct DeliveryStats {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    /// Deliveries (RealtimeEvent frames), also the histogram's count.
+    deliveries: AtomicU64,
+    /// Observations per bucket (not cumulative; the collector sums them).
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+    sum_ms: AtomicU64,
+}
+
+impl DeliveryStats {
+    /// Adds `n` to a counter whose one writer is the calling shard.
+    fn add(c: &AtomicU64, n: u64) {
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    fn observe(&self, ms: u64) {
+        Self::add(&self.deliveries, 1);
+        Self::add(&self.sum_ms, ms);
+        if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|&b| ms <= b) {
+            Self::add(&self.buckets[i], 1);
+        }
+    }
+}
+
+type ShardStats = (Arc<str>, String, Arc<DeliveryStats>);
+
+/// The delivery families: every shard's [`DeliveryStats`], by its labels.
+#[derive(Default)]
+pub struct DeliveryCollector {
+    /// (instance, shard, its stats).
+    shards: Mutex<Vec<ShardStats>>,
+    descs: OnceLock<Vec<prometheus::core::Desc>>,
+}
+
+const DELIVERY_METRICS: [(&str, &str); 4] = [
+    ("deliveries_total", "RealtimeEvent frames written to client transports"),
+    ("packets_out_total", "Engine.IO packets written to client transports"),
+    ("bytes_out_total", "Engine.IO payload bytes written to clients"),
+    (
+        "delivery_latency_seconds",
+        "Time from a publish (the event's ts, millisecond resolution) to the write of the recipient's transport batch",
+    ),
+];
+
+impl DeliveryCollector {
+    /// A shard's stats (at shard start; a second registration of the same
+    /// labels, as tests make, takes the first one's place).
+    fn register(&self, instance: &Arc<str>, shard: &str) -> Arc<DeliveryStats> {
+        let stats = Arc::new(DeliveryStats::default());
+        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        shards.retain(|(i, s, _)| !(**i == **instance && s == shard));
+        shards.push((instance.clone(), shard.to_string(), stats.clone()));
+        stats
+    }
+}
+
+/// Registers a collector that is also kept elsewhere (the registry takes a
+/// `Box`).
+struct SharedCollector<C>(Arc<C>);
+
+impl<C: prometheus::core::Collector> prometheus::core::Collector for SharedCollector<C> {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
+
+impl prometheus::core::Collector for DeliveryCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs
+            .get_or_init(|| {
+                DELIVERY_METRICS
+                    .iter()
+                    .filter_map(|(name, help)| {
+                        prometheus::core::Desc::new(
+                            format!("{PREFIX}{name}"),
+                            (*help).into(),
+                            vec!["instance".into(), "shard".into()],
+                            Default::default(),
+                        )
+                        .ok()
+                    })
+                    .collect()
+            })
+            .iter()
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{
+            Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+        };
+        let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        let mut families: Vec<MetricFamily> = DELIVERY_METRICS
+            .iter()
+            .enumerate()
+            .map(|(k, (name, help))| {
+                let mut f = MetricFamily::default();
+                f.set_name(format!("{PREFIX}{name}"));
+                f.set_help((*help).into());
+                f.set_field_type(if k == 3 {
+                    MetricType::HISTOGRAM
+                } else {
+                    MetricType::COUNTER
+                });
+                f
+            })
+            .collect();
+        for (instance, shard, st) in shards.iter() {
+            let labels = || {
+                [("instance", &**instance), ("shard", shard.as_str())]
+                    .map(|(n, v)| {
+                        let mut l = LabelPair::default();
+                        l.set_name(n.into());
+                        l.set_value(v.into());
+                        l
+                    })
+                    .to_vec()
+            };
+            let counters = [&st.deliveries, &st.packets, &st.bytes];
+            for (f, c) in families.iter_mut().zip(counters) {
+                let mut v = Counter::default();
+                v.set_value(c.load(Relaxed) as f64);
+                let mut m = Metric::default();
+                m.set_label(labels());
+                m.set_counter(v);
+                f.mut_metric().push(m);
+            }
+            // Read the buckets before the count: a delivery observed in
+            // between then raises the count, never a bucket above it.
+            let mut cumulative = 0;
+            let buckets: Vec<Bucket> = LATENCY_BUCKETS_MS
+                .iter()
+                .zip(&st.buckets)
+                .map(|(&bound, n)| {
+                    cumulative += n.load(Relaxed);
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(bound as f64 / 1000.0);
+                    b.set_cumulative_count(cumulative);
+                    b
+                })
+                .collect();
+            let mut h = Histogram::default();
+            h.set_sample_count(st.deliveries.load(Relaxed).max(cumulative));
+            h.set_sample_sum(st.sum_ms.load(Relaxed) as f64 / 1000.0);
+            h.set_bucket(buckets);
+            let mut m = Metric::default();
+            m.set_label(labels());
+            m.set_histogram(h);
+            families[3].mut_metric().push(m);
+        }
+        families
     }
 }
 
@@ -533,5 +737,56 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn deliveries_are_counted_by_their_one_writer_and_read_by_a_scrape() {
+        let inst: Arc<str> = "t2".into();
+        let old = Metrics::new(3, &inst);
+        old.packet_out(&Outgoing::Text(bytes::Bytes::from_static(b"3")));
+        // The same labels again (a restarted shard, a second test): the
+        // new stats replace the old, so the scrape names each series once.
+        let m = Metrics::new(3, &inst);
+        let now = now_ms();
+        for ts in [now, now - 3, now - 7_000] {
+            let frame = bytes::Bytes::from(format!(r#"42["event",{{"id":"a","ts":{ts}}}]"#));
+            m.packet_out(&Outgoing::Text(frame.clone()));
+            if ts == now {
+                // A second recipient of the same frame (its `ts` cached).
+                m.packet_out(&Outgoing::Text(frame));
+            }
+        }
+        m.packet_out(&Outgoing::Binary(bytes::Bytes::from_static(b"xy")));
+        let text = String::from_utf8(encode(&InstanceView {
+            instance: "t2",
+            connections_per_shard: &[],
+            sessions: 0,
+            pending_sessions: 0,
+            channels: 0,
+            memberships: 0,
+        }))
+        .unwrap();
+        let series = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l.contains(r#"instance="t2""#))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(series("socket_gateway_deliveries_total"), [4.0]);
+        assert_eq!(series("socket_gateway_packets_out_total"), [5.0]);
+        assert_eq!(
+            series("socket_gateway_delivery_latency_seconds_count"),
+            [4.0]
+        );
+        let sum = series("socket_gateway_delivery_latency_seconds_sum")[0];
+        assert!((7.003..=7.01).contains(&sum), "{sum}");
+        // Cumulative buckets: ≤1 ms holds the first two (a slow test may
+        // see 1-2 ms), ≤5 ms the first three, 7 s only +Inf.
+        let buckets = series("socket_gateway_delivery_latency_seconds_bucket");
+        assert_eq!(buckets.len(), LATENCY_BUCKETS_MS.len() + 1, "{text}");
+        assert!(buckets[0] >= 1.0 && buckets[2] == 3.0, "{buckets:?}");
+        assert_eq!(buckets[LATENCY_BUCKETS_MS.len() - 1], 3.0);
+        assert_eq!(buckets[LATENCY_BUCKETS_MS.len()], 4.0);
+        assert!(text.contains(r#"socket_gateway_bytes_out_total{instance="t2",shard="3"}"#));
     }
 }

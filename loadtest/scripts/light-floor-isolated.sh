@@ -4,7 +4,8 @@
 # relay floor (loadtest sink-server --relay: the same trivial sender, each frame started by the
 # client's publish, so the publish's trip in is in it) and the gateway (one shard, pinned to
 # CPU 1), alternated ROUNDS (5) times, with the host's steal ticks.
-# Env: GW (target/release/socket-gateway), ROUNDS, OUT.
+# Env: GW (target/release/socket-gateway), ROUNDS, OUT; GW_B, another build run the same way after
+#      GW in each round (lines "gwB"), to compare two builds in one run.
 set -u
 cd "$(dirname "$0")/../.."
 LT=target/release/loadtest; GW=${GW:-target/release/socket-gateway}; OUT=${OUT:-bench-out/light-isolated}; mkdir -p "$OUT"
@@ -20,9 +21,11 @@ for r in $(seq 1 ${ROUNDS:-5}); do
   S=$!; sleep 1
   taskset -c 0 $LT fanout --url http://127.0.0.1:27902 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/relay-$r.json | grep -E "latency ms" | sed "s/^/relay r$r steal $(( $(steal) - s0 )) /"
   kill $S; wait $S 2>/dev/null
-  s0=$(steal)
-  $GW serve --listen 127.0.0.1:27901 --shards 1 --cpus 1 --jwt-secret bench-secret --log-level warn --max-events-per-sec 0 >$OUT/gw-$r.log 2>&1 &
-  G=$!; sleep 1.5
-  taskset -c 0 $LT fanout --url http://127.0.0.1:27901 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/gw-$r.json | grep -E "latency ms" | sed "s/^/gw1@cpu1 r$r steal $(( $(steal) - s0 )) /"
-  kill $G; wait $G 2>/dev/null
+  for b in "gw:$GW" ${GW_B:+"gwB:$GW_B"}; do
+    s0=$(steal)
+    ${b#*:} serve --listen 127.0.0.1:27901 --shards 1 --cpus 1 --jwt-secret bench-secret --log-level warn --max-events-per-sec 0 >$OUT/${b%%:*}-$r.log 2>&1 &
+    G=$!; sleep 1.5
+    taskset -c 0 $LT fanout --url http://127.0.0.1:27901 --jwt-secret bench-secret --subscribers 200 --channels 1 --publishers 1 --rate 200 --duration 10 --warmup 2 --quiet --json $OUT/${b%%:*}-$r.json | grep -E "latency ms" | sed "s/^/${b%%:*}1@cpu1 r$r steal $(( $(steal) - s0 )) /"
+    kill $G; wait $G 2>/dev/null
+  done
 done

@@ -3,7 +3,8 @@
 # gateway variants, alternated, ROUNDS times; one latency line each, with the host's steal time
 # during the run (ticks of /proc/stat: a hypervisor taking the CPU shows there, not in the figures).
 # Env: GW (target/release/socket-gateway), ROUNDS (5), OUT (bench-out/light),
-#      VARIANTS ("name:gateway flags;…", default: 2 shards pinned, 2 unpinned, 1 pinned).
+#      VARIANTS ("name:gateway flags;…", default: 2 shards pinned, 2 unpinned, 1 pinned; a name
+#      written name=BIN runs that binary instead of GW, to compare two builds in one run).
 set -u
 cd "$(dirname "$0")/../.."
 LT=target/release/loadtest; GW=${GW:-target/release/socket-gateway}; OUT=${OUT:-bench-out/light}; mkdir -p "$OUT"
@@ -19,10 +20,11 @@ for r in $(seq 1 "$ROUNDS"); do
   kill $S; wait $S 2>/dev/null
   IFS=';' read -ra vs <<< "$VARIANTS"
   for v in "${vs[@]}"; do
-    name=${v%%:*}; args=${v#*:}
+    name=${v%%:*}; args=${v#*:}; bin=$GW
+    case $name in *=*) bin=${name#*=}; name=${name%%=*};; esac
     s0=$(steal)
     # shellcheck disable=SC2086
-    $GW serve --listen 127.0.0.1:27901 $args --jwt-secret bench-secret --log-level warn --max-events-per-sec 0 >"$OUT/$name-$r.log" 2>&1 &
+    $bin serve --listen 127.0.0.1:27901 $args --jwt-secret bench-secret --log-level warn --max-events-per-sec 0 >"$OUT/$name-$r.log" 2>&1 &
     G=$!; sleep 1.5
     # A gateway refuses a port another process listens on: say who, rather than a silent 0.
     kill -0 $G 2>/dev/null || { echo "$name r$r did not start: $(cat "$OUT/$name-$r.log")"; ss -ltnp | grep ':27901 '; continue; }
