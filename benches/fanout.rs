@@ -224,6 +224,77 @@ fn mailbox(c: &mut Criterion) {
         })
     });
     g.finish();
+    let mut g = c.benchmark_group("mailbox");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(2 * BOTH_MEMBERS * BOTH_PUBLISHES));
+    g.bench_function("both_shards_deliver", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| both_shards_run()).sum())
+    });
+    g.finish();
+}
+
+const BOTH_MEMBERS: u64 = 200;
+const BOTH_PUBLISHES: u64 = 1_000;
+
+/// Shard 0 publishes to a channel with [`BOTH_MEMBERS`] members on each of
+/// two shards, so both deliver the same publications at the same time (the
+/// frames on the heap, as the gateway's are); timed from the first publish
+/// to the last delivery on either shard.
+fn both_shards_run() -> Duration {
+    use std::sync::atomic::AtomicUsize;
+    let joined = Arc::new(AtomicUsize::new(0));
+    let (start, end) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let base = Instant::now();
+    let cfg = RuntimeConfig {
+        shards: 2,
+        cpus: None,
+        pin: false,
+        io_memory: 1 << 20,
+        mailbox_capacity: 1024,
+        instance: "b".into(),
+    };
+    let (j, s, e) = (joined.clone(), start.clone(), end.clone());
+    let handles = shards::start(cfg, move |shard| {
+        let (joined, start, end) = (j.clone(), s.clone(), e.clone());
+        async move {
+            let ch: Arc<str> = "chat:room1".into();
+            let mut ms = Vec::new();
+            for _ in 0..BOTH_MEMBERS {
+                let key = shard.next_key();
+                let m = Rc::new(Member::new(
+                    key,
+                    key.wire("b").into(),
+                    "u".into(),
+                    None,
+                    false,
+                    Rc::new(Outbox::new(BOTH_PUBLISHES as usize + 1, usize::MAX)),
+                ));
+                shard.join(&ch, &m).await;
+                ms.push(m);
+            }
+            joined.fetch_add(1, Ordering::SeqCst);
+            while joined.load(Ordering::SeqCst) < 2 {
+                shards::rt::sleep(Duration::from_micros(100)).await;
+            }
+            if shard.id() == 0 {
+                start.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                for _ in 0..BOTH_PUBLISHES {
+                    let mut p = publication(&ch);
+                    p.text = Bytes::copy_from_slice(FRAME);
+                    shard.publish(p).await;
+                }
+            }
+            while ms.last().unwrap().outbox().len() < BOTH_PUBLISHES as usize {
+                shards::rt::sleep(Duration::from_micros(50)).await;
+            }
+            end.fetch_max(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
+        }
+    })
+    .expect("shards start");
+    for h in handles {
+        h.join().expect("shard");
+    }
+    Duration::from_nanos(end.load(Ordering::SeqCst) - start.load(Ordering::SeqCst))
 }
 
 fn cross_shard_run(publishes: usize) -> Duration {
