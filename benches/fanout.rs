@@ -223,14 +223,36 @@ fn mailbox(c: &mut Criterion) {
             Duration::from_nanos(total.load(Ordering::Relaxed))
         })
     });
-    g.finish();
-    let mut g = c.benchmark_group("mailbox");
-    g.sample_size(10);
     g.throughput(Throughput::Elements(2 * BOTH_MEMBERS * BOTH_PUBLISHES));
     g.bench_function("both_shards_deliver", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| both_shards_run()).sum())
     });
     g.finish();
+}
+
+/// Two unpinned shards, for the mailbox benches.
+fn two_shards() -> RuntimeConfig {
+    RuntimeConfig {
+        shards: 2,
+        cpus: None,
+        pin: false,
+        io_memory: 1 << 20,
+        mailbox_capacity: 1024,
+        instance: "b".into(),
+    }
+}
+
+/// A member of `shard` whose outbox holds `capacity` packets.
+fn shard_member(shard: &shards::Shard, capacity: usize) -> Rc<Member> {
+    let key = shard.next_key();
+    Rc::new(Member::new(
+        key,
+        key.wire("b").into(),
+        "u".into(),
+        None,
+        false,
+        Rc::new(Outbox::new(capacity, usize::MAX)),
+    ))
 }
 
 const BOTH_MEMBERS: u64 = 200;
@@ -245,30 +267,14 @@ fn both_shards_run() -> Duration {
     let joined = Arc::new(AtomicUsize::new(0));
     let (start, end) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let base = Instant::now();
-    let cfg = RuntimeConfig {
-        shards: 2,
-        cpus: None,
-        pin: false,
-        io_memory: 1 << 20,
-        mailbox_capacity: 1024,
-        instance: "b".into(),
-    };
     let (j, s, e) = (joined.clone(), start.clone(), end.clone());
-    let handles = shards::start(cfg, move |shard| {
+    let handles = shards::start(two_shards(), move |shard| {
         let (joined, start, end) = (j.clone(), s.clone(), e.clone());
         async move {
             let ch: Arc<str> = "chat:room1".into();
             let mut ms = Vec::new();
             for _ in 0..BOTH_MEMBERS {
-                let key = shard.next_key();
-                let m = Rc::new(Member::new(
-                    key,
-                    key.wire("b").into(),
-                    "u".into(),
-                    None,
-                    false,
-                    Rc::new(Outbox::new(BOTH_PUBLISHES as usize + 1, usize::MAX)),
-                ));
+                let m = shard_member(&shard, BOTH_PUBLISHES as usize + 1);
                 shard.join(&ch, &m).await;
                 ms.push(m);
             }
@@ -301,29 +307,13 @@ fn cross_shard_run(publishes: usize) -> Duration {
     use std::sync::atomic::AtomicBool;
     let ready = Arc::new(AtomicBool::new(false));
     let elapsed = Arc::new(AtomicU64::new(0));
-    let cfg = RuntimeConfig {
-        shards: 2,
-        cpus: None,
-        pin: false,
-        io_memory: 1 << 20,
-        mailbox_capacity: 1024,
-        instance: "b".into(),
-    };
     let (r, e) = (ready.clone(), elapsed.clone());
-    let handles = shards::start(cfg, move |shard| {
+    let handles = shards::start(two_shards(), move |shard| {
         let (ready, elapsed) = (r.clone(), e.clone());
         async move {
             let ch: Arc<str> = "c".into();
             if shard.id() == 1 {
-                let key = shard.next_key();
-                let m = Rc::new(Member::new(
-                    key,
-                    key.wire("b").into(),
-                    "u".into(),
-                    None,
-                    false,
-                    Rc::new(Outbox::new(publishes + 1, usize::MAX)),
-                ));
+                let m = shard_member(&shard, publishes + 1);
                 shard.join(&ch, &m).await;
                 ready.store(true, Ordering::SeqCst);
                 while m.outbox().len() < publishes {

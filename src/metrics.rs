@@ -24,7 +24,6 @@
 //! Never blocks the shard: `with_label_values` (a lock) runs only on rare
 //! paths (a refusal, a close, a REST request) or at shard start.
 
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -56,7 +55,7 @@ pub struct Families {
     disconnects: IntCounterVec,
     auth_refusals: IntCounterVec,
     rest_requests: IntCounterVec,
-    deliveries: Arc<DeliveryCollector>,
+    deliveries: DeliveryCollector,
     recoveries: IntCounterVec,
     replayed: IntCounterVec,
     recoverable: IntGaugeVec,
@@ -87,8 +86,8 @@ pub fn families() -> &'static Families {
     F.get_or_init(|| {
         let r = Registry::new();
         let is = &["instance", "shard"];
-        let deliveries = Arc::new(DeliveryCollector::default());
-        r.register(Box::new(SharedCollector(deliveries.clone())))
+        let deliveries = DeliveryCollector::new();
+        r.register(Box::new(deliveries.clone()))
             .expect("unique metric");
         Families {
             connections: gauge(&r, "connections", "Connected Socket.IO sockets", is),
@@ -123,9 +122,9 @@ pub fn families() -> &'static Families {
 pub struct Metrics {
     instance: Arc<str>,
     shard: String,
-    /// `!Sync`: [`DeliveryStats`] has one writer, the shard that holds this.
-    _one_writer: PhantomData<std::cell::Cell<()>>,
     /// The last RealtimeEvent frame seen and its `ts` ([`Self::event_ts`]).
+    /// Being a `RefCell`, it also keeps `Metrics` from being `Sync`, which
+    /// [`DeliveryStats`] relies on: its one writer is the shard holding this.
     last_event: std::cell::RefCell<LastEvent>,
     events_in: IntCounter,
     out: Arc<DeliveryStats>,
@@ -161,7 +160,6 @@ impl Metrics {
             history_events: f.history_events.with_label_values(&l),
             instance: instance.clone(),
             shard: s,
-            _one_writer: PhantomData,
             last_event: Default::default(),
         }
     }
@@ -295,7 +293,7 @@ impl Metrics {
 const EVENT_HEAD: usize = 64;
 
 /// What [`Metrics::event_ts`] knows of the last frame it read.
-pub struct LastEvent {
+struct LastEvent {
     ptr: usize,
     len: usize,
     head: [u8; EVENT_HEAD],
@@ -321,7 +319,7 @@ const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000,
 /// increment is a load and a store, never a locked read-modify-write; a
 /// scrape on another thread reads them as they are.
 #[derive(Default)]
-pub struct DeliveryStats {
+struct DeliveryStats {
     packets: AtomicU64,
     bytes: AtomicU64,
     /// Deliveries (RealtimeEvent frames), also the histogram's count.
@@ -349,11 +347,12 @@ impl DeliveryStats {
 type ShardStats = (Arc<str>, String, Arc<DeliveryStats>);
 
 /// The delivery families: every shard's [`DeliveryStats`], by its labels.
-#[derive(Default)]
-pub struct DeliveryCollector {
+/// A clone is the registry's, sharing the list.
+#[derive(Clone)]
+struct DeliveryCollector {
     /// (instance, shard, its stats).
-    shards: Mutex<Vec<ShardStats>>,
-    descs: OnceLock<Vec<prometheus::core::Desc>>,
+    shards: Arc<Mutex<Vec<ShardStats>>>,
+    descs: Vec<prometheus::core::Desc>,
 }
 
 const DELIVERY_METRICS: [(&str, &str); 4] = [
@@ -367,6 +366,16 @@ const DELIVERY_METRICS: [(&str, &str); 4] = [
 ];
 
 impl DeliveryCollector {
+    fn new() -> Self {
+        DeliveryCollector {
+            shards: Default::default(),
+            descs: descs_of(
+                DELIVERY_METRICS.iter().map(|(name, help)| (*name, *help)),
+                &["instance", "shard"],
+            ),
+        }
+    }
+
     /// A shard's stats (at shard start; a second registration of the same
     /// labels, as tests make, takes the first one's place).
     fn register(&self, instance: &Arc<str>, shard: &str) -> Arc<DeliveryStats> {
@@ -378,45 +387,13 @@ impl DeliveryCollector {
     }
 }
 
-/// Registers a collector that is also kept elsewhere (the registry takes a
-/// `Box`).
-struct SharedCollector<C>(Arc<C>);
-
-impl<C: prometheus::core::Collector> prometheus::core::Collector for SharedCollector<C> {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.0.desc()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.0.collect()
-    }
-}
-
 impl prometheus::core::Collector for DeliveryCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.descs
-            .get_or_init(|| {
-                DELIVERY_METRICS
-                    .iter()
-                    .filter_map(|(name, help)| {
-                        prometheus::core::Desc::new(
-                            format!("{PREFIX}{name}"),
-                            (*help).into(),
-                            vec!["instance".into(), "shard".into()],
-                            Default::default(),
-                        )
-                        .ok()
-                    })
-                    .collect()
-            })
-            .iter()
-            .collect()
+        self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        use prometheus::proto::{
-            Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-        };
+        use prometheus::proto::{Bucket, Counter, Histogram, Metric, MetricFamily, MetricType};
         let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         let mut families: Vec<MetricFamily> = DELIVERY_METRICS
             .iter()
@@ -434,16 +411,7 @@ impl prometheus::core::Collector for DeliveryCollector {
             })
             .collect();
         for (instance, shard, st) in shards.iter() {
-            let labels = || {
-                [("instance", &**instance), ("shard", shard.as_str())]
-                    .map(|(n, v)| {
-                        let mut l = LabelPair::default();
-                        l.set_name(n.into());
-                        l.set_value(v.into());
-                        l
-                    })
-                    .to_vec()
-            };
+            let labels = || label_pairs(&[("instance", instance), ("shard", shard)]);
             let counters = [&st.deliveries, &st.packets, &st.bytes];
             for (f, c) in families.iter_mut().zip(counters) {
                 let mut v = Counter::default();
@@ -589,7 +557,7 @@ pub fn register_jwks(jwks: Arc<crate::jwks::Jwks>, instance: &str) {
     if let Err(e) = families().registry.register(Box::new(JwksCollector {
         jwks,
         instance: instance.into(),
-        descs: descs_of(&JWKS_METRICS),
+        descs: descs_of(JWKS_METRICS.iter().map(|(n, h, _)| (*n, *h)), &["instance"]),
     })) {
         tracing::warn!("jwks metrics: {e}");
     }
@@ -640,18 +608,35 @@ impl prometheus::core::Collector for JwksCollector {
     }
 }
 
-/// The descriptions of [`families_of`]'s families.
-fn descs_of(specs: &[(&str, &str, bool)]) -> Vec<prometheus::core::Desc> {
+/// The descriptions of families named and explained by `specs`, with
+/// these label names.
+fn descs_of<'a>(
+    specs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    labels: &[&str],
+) -> Vec<prometheus::core::Desc> {
     specs
-        .iter()
-        .filter_map(|(name, help, _)| {
+        .into_iter()
+        .filter_map(|(name, help)| {
             prometheus::core::Desc::new(
                 format!("{PREFIX}{name}"),
-                (*help).into(),
-                vec!["instance".into()],
+                help.into(),
+                labels.iter().map(|l| l.to_string()).collect(),
                 Default::default(),
             )
             .ok()
+        })
+        .collect()
+}
+
+/// The label pairs of one series.
+fn label_pairs(pairs: &[(&str, &str)]) -> Vec<prometheus::proto::LabelPair> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let mut l = prometheus::proto::LabelPair::default();
+            l.set_name(name.to_string());
+            l.set_value(value.to_string());
+            l
         })
         .collect()
 }
@@ -663,16 +648,13 @@ fn families_of(
     values: &[u64],
     instance: &str,
 ) -> Vec<prometheus::proto::MetricFamily> {
-    use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+    use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
     specs
         .iter()
         .zip(values)
         .map(|((name, help, is_counter), &v)| {
-            let mut label = LabelPair::default();
-            label.set_name("instance".into());
-            label.set_value(instance.to_string());
             let mut m = Metric::default();
-            m.set_label(vec![label]);
+            m.set_label(label_pairs(&[("instance", instance)]));
             let mut f = MetricFamily::default();
             f.set_name(format!("{PREFIX}{name}"));
             f.set_help((*help).into());
@@ -698,7 +680,10 @@ pub fn register_cluster(stats: Arc<crate::cluster::ClusterStats>, instance: &str
     let c = ClusterCollector {
         stats,
         instance: instance.into(),
-        descs: descs_of(CLUSTER_METRICS),
+        descs: descs_of(
+            CLUSTER_METRICS.iter().map(|(n, h, _)| (*n, *h)),
+            &["instance"],
+        ),
     };
     if let Err(e) = families().registry.register(Box::new(c)) {
         tracing::warn!("cluster metrics: {e}");
